@@ -1,0 +1,101 @@
+# LipSync: build, test, demo and benchmark.
+#
+#   make          liblipsync and the two binaries, into build/
+#   make check    every test (unit tests under ASan+UBSan, end-to-end)
+#   make demo     sync two small SQLite databases and show the result
+#   make bench    the benchmark (1,000,000 rows)
+#
+# `make check`, `make demo` and `make bench` first install missing build
+# dependencies (tools/deps.sh).
+
+CC      ?= cc
+PROTOC_C ?= protoc-c
+CSTD    := -std=c11 -D_POSIX_C_SOURCE=200809L -D_DEFAULT_SOURCE
+WARN    := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wno-unused-parameter
+OPT     ?= -O2 -g
+DEPLIBS := -lprotobuf-c -lsqlite3 -lcrypto -lpthread -lm
+
+B       := build
+GEN     := $(B)/gen
+SRC     := $(wildcard ref/src/*.c)
+TESTSRC := $(wildcard ref/tests/*.c)
+BINS    := lipsync-server lipsync-client
+
+CFLAGS_ALL = $(CSTD) $(WARN) -Iref/include -Iref/src -I$(GEN)
+
+.PHONY: all deps check unit e2e demo bench clean format conformance
+all: $(BINS:%=$(B)/bin/%)
+
+deps:
+	@sh tools/deps.sh
+
+# ---- generated protobuf code -------------------------------------------
+$(GEN)/lipsync.pb-c.c $(GEN)/lipsync.pb-c.h: proto/lipsync.proto
+	@mkdir -p $(GEN)
+	$(PROTOC_C) --proto_path=proto --c_out=$(GEN) proto/lipsync.proto
+
+# ---- release build -------------------------------------------------------
+$(B)/obj/%.o: ref/src/%.c $(GEN)/lipsync.pb-c.h ref/include/lipsync.h $(wildcard ref/src/*.h)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_ALL) $(OPT) -c -o $@ $<
+$(B)/obj/lipsync.pb-c.o: $(GEN)/lipsync.pb-c.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CSTD) $(OPT) -I$(GEN) -c -o $@ $<
+$(B)/obj/bin/%.o: ref/bin/%.c ref/include/lipsync.h ref/bin/cli.h
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_ALL) $(OPT) -c -o $@ $<
+
+OBJ := $(SRC:ref/src/%.c=$(B)/obj/%.o) $(B)/obj/lipsync.pb-c.o
+$(B)/lib/liblipsync.a: $(OBJ)
+	@mkdir -p $(dir $@)
+	rm -f $@ && ar rcs $@ $^
+
+$(B)/bin/%: $(B)/obj/bin/%.o $(B)/obj/bin/cli.o $(B)/lib/liblipsync.a
+	@mkdir -p $(dir $@)
+	$(CC) $(OPT) -o $@ $^ $(DEPLIBS)
+
+# ---- sanitizer build for tests ------------------------------------------
+SAN     := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all
+SOPT    := -O1 -g $(SAN)
+$(B)/san/%.o: ref/src/%.c $(GEN)/lipsync.pb-c.h ref/include/lipsync.h $(wildcard ref/src/*.h)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_ALL) $(SOPT) -c -o $@ $<
+$(B)/san/lipsync.pb-c.o: $(GEN)/lipsync.pb-c.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CSTD) $(SOPT) -I$(GEN) -c -o $@ $<
+$(B)/san/tests/%.o: ref/tests/%.c $(GEN)/lipsync.pb-c.h ref/include/lipsync.h $(wildcard ref/tests/*.h) $(wildcard ref/src/*.h)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_ALL) -Iref/tests $(SOPT) -c -o $@ $<
+$(B)/san/bin/%.o: ref/bin/%.c ref/include/lipsync.h ref/bin/cli.h
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_ALL) $(SOPT) -c -o $@ $<
+
+SANOBJ := $(SRC:ref/src/%.c=$(B)/san/%.o) $(B)/san/lipsync.pb-c.o
+$(B)/san/unit-tests: $(SANOBJ) $(TESTSRC:ref/tests/%.c=$(B)/san/tests/%.o)
+	$(CC) $(SOPT) -o $@ $^ $(DEPLIBS) -lcunit
+$(B)/san/bin/%: $(B)/san/bin/%.o $(B)/san/bin/cli.o $(SANOBJ)
+	$(CC) $(SOPT) -o $@ $^ $(DEPLIBS)
+
+export ASAN_OPTIONS := abort_on_error=0:detect_leaks=1
+export UBSAN_OPTIONS := print_stacktrace=1:halt_on_error=1
+
+check: deps
+	@$(MAKE) --no-print-directory all $(B)/san/unit-tests $(BINS:%=$(B)/san/bin/%)
+	@sh tools/check.sh
+
+unit: $(B)/san/unit-tests
+	$(B)/san/unit-tests
+
+demo: deps
+	@$(MAKE) --no-print-directory all
+	@sh tools/demo.sh
+
+bench: deps
+	@$(MAKE) --no-print-directory all
+	@sh tools/bench.sh
+
+format:
+	clang-format -i ref/include/*.h ref/src/*.[ch] ref/bin/*.[ch] ref/tests/*.[ch]
+
+clean:
+	rm -rf $(B)

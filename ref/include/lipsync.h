@@ -1,0 +1,349 @@
+/*
+ * lipsync.h: the one public header of liblipsync, the LipSync reference
+ * implementation (protocol version 1, spec/lipsync.md).
+ *
+ * Three layers, from the bottom up:
+ *
+ *   - a storage backend (lipsync_store): a versioned table of function
+ *     pointers in the style of SQLite's VFS. The SQLite backend ships here;
+ *     an application may write its own.
+ *   - a sans-I/O session (lipsync_session): bytes in with
+ *     lipsync_session_recv(), bytes out with lipsync_session_send(). It does
+ *     no network I/O, so it runs over TCP, TLS, pipes or two memory buffers.
+ *   - a thin socket loop (lipsync_session_run_fd) for the common case of a
+ *     connected file descriptor.
+ *
+ * Every function that can fail returns 0 or a negative lipsync_error;
+ * lipsync_strerror() names each code, and the handle keeps the detail of
+ * the last failure (lipsync_session_errmsg, lipsync_store_errmsg).
+ * Every exported name starts with lipsync_ / LIPSYNC_.
+ */
+#ifndef LIPSYNC_H
+#define LIPSYNC_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define LIPSYNC_VERSION_STRING "0.1.0"
+/* The protocol versions this library speaks. */
+#define LIPSYNC_PROTOCOL_MIN 1
+#define LIPSYNC_PROTOCOL_MAX 1
+
+/* Largest frame payload (bytes after the 4-byte length prefix), spec 4. */
+#define LIPSYNC_MAX_FRAME (16u * 1024u * 1024u)
+#define LIPSYNC_UUID_LEN 16
+#define LIPSYNC_DIGEST_LEN 16
+#define LIPSYNC_NONCE_LEN 32
+#define LIPSYNC_MAC_LEN 32
+/* Name of the column holding each row's UUID. */
+#define LIPSYNC_UUID_COLUMN "_lipsync_uuid"
+
+/*
+ * Error codes. Codes -1 .. -15 are the negated wire codes of the Error
+ * frame (spec section 11); the others never cross the wire.
+ */
+typedef enum lipsync_error {
+  LIPSYNC_OK = 0,
+  LIPSYNC_ERR_PROTOCOL = -1,
+  LIPSYNC_ERR_FRAME_TOO_LARGE = -2,
+  LIPSYNC_ERR_UNEXPECTED_MESSAGE = -3,
+  LIPSYNC_ERR_VERSION_MISMATCH = -4,
+  LIPSYNC_ERR_AUTH_FAILED = -5,
+  LIPSYNC_ERR_UNKNOWN_TABLE = -6,
+  LIPSYNC_ERR_TABLE_NOT_OFFERED = -7,
+  LIPSYNC_ERR_SCHEMA_MISMATCH = -8,
+  LIPSYNC_ERR_CONFLICT = -9,
+  LIPSYNC_ERR_VERIFY_FAILED = -10,
+  LIPSYNC_ERR_STORAGE = -11,
+  LIPSYNC_ERR_TIMEOUT = -12,
+  LIPSYNC_ERR_INVALID_VALUE = -13,
+  LIPSYNC_ERR_SHUTTING_DOWN = -14,
+  LIPSYNC_ERR_INTERNAL = -15,
+  /* Local only. */
+  LIPSYNC_ERR_NOMEM = -100,
+  LIPSYNC_ERR_INVALID_ARGUMENT = -101,
+  LIPSYNC_ERR_IO = -102,     /* the transport failed (read/write error) */
+  LIPSYNC_ERR_CLOSED = -103, /* the peer closed the stream too early */
+  LIPSYNC_ERR_NOT_FOUND = -104
+} lipsync_error;
+
+/* Returns a static English name for |code| ("auth failed", ...). */
+const char *lipsync_strerror(int code);
+
+/* ------------------------------------------------------------------ */
+/* Canonical values (spec section 7)                                    */
+/* ------------------------------------------------------------------ */
+
+typedef enum lipsync_type {
+  LIPSYNC_NULL = 0,
+  LIPSYNC_INTEGER = 1,
+  LIPSYNC_REAL = 2,
+  LIPSYNC_TEXT = 3,
+  LIPSYNC_BLOB = 4
+} lipsync_type;
+
+/* One value. TEXT and BLOB point at bytes owned by whoever produced the
+ * value; TEXT is UTF-8 and may contain NUL, so |len| is authoritative. */
+typedef struct lipsync_value {
+  lipsync_type type;
+  union {
+    int64_t integer;
+    double real;
+    struct {
+      const void *data;
+      size_t len;
+    } bytes;
+  } u;
+} lipsync_value;
+
+/* One row: its UUID and its values in canonical column order. */
+typedef struct lipsync_row {
+  uint8_t uuid[LIPSYNC_UUID_LEN];
+  size_t nvalues;
+  const lipsync_value *values;
+} lipsync_row;
+
+/* One column in canonical form: name, and canonical type name
+ * ("integer", "real", "text", "blob", "numeric"; spec section 6.2). */
+typedef struct lipsync_column {
+  const char *name;
+  const char *type;
+} lipsync_column;
+
+/* Computes the 16-byte row digest of |row| (spec 8.1) into |out|. */
+void lipsync_row_digest(const lipsync_row *row,
+                        uint8_t out[LIPSYNC_DIGEST_LEN]);
+
+/* Formats |uuid| as 36 lowercase characters plus NUL into |out|. */
+void lipsync_uuid_format(const uint8_t uuid[LIPSYNC_UUID_LEN], char out[37]);
+
+/* Parses the 36-character lowercase form. Returns 0, or
+ * LIPSYNC_ERR_INVALID_VALUE if |text| (of |len| bytes) is not one. */
+int lipsync_uuid_parse(const char *text, size_t len,
+                       uint8_t out[LIPSYNC_UUID_LEN]);
+
+/* Fills |out| with a fresh random version 4 UUID (RFC 9562). Returns 0 or
+ * LIPSYNC_ERR_INTERNAL if the system RNG fails. */
+int lipsync_uuid_generate(uint8_t out[LIPSYNC_UUID_LEN]);
+
+/* ------------------------------------------------------------------ */
+/* Storage backends                                                     */
+/* ------------------------------------------------------------------ */
+
+typedef struct lipsync_store lipsync_store;
+typedef struct lipsync_table lipsync_table;
+typedef struct lipsync_cursor lipsync_cursor;
+typedef struct lipsync_store_methods lipsync_store_methods;
+
+/* Base of every backend's store handle: a backend embeds it first. */
+struct lipsync_store {
+  const lipsync_store_methods *methods;
+};
+
+/* Base of a backend's per-table handle, valid from open_table until the
+ * transaction ends. |columns| excludes _lipsync_uuid and is sorted in
+ * canonical column order (bytewise by name). */
+struct lipsync_table {
+  const char *name;
+  size_t ncolumns;
+  const lipsync_column *columns;
+};
+
+/* Base of a backend's cursor. */
+struct lipsync_cursor {
+  lipsync_table *table;
+};
+
+#define LIPSYNC_STORE_METHODS_VERSION 1
+
+/*
+ * A storage backend. Methods are only ever appended; |version| says how many
+ * a backend fills. All methods return 0 or a negative lipsync_error and keep
+ * a message for errmsg(). The core calls them in this order for one sync:
+ *   begin, open_table (each table), prepare_table (each), scan/fetch/insert
+ *   in any order, then commit or rollback. commit and rollback invalidate
+ *   every lipsync_table and lipsync_cursor of the transaction.
+ */
+struct lipsync_store_methods {
+  int version;
+  const char *name; /* "sqlite", ... */
+
+  /* Starts the one write transaction of a sync: from here the store reads a
+   * consistent snapshot and no other writer interleaves. */
+  int (*begin)(lipsync_store *store);
+  /* Makes every change since begin durable, atomically. */
+  int (*commit)(lipsync_store *store);
+  /* Discards every change since begin. Must be safe to call after a failed
+   * begin or commit, and when no transaction is open. */
+  int (*rollback)(lipsync_store *store);
+
+  /* Looks up table |name| and describes its columns. Returns
+   * LIPSYNC_ERR_UNKNOWN_TABLE if there is none, LIPSYNC_ERR_SCHEMA_MISMATCH
+   * if a column has a type with no canonical mapping (the message names the
+   * column). The store owns |*out|. */
+  int (*open_table)(lipsync_store *store, const char *name,
+                    lipsync_table **out);
+  /* Gives |table| its _lipsync_uuid column and unique index if missing, and
+   * a fresh random UUID to every row that has none. Reports malformed UUIDs
+   * already present with LIPSYNC_ERR_STORAGE. */
+  int (*prepare_table)(lipsync_store *store, lipsync_table *table);
+
+  /* Opens a cursor over the rows of |table| whose UUID is in [lower, upper)
+   * (NULL means unbounded), in any order. */
+  int (*scan)(lipsync_store *store, lipsync_table *table, const uint8_t *lower,
+              const uint8_t *upper, lipsync_cursor **out);
+  /* Advances |cursor|: returns 1 and fills |row| (valid until the next call
+   * on the cursor), 0 at the end, or a negative error. */
+  int (*next)(lipsync_cursor *cursor, lipsync_row *row);
+  /* Closes |cursor|; NULL is a no-op. */
+  void (*close_cursor)(lipsync_cursor *cursor);
+
+  /* Reads the row with |uuid| into |row|, valid until the next call on the
+   * store. Returns LIPSYNC_ERR_NOT_FOUND if there is none. */
+  int (*fetch)(lipsync_store *store, lipsync_table *table,
+               const uint8_t uuid[LIPSYNC_UUID_LEN], lipsync_row *row);
+  /* Inserts |row|. Returns LIPSYNC_ERR_INVALID_VALUE for a value this
+   * database cannot store exactly, LIPSYNC_ERR_STORAGE otherwise. */
+  int (*insert)(lipsync_store *store, lipsync_table *table,
+                const lipsync_row *row);
+
+  /* Names every user table, for a server that offers all tables. The
+   * store owns the array and strings until the next call. */
+  int (*list_tables)(lipsync_store *store, const char *const **names,
+                     size_t *count);
+
+  /* The detail of the last failure, never NULL. */
+  const char *(*errmsg)(lipsync_store *store);
+  /* Rolls back anything open and frees the store. */
+  void (*destroy)(lipsync_store *store);
+};
+
+/* Frees |store| through its destroy method; NULL is a no-op. */
+void lipsync_store_free(lipsync_store *store);
+/* The detail of |store|'s last failure. */
+const char *lipsync_store_errmsg(lipsync_store *store);
+
+/* SQLite backend over an open connection |db| (a sqlite3 *). Does not take
+ * ownership of |db|: the caller closes it after lipsync_store_free(). */
+int lipsync_store_sqlite_wrap(lipsync_store **out, void *db);
+/* SQLite backend that opens (creating if needed) the database at |path| and
+ * closes it when freed. On failure *out is NULL and, when |errbuf| is not
+ * NULL, the reason is copied into it. */
+int lipsync_store_sqlite_open(lipsync_store **out, const char *path,
+                              char *errbuf, size_t errlen);
+
+/* ------------------------------------------------------------------ */
+/* Sessions (sans-I/O)                                                  */
+/* ------------------------------------------------------------------ */
+
+typedef struct lipsync_session lipsync_session;
+
+/* Creates a client session that syncs |tables| (|ntables| >= 1, names
+ * copied) of |store| using the shared |secret| (copied). Does not take
+ * ownership of |store|, which must outlive the session. */
+int lipsync_session_client_new(lipsync_session **out, lipsync_store *store,
+                               const void *secret, size_t secret_len,
+                               const char *const *tables, size_t ntables);
+
+/* Creates a server session over |store|. It offers the |noffered| tables
+ * named in |offered|, or every table of the store when |offer_all| is
+ * nonzero. Does not take ownership of |store|. */
+int lipsync_session_server_new(lipsync_session **out, lipsync_store *store,
+                               const void *secret, size_t secret_len,
+                               const char *const *offered, size_t noffered,
+                               int offer_all);
+
+/* Frees |session|, rolling back a transaction still open. NULL is a no-op. */
+void lipsync_session_free(lipsync_session *session);
+
+/* Feeds |len| received bytes. Consumes all of them and returns |len|, or
+ * returns a negative error once the session has failed (the session has
+ * then queued an Error frame to send, and rolled back). */
+ssize_t lipsync_session_recv(lipsync_session *session, const uint8_t *data,
+                             size_t len);
+
+/* Tells the session the peer closed the stream (read returned 0). */
+void lipsync_session_recv_eof(lipsync_session *session);
+
+/* Returns the next bytes to send and their length; 0 when there is
+ * nothing to send now. The caller must send all of them before calling
+ * again; the pointer is valid until the next call. A negative return is an
+ * error (the session has failed). */
+ssize_t lipsync_session_send(lipsync_session *session, const uint8_t **data);
+
+/* Nonzero while the session expects more input. */
+int lipsync_session_want_read(lipsync_session *session);
+/* Nonzero while the session has or may produce output now. */
+int lipsync_session_want_write(lipsync_session *session);
+/* Nonzero once the session has finished, successfully or not, and has
+ * nothing more to send: the transport may be closed. */
+int lipsync_session_is_done(lipsync_session *session);
+
+/* Fails the session with |code| (for example LIPSYNC_ERR_TIMEOUT or
+ * LIPSYNC_ERR_SHUTTING_DOWN): rolls back and queues an Error frame. */
+void lipsync_session_abort(lipsync_session *session, int code,
+                           const char *message);
+
+/* 0 after a successful sync, else the error that ended the session. */
+int lipsync_session_result(lipsync_session *session);
+/* Nonzero if the error came from the peer's Error frame. */
+int lipsync_session_error_is_remote(lipsync_session *session);
+/* A human-readable description of the result, never NULL. */
+const char *lipsync_session_errmsg(lipsync_session *session);
+
+/* Per-table counters, for reports. */
+typedef struct lipsync_table_stats {
+  const char *name;
+  uint64_t rows_sent;
+  uint64_t rows_received;
+  uint64_t bytes_sent;     /* frames that name this table */
+  uint64_t bytes_received; /* frames that name this table */
+} lipsync_table_stats;
+
+/* Number of tables in the session (known to a server once they are open). */
+size_t lipsync_session_table_count(lipsync_session *session);
+/* Fills |out| for table |index|. Returns LIPSYNC_ERR_INVALID_ARGUMENT when
+ * |index| is out of range. */
+int lipsync_session_table_stats(lipsync_session *session, size_t index,
+                                lipsync_table_stats *out);
+/* Total bytes sent and received by the session, framing included. */
+void lipsync_session_bytes(lipsync_session *session, uint64_t *sent,
+                           uint64_t *received);
+
+/* Called as rows are sent and received. */
+typedef void (*lipsync_progress_cb)(void *user, const char *table,
+                                    uint64_t rows_sent, uint64_t rows_received);
+void lipsync_session_set_progress(lipsync_session *session,
+                                  lipsync_progress_cb cb, void *user);
+
+/* Testing and tuning knobs; call before the first recv/send. */
+int lipsync_session_set_versions(lipsync_session *session, uint32_t min,
+                                 uint32_t max);
+/* Ranges holding at most |n| items are answered with item lists rather
+ * than split (default 256; 0 disables splitting: the simple strategy). */
+void lipsync_session_set_split_threshold(lipsync_session *session, size_t n);
+
+/* ------------------------------------------------------------------ */
+/* Socket loop                                                          */
+/* ------------------------------------------------------------------ */
+
+/*
+ * Runs |session| to completion over the connected stream |fd|, which it
+ * neither closes nor takes ownership of. Fails the session with
+ * LIPSYNC_ERR_TIMEOUT when the peer sends nothing for |timeout_ms| (<= 0:
+ * no timeout), and with LIPSYNC_ERR_SHUTTING_DOWN when |cancel_fd| (or -1)
+ * becomes readable. Returns lipsync_session_result().
+ */
+int lipsync_session_run_fd(lipsync_session *session, int fd, int timeout_ms,
+                           int cancel_fd);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* LIPSYNC_H */

@@ -1,0 +1,57 @@
+/* auth.c: HMAC-SHA256 challenge-response (spec 5.3). */
+#include "auth.h"
+
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
+#include <openssl/rand.h>
+#include <string.h>
+
+static const char CLIENT_LABEL[] = "LipSync v1 client auth";
+static const char SERVER_LABEL[] = "LipSync v1 server auth";
+
+int auth_nonce(uint8_t nonce[LIPSYNC_NONCE_LEN]) {
+  return RAND_bytes(nonce, LIPSYNC_NONCE_LEN) == 1 ? 0 : LIPSYNC_ERR_INTERNAL;
+}
+
+void auth_transcript(const uint8_t *client_hello, size_t client_len,
+                     const uint8_t *server_hello, size_t server_len,
+                     uint8_t th[AUTH_TRANSCRIPT_LEN]) {
+  EVP_MD_CTX *ctx = EVP_MD_CTX_new();
+  memset(th, 0, AUTH_TRANSCRIPT_LEN);
+  if (!ctx)
+    return;
+  EVP_DigestInit_ex(ctx, EVP_sha256(), NULL);
+  EVP_DigestUpdate(ctx, client_hello, client_len);
+  EVP_DigestUpdate(ctx, server_hello, server_len);
+  EVP_DigestFinal_ex(ctx, th, NULL);
+  EVP_MD_CTX_free(ctx);
+}
+
+int auth_proof(const uint8_t *secret, size_t secret_len, auth_role role,
+               const uint8_t th[AUTH_TRANSCRIPT_LEN],
+               uint8_t mac[LIPSYNC_MAC_LEN]) {
+  const char *label = role == AUTH_CLIENT ? CLIENT_LABEL : SERVER_LABEL;
+  size_t label_len = strlen(label);
+  uint8_t msg[64];
+  unsigned int len = 0;
+  memcpy(msg, label, label_len);
+  memcpy(msg + label_len, th, AUTH_TRANSCRIPT_LEN);
+  if (!HMAC(EVP_sha256(), secret, (int)secret_len, msg,
+            label_len + AUTH_TRANSCRIPT_LEN, mac, &len) ||
+      len != LIPSYNC_MAC_LEN)
+    return LIPSYNC_ERR_INTERNAL;
+  return 0;
+}
+
+int auth_verify(const uint8_t *secret, size_t secret_len, auth_role role,
+                const uint8_t th[AUTH_TRANSCRIPT_LEN], const uint8_t *mac,
+                size_t mac_len) {
+  uint8_t expect[LIPSYNC_MAC_LEN];
+  if (auth_proof(secret, secret_len, role, th, expect))
+    return LIPSYNC_ERR_INTERNAL;
+  int ok = mac_len == LIPSYNC_MAC_LEN &&
+           CRYPTO_memcmp(expect, mac, LIPSYNC_MAC_LEN) == 0;
+  OPENSSL_cleanse(expect, sizeof expect);
+  return ok ? 0 : LIPSYNC_ERR_AUTH_FAILED;
+}

@@ -1,0 +1,115 @@
+/* frame.c: length-prefixed protobuf frames (spec section 4). */
+#include "frame.h"
+
+#include "lipsync.h"
+
+#include <string.h>
+
+void frame_reader_init(frame_reader *r) {
+  memset(r, 0, sizeof *r);
+}
+
+void frame_reader_free(frame_reader *r) {
+  bytebuf_free(&r->payload);
+}
+
+ssize_t frame_reader_feed(frame_reader *r, const uint8_t *data, size_t len,
+                          int *complete) {
+  size_t used = 0;
+  *complete = 0;
+  if (r->header_len < FRAME_HEADER_LEN) {
+    size_t take = FRAME_HEADER_LEN - r->header_len;
+    if (take > len)
+      take = len;
+    memcpy(r->header + r->header_len, data, take);
+    r->header_len += take;
+    used += take;
+    if (r->header_len < FRAME_HEADER_LEN)
+      return (ssize_t)used;
+    r->length = (uint32_t)r->header[0] << 24 | (uint32_t)r->header[1] << 16 |
+                (uint32_t)r->header[2] << 8 | r->header[3];
+    if (r->length > LIPSYNC_MAX_FRAME)
+      return LIPSYNC_ERR_FRAME_TOO_LARGE;
+    r->payload.len = 0;
+  }
+  size_t take = r->length - r->payload.len;
+  if (take > len - used)
+    take = len - used;
+  if (bytebuf_append(&r->payload, data + used, take))
+    return LIPSYNC_ERR_NOMEM;
+  used += take;
+  *complete = r->payload.len == r->length;
+  return (ssize_t)used;
+}
+
+Lipsync__Frame *frame_reader_decode(frame_reader *r, arena *a) {
+  return lipsync__frame__unpack(&a->pb, r->payload.len, r->payload.data);
+}
+
+size_t frame_reader_size(const frame_reader *r) {
+  return FRAME_HEADER_LEN + r->payload.len;
+}
+
+int frame_reader_copy(const frame_reader *r, bytebuf *out) {
+  int rc = bytebuf_append(out, r->header, FRAME_HEADER_LEN);
+  return rc ? rc : bytebuf_append(out, r->payload.data, r->payload.len);
+}
+
+void frame_reader_reset(frame_reader *r) {
+  r->header_len = 0;
+  r->length = 0;
+  r->payload.len = 0;
+}
+
+int frame_reader_partial(const frame_reader *r) {
+  return r->header_len > 0;
+}
+
+ssize_t frame_append(bytebuf *out, const Lipsync__Frame *f) {
+  size_t n = lipsync__frame__get_packed_size(f);
+  if (n > LIPSYNC_MAX_FRAME)
+    return LIPSYNC_ERR_FRAME_TOO_LARGE;
+  if (bytebuf_reserve(out, FRAME_HEADER_LEN + n))
+    return LIPSYNC_ERR_NOMEM;
+  uint8_t *p = out->data + out->len;
+  p[0] = (uint8_t)(n >> 24);
+  p[1] = (uint8_t)(n >> 16);
+  p[2] = (uint8_t)(n >> 8);
+  p[3] = (uint8_t)n;
+  lipsync__frame__pack(f, p + FRAME_HEADER_LEN);
+  out->len += FRAME_HEADER_LEN + n;
+  return (ssize_t)(FRAME_HEADER_LEN + n);
+}
+
+const char *frame_body_name(Lipsync__Frame__BodyCase body) {
+  switch (body) {
+  case LIPSYNC__FRAME__BODY_CLIENT_HELLO:
+    return "ClientHello";
+  case LIPSYNC__FRAME__BODY_SERVER_HELLO:
+    return "ServerHello";
+  case LIPSYNC__FRAME__BODY_CLIENT_AUTH:
+    return "client_auth";
+  case LIPSYNC__FRAME__BODY_SERVER_AUTH:
+    return "server_auth";
+  case LIPSYNC__FRAME__BODY_OPEN_TABLES:
+    return "OpenTables";
+  case LIPSYNC__FRAME__BODY_TABLES_OPENED:
+    return "TablesOpened";
+  case LIPSYNC__FRAME__BODY_RANGES:
+    return "Ranges";
+  case LIPSYNC__FRAME__BODY_ROWS:
+    return "Rows";
+  case LIPSYNC__FRAME__BODY_NEED:
+    return "Need";
+  case LIPSYNC__FRAME__BODY_END_TURN:
+    return "EndTurn";
+  case LIPSYNC__FRAME__BODY_VERIFY:
+    return "Verify";
+  case LIPSYNC__FRAME__BODY_COMMITTED:
+    return "Committed";
+  case LIPSYNC__FRAME__BODY_ERROR:
+    return "Error";
+  default:
+    return "unknown frame";
+  }
+}

@@ -1,0 +1,685 @@
+/*
+ * reconcile.c: turns of range-based reconciliation and row transfer (spec
+ * sections 8 and 9).
+ *
+ * While the peer holds the turn, each frame it sends is answered with work
+ * for my next turn, kept per table as small descriptions rather than bytes:
+ * ranges to describe (intervals of my item index), UUIDs to ask for, and
+ * spans of my items to send. When my turn comes, recon_produce() turns that
+ * work into frames a megabyte at a time, reading rows from the store as the
+ * transport drains, so no side holds a table's rows in memory.
+ */
+#include "session_int.h"
+#include "store.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#define OUT_TARGET (1024u * 1024u) /* bytes produced per send() call */
+#define ROWS_PER_FRAME 1000        /* and at most ROW_BYTES_PER_FRAME */
+#define ROW_BYTES_PER_FRAME (1024u * 1024u)
+#define ITEMS_PER_FRAME 4096 /* item list entries per Ranges frame */
+#define RANGES_PER_FRAME 256
+#define NEEDS_PER_FRAME 32768
+#define SPLIT_WAYS 16
+#define FETCH_SPAN_MAX 64 /* longer spans are read with one range scan */
+#define NOT_FOUND ((size_t)-1)
+
+void recon_table_free(lipsync_session *s, sync_table *t) {
+  (void)s;
+  free(t->name);
+  items_free(&t->items);
+  free(t->ranges);
+  free(t->needs);
+  free(t->pushes);
+  memset(t, 0, sizeof *t);
+}
+
+/* ------------------------------------------------------------------ */
+/* work queues                                                          */
+/* ------------------------------------------------------------------ */
+
+static int add_push(lipsync_session *s, sync_table *t, size_t lo, size_t hi) {
+  if (lo >= hi)
+    return 0;
+  if (t->npushes && t->pushes[t->npushes - 1].hi == lo) {
+    t->pushes[t->npushes - 1].hi = hi;
+    return 0;
+  }
+  if (vec_reserve((void **)&t->pushes, &t->cap_pushes, t->npushes + 1,
+                  sizeof *t->pushes))
+    return session_fail(s, LIPSYNC_ERR_NOMEM, "out of memory");
+  t->pushes[t->npushes++] = (span){lo, hi};
+  return 0;
+}
+
+static int add_need(lipsync_session *s, sync_table *t, const uint8_t *uuid) {
+  if (vec_reserve((void **)&t->needs, &t->cap_needs, t->nneeds + 1,
+                  sizeof *t->needs))
+    return session_fail(s, LIPSYNC_ERR_NOMEM, "out of memory");
+  memcpy(t->needs[t->nneeds++], uuid, LIPSYNC_UUID_LEN);
+  return 0;
+}
+
+static int add_range(lipsync_session *s, sync_table *t, const uint8_t *lower,
+                     const uint8_t *upper, pending_kind kind, size_t lo,
+                     size_t hi) {
+  if (vec_reserve((void **)&t->ranges, &t->cap_ranges, t->nranges + 1,
+                  sizeof *t->ranges))
+    return session_fail(s, LIPSYNC_ERR_NOMEM, "out of memory");
+  pending_range *p = &t->ranges[t->nranges++];
+  memset(p, 0, sizeof *p);
+  p->has_lower = lower != NULL;
+  p->has_upper = upper != NULL;
+  if (lower)
+    memcpy(p->lower, lower, LIPSYNC_UUID_LEN);
+  if (upper)
+    memcpy(p->upper, upper, LIPSYNC_UUID_LEN);
+  p->kind = kind;
+  p->lo = lo;
+  p->hi = hi;
+  return 0;
+}
+
+/* The client's first turn: every table's whole UUID space. */
+int recon_start(lipsync_session *s) {
+  pending_kind kind = s->split_threshold ? PENDING_FINGERPRINT : PENDING_ITEMS;
+  for (size_t i = 0; i < s->ntables; i++) {
+    sync_table *t = &s->tables[i];
+    if (add_range(s, t, NULL, NULL, kind, 0, t->items.n))
+      return s->result;
+  }
+  s->state = ST_MY_TURN;
+  memset(&s->gen, 0, sizeof s->gen);
+  return 0;
+}
+
+/* ------------------------------------------------------------------ */
+/* receiving the peer's turn                                            */
+/* ------------------------------------------------------------------ */
+
+static sync_table *frame_table(lipsync_session *s, uint32_t index,
+                               const char *what) {
+  if (index >= s->ntables) {
+    session_fail(s, LIPSYNC_ERR_PROTOCOL,
+                 "%s names table index %u; the session has %zu tables", what,
+                 index, s->ntables);
+    return NULL;
+  }
+  s->tables[index].bytes_received += s->frame_size;
+  return &s->tables[index];
+}
+
+static bool uuid_below(const uint8_t *uuid, const uint8_t *upper) {
+  return !upper || memcmp(uuid, upper, LIPSYNC_UUID_LEN) < 0;
+}
+
+static int on_fingerprint(lipsync_session *s, sync_table *t,
+                          const uint8_t *lower, const uint8_t *upper, size_t lo,
+                          size_t hi, const Lipsync__Fingerprint *fp) {
+  canon_fp mine;
+  uint8_t value[LIPSYNC_DIGEST_LEN];
+  if (fp->value.len != LIPSYNC_DIGEST_LEN)
+    return session_fail(s, LIPSYNC_ERR_PROTOCOL,
+                        "table %s: fingerprint is %zu bytes, not %d", t->name,
+                        fp->value.len, LIPSYNC_DIGEST_LEN);
+  items_fingerprint(&t->items, lo, hi, &mine);
+  canon_fp_final(&mine, value);
+  if (mine.count == fp->count &&
+      memcmp(value, fp->value.data, LIPSYNC_DIGEST_LEN) == 0)
+    return 0; /* this range is in sync */
+  if (fp->count == 0)
+    return add_push(s, t, lo, hi); /* the peer has nothing here */
+  size_t n = hi - lo;
+  pending_kind kind = (s->split_threshold == 0 || n <= s->split_threshold)
+                          ? PENDING_ITEMS
+                          : PENDING_SPLIT;
+  return add_range(s, t, lower, upper, kind, lo, hi);
+}
+
+/* Compares the peer's item list with my items [lo, hi) of the same range:
+ * mine alone are sent, theirs alone are asked for, and a UUID on both sides
+ * with different digests is a conflict. */
+static int on_item_list(lipsync_session *s, sync_table *t, const uint8_t *lower,
+                        const uint8_t *upper, size_t lo, size_t hi,
+                        const Lipsync__ItemList *list) {
+  size_t i = lo;
+  const uint8_t *prev = NULL;
+  for (size_t k = 0; k < list->n_items; k++) {
+    const Lipsync__Item *it = list->items[k];
+    const uint8_t *uuid = it->uuid.data;
+    if (it->uuid.len != LIPSYNC_UUID_LEN ||
+        it->digest.len != LIPSYNC_DIGEST_LEN)
+      return session_fail(s, LIPSYNC_ERR_PROTOCOL,
+                          "table %s: item with a %zu-byte UUID and a "
+                          "%zu-byte digest",
+                          t->name, it->uuid.len, it->digest.len);
+    if ((prev && memcmp(prev, uuid, LIPSYNC_UUID_LEN) >= 0) ||
+        (lower && memcmp(uuid, lower, LIPSYNC_UUID_LEN) < 0) ||
+        !uuid_below(uuid, upper))
+      return session_fail(s, LIPSYNC_ERR_PROTOCOL,
+                          "table %s: item list is not in ascending UUID "
+                          "order inside its range",
+                          t->name);
+    prev = uuid;
+    size_t start = i;
+    while (i < hi && memcmp(t->items.v[i].uuid, uuid, LIPSYNC_UUID_LEN) < 0)
+      i++;
+    if (add_push(s, t, start, i))
+      return s->result;
+    if (i < hi && memcmp(t->items.v[i].uuid, uuid, LIPSYNC_UUID_LEN) == 0) {
+      if (memcmp(t->items.v[i].digest, it->digest.data, LIPSYNC_DIGEST_LEN))
+        t->conflicts++;
+      i++;
+    } else if (add_need(s, t, uuid)) {
+      return s->result;
+    }
+  }
+  return add_push(s, t, i, hi);
+}
+
+int recon_on_ranges(lipsync_session *s, const Lipsync__Ranges *m) {
+  sync_table *t = frame_table(s, m->table, "Ranges");
+  if (!t)
+    return s->result;
+  s->peer_turn_requests = true;
+  for (size_t r = 0; r < m->n_ranges; r++) {
+    const Lipsync__Range *rg = m->ranges[r];
+    const uint8_t *lower = rg->lower.len ? rg->lower.data : NULL;
+    const uint8_t *upper = rg->upper.len ? rg->upper.data : NULL;
+    if ((rg->lower.len && rg->lower.len != LIPSYNC_UUID_LEN) ||
+        (rg->upper.len && rg->upper.len != LIPSYNC_UUID_LEN) ||
+        (lower && upper && memcmp(lower, upper, LIPSYNC_UUID_LEN) >= 0))
+      return session_fail(s, LIPSYNC_ERR_PROTOCOL,
+                          "table %s: invalid range bounds", t->name);
+    size_t lo = items_lower_bound(&t->items, lower);
+    size_t hi = upper ? items_lower_bound(&t->items, upper) : t->items.n;
+    int rc;
+    if (rg->summary_case == LIPSYNC__RANGE__SUMMARY_FINGERPRINT)
+      rc = on_fingerprint(s, t, lower, upper, lo, hi, rg->fingerprint);
+    else if (rg->summary_case == LIPSYNC__RANGE__SUMMARY_ITEMS)
+      rc = on_item_list(s, t, lower, upper, lo, hi, rg->items);
+    else
+      rc = session_fail(s, LIPSYNC_ERR_PROTOCOL,
+                        "table %s: range without a summary", t->name);
+    if (rc)
+      return rc;
+  }
+  return 0;
+}
+
+int recon_on_need(lipsync_session *s, const Lipsync__Need *m) {
+  sync_table *t = frame_table(s, m->table, "Need");
+  if (!t)
+    return s->result;
+  s->peer_turn_requests = true;
+  for (size_t k = 0; k < m->n_uuids; k++) {
+    size_t pos = m->uuids[k].len == LIPSYNC_UUID_LEN
+                     ? items_find(&t->items, m->uuids[k].data)
+                     : NOT_FOUND;
+    if (pos == NOT_FOUND)
+      return session_fail(s, LIPSYNC_ERR_PROTOCOL,
+                          "table %s: Need names a row this side does not "
+                          "have",
+                          t->name);
+    if (add_push(s, t, pos, pos + 1))
+      return s->result;
+  }
+  return 0;
+}
+
+static int decode_value(lipsync_session *s, const sync_table *t,
+                        const Lipsync__Value *in, lipsync_value *out) {
+  switch (in->kind_case) {
+  case LIPSYNC__VALUE__KIND_NULL:
+    out->type = LIPSYNC_NULL;
+    return 0;
+  case LIPSYNC__VALUE__KIND_INTEGER:
+    out->type = LIPSYNC_INTEGER;
+    out->u.integer = in->integer;
+    return 0;
+  case LIPSYNC__VALUE__KIND_REAL:
+    out->type = LIPSYNC_REAL;
+    out->u.real = in->real;
+    return 0;
+  case LIPSYNC__VALUE__KIND_TEXT:
+    if (!canon_utf8_valid(in->text.data, in->text.len))
+      return session_fail(s, LIPSYNC_ERR_INVALID_VALUE,
+                          "table %s: a TEXT value is not valid UTF-8", t->name);
+    out->type = LIPSYNC_TEXT;
+    out->u.bytes.data = in->text.data;
+    out->u.bytes.len = in->text.len;
+    return 0;
+  case LIPSYNC__VALUE__KIND_BLOB:
+    out->type = LIPSYNC_BLOB;
+    out->u.bytes.data = in->blob.data;
+    out->u.bytes.len = in->blob.len;
+    return 0;
+  default:
+    return session_fail(s, LIPSYNC_ERR_PROTOCOL,
+                        "table %s: a value has no kind", t->name);
+  }
+}
+
+int recon_on_rows(lipsync_session *s, const Lipsync__Rows *m) {
+  sync_table *t = frame_table(s, m->table, "Rows");
+  if (!t)
+    return s->result;
+  size_t ncol = t->handle->ncolumns;
+  lipsync_value *values =
+      arena_alloc(&s->recv_arena, (ncol + 1) * sizeof *values);
+  if (!values)
+    return session_fail(s, LIPSYNC_ERR_NOMEM, "out of memory");
+  for (size_t r = 0; r < m->n_rows; r++) {
+    const Lipsync__Row *in = m->rows[r];
+    lipsync_row row;
+    char text[37];
+    if (in->uuid.len != LIPSYNC_UUID_LEN || in->n_values != ncol)
+      return session_fail(s, LIPSYNC_ERR_PROTOCOL,
+                          "table %s: row with a %zu-byte UUID and %zu values "
+                          "(expected 16 and %zu)",
+                          t->name, in->uuid.len, in->n_values, ncol);
+    memcpy(row.uuid, in->uuid.data, LIPSYNC_UUID_LEN);
+    if (items_find(&t->items, row.uuid) != NOT_FOUND) {
+      lipsync_uuid_format(row.uuid, text);
+      return session_fail(s, LIPSYNC_ERR_PROTOCOL,
+                          "table %s: received row %s, which this side "
+                          "already has",
+                          t->name, text);
+    }
+    for (size_t c = 0; c < ncol; c++)
+      if (decode_value(s, t, in->values[c], &values[c]))
+        return s->result;
+    row.nvalues = ncol;
+    row.values = values;
+    uint8_t digest[LIPSYNC_DIGEST_LEN];
+    int rc = store_insert(s->store, t->handle, &row);
+    if (rc)
+      return session_fail(s, rc, "%s", store_errmsg(s->store));
+    if (canon_row_digest(&s->hasher, &row, digest))
+      return session_fail(s, LIPSYNC_ERR_NOMEM, "out of memory");
+    canon_fp_add(&t->applied, digest);
+    t->rows_received++;
+  }
+  if (s->progress)
+    s->progress(s->progress_user, t->name, t->rows_sent, t->rows_received);
+  return 0;
+}
+
+/* ------------------------------------------------------------------ */
+/* producing my turn                                                    */
+/* ------------------------------------------------------------------ */
+
+static Lipsync__Range *new_range(lipsync_session *s, const uint8_t *lower,
+                                 const uint8_t *upper) {
+  Lipsync__Range *r = arena_alloc(&s->send_arena, sizeof *r);
+  if (!r)
+    return NULL;
+  lipsync__range__init(r);
+  if (lower) {
+    r->lower.data = (uint8_t *)lower;
+    r->lower.len = LIPSYNC_UUID_LEN;
+  }
+  if (upper) {
+    r->upper.data = (uint8_t *)upper;
+    r->upper.len = LIPSYNC_UUID_LEN;
+  }
+  return r;
+}
+
+static Lipsync__Range *fingerprint_range(lipsync_session *s, sync_table *t,
+                                         const uint8_t *lower,
+                                         const uint8_t *upper, size_t lo,
+                                         size_t hi) {
+  Lipsync__Range *r = new_range(s, lower, upper);
+  Lipsync__Fingerprint *fp = arena_alloc(&s->send_arena, sizeof *fp);
+  uint8_t *value = arena_alloc(&s->send_arena, LIPSYNC_DIGEST_LEN);
+  canon_fp acc;
+  if (!r || !fp || !value)
+    return NULL;
+  lipsync__fingerprint__init(fp);
+  items_fingerprint(&t->items, lo, hi, &acc);
+  canon_fp_final(&acc, value);
+  fp->value.data = value;
+  fp->value.len = LIPSYNC_DIGEST_LEN;
+  fp->count = acc.count;
+  r->summary_case = LIPSYNC__RANGE__SUMMARY_FINGERPRINT;
+  r->fingerprint = fp;
+  return r;
+}
+
+static Lipsync__Range *items_range(lipsync_session *s, sync_table *t,
+                                   const uint8_t *lower, const uint8_t *upper,
+                                   size_t lo, size_t hi) {
+  Lipsync__Range *r = new_range(s, lower, upper);
+  Lipsync__ItemList *list = arena_alloc(&s->send_arena, sizeof *list);
+  Lipsync__Item *items =
+      arena_alloc(&s->send_arena, (hi - lo + 1) * sizeof *items);
+  Lipsync__Item **ptrs =
+      arena_alloc(&s->send_arena, (hi - lo + 1) * sizeof *ptrs);
+  if (!r || !list || !items || !ptrs)
+    return NULL;
+  lipsync__item_list__init(list);
+  for (size_t i = lo; i < hi; i++) {
+    Lipsync__Item *it = &items[i - lo];
+    lipsync__item__init(it);
+    it->uuid.data = t->items.v[i].uuid;
+    it->uuid.len = LIPSYNC_UUID_LEN;
+    it->digest.data = t->items.v[i].digest;
+    it->digest.len = LIPSYNC_DIGEST_LEN;
+    ptrs[i - lo] = it;
+  }
+  list->n_items = hi - lo;
+  list->items = ptrs;
+  r->summary_case = LIPSYNC__RANGE__SUMMARY_ITEMS;
+  r->items = list;
+  return r;
+}
+
+/* Appends to |out| the ranges describing |p|, from item gen.sub on, while
+ * the frame has room. Returns the number of ranges added, -1 on no memory;
+ * gen.sub_active stays set while |p| has more to describe. */
+static int describe_pending(lipsync_session *s, sync_table *t,
+                            const pending_range *p, Lipsync__Range **out,
+                            size_t room, size_t *items_left) {
+  turn_producer *g = &s->gen;
+  const uint8_t *lower = p->has_lower ? p->lower : NULL;
+  const uint8_t *upper = p->has_upper ? p->upper : NULL;
+  const item *v = t->items.v;
+  int added = 0;
+
+  if (p->kind == PENDING_FINGERPRINT) {
+    out[0] = fingerprint_range(s, t, lower, upper, p->lo, p->hi);
+    return out[0] ? 1 : -1;
+  }
+  if (p->kind == PENDING_SPLIT) {
+    size_t n = p->hi - p->lo, k = n < SPLIT_WAYS ? n : SPLIT_WAYS;
+    if (room < k)
+      return 0;
+    for (size_t b = 0; b < k; b++) {
+      size_t from = p->lo + b * n / k, to = p->lo + (b + 1) * n / k;
+      out[b] = fingerprint_range(s, t, b == 0 ? lower : v[from].uuid,
+                                 b == k - 1 ? upper : v[to].uuid, from, to);
+      if (!out[b])
+        return -1;
+    }
+    return (int)k;
+  }
+  /* Item lists: consecutive ranges of at most ITEMS_PER_FRAME items. */
+  size_t from = g->sub_active ? g->sub : p->lo;
+  do {
+    size_t take = p->hi - from;
+    if (take > *items_left)
+      take = *items_left;
+    if (take == 0 && p->hi > from)
+      break; /* frame full */
+    size_t to = from + take;
+    out[added] = items_range(s, t, from == p->lo ? lower : v[from].uuid,
+                             to == p->hi ? upper : v[to].uuid, from, to);
+    if (!out[added])
+      return -1;
+    added++;
+    *items_left -= take;
+    from = to;
+  } while (from < p->hi && (size_t)added < room);
+  g->sub_active = from < p->hi;
+  g->sub = from;
+  return added;
+}
+
+static int produce_ranges(lipsync_session *s, sync_table *t, size_t index) {
+  turn_producer *g = &s->gen;
+  Lipsync__Range **ranges =
+      arena_alloc(&s->send_arena, RANGES_PER_FRAME * sizeof *ranges);
+  size_t n = 0, items_left = ITEMS_PER_FRAME;
+  if (!ranges)
+    return session_fail(s, LIPSYNC_ERR_NOMEM, "out of memory");
+  while (g->pos < t->nranges && n < RANGES_PER_FRAME && items_left > 0) {
+    int added = describe_pending(s, t, &t->ranges[g->pos], ranges + n,
+                                 RANGES_PER_FRAME - n, &items_left);
+    if (added < 0)
+      return session_fail(s, LIPSYNC_ERR_NOMEM, "out of memory");
+    if (added == 0 && n > 0)
+      break; /* does not fit: next frame */
+    n += (size_t)added;
+    if (!g->sub_active)
+      g->pos++;
+  }
+  Lipsync__Frame f = LIPSYNC__FRAME__INIT;
+  Lipsync__Ranges m = LIPSYNC__RANGES__INIT;
+  m.table = (uint32_t)index;
+  m.n_ranges = n;
+  m.ranges = ranges;
+  f.body_case = LIPSYNC__FRAME__BODY_RANGES;
+  f.ranges = &m;
+  g->sent_requests = true;
+  return session_emit(s, &f, t);
+}
+
+static int produce_needs(lipsync_session *s, sync_table *t, size_t index) {
+  turn_producer *g = &s->gen;
+  size_t n = t->nneeds - g->pos;
+  if (n > NEEDS_PER_FRAME)
+    n = NEEDS_PER_FRAME;
+  ProtobufCBinaryData *uuids = arena_alloc(&s->send_arena, n * sizeof *uuids);
+  if (!uuids)
+    return session_fail(s, LIPSYNC_ERR_NOMEM, "out of memory");
+  for (size_t i = 0; i < n; i++) {
+    uuids[i].data = t->needs[g->pos + i];
+    uuids[i].len = LIPSYNC_UUID_LEN;
+  }
+  g->pos += n;
+  Lipsync__Frame f = LIPSYNC__FRAME__INIT;
+  Lipsync__Need m = LIPSYNC__NEED__INIT;
+  m.table = (uint32_t)index;
+  m.n_uuids = n;
+  m.uuids = uuids;
+  f.body_case = LIPSYNC__FRAME__BODY_NEED;
+  f.need = &m;
+  g->sent_requests = true;
+  return session_emit(s, &f, t);
+}
+
+/* Copies |row| into the send arena as a protobuf Row. */
+static Lipsync__Row *encode_row(arena *a, const lipsync_row *row,
+                                size_t *size) {
+  Lipsync__Row *r = arena_alloc(a, sizeof *r);
+  Lipsync__Value *vals = arena_alloc(a, (row->nvalues + 1) * sizeof *vals);
+  Lipsync__Value **ptrs = arena_alloc(a, (row->nvalues + 1) * sizeof *ptrs);
+  uint8_t *uuid = arena_memdup(a, row->uuid, LIPSYNC_UUID_LEN);
+  if (!r || !vals || !ptrs || !uuid)
+    return NULL;
+  lipsync__row__init(r);
+  r->uuid.data = uuid;
+  r->uuid.len = LIPSYNC_UUID_LEN;
+  *size = LIPSYNC_UUID_LEN + 8;
+  for (size_t i = 0; i < row->nvalues; i++) {
+    const lipsync_value *v = &row->values[i];
+    Lipsync__Value *out = &vals[i];
+    lipsync__value__init(out);
+    ptrs[i] = out;
+    *size += canon_value_size(v) + 2;
+    switch (v->type) {
+    case LIPSYNC_INTEGER:
+      out->kind_case = LIPSYNC__VALUE__KIND_INTEGER;
+      out->integer = v->u.integer;
+      break;
+    case LIPSYNC_REAL:
+      out->kind_case = LIPSYNC__VALUE__KIND_REAL;
+      out->real = v->u.real;
+      break;
+    case LIPSYNC_TEXT:
+    case LIPSYNC_BLOB: {
+      ProtobufCBinaryData *d =
+          v->type == LIPSYNC_TEXT ? &out->text : &out->blob;
+      out->kind_case = v->type == LIPSYNC_TEXT ? LIPSYNC__VALUE__KIND_TEXT
+                                               : LIPSYNC__VALUE__KIND_BLOB;
+      d->len = v->u.bytes.len;
+      d->data = arena_memdup(a, v->u.bytes.data, v->u.bytes.len);
+      if (!d->data)
+        return NULL;
+      break;
+    }
+    default:
+      out->kind_case = LIPSYNC__VALUE__KIND_NULL;
+      out->null = 1;
+      break;
+    }
+  }
+  r->n_values = row->nvalues;
+  r->values = ptrs;
+  return r;
+}
+
+/* Reads the next row to push into |row|: 1 if there is one, 0 when every
+ * span is sent, or an error. */
+static int next_push(lipsync_session *s, sync_table *t, lipsync_row *row) {
+  turn_producer *g = &s->gen;
+  while (g->pos < t->npushes) {
+    const span *sp = &t->pushes[g->pos];
+    int rc;
+    if (sp->hi - sp->lo > FETCH_SPAN_MAX) {
+      if (!g->cursor) {
+        const item *v = t->items.v;
+        rc =
+            store_scan(s->store, t->handle, sp->lo ? v[sp->lo].uuid : NULL,
+                       sp->hi < t->items.n ? v[sp->hi].uuid : NULL, &g->cursor);
+        if (rc)
+          return rc;
+      }
+      /* The scan also meets rows the peer sent us in this session (a Need
+       * answered late in a range); those it already has. */
+      while ((rc = store_next(s->store, g->cursor, row)) > 0)
+        if (!t->rows_received || items_find(&t->items, row->uuid) != NOT_FOUND)
+          return 1;
+      if (rc < 0)
+        return rc;
+      store_close_cursor(s->store, g->cursor);
+      g->cursor = NULL;
+    } else {
+      if (!g->sub_active) {
+        g->sub = sp->lo;
+        g->sub_active = true;
+      }
+      if (g->sub < sp->hi) {
+        rc = store_fetch(s->store, t->handle, t->items.v[g->sub++].uuid, row);
+        return rc ? rc : 1;
+      }
+      g->sub_active = false;
+    }
+    g->pos++;
+  }
+  return 0;
+}
+
+/* A row we cannot send intact fails the sync here, with the reason, rather
+ * than at the peer (spec 7.3, 9.1). */
+static int check_outgoing(lipsync_session *s, const sync_table *t,
+                          const lipsync_row *row) {
+  char text[37];
+  size_t size = LIPSYNC_UUID_LEN + 4;
+  for (size_t i = 0; i < row->nvalues; i++) {
+    const lipsync_value *v = &row->values[i];
+    size += canon_value_size(v) + 8;
+    if (v->type == LIPSYNC_TEXT &&
+        !canon_utf8_valid(v->u.bytes.data, v->u.bytes.len)) {
+      lipsync_uuid_format(row->uuid, text);
+      return session_fail(s, LIPSYNC_ERR_INVALID_VALUE,
+                          "table %s: row %s: column %s holds TEXT that is "
+                          "not valid UTF-8",
+                          t->name, text, t->handle->columns[i].name);
+    }
+  }
+  if (size > LIPSYNC_MAX_FRAME - 64) {
+    lipsync_uuid_format(row->uuid, text);
+    return session_fail(s, LIPSYNC_ERR_INVALID_VALUE,
+                        "table %s: row %s is too large for one frame "
+                        "(%zu bytes, at most %u)",
+                        t->name, text, size, LIPSYNC_MAX_FRAME);
+  }
+  return 0;
+}
+
+static int produce_rows(lipsync_session *s, sync_table *t, size_t index) {
+  Lipsync__Row **rows =
+      arena_alloc(&s->send_arena, ROWS_PER_FRAME * sizeof *rows);
+  size_t n = 0, bytes = 0;
+  lipsync_row row;
+  int rc = 0;
+  if (!rows)
+    return session_fail(s, LIPSYNC_ERR_NOMEM, "out of memory");
+  while (n < ROWS_PER_FRAME && bytes < ROW_BYTES_PER_FRAME &&
+         (rc = next_push(s, t, &row)) > 0) {
+    size_t size;
+    if (check_outgoing(s, t, &row))
+      return s->result;
+    if (!(rows[n] = encode_row(&s->send_arena, &row, &size)))
+      return session_fail(s, LIPSYNC_ERR_NOMEM, "out of memory");
+    n++;
+    bytes += size;
+  }
+  if (rc < 0)
+    return session_fail(s, rc, "table %s: %s", t->name, store_errmsg(s->store));
+  if (n == 0)
+    return 0;
+  Lipsync__Frame f = LIPSYNC__FRAME__INIT;
+  Lipsync__Rows m = LIPSYNC__ROWS__INIT;
+  m.table = (uint32_t)index;
+  m.n_rows = n;
+  m.rows = rows;
+  f.body_case = LIPSYNC__FRAME__BODY_ROWS;
+  f.rows = &m;
+  if (session_emit(s, &f, t))
+    return s->result;
+  t->rows_sent += n;
+  if (s->progress)
+    s->progress(s->progress_user, t->name, t->rows_sent, t->rows_received);
+  return 0;
+}
+
+static int end_turn(lipsync_session *s) {
+  Lipsync__Frame f = LIPSYNC__FRAME__INIT;
+  Lipsync__EndTurn m = LIPSYNC__END_TURN__INIT;
+  f.body_case = LIPSYNC__FRAME__BODY_END_TURN;
+  f.end_turn = &m;
+  if (session_emit(s, &f, NULL))
+    return s->result;
+  for (size_t i = 0; i < s->ntables; i++) {
+    s->tables[i].nranges = 0;
+    s->tables[i].nneeds = 0;
+    s->tables[i].npushes = 0;
+  }
+  /* After a quiet turn the peer owes us its Verify, not another turn. */
+  s->state = s->gen.sent_requests ? ST_PEER_TURN : ST_WAIT_VERIFY;
+  s->peer_turn_requests = false;
+  s->verify_sent = false;
+  return 0;
+}
+
+int recon_produce(lipsync_session *s) {
+  turn_producer *g = &s->gen;
+  while (s->state == ST_MY_TURN && s->out.len < OUT_TARGET) {
+    if (g->table == s->ntables)
+      return end_turn(s);
+    sync_table *t = &s->tables[g->table];
+    size_t todo = g->stage == 0   ? t->nranges
+                  : g->stage == 1 ? t->nneeds
+                                  : t->npushes;
+    if (g->pos < todo) {
+      int rc = g->stage == 0   ? produce_ranges(s, t, g->table)
+               : g->stage == 1 ? produce_needs(s, t, g->table)
+                               : produce_rows(s, t, g->table);
+      arena_reset(&s->send_arena);
+      if (rc)
+        return rc;
+      continue;
+    }
+    g->pos = 0;
+    g->sub_active = false;
+    if (++g->stage == 3) {
+      g->stage = 0;
+      g->table++;
+    }
+  }
+  return 0;
+}

@@ -1,0 +1,904 @@
+/*
+ * session.c: the sans-I/O session (spec sections 3, 5, 6, 10). It owns the
+ * state machine, the handshake, table open, and the final Verify/Committed
+ * exchange; turns of reconciliation live in reconcile.c. Bytes come in
+ * through lipsync_session_recv() and leave through lipsync_session_send();
+ * storage is reached only through the store wrappers of store.h.
+ */
+#include "session_int.h"
+#include "store.h"
+
+#include <openssl/crypto.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define DEFAULT_SPLIT_THRESHOLD 256
+
+/* ------------------------------------------------------------------ */
+/* construction                                                         */
+/* ------------------------------------------------------------------ */
+
+static lipsync_session *session_alloc(lipsync_store *store, const void *secret,
+                                      size_t secret_len) {
+  lipsync_session *s = calloc(1, sizeof *s);
+  if (!s)
+    return NULL;
+  s->store = store;
+  s->min_version = LIPSYNC_PROTOCOL_MIN;
+  s->max_version = LIPSYNC_PROTOCOL_MAX;
+  s->split_threshold = DEFAULT_SPLIT_THRESHOLD;
+  frame_reader_init(&s->reader);
+  arena_init(&s->recv_arena);
+  arena_init(&s->send_arena);
+  s->secret = malloc(secret_len);
+  if (!s->secret || canon_hasher_init(&s->hasher)) {
+    lipsync_session_free(s);
+    return NULL;
+  }
+  memcpy(s->secret, secret, secret_len);
+  s->secret_len = secret_len;
+  return s;
+}
+
+static int add_tables(lipsync_session *s, const char *const *names, size_t n) {
+  s->tables = calloc(n, sizeof *s->tables);
+  if (!s->tables)
+    return LIPSYNC_ERR_NOMEM;
+  s->ntables = n;
+  for (size_t i = 0; i < n; i++) {
+    s->tables[i].name = strdup(names[i]);
+    if (!s->tables[i].name)
+      return LIPSYNC_ERR_NOMEM;
+  }
+  return 0;
+}
+
+static int send_client_hello(lipsync_session *s) {
+  Lipsync__Frame f = LIPSYNC__FRAME__INIT;
+  Lipsync__ClientHello m = LIPSYNC__CLIENT_HELLO__INIT;
+  int rc = auth_nonce(s->nonce);
+  if (rc)
+    return rc;
+  m.min_version = s->min_version;
+  m.max_version = s->max_version;
+  m.nonce.data = s->nonce;
+  m.nonce.len = LIPSYNC_NONCE_LEN;
+  f.body_case = LIPSYNC__FRAME__BODY_CLIENT_HELLO;
+  f.client_hello = &m;
+  size_t start = s->out.len;
+  rc = session_emit(s, &f, NULL);
+  if (rc)
+    return rc;
+  s->client_hello.len = 0;
+  return bytebuf_append(&s->client_hello, s->out.data + start,
+                        s->out.len - start);
+}
+
+int lipsync_session_client_new(lipsync_session **out, lipsync_store *store,
+                               const void *secret, size_t secret_len,
+                               const char *const *tables, size_t ntables) {
+  *out = NULL;
+  if (!store || !secret || !secret_len || !tables || !ntables)
+    return LIPSYNC_ERR_INVALID_ARGUMENT;
+  for (size_t i = 0; i < ntables; i++)
+    for (size_t j = 0; j < i; j++)
+      if (strcmp(tables[i], tables[j]) == 0)
+        return LIPSYNC_ERR_INVALID_ARGUMENT;
+  lipsync_session *s = session_alloc(store, secret, secret_len);
+  if (!s)
+    return LIPSYNC_ERR_NOMEM;
+  int rc = add_tables(s, tables, ntables);
+  if (rc) {
+    lipsync_session_free(s);
+    return rc;
+  }
+  s->state = ST_WAIT_SERVER_HELLO;
+  *out = s;
+  return 0;
+}
+
+int lipsync_session_server_new(lipsync_session **out, lipsync_store *store,
+                               const void *secret, size_t secret_len,
+                               const char *const *offered, size_t noffered,
+                               int offer_all) {
+  *out = NULL;
+  if (!store || !secret || !secret_len || (!offer_all && !noffered) ||
+      (noffered && !offered))
+    return LIPSYNC_ERR_INVALID_ARGUMENT;
+  lipsync_session *s = session_alloc(store, secret, secret_len);
+  if (!s)
+    return LIPSYNC_ERR_NOMEM;
+  s->is_server = true;
+  s->offer_all = offer_all != 0;
+  s->state = ST_WAIT_CLIENT_HELLO;
+  if (noffered) {
+    s->offered = calloc(noffered, sizeof *s->offered);
+    if (!s->offered) {
+      lipsync_session_free(s);
+      return LIPSYNC_ERR_NOMEM;
+    }
+    s->noffered = noffered;
+    for (size_t i = 0; i < noffered; i++) {
+      if (!(s->offered[i] = strdup(offered[i]))) {
+        lipsync_session_free(s);
+        return LIPSYNC_ERR_NOMEM;
+      }
+    }
+  }
+  *out = s;
+  return 0;
+}
+
+static void end_transaction(lipsync_session *s, bool commit, int *rc) {
+  if (!s->txn_open)
+    return;
+  for (size_t i = 0; i < s->ntables; i++) {
+    if (s->gen.cursor && s->gen.table == i) {
+      store_close_cursor(s->store, s->gen.cursor);
+      s->gen.cursor = NULL;
+    }
+    s->tables[i].handle = NULL;
+  }
+  s->txn_open = false;
+  if (commit)
+    *rc = store_commit(s->store);
+  else
+    store_rollback(s->store);
+}
+
+void lipsync_session_free(lipsync_session *s) {
+  if (!s)
+    return;
+  int rc = 0;
+  end_transaction(s, false, &rc);
+  for (size_t i = 0; i < s->ntables; i++)
+    recon_table_free(s, &s->tables[i]);
+  free(s->tables);
+  for (size_t i = 0; i < s->noffered; i++)
+    free(s->offered[i]);
+  free(s->offered);
+  if (s->secret)
+    OPENSSL_cleanse(s->secret, s->secret_len);
+  free(s->secret);
+  bytebuf_free(&s->client_hello);
+  bytebuf_free(&s->server_hello);
+  bytebuf_free(&s->out);
+  frame_reader_free(&s->reader);
+  arena_free(&s->recv_arena);
+  arena_free(&s->send_arena);
+  canon_hasher_free(&s->hasher);
+  free(s);
+}
+
+/* ------------------------------------------------------------------ */
+/* failure and output                                                   */
+/* ------------------------------------------------------------------ */
+
+static bool is_terminal(const lipsync_session *s) {
+  return s->state == ST_DONE || s->state == ST_FAILED;
+}
+
+static void queue_error(lipsync_session *s, int code, const char *message) {
+  Lipsync__Frame f = LIPSYNC__FRAME__INIT;
+  Lipsync__Error m = LIPSYNC__ERROR__INIT;
+  m.code =
+      (uint32_t)(code <= LIPSYNC_ERR_PROTOCOL && code >= LIPSYNC_ERR_INTERNAL
+                     ? -code
+                     : -LIPSYNC_ERR_INTERNAL);
+  m.message = (char *)message;
+  if (code == LIPSYNC_ERR_VERSION_MISMATCH) {
+    m.min_version = s->min_version;
+    m.max_version = s->max_version;
+  }
+  f.body_case = LIPSYNC__FRAME__BODY_ERROR;
+  f.error = &m;
+  frame_append(&s->out, &f); /* best effort: we are failing anyway */
+}
+
+static int fail_v(lipsync_session *s, int code, bool send_frame,
+                  const char *fmt, va_list ap) {
+  if (is_terminal(s))
+    return s->result ? s->result : code;
+  vsnprintf(s->errmsg, sizeof s->errmsg, fmt, ap);
+  int rc = 0;
+  end_transaction(s, false, &rc);
+  s->result = code;
+  s->state = ST_FAILED;
+  if (send_frame)
+    queue_error(s, code, s->errmsg);
+  return code;
+}
+
+int session_fail(lipsync_session *s, int code, const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  /* A vanished or broken transport cannot carry an Error frame. */
+  bool send_frame = code != LIPSYNC_ERR_CLOSED && code != LIPSYNC_ERR_IO;
+  fail_v(s, code, send_frame, fmt, ap);
+  va_end(ap);
+  return code;
+}
+
+int session_emit(lipsync_session *s, Lipsync__Frame *f, sync_table *table) {
+  ssize_t n = frame_append(&s->out, f);
+  if (n < 0)
+    return session_fail(s, (int)n, "cannot encode %s frame: %s",
+                        frame_body_name(f->body_case),
+                        lipsync_strerror((int)n));
+  if (table)
+    table->bytes_sent += (uint64_t)n;
+  return 0;
+}
+
+/* ------------------------------------------------------------------ */
+/* handshake                                                            */
+/* ------------------------------------------------------------------ */
+
+static int on_client_hello(lipsync_session *s, const Lipsync__ClientHello *m) {
+  /* Versions before the nonce: a later version may change the nonce. */
+  if (m->min_version > m->max_version)
+    return session_fail(s, LIPSYNC_ERR_PROTOCOL,
+                        "ClientHello min_version %u exceeds max_version %u",
+                        m->min_version, m->max_version);
+  uint32_t v =
+      m->max_version < s->max_version ? m->max_version : s->max_version;
+  uint32_t floor =
+      m->min_version > s->min_version ? m->min_version : s->min_version;
+  if (v < floor)
+    return session_fail(s, LIPSYNC_ERR_VERSION_MISMATCH,
+                        "no common protocol version: client speaks %u..%u, "
+                        "server speaks %u..%u",
+                        m->min_version, m->max_version, s->min_version,
+                        s->max_version);
+  if (m->nonce.len != LIPSYNC_NONCE_LEN)
+    return session_fail(s, LIPSYNC_ERR_PROTOCOL,
+                        "ClientHello nonce is %zu bytes, not %d", m->nonce.len,
+                        LIPSYNC_NONCE_LEN);
+  s->version = v;
+  if (frame_reader_copy(&s->reader, &s->client_hello))
+    return session_fail(s, LIPSYNC_ERR_NOMEM, "out of memory");
+
+  Lipsync__Frame f = LIPSYNC__FRAME__INIT;
+  Lipsync__ServerHello sh = LIPSYNC__SERVER_HELLO__INIT;
+  if (auth_nonce(s->nonce))
+    return session_fail(s, LIPSYNC_ERR_INTERNAL, "random generator failed");
+  sh.version = v;
+  sh.nonce.data = s->nonce;
+  sh.nonce.len = LIPSYNC_NONCE_LEN;
+  /* Version 1 defines no features: the answer is always the empty set. */
+  f.body_case = LIPSYNC__FRAME__BODY_SERVER_HELLO;
+  f.server_hello = &sh;
+  size_t start = s->out.len;
+  if (session_emit(s, &f, NULL))
+    return s->result;
+  if (bytebuf_append(&s->server_hello, s->out.data + start, s->out.len - start))
+    return session_fail(s, LIPSYNC_ERR_NOMEM, "out of memory");
+  auth_transcript(s->client_hello.data, s->client_hello.len,
+                  s->server_hello.data, s->server_hello.len, s->transcript);
+  s->state = ST_WAIT_CLIENT_AUTH;
+  return 0;
+}
+
+static int send_proof(lipsync_session *s, auth_role role) {
+  Lipsync__Frame f = LIPSYNC__FRAME__INIT;
+  Lipsync__AuthProof m = LIPSYNC__AUTH_PROOF__INIT;
+  uint8_t mac[LIPSYNC_MAC_LEN];
+  if (auth_proof(s->secret, s->secret_len, role, s->transcript, mac))
+    return session_fail(s, LIPSYNC_ERR_INTERNAL, "HMAC failed");
+  m.mac.data = mac;
+  m.mac.len = sizeof mac;
+  if (role == AUTH_CLIENT) {
+    f.body_case = LIPSYNC__FRAME__BODY_CLIENT_AUTH;
+    f.client_auth = &m;
+  } else {
+    f.body_case = LIPSYNC__FRAME__BODY_SERVER_AUTH;
+    f.server_auth = &m;
+  }
+  return session_emit(s, &f, NULL);
+}
+
+static int on_server_hello(lipsync_session *s, const Lipsync__ServerHello *m) {
+  if (m->nonce.len != LIPSYNC_NONCE_LEN)
+    return session_fail(s, LIPSYNC_ERR_PROTOCOL,
+                        "ServerHello nonce is %zu bytes, not %d", m->nonce.len,
+                        LIPSYNC_NONCE_LEN);
+  if (m->version < s->min_version || m->version > s->max_version)
+    return session_fail(s, LIPSYNC_ERR_VERSION_MISMATCH,
+                        "server chose protocol version %u, outside %u..%u",
+                        m->version, s->min_version, s->max_version);
+  if (m->n_features)
+    return session_fail(s, LIPSYNC_ERR_PROTOCOL,
+                        "server accepted feature '%s', which was not offered",
+                        m->features[0]);
+  s->version = m->version;
+  s->server_hello.len = 0;
+  if (frame_reader_copy(&s->reader, &s->server_hello))
+    return session_fail(s, LIPSYNC_ERR_NOMEM, "out of memory");
+  auth_transcript(s->client_hello.data, s->client_hello.len,
+                  s->server_hello.data, s->server_hello.len, s->transcript);
+  if (send_proof(s, AUTH_CLIENT))
+    return s->result;
+  s->state = ST_WAIT_SERVER_AUTH;
+  return 0;
+}
+
+/* ------------------------------------------------------------------ */
+/* table open (spec 6)                                                  */
+/* ------------------------------------------------------------------ */
+
+/* Starts the transaction and looks up every table of the session. */
+static int open_local_tables(lipsync_session *s) {
+  int rc = store_begin(s->store);
+  if (rc)
+    return session_fail(s, rc, "cannot start a transaction: %s",
+                        store_errmsg(s->store));
+  s->txn_open = true;
+  for (size_t i = 0; i < s->ntables; i++) {
+    rc = store_open_table(s->store, s->tables[i].name, &s->tables[i].handle);
+    if (rc)
+      return session_fail(s, rc, "%s", store_errmsg(s->store));
+  }
+  return 0;
+}
+
+/* Gives every table its UUIDs and takes the snapshot of its items. */
+static int snapshot_tables(lipsync_session *s) {
+  char detail[400];
+  for (size_t i = 0; i < s->ntables; i++) {
+    sync_table *t = &s->tables[i];
+    int rc = store_prepare_table(s->store, t->handle);
+    if (rc)
+      return session_fail(s, rc, "%s", store_errmsg(s->store));
+    rc = items_load(&t->items, s->store, t->handle, &s->hasher, detail,
+                    sizeof detail);
+    if (rc)
+      return session_fail(s, rc, "%s", detail);
+  }
+  return 0;
+}
+
+static int send_open_tables(lipsync_session *s) {
+  Lipsync__Frame f = LIPSYNC__FRAME__INIT;
+  Lipsync__OpenTables m = LIPSYNC__OPEN_TABLES__INIT;
+  arena *a = &s->send_arena;
+  m.n_tables = s->ntables;
+  m.tables = arena_alloc(a, s->ntables * sizeof *m.tables);
+  for (size_t i = 0; m.tables && i < s->ntables; i++) {
+    const lipsync_table *t = s->tables[i].handle;
+    Lipsync__TableSchema *ts = arena_alloc(a, sizeof *ts);
+    uint8_t *fp = arena_alloc(a, CANON_SCHEMA_FP_LEN);
+    Lipsync__Column **cols = arena_alloc(a, (t->ncolumns + 1) * sizeof *cols);
+    if (!ts || !fp || !cols)
+      break;
+    lipsync__table_schema__init(ts);
+    ts->name = s->tables[i].name;
+    ts->n_columns = t->ncolumns;
+    ts->columns = cols;
+    for (size_t c = 0; c < t->ncolumns; c++) {
+      cols[c] = arena_alloc(a, sizeof **cols);
+      if (!cols[c])
+        break;
+      lipsync__column__init(cols[c]);
+      cols[c]->name = (char *)t->columns[c].name;
+      cols[c]->type = (char *)t->columns[c].type;
+    }
+    canon_schema_fingerprint(t->columns, t->ncolumns, fp);
+    ts->fingerprint.data = fp;
+    ts->fingerprint.len = CANON_SCHEMA_FP_LEN;
+    m.tables[i] = ts;
+  }
+  if (a->failed) {
+    arena_reset(a);
+    return session_fail(s, LIPSYNC_ERR_NOMEM, "out of memory");
+  }
+  f.body_case = LIPSYNC__FRAME__BODY_OPEN_TABLES;
+  f.open_tables = &m;
+  int rc = session_emit(s, &f, NULL);
+  arena_reset(a);
+  return rc;
+}
+
+static int on_server_auth(lipsync_session *s, const Lipsync__AuthProof *m) {
+  if (auth_verify(s->secret, s->secret_len, AUTH_SERVER, s->transcript,
+                  m->mac.data, m->mac.len))
+    return session_fail(s, LIPSYNC_ERR_AUTH_FAILED,
+                        "the server could not prove it holds the secret");
+  /* The snapshot is taken while the server opens its side. */
+  if (open_local_tables(s) || send_open_tables(s) || snapshot_tables(s))
+    return s->result;
+  s->state = ST_WAIT_TABLES_OPENED;
+  return 0;
+}
+
+static int on_client_auth(lipsync_session *s, const Lipsync__AuthProof *m) {
+  if (auth_verify(s->secret, s->secret_len, AUTH_CLIENT, s->transcript,
+                  m->mac.data, m->mac.len))
+    return session_fail(s, LIPSYNC_ERR_AUTH_FAILED,
+                        "the client could not prove it holds the secret");
+  if (send_proof(s, AUTH_SERVER))
+    return s->result;
+  s->state = ST_WAIT_OPEN_TABLES;
+  return 0;
+}
+
+static bool is_offered(const lipsync_session *s, const char *name) {
+  if (s->offer_all) /* everything but the database's own tables */
+    return strncmp(name, "sqlite_", 7) != 0;
+  for (size_t i = 0; i < s->noffered; i++)
+    if (strcmp(s->offered[i], name) == 0)
+      return true;
+  return false;
+}
+
+/* Compares the client's columns |m| with ours; describes the first
+ * difference in |msg|. Both lists are in canonical order. */
+static bool schemas_match(const lipsync_table *t, const Lipsync__TableSchema *m,
+                          char *msg, size_t len) {
+  size_t i = 0, j = 0;
+  while (i < t->ncolumns || j < m->n_columns) {
+    int cmp = i == t->ncolumns ? 1
+              : j == m->n_columns
+                  ? -1
+                  : strcmp(t->columns[i].name, m->columns[j]->name);
+    if (cmp < 0) {
+      snprintf(msg, len,
+               "table %s: column %s (%s) exists on the server but not on "
+               "the client",
+               t->name, t->columns[i].name, t->columns[i].type);
+      return false;
+    }
+    if (cmp > 0) {
+      snprintf(msg, len,
+               "table %s: column %s (%s) exists on the client but not on "
+               "the server",
+               t->name, m->columns[j]->name, m->columns[j]->type);
+      return false;
+    }
+    if (strcmp(t->columns[i].type, m->columns[j]->type) != 0) {
+      snprintf(msg, len,
+               "table %s: column %s is %s on the server but %s on the "
+               "client",
+               t->name, t->columns[i].name, t->columns[i].type,
+               m->columns[j]->type);
+      return false;
+    }
+    i++, j++;
+  }
+  return true;
+}
+
+/* Checks the structure of OpenTables before touching the database. */
+static int check_open_tables(lipsync_session *s, const Lipsync__OpenTables *m) {
+  if (m->n_tables == 0)
+    return session_fail(s, LIPSYNC_ERR_PROTOCOL, "OpenTables names no table");
+  for (size_t i = 0; i < m->n_tables; i++) {
+    const Lipsync__TableSchema *ts = m->tables[i];
+    lipsync_column *cols = calloc(ts->n_columns + 1, sizeof *cols);
+    uint8_t fp[CANON_SCHEMA_FP_LEN];
+    if (!cols)
+      return session_fail(s, LIPSYNC_ERR_NOMEM, "out of memory");
+    bool uuid_column = false;
+    for (size_t c = 0; c < ts->n_columns; c++) {
+      cols[c].name = ts->columns[c]->name;
+      cols[c].type = ts->columns[c]->type;
+      uuid_column |= strcmp(cols[c].name, LIPSYNC_UUID_COLUMN) == 0;
+    }
+    canon_schema_fingerprint(cols, ts->n_columns, fp);
+    bool sorted = true;
+    for (size_t c = 1; c < ts->n_columns; c++)
+      if (strcmp(cols[c - 1].name, cols[c].name) >= 0)
+        sorted = false;
+    free(cols);
+    if (uuid_column)
+      return session_fail(s, LIPSYNC_ERR_PROTOCOL,
+                          "table %s: %s is listed as a column", ts->name,
+                          LIPSYNC_UUID_COLUMN);
+    if (!sorted)
+      return session_fail(s, LIPSYNC_ERR_PROTOCOL,
+                          "table %s: columns are not in canonical order",
+                          ts->name);
+    if (ts->fingerprint.len != CANON_SCHEMA_FP_LEN ||
+        memcmp(ts->fingerprint.data, fp, CANON_SCHEMA_FP_LEN) != 0)
+      return session_fail(s, LIPSYNC_ERR_PROTOCOL,
+                          "table %s: schema fingerprint does not match its "
+                          "columns",
+                          ts->name);
+    for (size_t j = 0; j < i; j++)
+      if (strcmp(m->tables[j]->name, ts->name) == 0)
+        return session_fail(s, LIPSYNC_ERR_PROTOCOL, "table %s is named twice",
+                            ts->name);
+  }
+  return 0;
+}
+
+static int on_open_tables(lipsync_session *s, const Lipsync__OpenTables *m) {
+  char msg[400];
+  if (check_open_tables(s, m))
+    return s->result;
+  for (size_t i = 0; i < m->n_tables; i++)
+    if (!is_offered(s, m->tables[i]->name))
+      return session_fail(s, LIPSYNC_ERR_TABLE_NOT_OFFERED,
+                          "table %s is not offered by this server",
+                          m->tables[i]->name);
+  const char **names = calloc(m->n_tables, sizeof *names);
+  if (!names)
+    return session_fail(s, LIPSYNC_ERR_NOMEM, "out of memory");
+  for (size_t i = 0; i < m->n_tables; i++)
+    names[i] = m->tables[i]->name;
+  int rc = add_tables(s, names, m->n_tables);
+  free(names);
+  if (rc)
+    return session_fail(s, rc, "out of memory");
+
+  if (open_local_tables(s))
+    return s->result;
+  for (size_t i = 0; i < s->ntables; i++)
+    if (!schemas_match(s->tables[i].handle, m->tables[i], msg, sizeof msg))
+      return session_fail(s, LIPSYNC_ERR_SCHEMA_MISMATCH, "%s", msg);
+  if (snapshot_tables(s))
+    return s->result;
+  Lipsync__Frame f = LIPSYNC__FRAME__INIT;
+  Lipsync__TablesOpened to = LIPSYNC__TABLES_OPENED__INIT;
+  f.body_case = LIPSYNC__FRAME__BODY_TABLES_OPENED;
+  f.tables_opened = &to;
+  if (session_emit(s, &f, NULL))
+    return s->result;
+  s->state = ST_PEER_TURN;
+  s->peer_turn_requests = false;
+  return 0;
+}
+
+/* ------------------------------------------------------------------ */
+/* verify and commit (spec 10)                                          */
+/* ------------------------------------------------------------------ */
+
+/* The table's state after applying: the snapshot plus every row applied.
+ * A backend stores each value exactly or refuses it (lipsync_store_methods
+ * insert), so this is the fingerprint of the table as it now stands,
+ * without reading it back. */
+static void final_state(sync_table *t) {
+  canon_fp fp;
+  items_fingerprint(&t->items, 0, t->items.n, &fp);
+  canon_fp_merge(&fp, &t->applied);
+  t->final_count = fp.count;
+  canon_fp_final(&fp, t->final_fp);
+}
+
+int session_send_verify(lipsync_session *s) {
+  Lipsync__Frame f = LIPSYNC__FRAME__INIT;
+  Lipsync__Verify m = LIPSYNC__VERIFY__INIT;
+  Lipsync__TableState *states = calloc(s->ntables, sizeof *states);
+  Lipsync__TableState **ptrs = calloc(s->ntables, sizeof *ptrs);
+  int rc = 0;
+  if (!states || !ptrs) {
+    rc = session_fail(s, LIPSYNC_ERR_NOMEM, "out of memory");
+    goto out;
+  }
+  for (size_t i = 0; i < s->ntables; i++) {
+    sync_table *t = &s->tables[i];
+    final_state(t);
+    lipsync__table_state__init(&states[i]);
+    states[i].count = t->final_count;
+    states[i].fingerprint.data = t->final_fp;
+    states[i].fingerprint.len = LIPSYNC_DIGEST_LEN;
+    states[i].conflicts = t->conflicts;
+    ptrs[i] = &states[i];
+  }
+  m.n_tables = s->ntables;
+  m.tables = ptrs;
+  f.body_case = LIPSYNC__FRAME__BODY_VERIFY;
+  f.verify = &m;
+  rc = session_emit(s, &f, NULL);
+  s->verify_sent = true;
+  s->state = ST_WAIT_VERIFY;
+out:
+  free(states);
+  free(ptrs);
+  return rc;
+}
+
+/* Both Verify frames are known: decide, identically on both sides. */
+static int decide(lipsync_session *s, const Lipsync__Verify *peer) {
+  char msg[400];
+  size_t off = 0;
+  if (peer->n_tables != s->ntables)
+    return session_fail(s, LIPSYNC_ERR_PROTOCOL,
+                        "Verify describes %zu tables, the session has %zu",
+                        peer->n_tables, s->ntables);
+  msg[0] = '\0';
+  for (size_t i = 0; i < s->ntables; i++) {
+    uint64_t n = s->tables[i].conflicts + peer->tables[i]->conflicts;
+    if (n && off < sizeof msg)
+      off += (size_t)snprintf(msg + off, sizeof msg - off,
+                              "%stable %s: %llu rows differ between client "
+                              "and server (same _lipsync_uuid, different "
+                              "contents)",
+                              off ? "; " : "", s->tables[i].name,
+                              (unsigned long long)n);
+  }
+  if (off)
+    return session_fail(s, LIPSYNC_ERR_CONFLICT, "%s", msg);
+  for (size_t i = 0; i < s->ntables; i++) {
+    const Lipsync__TableState *p = peer->tables[i];
+    const sync_table *t = &s->tables[i];
+    if (p->count != t->final_count ||
+        p->fingerprint.len != LIPSYNC_DIGEST_LEN ||
+        memcmp(p->fingerprint.data, t->final_fp, LIPSYNC_DIGEST_LEN) != 0)
+      return session_fail(s, LIPSYNC_ERR_VERIFY_FAILED,
+                          "table %s: final states differ (%llu rows here, "
+                          "%llu on the peer)",
+                          t->name, (unsigned long long)t->final_count,
+                          (unsigned long long)p->count);
+  }
+  return 0;
+}
+
+static int commit(lipsync_session *s) {
+  int rc = 0;
+  end_transaction(s, true, &rc);
+  if (rc) {
+    /* The transaction is gone either way; make sure nothing is left. */
+    store_rollback(s->store);
+    return session_fail(s, rc, "commit failed: %s", store_errmsg(s->store));
+  }
+  s->state = ST_DONE;
+  return 0;
+}
+
+static int on_verify(lipsync_session *s, const Lipsync__Verify *m) {
+  if (!s->verify_sent && session_send_verify(s))
+    return s->result;
+  if (decide(s, m))
+    return s->result;
+  if (!s->is_server) {
+    s->state = ST_WAIT_COMMITTED;
+    return 0;
+  }
+  if (commit(s))
+    return s->result;
+  Lipsync__Frame f = LIPSYNC__FRAME__INIT;
+  Lipsync__Committed c = LIPSYNC__COMMITTED__INIT;
+  f.body_case = LIPSYNC__FRAME__BODY_COMMITTED;
+  f.committed = &c;
+  frame_append(&s->out, &f);
+  return 0;
+}
+
+/* ------------------------------------------------------------------ */
+/* dispatch                                                             */
+/* ------------------------------------------------------------------ */
+
+static int on_peer_error(lipsync_session *s, const Lipsync__Error *m) {
+  int code =
+      m->code >= 1 && m->code <= 15 ? -(int)m->code : LIPSYNC_ERR_INTERNAL;
+  const char *text = m->message ? m->message : "";
+  int rc = 0;
+  end_transaction(s, false, &rc);
+  s->result = code;
+  s->remote_error = true;
+  s->state = ST_FAILED;
+  if (code == LIPSYNC_ERR_VERSION_MISMATCH && m->max_version)
+    snprintf(s->errmsg, sizeof s->errmsg,
+             "peer: %s (peer speaks %u..%u, we speak %u..%u)", text,
+             m->min_version, m->max_version, s->min_version, s->max_version);
+  else
+    snprintf(s->errmsg, sizeof s->errmsg, "peer: %s", text);
+  return code;
+}
+
+static int unexpected(lipsync_session *s, const Lipsync__Frame *f) {
+  return session_fail(s, LIPSYNC_ERR_UNEXPECTED_MESSAGE, "unexpected %s frame",
+                      frame_body_name(f->body_case));
+}
+
+static int dispatch(lipsync_session *s, const Lipsync__Frame *f) {
+  Lipsync__Frame__BodyCase b = f->body_case;
+  if (b == LIPSYNC__FRAME__BODY_ERROR)
+    return on_peer_error(s, f->error);
+  switch (s->state) {
+  case ST_WAIT_CLIENT_HELLO:
+    if (b == LIPSYNC__FRAME__BODY_CLIENT_HELLO)
+      return on_client_hello(s, f->client_hello);
+    break;
+  case ST_WAIT_SERVER_HELLO:
+    if (b == LIPSYNC__FRAME__BODY_SERVER_HELLO)
+      return on_server_hello(s, f->server_hello);
+    break;
+  case ST_WAIT_CLIENT_AUTH:
+    if (b == LIPSYNC__FRAME__BODY_CLIENT_AUTH)
+      return on_client_auth(s, f->client_auth);
+    break;
+  case ST_WAIT_SERVER_AUTH:
+    if (b == LIPSYNC__FRAME__BODY_SERVER_AUTH)
+      return on_server_auth(s, f->server_auth);
+    break;
+  case ST_WAIT_OPEN_TABLES:
+    if (b == LIPSYNC__FRAME__BODY_OPEN_TABLES)
+      return on_open_tables(s, f->open_tables);
+    break;
+  case ST_WAIT_TABLES_OPENED:
+    if (b == LIPSYNC__FRAME__BODY_TABLES_OPENED)
+      return recon_start(s);
+    break;
+  case ST_PEER_TURN:
+    if (b == LIPSYNC__FRAME__BODY_RANGES)
+      return recon_on_ranges(s, f->ranges);
+    if (b == LIPSYNC__FRAME__BODY_ROWS)
+      return recon_on_rows(s, f->rows);
+    if (b == LIPSYNC__FRAME__BODY_NEED)
+      return recon_on_need(s, f->need);
+    if (b == LIPSYNC__FRAME__BODY_END_TURN) {
+      if (!s->peer_turn_requests)
+        return session_send_verify(s); /* a quiet turn ends the talk */
+      s->state = ST_MY_TURN;
+      memset(&s->gen, 0, sizeof s->gen);
+      return 0;
+    }
+    break;
+  case ST_WAIT_VERIFY:
+    if (b == LIPSYNC__FRAME__BODY_VERIFY)
+      return on_verify(s, f->verify);
+    break;
+  case ST_WAIT_COMMITTED:
+    if (b == LIPSYNC__FRAME__BODY_COMMITTED)
+      return commit(s);
+    break;
+  default:
+    break;
+  }
+  return unexpected(s, f);
+}
+
+/* ------------------------------------------------------------------ */
+/* public I/O                                                           */
+/* ------------------------------------------------------------------ */
+
+static int handle_frame(lipsync_session *s) {
+  s->frame_size = frame_reader_size(&s->reader);
+  s->bytes_received += s->frame_size;
+  Lipsync__Frame *f = frame_reader_decode(&s->reader, &s->recv_arena);
+  int rc;
+  if (!f)
+    rc = session_fail(
+        s, s->recv_arena.failed ? LIPSYNC_ERR_NOMEM : LIPSYNC_ERR_PROTOCOL,
+        "received a frame that does not decode as a Frame "
+        "message (%zu bytes)",
+        frame_reader_size(&s->reader));
+  else if (f->body_case == LIPSYNC__FRAME__BODY__NOT_SET)
+    rc = session_fail(s, LIPSYNC_ERR_UNEXPECTED_MESSAGE,
+                      "received a frame with no body this version knows");
+  else
+    rc = dispatch(s, f);
+  frame_reader_reset(&s->reader);
+  arena_reset(&s->recv_arena);
+  return rc;
+}
+
+ssize_t lipsync_session_recv(lipsync_session *s, const uint8_t *data,
+                             size_t len) {
+  size_t off = 0;
+  while (off < len) {
+    if (is_terminal(s))
+      return s->result ? s->result : (ssize_t)len; /* late bytes ignored */
+    int complete;
+    ssize_t n = frame_reader_feed(&s->reader, data + off, len - off, &complete);
+    if (n < 0)
+      return session_fail(s, (int)n,
+                          n == LIPSYNC_ERR_FRAME_TOO_LARGE
+                              ? "frame length %u exceeds the maximum of %u"
+                              : "cannot buffer a frame of %u bytes (max %u)",
+                          s->reader.length, LIPSYNC_MAX_FRAME);
+    off += (size_t)n;
+    if (complete && handle_frame(s) < 0)
+      return s->result;
+  }
+  return is_terminal(s) && s->result ? s->result : (ssize_t)len;
+}
+
+void lipsync_session_recv_eof(lipsync_session *s) {
+  if (is_terminal(s))
+    return;
+  if (frame_reader_partial(&s->reader))
+    session_fail(s, LIPSYNC_ERR_PROTOCOL,
+                 "the peer closed the connection in the middle of a frame");
+  else if (s->state == ST_WAIT_COMMITTED)
+    session_fail(s, LIPSYNC_ERR_CLOSED,
+                 "the connection closed before the server confirmed its "
+                 "commit; nothing was changed here");
+  else
+    session_fail(s, LIPSYNC_ERR_CLOSED,
+                 "the peer closed the connection before the sync finished");
+}
+
+ssize_t lipsync_session_send(lipsync_session *s, const uint8_t **data) {
+  bytebuf_consume(&s->out, s->out_handed);
+  s->out_handed = 0;
+  if (s->state == ST_WAIT_SERVER_HELLO && !s->client_hello.len &&
+      send_client_hello(s))
+    session_fail(s, LIPSYNC_ERR_INTERNAL, "cannot build ClientHello");
+  if (s->state == ST_MY_TURN)
+    recon_produce(s);
+  if (!s->out.len)
+    return 0;
+  *data = s->out.data;
+  s->out_handed = s->out.len;
+  s->bytes_sent += s->out.len;
+  return (ssize_t)s->out.len;
+}
+
+int lipsync_session_want_read(lipsync_session *s) {
+  return !is_terminal(s);
+}
+
+int lipsync_session_want_write(lipsync_session *s) {
+  return s->out.len > s->out_handed || s->state == ST_MY_TURN ||
+         (s->state == ST_WAIT_SERVER_HELLO && !s->client_hello.len);
+}
+
+int lipsync_session_is_done(lipsync_session *s) {
+  return is_terminal(s) && s->out.len <= s->out_handed;
+}
+
+void lipsync_session_abort(lipsync_session *s, int code, const char *message) {
+  session_fail(s, code, "%s", message ? message : lipsync_strerror(code));
+}
+
+int lipsync_session_result(lipsync_session *s) {
+  return s->result;
+}
+
+int lipsync_session_error_is_remote(lipsync_session *s) {
+  return s->remote_error;
+}
+
+const char *lipsync_session_errmsg(lipsync_session *s) {
+  if (s->errmsg[0])
+    return s->errmsg;
+  return s->state == ST_DONE ? "success" : lipsync_strerror(s->result);
+}
+
+size_t lipsync_session_table_count(lipsync_session *s) {
+  return s->ntables;
+}
+
+int lipsync_session_table_stats(lipsync_session *s, size_t index,
+                                lipsync_table_stats *out) {
+  if (index >= s->ntables)
+    return LIPSYNC_ERR_INVALID_ARGUMENT;
+  const sync_table *t = &s->tables[index];
+  out->name = t->name;
+  out->rows_sent = t->rows_sent;
+  out->rows_received = t->rows_received;
+  out->bytes_sent = t->bytes_sent;
+  out->bytes_received = t->bytes_received;
+  return 0;
+}
+
+void lipsync_session_bytes(lipsync_session *s, uint64_t *sent,
+                           uint64_t *received) {
+  if (sent)
+    *sent = s->bytes_sent;
+  if (received)
+    *received = s->bytes_received;
+}
+
+void lipsync_session_set_progress(lipsync_session *s, lipsync_progress_cb cb,
+                                  void *user) {
+  s->progress = cb;
+  s->progress_user = user;
+}
+
+int lipsync_session_set_versions(lipsync_session *s, uint32_t min,
+                                 uint32_t max) {
+  if (min == 0 || min > max)
+    return LIPSYNC_ERR_INVALID_ARGUMENT;
+  s->min_version = min;
+  s->max_version = max;
+  return 0;
+}
+
+void lipsync_session_set_split_threshold(lipsync_session *s, size_t n) {
+  s->split_threshold = n;
+}

@@ -1,0 +1,150 @@
+/*
+ * session_int.h: the session's state, shared by session.c (handshake,
+ * table open, verify and commit) and reconcile.c (turns: ranges, rows and
+ * needs). Nothing here does I/O: frames arrive through
+ * lipsync_session_recv() and leave through lipsync_session_send().
+ */
+#ifndef LIPSYNC_SESSION_INT_H
+#define LIPSYNC_SESSION_INT_H
+
+#include "auth.h"
+#include "buf.h"
+#include "canon.h"
+#include "frame.h"
+#include "items.h"
+
+#include <stdbool.h>
+
+typedef enum session_state {
+  ST_WAIT_SERVER_HELLO,  /* client, ClientHello sent */
+  ST_WAIT_SERVER_AUTH,   /* client, client_auth sent */
+  ST_WAIT_TABLES_OPENED, /* client, OpenTables sent */
+  ST_WAIT_CLIENT_HELLO,  /* server */
+  ST_WAIT_CLIENT_AUTH,   /* server, ServerHello sent */
+  ST_WAIT_OPEN_TABLES,   /* server, server_auth sent */
+  ST_MY_TURN,            /* producing a turn, lazily, in send() */
+  ST_PEER_TURN,          /* receiving the peer's turn */
+  ST_WAIT_VERIFY,        /* reconciliation over; the peer's Verify is due */
+  ST_WAIT_COMMITTED,     /* client: both Verify agree; Committed is due */
+  ST_DONE,
+  ST_FAILED
+} session_state;
+
+/* A range to describe to the peer in my next turn. */
+typedef enum pending_kind {
+  PENDING_FINGERPRINT, /* one Fingerprint over [lo, hi) */
+  PENDING_SPLIT,       /* Fingerprints of buckets of [lo, hi) */
+  PENDING_ITEMS        /* ItemList(s) of [lo, hi) */
+} pending_kind;
+
+typedef struct pending_range {
+  uint8_t lower[LIPSYNC_UUID_LEN], upper[LIPSYNC_UUID_LEN];
+  bool has_lower, has_upper;
+  pending_kind kind;
+  size_t lo, hi; /* interval of my item index inside the range */
+} pending_range;
+
+/* Items [lo, hi) of my index whose rows the peer lacks. */
+typedef struct span {
+  size_t lo, hi;
+} span;
+
+typedef struct sync_table {
+  char *name;
+  lipsync_table *handle;
+  item_index items; /* snapshot taken when the table was opened */
+
+  pending_range *ranges; /* for my next turn */
+  size_t nranges, cap_ranges;
+  uint8_t (*needs)[LIPSYNC_UUID_LEN]; /* rows to ask the peer for */
+  size_t nneeds, cap_needs;
+  span *pushes; /* rows to send the peer */
+  size_t npushes, cap_pushes;
+
+  canon_fp applied;   /* rows received and applied */
+  uint64_t conflicts; /* found by me, in item lists the peer sent */
+  uint64_t rows_sent, rows_received, bytes_sent, bytes_received;
+  uint64_t final_count;
+  uint8_t final_fp[LIPSYNC_DIGEST_LEN];
+} sync_table;
+
+/* Where the lazy producer of my turn stands. */
+typedef struct turn_producer {
+  size_t table;
+  int stage; /* 0 ranges, 1 needs, 2 pushes, per table; then EndTurn */
+  size_t pos;
+  size_t sub; /* next item inside ranges[pos] or pushes[pos] */
+  bool sub_active;
+  lipsync_cursor *cursor; /* open over the span being pushed */
+  bool sent_requests;     /* the turn so far holds Ranges or Need */
+} turn_producer;
+
+struct lipsync_session {
+  bool is_server;
+  session_state state;
+  lipsync_store *store;
+  uint8_t *secret;
+  size_t secret_len;
+  uint32_t min_version, max_version, version;
+
+  /* server: which tables it offers */
+  char **offered;
+  size_t noffered;
+  bool offer_all;
+
+  /* handshake */
+  uint8_t nonce[LIPSYNC_NONCE_LEN];
+  bytebuf client_hello, server_hello; /* frames as sent, for the transcript */
+  uint8_t transcript[AUTH_TRANSCRIPT_LEN];
+
+  /* tables, in OpenTables order */
+  sync_table *tables;
+  size_t ntables;
+  bool txn_open;
+
+  /* reconciliation */
+  bool peer_turn_requests; /* the peer's current turn held Ranges or Need */
+  bool verify_sent;
+  turn_producer gen;
+  size_t split_threshold;
+  canon_hasher hasher;
+
+  /* transport */
+  frame_reader reader;
+  arena recv_arena, send_arena;
+  bytebuf out;
+  size_t out_handed; /* bytes of |out| returned by the last send() */
+  uint64_t bytes_sent, bytes_received;
+  size_t frame_size; /* of the frame being handled */
+
+  /* outcome */
+  int result;
+  bool remote_error;
+  char errmsg[512];
+
+  lipsync_progress_cb progress;
+  void *progress_user;
+};
+
+/* Fails the session: rolls back, records |code| and the message, and (for
+ * codes that have a wire form) queues an Error frame. Returns |code|. */
+int session_fail(lipsync_session *s, int code, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/* Appends frame |f| to the output; |table| (or NULL) is charged for its
+ * bytes. Fails the session on error. */
+int session_emit(lipsync_session *s, Lipsync__Frame *f, sync_table *table);
+
+/* Sends Verify after the peer's quiet turn or in answer to its Verify. */
+int session_send_verify(lipsync_session *s);
+
+/* reconcile.c */
+int recon_start(lipsync_session *s);
+int recon_on_ranges(lipsync_session *s, const Lipsync__Ranges *m);
+int recon_on_rows(lipsync_session *s, const Lipsync__Rows *m);
+int recon_on_need(lipsync_session *s, const Lipsync__Need *m);
+/* Produces more of my turn into s->out; ends it with EndTurn. */
+int recon_produce(lipsync_session *s);
+void recon_table_free(lipsync_session *s, sync_table *t);
+
+#endif

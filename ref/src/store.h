@@ -1,0 +1,70 @@
+/*
+ * store.h: the core's only way into a storage backend. Each wrapper checks
+ * the method's contract (in debug builds) so the session never calls a
+ * method pointer directly, as SQLite's sqlite3Os* wrappers do for its VFS.
+ */
+#ifndef LIPSYNC_STORE_H
+#define LIPSYNC_STORE_H
+
+#include "lipsync.h"
+
+#include <assert.h>
+
+static inline int store_begin(lipsync_store *s) {
+  return s->methods->begin(s);
+}
+static inline int store_commit(lipsync_store *s) {
+  return s->methods->commit(s);
+}
+static inline int store_rollback(lipsync_store *s) {
+  return s->methods->rollback(s);
+}
+static inline int store_open_table(lipsync_store *s, const char *name,
+                                   lipsync_table **out) {
+  *out = NULL;
+  return s->methods->open_table(s, name, out);
+}
+static inline int store_prepare_table(lipsync_store *s, lipsync_table *t) {
+  return s->methods->prepare_table(s, t);
+}
+static inline int store_scan(lipsync_store *s, lipsync_table *t,
+                             const uint8_t *lower, const uint8_t *upper,
+                             lipsync_cursor **out) {
+  *out = NULL;
+  return s->methods->scan(s, t, lower, upper, out);
+}
+static inline int store_next(lipsync_store *s, lipsync_cursor *c,
+                             lipsync_row *row) {
+  int rc = s->methods->next(c, row);
+  assert(rc <= 0 || row->nvalues == c->table->ncolumns);
+  return rc;
+}
+static inline void store_close_cursor(lipsync_store *s, lipsync_cursor *c) {
+  if (c)
+    s->methods->close_cursor(c);
+}
+static inline int store_fetch(lipsync_store *s, lipsync_table *t,
+                              const uint8_t *uuid, lipsync_row *row) {
+  int rc = s->methods->fetch(s, t, uuid, row);
+  assert(rc != 0 || row->nvalues == t->ncolumns);
+  return rc;
+}
+static inline int store_insert(lipsync_store *s, lipsync_table *t,
+                               const lipsync_row *row) {
+  assert(row->nvalues == t->ncolumns);
+  return s->methods->insert(s, t, row);
+}
+static inline int store_list_tables(lipsync_store *s, const char *const **names,
+                                    size_t *count) {
+  *names = NULL;
+  *count = 0;
+  if (!s->methods->list_tables)
+    return LIPSYNC_ERR_INTERNAL;
+  return s->methods->list_tables(s, names, count);
+}
+static inline const char *store_errmsg(lipsync_store *s) {
+  const char *m = s->methods->errmsg(s);
+  return m ? m : "";
+}
+
+#endif

@@ -1,0 +1,657 @@
+/* session_test.c: whole sessions in one process: a client and a server
+ * session pass buffers to each other over two SQLite databases (src/
+ * session.c, src/reconcile.c), plus bad peers fed crafted frames. */
+#include "frame.h"
+#include "lipsync.h"
+#include "test_util.h"
+
+#include <CUnit/CUnit.h>
+#include <math.h>
+#include <sqlite3.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static const char SECRET[] = "s3cret-for-tests";
+#define SECRET_LEN (sizeof SECRET - 1)
+
+/* ------------------------------------------------------------------ */
+/* databases                                                            */
+/* ------------------------------------------------------------------ */
+
+static sqlite3 *mem_db(void) {
+  sqlite3 *db = NULL;
+  CU_ASSERT_EQUAL_FATAL(sqlite3_open(":memory:", &db), SQLITE_OK);
+  return db;
+}
+
+static void exec(sqlite3 *db, const char *sql) {
+  char *err = NULL;
+  int rc = sqlite3_exec(db, sql, NULL, NULL, &err);
+  if (rc != SQLITE_OK)
+    fprintf(stderr, "SQL failed: %s: %s\n", sql, err);
+  sqlite3_free(err);
+  CU_ASSERT_EQUAL_FATAL(rc, SQLITE_OK);
+}
+
+static long long query_int(sqlite3 *db, const char *sql) {
+  sqlite3_stmt *st;
+  long long v = -1;
+  CU_ASSERT_EQUAL_FATAL(sqlite3_prepare_v2(db, sql, -1, &st, NULL), SQLITE_OK);
+  if (sqlite3_step(st) == SQLITE_ROW)
+    v = sqlite3_column_int64(st, 0);
+  sqlite3_finalize(st);
+  return v;
+}
+
+static double query_double(sqlite3 *db, const char *sql) {
+  sqlite3_stmt *st;
+  double v = 0;
+  CU_ASSERT_EQUAL_FATAL(sqlite3_prepare_v2(db, sql, -1, &st, NULL), SQLITE_OK);
+  if (sqlite3_step(st) == SQLITE_ROW)
+    v = sqlite3_column_double(st, 0);
+  sqlite3_finalize(st);
+  return v;
+}
+
+/* Appends a byte-exact rendering of every value of the query to |out|. */
+static void dump_query(sqlite3 *db, const char *sql, bytebuf *out) {
+  sqlite3_stmt *st;
+  CU_ASSERT_EQUAL_FATAL(sqlite3_prepare_v2(db, sql, -1, &st, NULL), SQLITE_OK);
+  while (sqlite3_step(st) == SQLITE_ROW) {
+    for (int c = 0; c < sqlite3_column_count(st); c++) {
+      int type = sqlite3_column_type(st, c);
+      char head[64];
+      bytebuf_append(out, head,
+                     (size_t)snprintf(head, sizeof head, "|%d:", type));
+      if (type == SQLITE_INTEGER) {
+        sqlite3_int64 i = sqlite3_column_int64(st, c);
+        bytebuf_append(out, &i, sizeof i);
+      } else if (type == SQLITE_FLOAT) {
+        double d = sqlite3_column_double(st, c);
+        bytebuf_append(out, &d, sizeof d);
+      } else if (type != SQLITE_NULL) {
+        const void *p = sqlite3_column_blob(st, c);
+        bytebuf_append(out, p, (size_t)sqlite3_column_bytes(st, c));
+      }
+    }
+    bytebuf_append(out, "\n", 1);
+  }
+  sqlite3_finalize(st);
+}
+
+/* Schema and contents of every table, to prove a database unchanged. */
+static bytebuf db_state(sqlite3 *db) {
+  bytebuf out = {0};
+  dump_query(db, "SELECT type, name, sql FROM sqlite_schema ORDER BY name",
+             &out);
+  sqlite3_stmt *st;
+  sqlite3_prepare_v2(db,
+                     "SELECT name FROM sqlite_schema WHERE type='table' "
+                     "ORDER BY name",
+                     -1, &st, NULL);
+  while (sqlite3_step(st) == SQLITE_ROW) {
+    char sql[256];
+    snprintf(sql, sizeof sql, "SELECT * FROM \"%s\" ORDER BY rowid",
+             (const char *)sqlite3_column_text(st, 0));
+    dump_query(db, sql, &out);
+  }
+  sqlite3_finalize(st);
+  return out;
+}
+
+static int same_state(bytebuf a, bytebuf b) {
+  return a.len == b.len && (a.len == 0 || memcmp(a.data, b.data, a.len) == 0);
+}
+
+/* The synced table's contents in UUID order, for comparing two sides. */
+static bytebuf table_rows(sqlite3 *db, const char *table) {
+  char sql[256];
+  bytebuf out = {0};
+  snprintf(sql, sizeof sql, "SELECT * FROM \"%s\" ORDER BY _lipsync_uuid",
+           table);
+  dump_query(db, sql, &out);
+  return out;
+}
+
+static const char *CITY_SCHEMA =
+    "CREATE TABLE cities(city_id INTEGER, name TEXT, country TEXT, "
+    "admin_code TEXT, population INTEGER, lon REAL, lat REAL);";
+
+static void add_cities(sqlite3 *db, int from, int to) {
+  char sql[512];
+  exec(db, "BEGIN");
+  for (int i = from; i < to; i++) {
+    snprintf(sql, sizeof sql,
+             "INSERT INTO cities(city_id,name,country,admin_code,population,"
+             "lon,lat) VALUES (%d, 'Città %d ü', 'IT', '%02d', %d, %d.125, "
+             "-%d.5)",
+             i, i, i % 100, i * 7, i % 180, i % 90);
+    exec(db, sql);
+  }
+  exec(db, "COMMIT");
+}
+
+/* ------------------------------------------------------------------ */
+/* running two sessions against each other                              */
+/* ------------------------------------------------------------------ */
+
+typedef struct peer {
+  sqlite3 *db;
+  lipsync_store *store;
+  lipsync_session *session;
+} peer;
+
+static void peer_open(peer *p, sqlite3 *db) {
+  p->db = db;
+  CU_ASSERT_EQUAL_FATAL(lipsync_store_sqlite_wrap(&p->store, db), 0);
+  p->session = NULL;
+}
+
+static void peer_close(peer *p) {
+  lipsync_session_free(p->session);
+  lipsync_store_free(p->store);
+  sqlite3_close(p->db);
+}
+
+static void start_client(peer *p, const char *const *tables, size_t n,
+                         const char *secret) {
+  CU_ASSERT_EQUAL_FATAL(lipsync_session_client_new(&p->session, p->store,
+                                                   secret, strlen(secret),
+                                                   tables, n),
+                        0);
+}
+
+static void start_server(peer *p, const char *const *offered, size_t n) {
+  CU_ASSERT_EQUAL_FATAL(lipsync_session_server_new(&p->session, p->store,
+                                                   SECRET, SECRET_LEN, offered,
+                                                   n, n == 0),
+                        0);
+}
+
+/* Moves bytes both ways until neither side has anything to say, then tells
+ * a side still waiting that the other closed. */
+static void pump(lipsync_session *c, lipsync_session *s) {
+  for (;;) {
+    int progress = 0;
+    const uint8_t *d;
+    ssize_t n;
+    while ((n = lipsync_session_send(c, &d)) > 0) {
+      progress = 1;
+      lipsync_session_recv(s, d, (size_t)n);
+    }
+    while ((n = lipsync_session_send(s, &d)) > 0) {
+      progress = 1;
+      lipsync_session_recv(c, d, (size_t)n);
+    }
+    if (!progress)
+      break;
+  }
+  if (!lipsync_session_is_done(c))
+    lipsync_session_recv_eof(c);
+  if (!lipsync_session_is_done(s))
+    lipsync_session_recv_eof(s);
+}
+
+static void sync_pair(peer *c, peer *s, const char *const *tables, size_t n) {
+  start_client(c, tables, n, SECRET);
+  start_server(s, NULL, 0);
+  pump(c->session, s->session);
+}
+
+static void assert_tables_equal(sqlite3 *a, sqlite3 *b, const char *table) {
+  bytebuf x = table_rows(a, table), y = table_rows(b, table);
+  CU_ASSERT_TRUE(same_state(x, y));
+  bytebuf_free(&x);
+  bytebuf_free(&y);
+}
+
+/* ------------------------------------------------------------------ */
+/* successful syncs                                                     */
+/* ------------------------------------------------------------------ */
+
+static void test_disjoint_without_uuid_column(void) {
+  peer c, s;
+  peer_open(&c, mem_db());
+  peer_open(&s, mem_db());
+  exec(c.db, CITY_SCHEMA);
+  exec(s.db, CITY_SCHEMA);
+  add_cities(c.db, 0, 30);
+  add_cities(s.db, 100, 120);
+  const char *t[] = {"cities"};
+  sync_pair(&c, &s, t, 1);
+  CU_ASSERT_EQUAL(lipsync_session_result(c.session), 0);
+  CU_ASSERT_EQUAL(lipsync_session_result(s.session), 0);
+  CU_ASSERT_EQUAL(query_int(c.db, "SELECT count(*) FROM cities"), 50);
+  CU_ASSERT_EQUAL(query_int(s.db, "SELECT count(*) FROM cities"), 50);
+  CU_ASSERT_EQUAL(
+      query_int(c.db, "SELECT count(DISTINCT _lipsync_uuid) FROM cities"), 50);
+  assert_tables_equal(c.db, s.db, "cities");
+  lipsync_table_stats st;
+  CU_ASSERT_EQUAL(lipsync_session_table_stats(c.session, 0, &st), 0);
+  CU_ASSERT_EQUAL(st.rows_sent, 30);
+  CU_ASSERT_EQUAL(st.rows_received, 20);
+  CU_ASSERT_EQUAL(lipsync_session_table_stats(c.session, 1, &st),
+                  LIPSYNC_ERR_INVALID_ARGUMENT);
+
+  /* A second sync finds nothing to do and moves no row. */
+  lipsync_session_free(c.session);
+  lipsync_session_free(s.session);
+  sync_pair(&c, &s, t, 1);
+  CU_ASSERT_EQUAL(lipsync_session_result(c.session), 0);
+  lipsync_session_table_stats(c.session, 0, &st);
+  CU_ASSERT_EQUAL(st.rows_sent + st.rows_received, 0);
+  uint64_t sent, received;
+  lipsync_session_bytes(c.session, &sent, &received);
+  CU_ASSERT_TRUE(sent < 1024 && received < 1024);
+  peer_close(&c);
+  peer_close(&s);
+}
+
+/* Both sides share most rows and each has some of its own, so the ranges
+ * are split and item lists exchanged, under several strategies. */
+static void run_overlap(size_t threshold) {
+  peer c, s;
+  peer_open(&c, mem_db());
+  peer_open(&s, mem_db());
+  exec(c.db, CITY_SCHEMA);
+  add_cities(c.db, 0, 3000);
+  const char *t[] = {"cities"};
+  exec(s.db, CITY_SCHEMA);
+  sync_pair(&c, &s, t, 1); /* server gets a copy, UUIDs included */
+  CU_ASSERT_EQUAL_FATAL(lipsync_session_result(c.session), 0);
+  lipsync_session_free(c.session);
+  lipsync_session_free(s.session);
+  add_cities(c.db, 5000, 5400);
+  add_cities(s.db, 7000, 7300);
+
+  start_client(&c, t, 1, SECRET);
+  start_server(&s, NULL, 0);
+  lipsync_session_set_split_threshold(c.session, threshold);
+  lipsync_session_set_split_threshold(s.session, threshold);
+  pump(c.session, s.session);
+  CU_ASSERT_EQUAL(lipsync_session_result(c.session), 0);
+  CU_ASSERT_EQUAL(lipsync_session_result(s.session), 0);
+  lipsync_table_stats st;
+  lipsync_session_table_stats(c.session, 0, &st);
+  CU_ASSERT_EQUAL(st.rows_sent, 400);
+  CU_ASSERT_EQUAL(st.rows_received, 300);
+  CU_ASSERT_EQUAL(query_int(s.db, "SELECT count(*) FROM cities"), 3700);
+  assert_tables_equal(c.db, s.db, "cities");
+  peer_close(&c);
+  peer_close(&s);
+}
+
+static void test_overlap_split(void) {
+  run_overlap(256);
+}
+static void test_overlap_fine_split(void) {
+  run_overlap(1);
+}
+static void test_overlap_item_lists_only(void) {
+  run_overlap(0);
+}
+
+static void test_one_side_empty_both_ways(void) {
+  for (int dir = 0; dir < 2; dir++) {
+    peer c, s;
+    peer_open(&c, mem_db());
+    peer_open(&s, mem_db());
+    exec(c.db, CITY_SCHEMA);
+    exec(s.db, CITY_SCHEMA);
+    add_cities(dir ? s.db : c.db, 0, 5000);
+    const char *t[] = {"cities"};
+    sync_pair(&c, &s, t, 1);
+    CU_ASSERT_EQUAL(lipsync_session_result(c.session), 0);
+    CU_ASSERT_EQUAL(query_int(c.db, "SELECT count(*) FROM cities"), 5000);
+    CU_ASSERT_EQUAL(query_int(s.db, "SELECT count(*) FROM cities"), 5000);
+    assert_tables_equal(c.db, s.db, "cities");
+    peer_close(&c);
+    peer_close(&s);
+  }
+}
+
+static void test_both_empty_and_several_tables(void) {
+  peer c, s;
+  peer_open(&c, mem_db());
+  peer_open(&s, mem_db());
+  const char *schema = "CREATE TABLE empty(a INTEGER, b TEXT);"
+                       "CREATE TABLE notes(id INTEGER, body TEXT, data BLOB);";
+  exec(c.db, schema);
+  exec(s.db, schema);
+  exec(c.db, "INSERT INTO notes VALUES (1, 'client', x'00ff')");
+  exec(s.db, "INSERT INTO notes VALUES (2, 'server', NULL)");
+  const char *t[] = {"empty", "notes"};
+  sync_pair(&c, &s, t, 2);
+  CU_ASSERT_EQUAL(lipsync_session_result(c.session), 0);
+  CU_ASSERT_EQUAL(lipsync_session_result(s.session), 0);
+  CU_ASSERT_EQUAL(lipsync_session_table_count(s.session), 2);
+  CU_ASSERT_EQUAL(query_int(c.db, "SELECT count(*) FROM empty"), 0);
+  CU_ASSERT_EQUAL(query_int(s.db, "SELECT count(*) FROM notes"), 2);
+  assert_tables_equal(c.db, s.db, "notes");
+  assert_tables_equal(c.db, s.db, "empty");
+  peer_close(&c);
+  peer_close(&s);
+}
+
+static void test_edge_values(void) {
+  peer c, s;
+  peer_open(&c, mem_db());
+  peer_open(&s, mem_db());
+  /* Untyped columns keep every value exactly as given. */
+  const char *schema = "CREATE TABLE edge(k INTEGER, v);";
+  exec(c.db, schema);
+  exec(s.db, schema);
+  exec(c.db, "INSERT INTO edge VALUES (1, -9223372036854775808),"
+             "(2, 9223372036854775807), (3, -0.0), (4, 9e999), (5, -9e999),"
+             "(6, 1e-308), (7, ''), (8, x''), (9, 'a' || char(0) || 'b'),"
+             "(10, '東京 Zürich'), (11, NULL), (12, 5e-324)");
+  exec(c.db, "UPDATE edge SET v = CAST(v AS BLOB) WHERE k = 9");
+  exec(c.db, "UPDATE edge SET v = CAST(v AS TEXT) WHERE k = 9");
+  const char *t[] = {"edge"};
+  sync_pair(&c, &s, t, 1);
+  CU_ASSERT_EQUAL(lipsync_session_result(c.session), 0);
+  CU_ASSERT_EQUAL(query_int(s.db, "SELECT count(*) FROM edge"), 12);
+  CU_ASSERT_EQUAL(query_int(s.db, "SELECT length(CAST(v AS BLOB)) FROM edge "
+                                  "WHERE k = 9"),
+                  3);
+  CU_ASSERT_TRUE(signbit(query_double(s.db, "SELECT v FROM edge WHERE k=3")));
+  CU_ASSERT_EQUAL(query_int(s.db, "SELECT typeof(v) = 'real' FROM edge "
+                                  "WHERE k = 3"),
+                  1);
+  assert_tables_equal(c.db, s.db, "edge");
+  peer_close(&c);
+  peer_close(&s);
+}
+
+/* ------------------------------------------------------------------ */
+/* refusals that change nothing                                         */
+/* ------------------------------------------------------------------ */
+
+typedef struct refusal {
+  const char *client_sql, *server_sql, *table, *secret;
+  const char *offered; /* NULL: all */
+  uint32_t client_min, client_max;
+  int expect;
+} refusal;
+
+static void run_refusal(const refusal *r) {
+  peer c, s;
+  peer_open(&c, mem_db());
+  peer_open(&s, mem_db());
+  exec(c.db, r->client_sql);
+  exec(s.db, r->server_sql);
+  bytebuf before_c = db_state(c.db), before_s = db_state(s.db);
+  const char *t[] = {r->table};
+  start_client(&c, t, 1, r->secret ? r->secret : SECRET);
+  if (r->client_min)
+    lipsync_session_set_versions(c.session, r->client_min, r->client_max);
+  start_server(&s, r->offered ? &r->offered : NULL, r->offered ? 1 : 0);
+  pump(c.session, s.session);
+  CU_ASSERT_EQUAL(lipsync_session_result(c.session), r->expect);
+  CU_ASSERT_EQUAL(lipsync_session_result(s.session), r->expect);
+  /* One side detects the failure and tells the other, except a conflict,
+   * which both decide alike from the two Verify frames. */
+  if (r->expect != LIPSYNC_ERR_CONFLICT)
+    CU_ASSERT_TRUE(lipsync_session_error_is_remote(c.session) ||
+                   lipsync_session_error_is_remote(s.session));
+  CU_ASSERT_TRUE(lipsync_session_is_done(c.session));
+  CU_ASSERT_TRUE(lipsync_session_is_done(s.session));
+  bytebuf after_c = db_state(c.db), after_s = db_state(s.db);
+  CU_ASSERT_TRUE(same_state(before_c, after_c));
+  CU_ASSERT_TRUE(same_state(before_s, after_s));
+  bytebuf_free(&before_c);
+  bytebuf_free(&before_s);
+  bytebuf_free(&after_c);
+  bytebuf_free(&after_s);
+  peer_close(&c);
+  peer_close(&s);
+}
+
+static const char *T1 = "CREATE TABLE t(a INTEGER, b TEXT);"
+                        "INSERT INTO t VALUES (1, 'x'), (2, 'y');";
+
+static void test_schema_mismatch(void) {
+  refusal r = {T1,   "CREATE TABLE t(a INTEGER, b INTEGER);",
+               "t",  NULL,
+               NULL, 0,
+               0,    LIPSYNC_ERR_SCHEMA_MISMATCH};
+  run_refusal(&r);
+  refusal missing = {T1, "CREATE TABLE t(a INTEGER);", "t", NULL, NULL, 0,
+                     0,  LIPSYNC_ERR_SCHEMA_MISMATCH};
+  run_refusal(&missing);
+}
+
+static void test_wrong_secret(void) {
+  refusal r = {T1,   T1, "t", "not the secret",
+               NULL, 0,  0,   LIPSYNC_ERR_AUTH_FAILED};
+  run_refusal(&r);
+}
+
+static void test_version_mismatch(void) {
+  refusal r = {T1, T1, "t", NULL, NULL, 2, 3, LIPSYNC_ERR_VERSION_MISMATCH};
+  run_refusal(&r);
+}
+
+static void test_unknown_and_unoffered_tables(void) {
+  refusal unknown = {T1, "CREATE TABLE other(a);", "t", NULL, NULL, 0,
+                     0,  LIPSYNC_ERR_UNKNOWN_TABLE};
+  run_refusal(&unknown);
+  refusal unoffered = {T1,      T1, "t", NULL,
+                       "other", 0,  0,   LIPSYNC_ERR_TABLE_NOT_OFFERED};
+  run_refusal(&unoffered);
+}
+
+static void test_conflict(void) {
+  const char *cs =
+      "CREATE TABLE t(a INTEGER, b TEXT, _lipsync_uuid TEXT);"
+      "INSERT INTO t VALUES (1, 'client', "
+      "'00000000-0000-4000-8000-000000000001'),"
+      "(2, 'same', '00000000-0000-4000-8000-000000000002'),"
+      "(3, 'client', '00000000-0000-4000-8000-000000000003'),"
+      "(4, 'only client', '00000000-0000-4000-8000-000000000004');";
+  const char *ss = "CREATE TABLE t(a INTEGER, b TEXT, _lipsync_uuid TEXT);"
+                   "INSERT INTO t VALUES (1, 'server', "
+                   "'00000000-0000-4000-8000-000000000001'),"
+                   "(2, 'same', '00000000-0000-4000-8000-000000000002'),"
+                   "(3, 'server', '00000000-0000-4000-8000-000000000003');";
+  refusal r = {cs, ss, "t", NULL, NULL, 0, 0, LIPSYNC_ERR_CONFLICT};
+  run_refusal(&r);
+
+  /* The report names the table and the number of conflicting rows. */
+  peer c, s;
+  peer_open(&c, mem_db());
+  peer_open(&s, mem_db());
+  exec(c.db, cs);
+  exec(s.db, ss);
+  const char *t[] = {"t"};
+  sync_pair(&c, &s, t, 1);
+  const char *msg = lipsync_session_errmsg(c.session);
+  CU_ASSERT_PTR_NOT_NULL(strstr(msg, "table t: 2 rows differ"));
+  peer_close(&c);
+  peer_close(&s);
+}
+
+/* The peer vanishes in the middle of the row transfer: neither database
+ * keeps anything. */
+static void test_peer_vanishes_mid_transfer(void) {
+  peer c, s;
+  peer_open(&c, mem_db());
+  peer_open(&s, mem_db());
+  exec(c.db, CITY_SCHEMA);
+  exec(s.db, CITY_SCHEMA);
+  add_cities(c.db, 0, 20000);
+  bytebuf before_s = db_state(s.db);
+  const char *t[] = {"cities"};
+  start_client(&c, t, 1, SECRET);
+  start_server(&s, NULL, 0);
+  const uint8_t *d;
+  ssize_t n;
+  size_t client_chunks = 0;
+  int rows_seen = 0;
+  /* Run until the server has applied some rows, then cut the client. */
+  for (int round = 0; round < 100 && !rows_seen; round++) {
+    while ((n = lipsync_session_send(c.session, &d)) > 0) {
+      lipsync_session_recv(s.session, d, (size_t)n / 2); /* half a chunk */
+      client_chunks++;
+      rows_seen = client_chunks > 4;
+      if (rows_seen)
+        break;
+      lipsync_session_recv(s.session, d + n / 2, (size_t)(n - n / 2));
+    }
+    while (!rows_seen && (n = lipsync_session_send(s.session, &d)) > 0)
+      lipsync_session_recv(c.session, d, (size_t)n);
+  }
+  CU_ASSERT_TRUE_FATAL(rows_seen);
+  lipsync_session_free(c.session); /* the client dies */
+  c.session = NULL;
+  lipsync_session_recv_eof(s.session);
+  CU_ASSERT_EQUAL(lipsync_session_result(s.session), LIPSYNC_ERR_PROTOCOL);
+  bytebuf after_s = db_state(s.db);
+  CU_ASSERT_TRUE(same_state(before_s, after_s));
+  CU_ASSERT_EQUAL(query_int(c.db, "SELECT count(*) FROM pragma_table_info("
+                                  "'cities') WHERE name='_lipsync_uuid'"),
+                  0);
+  bytebuf_free(&before_s);
+  bytebuf_free(&after_s);
+  peer_close(&c);
+  peer_close(&s);
+}
+
+/* ------------------------------------------------------------------ */
+/* bad peers: crafted frames against a server session                   */
+/* ------------------------------------------------------------------ */
+
+/* Feeds |bytes| to a fresh server session and returns the code of the Error
+ * frame it answers with (0 if none). */
+static uint32_t server_answer(const uint8_t *bytes, size_t len, int *result) {
+  peer s;
+  peer_open(&s, mem_db());
+  start_server(&s, NULL, 0);
+  lipsync_session_recv(s.session, bytes, len);
+  *result = lipsync_session_result(s.session);
+  const uint8_t *d;
+  ssize_t n = lipsync_session_send(s.session, &d);
+  uint32_t code = 0;
+  if (n > 0) {
+    frame_reader r;
+    arena a;
+    int complete;
+    frame_reader_init(&r);
+    arena_init(&a);
+    frame_reader_feed(&r, d, (size_t)n, &complete);
+    Lipsync__Frame *f = complete ? frame_reader_decode(&r, &a) : NULL;
+    if (f && f->body_case == LIPSYNC__FRAME__BODY_ERROR)
+      code = f->error->code;
+    frame_reader_free(&r);
+    arena_free(&a);
+  }
+  CU_ASSERT_TRUE(lipsync_session_is_done(s.session));
+  peer_close(&s);
+  return code;
+}
+
+static void test_bad_frames(void) {
+  int result;
+  uint8_t oversized[] = {0x7f, 0, 0, 0};
+  CU_ASSERT_EQUAL(server_answer(oversized, sizeof oversized, &result), 2);
+  CU_ASSERT_EQUAL(result, LIPSYNC_ERR_FRAME_TOO_LARGE);
+  uint8_t garbage[] = {0, 0, 0, 3, 0xff, 0xff, 0xff};
+  CU_ASSERT_EQUAL(server_answer(garbage, sizeof garbage, &result), 1);
+  CU_ASSERT_EQUAL(result, LIPSYNC_ERR_PROTOCOL);
+  uint8_t unknown[] = {0, 0, 0, 3, 0xa2, 0x01, 0x00}; /* field 20 */
+  CU_ASSERT_EQUAL(server_answer(unknown, sizeof unknown, &result), 3);
+  CU_ASSERT_EQUAL(result, LIPSYNC_ERR_UNEXPECTED_MESSAGE);
+  uint8_t end_turn_first[] = {0, 0, 0, 2, 0x52, 0x00};
+  CU_ASSERT_EQUAL(server_answer(end_turn_first, sizeof end_turn_first, &result),
+                  3);
+  CU_ASSERT_EQUAL(result, LIPSYNC_ERR_UNEXPECTED_MESSAGE);
+  uint8_t empty[] = {0, 0, 0, 0};
+  CU_ASSERT_EQUAL(server_answer(empty, sizeof empty, &result), 3);
+}
+
+static void test_replayed_client_proof(void) {
+  /* Record a real client's ClientHello and client_auth from session 1, then
+   * replay them to a second server: its fresh nonce makes the proof fail. */
+  peer c, s1, s2;
+  peer_open(&c, mem_db());
+  peer_open(&s1, mem_db());
+  peer_open(&s2, mem_db());
+  exec(c.db, T1);
+  const char *t[] = {"t"};
+  start_client(&c, t, 1, SECRET);
+  start_server(&s1, NULL, 0);
+  start_server(&s2, NULL, 0);
+  bytebuf hello = {0}, proof = {0};
+  const uint8_t *d;
+  ssize_t n = lipsync_session_send(c.session, &d);
+  bytebuf_append(&hello, d, (size_t)n);
+  lipsync_session_recv(s1.session, hello.data, hello.len);
+  n = lipsync_session_send(s1.session, &d);
+  lipsync_session_recv(c.session, d, (size_t)n);
+  n = lipsync_session_send(c.session, &d);
+  bytebuf_append(&proof, d, (size_t)n);
+  lipsync_session_recv(s1.session, proof.data, proof.len);
+  CU_ASSERT_EQUAL(lipsync_session_result(s1.session), 0);
+
+  lipsync_session_recv(s2.session, hello.data, hello.len);
+  lipsync_session_send(s2.session, &d); /* its ServerHello, ignored */
+  lipsync_session_recv(s2.session, proof.data, proof.len);
+  CU_ASSERT_EQUAL(lipsync_session_result(s2.session), LIPSYNC_ERR_AUTH_FAILED);
+  bytebuf_free(&hello);
+  bytebuf_free(&proof);
+  peer_close(&c);
+  peer_close(&s1);
+  peer_close(&s2);
+}
+
+static void test_reflected_proof(void) {
+  /* A fake server that answers the client's proof with that same proof as
+   * its own is caught: the roles' labels differ. */
+  peer c, s;
+  peer_open(&c, mem_db());
+  peer_open(&s, mem_db());
+  exec(c.db, T1);
+  const char *t[] = {"t"};
+  start_client(&c, t, 1, SECRET);
+  start_server(&s, NULL, 0);
+  const uint8_t *d;
+  ssize_t n = lipsync_session_send(c.session, &d);
+  lipsync_session_recv(s.session, d, (size_t)n);
+  n = lipsync_session_send(s.session, &d);
+  lipsync_session_recv(c.session, d, (size_t)n);
+  n = lipsync_session_send(c.session, &d); /* client_auth */
+  CU_ASSERT_FATAL(n > 5);
+  bytebuf reflected = {0};
+  bytebuf_append(&reflected, d, (size_t)n);
+  reflected.data[4] = 0x22; /* field 3 -> field 4: client_auth -> server_auth */
+  lipsync_session_recv(c.session, reflected.data, reflected.len);
+  CU_ASSERT_EQUAL(lipsync_session_result(c.session), LIPSYNC_ERR_AUTH_FAILED);
+  bytebuf_free(&reflected);
+  peer_close(&c);
+  peer_close(&s);
+}
+
+int register_session_tests(void) {
+  static const tu_test tests[] = {
+      {"disjoint rows, table without _lipsync_uuid, re-sync",
+       test_disjoint_without_uuid_column},
+      {"overlap, split ranges", test_overlap_split},
+      {"overlap, split down to single items", test_overlap_fine_split},
+      {"overlap, whole item lists only", test_overlap_item_lists_only},
+      {"one side empty, both directions", test_one_side_empty_both_ways},
+      {"empty table and several tables", test_both_empty_and_several_tables},
+      {"edge values survive bit for bit", test_edge_values},
+      {"schema mismatch changes nothing", test_schema_mismatch},
+      {"wrong secret changes nothing", test_wrong_secret},
+      {"no common version", test_version_mismatch},
+      {"unknown and unoffered tables", test_unknown_and_unoffered_tables},
+      {"conflicting rows are reported, nothing changes", test_conflict},
+      {"peer vanishing mid-transfer changes nothing",
+       test_peer_vanishes_mid_transfer},
+      {"oversized, garbage, unknown and unexpected frames", test_bad_frames},
+      {"replayed client proof fails", test_replayed_client_proof},
+      {"reflected proof fails", test_reflected_proof},
+      {NULL, NULL}};
+  return tu_add_suite("session", tests);
+}
