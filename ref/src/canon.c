@@ -75,8 +75,15 @@ size_t canon_value_encode(const lipsync_value *v, uint8_t *out) {
 
 int canon_hasher_init(canon_hasher *h) {
   memset(h, 0, sizeof *h);
+  /* Fetched once: EVP_sha256() would look the algorithm up, under a lock,
+   * for every row. */
+  h->md = EVP_MD_fetch(NULL, "SHA256", NULL);
   h->md_ctx = EVP_MD_CTX_new();
-  return h->md_ctx ? 0 : LIPSYNC_ERR_NOMEM;
+  if (!h->md || !h->md_ctx) {
+    canon_hasher_free(h);
+    return LIPSYNC_ERR_NOMEM;
+  }
+  return 0;
 }
 
 void canon_hasher_free(canon_hasher *h) {
@@ -84,6 +91,7 @@ void canon_hasher_free(canon_hasher *h) {
     return;
   free(h->buf);
   EVP_MD_CTX_free(h->md_ctx);
+  EVP_MD_free(h->md);
   memset(h, 0, sizeof *h);
 }
 
@@ -117,7 +125,7 @@ int canon_row_digest(canon_hasher *h, const lipsync_row *row,
   uint8_t full[EVP_MAX_MD_SIZE];
   if (!len)
     return LIPSYNC_ERR_NOMEM;
-  if (!EVP_DigestInit_ex(h->md_ctx, EVP_sha256(), NULL) ||
+  if (!EVP_DigestInit_ex2(h->md_ctx, h->md, NULL) ||
       !EVP_DigestUpdate(h->md_ctx, h->buf, len) ||
       !EVP_DigestFinal_ex(h->md_ctx, full, NULL))
     return LIPSYNC_ERR_INTERNAL;

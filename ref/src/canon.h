@@ -20,6 +20,7 @@ typedef struct canon_hasher {
   uint8_t *buf;
   size_t cap;
   void *md_ctx; /* EVP_MD_CTX */
+  void *md;     /* EVP_MD, SHA-256 */
 } canon_hasher;
 
 int canon_hasher_init(canon_hasher *h);

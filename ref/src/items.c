@@ -27,6 +27,40 @@ static int items_push(item_index *idx, const uint8_t *uuid,
   return 0;
 }
 
+/* Sorts by UUID: one in-place pass of American flag sort on the first byte
+ * (UUIDs are random, so the 256 buckets come out even), then each bucket
+ * with qsort, whose scratch space is then a bucket's, not the table's. */
+static void items_sort(item *v, size_t n) {
+  size_t count[256] = {0}, start[257], next[256];
+  if (n < 4096) {
+    if (n > 1)
+      qsort(v, n, sizeof *v, item_cmp);
+    return;
+  }
+  for (size_t i = 0; i < n; i++)
+    count[v[i].uuid[0]]++;
+  start[0] = 0;
+  for (int b = 0; b < 256; b++)
+    start[b + 1] = start[b] + count[b];
+  memcpy(next, start, sizeof next);
+  for (int b = 0; b < 256; b++) {
+    while (next[b] < start[b + 1]) {
+      item *x = &v[next[b]];
+      int dst = x->uuid[0];
+      if (dst == b) {
+        next[b]++;
+        continue;
+      }
+      item tmp = v[next[dst]];
+      v[next[dst]++] = *x;
+      *x = tmp;
+    }
+  }
+  for (int b = 0; b < 256; b++)
+    if (count[b] > 1)
+      qsort(v + start[b], count[b], sizeof *v, item_cmp);
+}
+
 int items_load(item_index *idx, lipsync_store *store, lipsync_table *table,
                canon_hasher *h, char *errbuf, size_t errlen) {
   lipsync_cursor *cur;
@@ -54,8 +88,7 @@ int items_load(item_index *idx, lipsync_store *store, lipsync_table *table,
     return rc;
   }
   store_close_cursor(store, cur);
-  if (idx->n > 1)
-    qsort(idx->v, idx->n, sizeof *idx->v, item_cmp);
+  items_sort(idx->v, idx->n);
   for (size_t i = 1; i < idx->n; i++) {
     if (memcmp(idx->v[i - 1].uuid, idx->v[i].uuid, LIPSYNC_UUID_LEN) == 0) {
       char text[37];

@@ -32,11 +32,13 @@
 #define ERRMSG_SIZE 1024
 /* Long enough for the busiest sync to finish its commit. */
 #define BUSY_TIMEOUT_MS 30000
-/* Page cache of a connection the store opens: 64 MiB. With SQLite's
- * default (2 MiB) a large sync spills its changes to the WAL long before
- * commit, and inserting a million rows with their UUID index takes more
- * than twice as long. Pages are only allocated as they are used. */
-#define CACHE_SIZE_PRAGMA "PRAGMA cache_size = -65536"
+/* Page cache of a connection the store opens while it inserts: 64 MiB.
+ * With SQLite's default (2 MiB) a large sync spills its changes to the WAL
+ * long before commit, and inserting a million rows with their UUID index
+ * takes more than twice as long. Pages are only allocated as they are
+ * used. */
+#define BIG_CACHE_PRAGMA "PRAGMA cache_size = -65536"
+#define DEFAULT_CACHE_PRAGMA "PRAGMA cache_size = -2000"
 
 /*
  * What a column does to a value stored in it, as far as that can change the
@@ -72,6 +74,7 @@ struct sqlite_store {
   /* True while a transaction this store began is open: rollback must never
    * end a transaction that belongs to the caller of wrap. */
   bool in_txn;
+  bool big_cache;       /* the insert-time page cache is in force */
   sqlite_table *tables; /* opened since the last commit or rollback */
   char **names;         /* the last list_tables answer */
   size_t nnames;
@@ -93,6 +96,10 @@ struct sqlite_table {
   sqlite3_stmt *insert_stmt;
   lipsync_value *fetch_values;
   sqlite_cursor *cursors; /* open scans */
+  /* The table was empty when prepared and had no UUID index: the index is
+   * built once, before a lookup needs it or at commit, which is far faster
+   * than keeping it up to date through a bulk load in random UUID order. */
+  bool index_pending;
   /* Bound with SQLITE_STATIC, so they live as long as the statements. */
   char fetch_key[UUID_TEXT_LEN + 1];
   char insert_key[UUID_TEXT_LEN + 1];
@@ -725,33 +732,56 @@ static int fail_duplicates(sqlite_store *s, sqlite_table *t) {
   return rc;
 }
 
-/* Creates the unique index on _lipsync_uuid unless one exists, under any
- * name: a second would only slow every insert down. */
-static int ensure_uuid_index(sqlite_store *s, sqlite_table *t) {
+/* Whether a unique index on _lipsync_uuid alone exists, under any name: a
+ * second would only slow every insert down. */
+static int has_uuid_index(sqlite_store *s, sqlite_table *t, bool *found) {
   static const char find_sql[] =
       "SELECT count(*) FROM pragma_index_list(?1, 'main') AS il"
       " WHERE il.\"unique\" AND NOT il.partial"
       " AND (SELECT count(*) FROM pragma_index_info(il.name, 'main')) = 1"
       " AND (SELECT name FROM pragma_index_info(il.name, 'main'))"
       " = '" LIPSYNC_UUID_COLUMN "' COLLATE NOCASE";
-  bool found;
-  int rc = query_flag(s, t->name, find_sql, &found);
-  if (rc || found)
-    return rc;
+  return query_flag(s, t->name, find_sql, found);
+}
 
+static int create_uuid_index(sqlite_store *s, sqlite_table *t) {
   char *sql = sqlite3_mprintf("CREATE UNIQUE INDEX main.\"%w_%w\""
                               " ON \"%w\"(\"%w\")",
                               t->name, LIPSYNC_UUID_COLUMN, t->name,
                               LIPSYNC_UUID_COLUMN);
   if (!sql)
     return fail_nomem(s);
-  rc = sqlite3_exec(s->db, sql, NULL, NULL, NULL);
+  int rc = sqlite3_exec(s->db, sql, NULL, NULL, NULL);
   sqlite3_free(sql);
+  t->index_pending = false;
   if (rc == SQLITE_OK)
     return 0;
   if ((rc & 0xFF) == SQLITE_CONSTRAINT)
     return fail_duplicates(s, t);
   return fail_sqlite(s, t->name, "creating the _lipsync_uuid index");
+}
+
+/* Builds a deferred index before a lookup by UUID. */
+static int need_uuid_index(sqlite_store *s, sqlite_table *t) {
+  return t->index_pending ? create_uuid_index(s, t) : 0;
+}
+
+static int table_is_empty(sqlite_store *s, sqlite_table *t, bool *empty) {
+  char *sql = sqlite3_mprintf("SELECT 1 FROM main.\"%w\" LIMIT 1", t->name);
+  sqlite3_stmt *st = NULL;
+  int rc;
+  if (!sql)
+    return fail_nomem(s);
+  rc = prepare(s, sql, &st);
+  sqlite3_free(sql);
+  if (rc != SQLITE_OK)
+    return fail_sqlite(s, t->name, "reading the table");
+  rc = sqlite3_step(st);
+  *empty = rc == SQLITE_DONE;
+  sqlite3_finalize(st);
+  if (rc != SQLITE_ROW && rc != SQLITE_DONE)
+    return fail_sqlite(s, t->name, "reading the table");
+  return 0;
 }
 
 static int sqlite_store_prepare_table(lipsync_store *store,
@@ -787,7 +817,16 @@ static int sqlite_store_prepare_table(lipsync_store *store,
   rc = check_uuids(s, t);
   if (rc)
     return rc;
-  return ensure_uuid_index(s, t);
+  bool found, empty = false;
+  if ((rc = has_uuid_index(s, t, &found)) != 0 || found)
+    return rc;
+  if ((rc = table_is_empty(s, t, &empty)) != 0)
+    return rc;
+  if (empty) {
+    t->index_pending = true;
+    return 0;
+  }
+  return create_uuid_index(s, t);
 }
 
 /* Fills |row| from the current row of |st|: the columns in canonical order,
@@ -863,6 +902,11 @@ static int sqlite_store_scan(lipsync_store *store, lipsync_table *table,
   sqlite_cursor *c;
 
   *out = NULL;
+  if (shape) {
+    int rc = need_uuid_index(s, t);
+    if (rc)
+      return rc;
+  }
   c = calloc(1, sizeof *c + n * sizeof c->values[0]);
   if (!c)
     return fail_nomem(s);
@@ -936,6 +980,8 @@ static int sqlite_store_fetch(lipsync_store *store, lipsync_table *table,
   sqlite_table *t = (sqlite_table *)table;
   int rc;
 
+  if ((rc = need_uuid_index(s, t)) != 0)
+    return rc;
   if (!t->fetch_stmt) {
     char *sql = sqlite3_mprintf("%s WHERE t.\"%w\" = ?1", t->select_sql,
                                 LIPSYNC_UUID_COLUMN);
@@ -1045,6 +1091,19 @@ static int insert_error_code(int rc) {
   }
 }
 
+/* A store that opened its own database gives it a large page cache while
+ * it inserts (a bulk load into an indexed table otherwise spills to the WAL
+ * and reads its pages back), and SQLite's default the rest of the time, so
+ * a sync that only reads stays small. A caller's connection is left as the
+ * caller set it. */
+static void set_big_cache(sqlite_store *s, bool on) {
+  if (!s->owns_db || s->big_cache == on)
+    return;
+  sqlite3_exec(s->db, on ? BIG_CACHE_PRAGMA : DEFAULT_CACHE_PRAGMA, NULL, NULL,
+               NULL); /* only a hint */
+  s->big_cache = on;
+}
+
 static int sqlite_store_insert(lipsync_store *store, lipsync_table *table,
                                const lipsync_row *row) {
   sqlite_store *s = (sqlite_store *)store;
@@ -1059,6 +1118,7 @@ static int sqlite_store_insert(lipsync_store *store, lipsync_table *table,
                 row->nvalues, n);
   if (!t->insert_stmt && (rc = prepare_insert(s, t)) != 0)
     return rc;
+  set_big_cache(s, true);
   st = t->insert_stmt;
   lipsync_uuid_format(row->uuid, t->insert_key);
   for (size_t i = 0; i < n; i++) {
@@ -1111,11 +1171,18 @@ static int sqlite_store_begin(lipsync_store *store) {
 
 static int sqlite_store_commit(lipsync_store *store) {
   sqlite_store *s = (sqlite_store *)store;
-  int rc;
+  int rc = 0;
+  for (sqlite_table *t = s->tables; t && !rc; t = t->next)
+    rc = need_uuid_index(s, t);
   free_tables(s);
+  if (rc) {
+    set_big_cache(s, false);
+    return rc;
+  }
   if (!s->in_txn)
     return fail(s, LIPSYNC_ERR_INTERNAL, "commit: no transaction is open");
   rc = exec_simple(s, "COMMIT", "commit");
+  set_big_cache(s, false);
   /* A failed COMMIT may leave the transaction open (busy) for rollback. */
   s->in_txn = !sqlite3_get_autocommit(s->db);
   return rc;
@@ -1129,6 +1196,7 @@ static int sqlite_store_rollback(lipsync_store *store) {
   if (s->in_txn && !sqlite3_get_autocommit(s->db))
     rc = exec_simple(s, "ROLLBACK", "rollback");
   s->in_txn = false;
+  set_big_cache(s, false);
   return rc;
 }
 
@@ -1358,7 +1426,6 @@ int lipsync_store_sqlite_open(lipsync_store **out, const char *path,
     goto fail_db;
   }
   sqlite3_busy_timeout(db, BUSY_TIMEOUT_MS);
-  sqlite3_exec(db, CACHE_SIZE_PRAGMA, NULL, NULL, NULL); /* only a hint */
   /* An in-memory database has no journal file to switch. */
   if (strcmp(path, ":memory:") != 0) {
     rc = use_wal(db);

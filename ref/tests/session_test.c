@@ -255,7 +255,7 @@ static void run_overlap(size_t threshold) {
   peer_open(&c, mem_db());
   peer_open(&s, mem_db());
   exec(c.db, CITY_SCHEMA);
-  add_cities(c.db, 0, 3000);
+  add_cities(c.db, 0, 6000);
   const char *t[] = {"cities"};
   exec(s.db, CITY_SCHEMA);
   sync_pair(&c, &s, t, 1); /* server gets a copy, UUIDs included */
@@ -276,7 +276,7 @@ static void run_overlap(size_t threshold) {
   lipsync_session_table_stats(c.session, 0, &st);
   CU_ASSERT_EQUAL(st.rows_sent, 400);
   CU_ASSERT_EQUAL(st.rows_received, 300);
-  CU_ASSERT_EQUAL(query_int(s.db, "SELECT count(*) FROM cities"), 3700);
+  CU_ASSERT_EQUAL(query_int(s.db, "SELECT count(*) FROM cities"), 6700);
   assert_tables_equal(c.db, s.db, "cities");
   peer_close(&c);
   peer_close(&s);

@@ -1257,7 +1257,9 @@ static void test_constraint_violation(void) {
   lipsync_table *t;
   uint8_t uuid[LIPSYNC_UUID_LEN];
   lipsync_value v[2];
-  if (!fx_open(&fx, "CREATE TABLE c(id INTEGER UNIQUE, name TEXT NOT NULL)"))
+  /* Not empty, so the UUID index exists from prepare_table on. */
+  if (!fx_open(&fx, "CREATE TABLE c(id INTEGER UNIQUE, name TEXT NOT NULL);"
+                    "INSERT INTO c VALUES (0, 'zero')"))
     goto out;
   t = begin_prepared(&fx, "c");
   if (!t)
@@ -1283,12 +1285,57 @@ static void test_constraint_violation(void) {
   /* The transaction goes on. */
   uuid_fill(uuid, 2);
   CU_ASSERT_EQUAL(insert_row(&fx, t, uuid, v, 2), 0);
-  CU_ASSERT_EQUAL(TU_QUERY_INT(fx.db, "SELECT count(*) FROM c", -1), 2);
+  CU_ASSERT_EQUAL(TU_QUERY_INT(fx.db, "SELECT count(*) FROM c", -1), 3);
   /* A row of the wrong width is the caller's bug. */
   CU_ASSERT_EQUAL(fx.store->methods->insert(
                       fx.store, t, &(lipsync_row){.nvalues = 1, .values = v}),
                   LIPSYNC_ERR_INVALID_ARGUMENT);
   CU_ASSERT_EQUAL(store_commit(fx.store), 0);
+out:
+  fx_close(&fx);
+}
+
+/* An empty table gets its UUID index once, when a lookup first needs it
+ * or at commit; a duplicate UUID is then caught by the index build. */
+static void test_deferred_index(void) {
+  fixture fx;
+  lipsync_table *t;
+  uint8_t uuid[LIPSYNC_UUID_LEN];
+  lipsync_value v[1] = {{0}};
+  lipsync_row row;
+  const char *count_index = "SELECT count(*) FROM sqlite_schema WHERE "
+                            "type = 'index' AND tbl_name = 'd'";
+  if (!fx_open(&fx, "CREATE TABLE d(x INTEGER)"))
+    goto out;
+  t = begin_prepared(&fx, "d");
+  if (!t)
+    goto out;
+  CU_ASSERT_EQUAL(TU_QUERY_INT(fx.db, count_index, -1), 0);
+  for (int i = 1; i <= 3; i++) {
+    v[0] = tu_int(i);
+    uuid_fill(uuid, (uint8_t)i);
+    CU_ASSERT_EQUAL(insert_row(&fx, t, uuid, v, 1), 0);
+  }
+  uuid_fill(uuid, 2);
+  CU_ASSERT_EQUAL(fx.store->methods->fetch(fx.store, t, uuid, &row), 0);
+  CU_ASSERT_EQUAL(row.values[0].u.integer, 2);
+  CU_ASSERT_EQUAL(TU_QUERY_INT(fx.db, count_index, -1), 1);
+  CU_ASSERT_EQUAL(store_commit(fx.store), 0);
+
+  /* Commit builds it too, and refuses a duplicate UUID. */
+  CU_ASSERT_EQUAL_FATAL(store_begin(fx.store), 0);
+  TU_EXEC(fx.db, "DROP INDEX d__lipsync_uuid; DELETE FROM d;");
+  CU_ASSERT_EQUAL_FATAL(store_commit(fx.store), 0);
+  t = begin_prepared(&fx, "d");
+  if (!t)
+    goto out;
+  uuid_fill(uuid, 7);
+  CU_ASSERT_EQUAL(insert_row(&fx, t, uuid, v, 1), 0);
+  CU_ASSERT_EQUAL(insert_row(&fx, t, uuid, v, 1), 0);
+  CU_ASSERT_EQUAL(store_commit(fx.store), LIPSYNC_ERR_STORAGE);
+  CU_ASSERT(contains(store_errmsg(fx.store), "duplicate"));
+  store_rollback(fx.store);
+  CU_ASSERT_EQUAL(TU_QUERY_INT(fx.db, "SELECT count(*) FROM d", -1), 0);
 out:
   fx_close(&fx);
 }
@@ -1651,6 +1698,7 @@ int register_store_sqlite_tests(void) {
       {"INTEGER PRIMARY KEY", test_rowid_alias},
       {"STRICT table", test_strict_table},
       {"constraint violation", test_constraint_violation},
+      {"UUID index of an empty table is built once", test_deferred_index},
       {"rollback undoes inserts", test_rollback_undoes_inserts},
       {"begin inside caller's transaction",
        test_begin_inside_callers_transaction},

@@ -1,0 +1,409 @@
+/*
+ * cli.c: helpers shared by lipsync-server and lipsync-client (see cli.h).
+ */
+#include "cli.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <math.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <openssl/crypto.h>
+
+#include "lipsync.h"
+
+extern char **environ;
+
+int cli_exit_code(int error) {
+  switch (error) {
+  case LIPSYNC_OK:
+    return CLI_EXIT_OK;
+  case LIPSYNC_ERR_AUTH_FAILED:
+    return CLI_EXIT_AUTH;
+  case LIPSYNC_ERR_SCHEMA_MISMATCH:
+  case LIPSYNC_ERR_UNKNOWN_TABLE:
+  case LIPSYNC_ERR_TABLE_NOT_OFFERED:
+    return CLI_EXIT_SCHEMA;
+  case LIPSYNC_ERR_PROTOCOL:
+  case LIPSYNC_ERR_FRAME_TOO_LARGE:
+  case LIPSYNC_ERR_UNEXPECTED_MESSAGE:
+  case LIPSYNC_ERR_VERSION_MISMATCH:
+  case LIPSYNC_ERR_TIMEOUT:
+  case LIPSYNC_ERR_CLOSED:
+  case LIPSYNC_ERR_IO:
+  case LIPSYNC_ERR_SHUTTING_DOWN:
+  case LIPSYNC_ERR_VERIFY_FAILED:
+    return CLI_EXIT_PEER;
+  case LIPSYNC_ERR_STORAGE:
+  case LIPSYNC_ERR_INVALID_VALUE:
+    return CLI_EXIT_DATABASE;
+  case LIPSYNC_ERR_CONFLICT:
+    return CLI_EXIT_CONFLICT;
+  default:
+    return CLI_EXIT_INTERNAL;
+  }
+}
+
+void cli_print_version(const char *prog) {
+  if (LIPSYNC_PROTOCOL_MIN == LIPSYNC_PROTOCOL_MAX)
+    printf("%s %s (protocol %d)\n", prog, LIPSYNC_VERSION_STRING,
+           LIPSYNC_PROTOCOL_MAX);
+  else
+    printf("%s %s (protocols %d-%d)\n", prog, LIPSYNC_VERSION_STRING,
+           LIPSYNC_PROTOCOL_MIN, LIPSYNC_PROTOCOL_MAX);
+}
+
+/* ---- the shared secret ------------------------------------------------ */
+
+static int secret_alloc(cli_secret *secret, char *err, size_t errlen) {
+  /* One byte more than the limit, to detect a file that exceeds it. */
+  secret->data = malloc(CLI_SECRET_MAX + 1);
+  secret->len = 0;
+  if (secret->data == NULL) {
+    snprintf(err, errlen, "out of memory");
+    return -1;
+  }
+  return 0;
+}
+
+static void warn_if_exposed(const struct stat *st, const char *path,
+                            const char *prog) {
+  if (!S_ISREG(st->st_mode) || (st->st_mode & (S_IRGRP | S_IROTH)) == 0)
+    return;
+  fprintf(stderr,
+          "%s: warning: secret file %s is readable by other users "
+          "(mode %03o); chmod 600 it\n",
+          prog, path, (unsigned)(st->st_mode & 0777));
+}
+
+/* Reads at most CLI_SECRET_MAX + 1 bytes of |fd| into |secret|. */
+static int read_secret_fd(cli_secret *secret, int fd, const char *path,
+                          char *err, size_t errlen) {
+  for (;;) {
+    ssize_t n =
+        read(fd, secret->data + secret->len, CLI_SECRET_MAX + 1 - secret->len);
+    if (n < 0 && errno == EINTR)
+      continue;
+    if (n < 0) {
+      snprintf(err, errlen, "cannot read secret file %s: %s", path,
+               strerror(errno));
+      return -1;
+    }
+    secret->len += (size_t)n;
+    if (n == 0 || secret->len > CLI_SECRET_MAX)
+      break;
+  }
+  if (secret->len > CLI_SECRET_MAX) {
+    snprintf(err, errlen, "secret file %s is larger than %d bytes", path,
+             CLI_SECRET_MAX);
+    return -1;
+  }
+  return 0;
+}
+
+static void strip_one_newline(cli_secret *secret) {
+  if (secret->len > 0 && secret->data[secret->len - 1] == '\n') {
+    secret->len--;
+    if (secret->len > 0 && secret->data[secret->len - 1] == '\r')
+      secret->len--;
+  }
+}
+
+static int load_from_file(cli_secret *secret, const char *path,
+                          const char *prog, char *err, size_t errlen) {
+  int fd = open(path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0) {
+    snprintf(err, errlen, "cannot open secret file %s: %s", path,
+             strerror(errno));
+    return -1;
+  }
+  struct stat st;
+  if (fstat(fd, &st) < 0 || S_ISDIR(st.st_mode)) {
+    snprintf(err, errlen, "secret file %s is not a file", path);
+    close(fd);
+    return -1;
+  }
+  warn_if_exposed(&st, path, prog);
+  int rc = read_secret_fd(secret, fd, path, err, errlen);
+  close(fd);
+  if (rc < 0)
+    return -1;
+  strip_one_newline(secret);
+  if (secret->len == 0) {
+    snprintf(err, errlen, "secret file %s is empty", path);
+    return -1;
+  }
+  return 0;
+}
+
+/* Copies $LIPSYNC_SECRET, then overwrites it in place before unsetting it:
+ * unsetenv() alone leaves the bytes in the initial environment block, where
+ * /proc/PID/environ and core dumps would still show them. */
+static int load_from_environment(cli_secret *secret, char *err, size_t errlen) {
+  static const char prefix[] = CLI_SECRET_ENV "=";
+  char *value = NULL;
+  for (char **entry = environ; entry != NULL && *entry != NULL; entry++) {
+    if (strncmp(*entry, prefix, sizeof prefix - 1) == 0) {
+      value = *entry + sizeof prefix - 1;
+      break;
+    }
+  }
+  if (value == NULL) {
+    snprintf(err, errlen, "no secret: give --secret-file FILE or set %s",
+             CLI_SECRET_ENV);
+    return -1;
+  }
+  size_t len = strlen(value);
+  if (len == 0) {
+    snprintf(err, errlen, "the secret in %s is empty", CLI_SECRET_ENV);
+    return -1;
+  }
+  if (len > CLI_SECRET_MAX) {
+    snprintf(err, errlen, "the secret in %s is longer than %d bytes",
+             CLI_SECRET_ENV, CLI_SECRET_MAX);
+    return -1;
+  }
+  memcpy(secret->data, value, len);
+  secret->len = len;
+  OPENSSL_cleanse(value, len);
+  unsetenv(CLI_SECRET_ENV);
+  return 0;
+}
+
+int cli_secret_load(cli_secret *secret, const char *path, const char *prog,
+                    char *err, size_t errlen) {
+  if (secret_alloc(secret, err, errlen) < 0)
+    return -1;
+  int rc = path != NULL ? load_from_file(secret, path, prog, err, errlen)
+                        : load_from_environment(secret, err, errlen);
+  if (rc < 0)
+    cli_secret_wipe(secret);
+  return rc;
+}
+
+void cli_secret_wipe(cli_secret *secret) {
+  if (secret->data != NULL) {
+    OPENSSL_cleanse(secret->data, CLI_SECRET_MAX + 1);
+    free(secret->data);
+  }
+  secret->data = NULL;
+  secret->len = 0;
+}
+
+/* ---- options ---------------------------------------------------------- */
+
+static int parse_port(const char *text, int allow_zero, cli_hostport *out,
+                      char *err, size_t errlen) {
+  long port;
+  if (cli_parse_count(text, allow_zero ? 0 : 1, 65535, &port) < 0) {
+    snprintf(err, errlen, "invalid port \"%s\" (%s..65535)", text,
+             allow_zero ? "0" : "1");
+    return -1;
+  }
+  snprintf(out->port, sizeof out->port, "%ld", port);
+  return 0;
+}
+
+static int set_host(cli_hostport *out, const char *host, size_t len, char *err,
+                    size_t errlen) {
+  if (len == 0 || len >= sizeof out->host) {
+    snprintf(err, errlen, "invalid host in address");
+    return -1;
+  }
+  memcpy(out->host, host, len);
+  out->host[len] = '\0';
+  return 0;
+}
+
+int cli_parse_hostport(const char *text, int allow_port_zero, cli_hostport *out,
+                       char *err, size_t errlen) {
+  const char *colon;
+  const char *host = text;
+  size_t hostlen;
+  if (text[0] == '[') {
+    const char *close = strchr(text, ']');
+    if (close == NULL || close[1] != ':') {
+      snprintf(err, errlen, "invalid address \"%s\" (expected [IPv6]:PORT)",
+               text);
+      return -1;
+    }
+    host = text + 1;
+    hostlen = (size_t)(close - host);
+    colon = close + 1;
+  } else {
+    colon = strrchr(text, ':');
+    /* An unbracketed IPv6 address has several colons: which one starts the
+     * port is ambiguous, so refuse it rather than guess. */
+    if (colon == NULL || memchr(text, ':', (size_t)(colon - text)) != NULL) {
+      snprintf(err, errlen,
+               "invalid address \"%s\" (expected HOST:PORT or [IPv6]:PORT)",
+               text);
+      return -1;
+    }
+    hostlen = (size_t)(colon - text);
+  }
+  if (set_host(out, host, hostlen, err, errlen) < 0)
+    return -1;
+  return parse_port(colon + 1, allow_port_zero, out, err, errlen);
+}
+
+int cli_parse_timeout(const char *text, int *timeout_ms) {
+  char *end;
+  errno = 0;
+  double seconds = strtod(text, &end);
+  if (errno != 0 || end == text || *end != '\0' || !isfinite(seconds) ||
+      seconds < 0 || seconds * 1000.0 > (double)INT_MAX)
+    return -1;
+  *timeout_ms = (int)(seconds * 1000.0);
+  /* A positive timeout below a millisecond still means "a timeout". */
+  if (*timeout_ms == 0 && seconds > 0)
+    *timeout_ms = 1;
+  return 0;
+}
+
+int cli_parse_count(const char *text, long min, long max, long *out) {
+  char *end;
+  errno = 0;
+  if (text[0] < '0' || text[0] > '9')
+    return -1;
+  long value = strtol(text, &end, 10);
+  if (errno != 0 || *end != '\0' || value < min || value > max)
+    return -1;
+  *out = value;
+  return 0;
+}
+
+/* ---- sockets and time ------------------------------------------------- */
+
+void cli_format_address(const struct sockaddr *addr, socklen_t addrlen,
+                        char *out, size_t outlen) {
+  char host[CLI_HOST_MAX];
+  char port[16];
+  int rc = getnameinfo(addr, addrlen, host, sizeof host, port, sizeof port,
+                       NI_NUMERICHOST | NI_NUMERICSERV);
+  if (rc != 0)
+    snprintf(out, outlen, "(unknown address)");
+  else if (strchr(host, ':') != NULL)
+    snprintf(out, outlen, "[%s]:%s", host, port);
+  else
+    snprintf(out, outlen, "%s:%s", host, port);
+}
+
+void cli_set_nodelay(int fd) {
+  int on = 1;
+  /* Only a matter of latency: failure (say, on a Unix socket) is fine. */
+  (void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &on, sizeof on);
+}
+
+int cli_set_nonblocking(int fd, int on) {
+  int flags = fcntl(fd, F_GETFL);
+  if (flags < 0)
+    return -1;
+  flags = on ? flags | O_NONBLOCK : flags & ~O_NONBLOCK;
+  return fcntl(fd, F_SETFL, flags);
+}
+
+/* Waits until |fd| is readable or |deadline| passes. Returns 1 if it is
+ * readable. */
+static int wait_readable(int fd, double deadline) {
+  struct pollfd pfd = {fd, POLLIN, 0};
+  for (;;) {
+    double left = deadline - cli_now();
+    if (left <= 0)
+      return 0;
+    int rc = poll(&pfd, 1, (int)(left * 1000.0) + 1);
+    if (rc < 0 && errno == EINTR)
+      continue;
+    return rc > 0;
+  }
+}
+
+void cli_close_connection(int fd, int linger_ms) {
+  if (fd < 0)
+    return;
+  if (shutdown(fd, SHUT_WR) == 0) {
+    double deadline = cli_now() + linger_ms / 1000.0;
+    char discard[4096];
+    while (wait_readable(fd, deadline)) {
+      ssize_t n = read(fd, discard, sizeof discard);
+      if (n == 0 || (n < 0 && errno != EINTR && errno != EAGAIN))
+        break;
+    }
+  }
+  close(fd);
+}
+
+void cli_ignore_sigpipe(void) {
+  struct sigaction sa;
+  memset(&sa, 0, sizeof sa);
+  sa.sa_handler = SIG_IGN;
+  sigemptyset(&sa.sa_mask);
+  sigaction(SIGPIPE, &sa, NULL);
+}
+
+double cli_now(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+void cli_sanitize(char *text) {
+  for (unsigned char *p = (unsigned char *)text; *p != '\0'; p++) {
+    if (*p < 0x20 || *p == 0x7f)
+      *p = '?';
+  }
+}
+
+/* ---- progress on a terminal ------------------------------------------- */
+
+/* Keeps the line within a classic 80-column terminal, so the carriage
+ * return always lands on the line's own start. */
+#define PROGRESS_COLUMNS 79
+#define PROGRESS_INTERVAL 0.1
+
+void cli_progress_init(cli_progress *progress, FILE *out) {
+  progress->out = out;
+  progress->last_update = 0;
+  progress->width = 0;
+}
+
+void cli_progress_update(void *user, const char *table, uint64_t rows_sent,
+                         uint64_t rows_received) {
+  cli_progress *progress = user;
+  double now = cli_now();
+  if (progress->width > 0 && now - progress->last_update < PROGRESS_INTERVAL)
+    return;
+  progress->last_update = now;
+  char line[PROGRESS_COLUMNS + 1];
+  int n = snprintf(line, sizeof line, "%s: %llu rows sent, %llu received",
+                   table != NULL ? table : "?", (unsigned long long)rows_sent,
+                   (unsigned long long)rows_received);
+  if (n < 0)
+    return;
+  if (n > PROGRESS_COLUMNS)
+    n = PROGRESS_COLUMNS;
+  cli_sanitize(line);
+  /* Pad with blanks over what is left of a longer previous line. */
+  int pad = progress->width > n ? progress->width - n : 0;
+  fprintf(progress->out, "\r%s%*s", line, pad, "");
+  fflush(progress->out);
+  progress->width = n;
+}
+
+void cli_progress_clear(cli_progress *progress) {
+  if (progress->width == 0)
+    return;
+  fprintf(progress->out, "\r%*s\r", progress->width, "");
+  fflush(progress->out);
+  progress->width = 0;
+}

@@ -1,0 +1,148 @@
+/*
+ * cli.h: what lipsync-server and lipsync-client share.
+ *
+ * The exit status of both programs, the shared secret (read from a file or
+ * the environment, never from argv, and wiped after use), HOST:PORT parsing,
+ * socket helpers, and the progress line the client draws on a terminal.
+ * Helpers that can fail return 0 or -1 and describe the failure in a
+ * caller-supplied buffer, so each program words its own messages.
+ */
+#ifndef LIPSYNC_CLI_H
+#define LIPSYNC_CLI_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <sys/socket.h>
+
+/* Exit status of both programs. Scripts depend on these numbers: never
+ * renumber them. */
+enum cli_exit {
+  CLI_EXIT_OK = 0,
+  CLI_EXIT_INTERNAL = 1, /* internal or any other error */
+  CLI_EXIT_USAGE = 2,    /* bad or missing option, unusable secret */
+  CLI_EXIT_AUTH = 3,     /* the peer does not hold the same secret */
+  CLI_EXIT_SCHEMA = 4,   /* schema mismatch, table unknown or not offered */
+  CLI_EXIT_PEER = 5,     /* protocol, network, timeout, peer went away */
+  CLI_EXIT_DATABASE = 6, /* the local database failed or refused a value */
+  CLI_EXIT_CONFLICT = 7  /* rows with the same UUID differ */
+};
+
+/* The exit status table, for --help. */
+#define CLI_EXIT_STATUS_HELP                                                   \
+  "Exit status:\n"                                                             \
+  "  0  success\n"                                                             \
+  "  1  internal or other error\n"                                             \
+  "  2  usage error: bad or missing option, unusable secret\n"                 \
+  "  3  authentication failed: the two sides hold different secrets\n"         \
+  "  4  schema mismatch, or table unknown or not offered\n"                    \
+  "  5  protocol or network error: connection refused or lost, timeout,\n"     \
+  "     server shutting down, final verification failed\n"                     \
+  "  6  database error, or a value the database cannot store exactly\n"        \
+  "  7  conflict: rows with the same UUID differ between the two sides\n"
+
+/* Maps a lipsync_error (0 or negative) to an exit status. */
+int cli_exit_code(int error);
+
+/* Prints "PROG VERSION (protocol N)" to stdout. */
+void cli_print_version(const char *prog);
+
+/* ---- the shared secret ------------------------------------------------ */
+
+/* Longest secret accepted; a real one is 32 to 64 bytes. A fixed bound lets
+ * the secret live in one buffer that is never reallocated, so no stale copy
+ * is left behind in freed memory. */
+#define CLI_SECRET_MAX 4096
+#define CLI_SECRET_ENV "LIPSYNC_SECRET"
+
+typedef struct cli_secret {
+  unsigned char *data;
+  size_t len;
+} cli_secret;
+
+/* Loads the secret from the file at |path| (its contents with one trailing
+ * "\n" or "\r\n" removed) or, when |path| is NULL, from $LIPSYNC_SECRET,
+ * which is then wiped from the environment. Refuses an empty or missing
+ * secret. Warns on stderr, prefixed with |prog|, when the file is readable
+ * by group or others. Returns 0, or -1 with the reason in |err|. */
+int cli_secret_load(cli_secret *secret, const char *path, const char *prog,
+                    char *err, size_t errlen);
+
+/* Overwrites and frees the secret; safe to call twice. */
+void cli_secret_wipe(cli_secret *secret);
+
+/* ---- options ---------------------------------------------------------- */
+
+#define CLI_HOST_MAX 256
+
+/* One HOST:PORT: HOST is an IPv4 address, a bracketed IPv6 address
+ * ("[::1]", brackets removed here) or a host name. */
+typedef struct cli_hostport {
+  char host[CLI_HOST_MAX];
+  char port[6];
+} cli_hostport;
+
+/* Parses |text| into |out|. Port 0 is accepted only if |allow_port_zero|.
+ * Returns 0, or -1 with the reason in |err|. */
+int cli_parse_hostport(const char *text, int allow_port_zero, cli_hostport *out,
+                       char *err, size_t errlen);
+
+/* Parses a timeout in seconds (fractions allowed, 0 = none) into
+ * milliseconds. Returns 0 or -1. */
+int cli_parse_timeout(const char *text, int *timeout_ms);
+
+/* Parses a decimal integer in [min, max]. Returns 0 or -1. */
+int cli_parse_count(const char *text, long min, long max, long *out);
+
+/* ---- sockets and time ------------------------------------------------- */
+
+/* Longest text cli_format_address() writes: "[" host "]:" port. */
+#define CLI_ADDRESS_MAX (CLI_HOST_MAX + 16)
+
+/* Formats |addr| numerically as "1.2.3.4:5" or "[::1]:5". */
+void cli_format_address(const struct sockaddr *addr, socklen_t addrlen,
+                        char *out, size_t outlen);
+
+/* Turns off Nagle's algorithm: the protocol is turn-based, so each turn's
+ * last frame should leave at once rather than wait for an ACK. */
+void cli_set_nodelay(int fd);
+
+/* Sets or clears O_NONBLOCK. Returns 0 or -1. */
+int cli_set_nonblocking(int fd, int on);
+
+/* Closes the connection |fd| without losing what was last sent to the
+ * peer: half-closes, then reads and discards until the peer closes or
+ * |linger_ms| pass. Closing with unread input at once would make the kernel
+ * reset the connection, which can destroy a final Error frame in flight. */
+void cli_close_connection(int fd, int linger_ms);
+
+/* Makes a write to a closed connection fail with EPIPE instead of killing
+ * the process. */
+void cli_ignore_sigpipe(void);
+
+/* Seconds on a monotonic clock. */
+double cli_now(void);
+
+/* Replaces control characters in |text| with '?': messages may come from
+ * the peer and must not drive the terminal that shows them. */
+void cli_sanitize(char *text);
+
+/* ---- progress on a terminal ------------------------------------------- */
+
+typedef struct cli_progress {
+  FILE *out;
+  double last_update; /* cli_now() of the last line drawn */
+  int width;          /* length of the line on screen, to blank it */
+} cli_progress;
+
+void cli_progress_init(cli_progress *progress, FILE *out);
+
+/* A lipsync_progress_cb: |user| is a cli_progress. Redraws at most ten
+ * times a second, since a redraw per row would cost more than the sync. */
+void cli_progress_update(void *user, const char *table, uint64_t rows_sent,
+                         uint64_t rows_received);
+
+/* Erases the progress line, if one is shown. */
+void cli_progress_clear(cli_progress *progress);
+
+#endif /* LIPSYNC_CLI_H */

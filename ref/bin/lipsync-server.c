@@ -1,0 +1,670 @@
+/*
+ * lipsync-server: accepts LipSync clients over TCP and syncs the tables they
+ * name with one SQLite database.
+ *
+ * The main thread owns the listening socket and every connection record; it
+ * sleeps in poll() on the listener and on a wake pipe. Each connection runs
+ * in its own thread with its own store (an SQLite connection must not be
+ * shared between threads) and its own cancel pipe, which the main thread
+ * writes to on shutdown so lipsync_session_run_fd() ends the session with
+ * SHUTTING_DOWN. Signal handlers and finishing threads only write a byte to
+ * the wake pipe; all real work happens in the main thread.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <inttypes.h>
+#include <netdb.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "cli.h"
+#include "lipsync.h"
+
+#define PROG "lipsync-server"
+#define DEFAULT_TIMEOUT_MS 60000
+#define DEFAULT_MAX_CLIENTS 64
+#define MAX_MAX_CLIENTS 4096
+/* How long a finished session waits for the client to close first, so the
+ * client reads our last frame (say, SHUTTING_DOWN) instead of a reset. */
+#define LINGER_MS 500
+/* How long to stop accepting when out of file descriptors. */
+#define ACCEPT_BACKOFF_MS 100
+
+typedef struct server_config {
+  const char *db_path;
+  const char *secret_file;
+  cli_hostport listen;
+  const char **tables;
+  size_t ntables;
+  int all_tables;
+  int once;
+  int quiet;
+  int timeout_ms;
+  size_t max_clients;
+  cli_secret secret;
+} server_config;
+
+typedef struct connection {
+  const server_config *config;
+  int fd;
+  int cancel_pipe[2]; /* written once by the main thread to cancel */
+  int wake_fd;        /* the main thread's wake pipe */
+  char peer[CLI_ADDRESS_MAX];
+  pthread_t thread;
+  atomic_int finished; /* set by the thread as its last act */
+  int exit_code;
+} connection;
+
+typedef struct server {
+  server_config config;
+  int listen_fd;
+  int wake_pipe[2];
+  connection **slots; /* config.max_clients entries, NULL when free */
+  size_t active;
+  int accepted;  /* connections accepted so far, for --once */
+  int once_exit; /* exit status of the --once session */
+  double accept_paused_until;
+} server;
+
+static volatile sig_atomic_t stop_requested;
+static int signal_wake_fd = -1;
+
+/* ---- options ---------------------------------------------------------- */
+
+static void usage(FILE *out, int full) {
+  fprintf(
+      out,
+      "Usage: " PROG " --db PATH --listen HOST:PORT --secret-file FILE\n"
+      "         (--table NAME... | --all-tables) [--once] [--timeout SECONDS]\n"
+      "         [--max-clients N] [--quiet]\n"
+      "       " PROG " --help | --version\n");
+  if (!full) {
+    fprintf(out, "Run '" PROG " --help' for details.\n");
+    return;
+  }
+  fprintf(
+      out,
+      "\n"
+      "Serves LipSync clients: each client that proves it holds the shared\n"
+      "secret syncs the tables it names with the database at PATH, so that\n"
+      "both sides end up with the union of their rows.\n"
+      "\n"
+      "  --db PATH           SQLite database to serve (must exist)\n"
+      "  --listen HOST:PORT  address to listen on: an IPv4 address, [IPv6]\n"
+      "                      or a host name (its first address); port 0\n"
+      "                      picks a free port. The line \"listening on\n"
+      "                      HOST:PORT\" on stdout tells the address in use.\n"
+      "  --secret-file FILE  the shared secret: the file's contents without\n"
+      "                      one trailing newline. Without this option the\n"
+      "                      secret is taken from $" CLI_SECRET_ENV ".\n"
+      "  --table NAME        offer table NAME (repeat for several tables)\n"
+      "  --all-tables        offer every table of the database\n"
+      "  --once              serve one connection, then exit with the status\n"
+      "                      of that session (even when a signal ends it)\n"
+      "  --timeout SECONDS   end a session whose client stays silent this\n"
+      "                      long (default 60; 0 = wait forever)\n"
+      "  --max-clients N     serve at most N sessions at once (default 64).\n"
+      "                      Further connections are not refused: they wait\n"
+      "                      in the kernel's listen backlog and are served as\n"
+      "                      sessions end, or give up after their own "
+      "timeout.\n"
+      "  --quiet             do not log one line per session on stderr\n"
+      "\n"
+      "SIGINT or SIGTERM stops the server: it stops accepting, ends every\n"
+      "session in progress (its client receives SHUTTING_DOWN and neither\n"
+      "database changes), waits for them and exits 0.\n"
+      "\n" CLI_EXIT_STATUS_HELP);
+}
+
+enum {
+  OPT_DB = 256,
+  OPT_LISTEN,
+  OPT_SECRET_FILE,
+  OPT_TABLE,
+  OPT_ALL_TABLES,
+  OPT_ONCE,
+  OPT_TIMEOUT,
+  OPT_MAX_CLIENTS,
+  OPT_QUIET,
+  OPT_HELP,
+  OPT_VERSION
+};
+
+static const struct option long_options[] = {
+    {"db", required_argument, NULL, OPT_DB},
+    {"listen", required_argument, NULL, OPT_LISTEN},
+    {"secret-file", required_argument, NULL, OPT_SECRET_FILE},
+    {"table", required_argument, NULL, OPT_TABLE},
+    {"all-tables", no_argument, NULL, OPT_ALL_TABLES},
+    {"once", no_argument, NULL, OPT_ONCE},
+    {"timeout", required_argument, NULL, OPT_TIMEOUT},
+    {"max-clients", required_argument, NULL, OPT_MAX_CLIENTS},
+    {"quiet", no_argument, NULL, OPT_QUIET},
+    {"help", no_argument, NULL, OPT_HELP},
+    {"version", no_argument, NULL, OPT_VERSION},
+    {NULL, 0, NULL, 0}};
+
+static int usage_error(const char *message) {
+  if (message != NULL)
+    fprintf(stderr, PROG ": %s\n", message);
+  usage(stderr, 0);
+  return CLI_EXIT_USAGE;
+}
+
+/* Handles one option. Returns -1 to go on, else the exit status. */
+static int apply_option(server_config *config, int opt, const char *arg) {
+  char err[256];
+  long count;
+  switch (opt) {
+  case OPT_DB:
+    config->db_path = arg;
+    return -1;
+  case OPT_LISTEN:
+    if (cli_parse_hostport(arg, 1, &config->listen, err, sizeof err) < 0)
+      return usage_error(err);
+    return -1;
+  case OPT_SECRET_FILE:
+    config->secret_file = arg;
+    return -1;
+  case OPT_TABLE:
+    config->tables[config->ntables++] = arg;
+    return -1;
+  case OPT_ALL_TABLES:
+    config->all_tables = 1;
+    return -1;
+  case OPT_ONCE:
+    config->once = 1;
+    return -1;
+  case OPT_TIMEOUT:
+    if (cli_parse_timeout(arg, &config->timeout_ms) < 0)
+      return usage_error("--timeout takes a number of seconds");
+    return -1;
+  case OPT_MAX_CLIENTS:
+    if (cli_parse_count(arg, 1, MAX_MAX_CLIENTS, &count) < 0)
+      return usage_error("--max-clients takes a number from 1 to 4096");
+    config->max_clients = (size_t)count;
+    return -1;
+  case OPT_QUIET:
+    config->quiet = 1;
+    return -1;
+  case OPT_HELP:
+    usage(stdout, 1);
+    return CLI_EXIT_OK;
+  case OPT_VERSION:
+    cli_print_version(PROG);
+    return CLI_EXIT_OK;
+  default:
+    return usage_error(NULL);
+  }
+}
+
+/* Fills |config| from the command line. Returns -1 to go on, else the
+ * exit status. */
+static int parse_options(server_config *config, int argc, char **argv) {
+  config->timeout_ms = DEFAULT_TIMEOUT_MS;
+  config->max_clients = DEFAULT_MAX_CLIENTS;
+  config->tables = calloc((size_t)argc, sizeof *config->tables);
+  if (config->tables == NULL)
+    return CLI_EXIT_INTERNAL;
+  int opt;
+  while ((opt = getopt_long(argc, argv, "", long_options, NULL)) != -1) {
+    int rc = apply_option(config, opt, optarg);
+    if (rc >= 0)
+      return rc;
+  }
+  if (optind < argc)
+    return usage_error("unexpected argument");
+  if (config->db_path == NULL)
+    return usage_error("missing --db");
+  if (config->listen.host[0] == '\0')
+    return usage_error("missing --listen");
+  if (config->ntables == 0 && !config->all_tables)
+    return usage_error("name the tables to offer with --table or give "
+                       "--all-tables");
+  if (config->ntables > 0 && config->all_tables)
+    return usage_error("--table and --all-tables exclude each other");
+  return -1;
+}
+
+/* ---- signals ---------------------------------------------------------- */
+
+static void wake(int fd) {
+  char byte = 0;
+  /* The pipe is non-blocking: when it is full a wake-up is pending anyway. */
+  ssize_t rc = write(fd, &byte, 1);
+  (void)rc;
+}
+
+static void on_stop_signal(int signo) {
+  (void)signo;
+  int saved_errno = errno;
+  stop_requested = 1;
+  if (signal_wake_fd >= 0)
+    wake(signal_wake_fd);
+  errno = saved_errno;
+}
+
+static void install_signal_handlers(int wake_fd) {
+  signal_wake_fd = wake_fd;
+  struct sigaction sa;
+  memset(&sa, 0, sizeof sa);
+  sa.sa_handler = on_stop_signal;
+  sigemptyset(&sa.sa_mask);
+  sigaction(SIGINT, &sa, NULL);
+  sigaction(SIGTERM, &sa, NULL);
+  cli_ignore_sigpipe();
+}
+
+static int make_pipe(int fds[2], int nonblocking) {
+  if (pipe(fds) < 0)
+    return -1;
+  for (int i = 0; i < 2; i++) {
+    fcntl(fds[i], F_SETFD, FD_CLOEXEC);
+    if (nonblocking)
+      cli_set_nonblocking(fds[i], 1);
+  }
+  return 0;
+}
+
+static void drain(int fd) {
+  char buf[256];
+  while (read(fd, buf, sizeof buf) > 0) {
+  }
+}
+
+/* ---- one session per thread --------------------------------------------- */
+
+/* Joins the table names of |session| with commas into |out|. */
+static void format_tables(lipsync_session *session, char *out, size_t outlen) {
+  size_t used = 0;
+  size_t count = lipsync_session_table_count(session);
+  out[0] = '\0';
+  for (size_t i = 0; i < count && used < outlen; i++) {
+    lipsync_table_stats stats;
+    if (lipsync_session_table_stats(session, i, &stats) < 0)
+      break;
+    int n = snprintf(out + used, outlen - used, "%s%s", i > 0 ? "," : "",
+                     stats.name != NULL ? stats.name : "?");
+    if (n < 0)
+      break;
+    used += (size_t)n;
+  }
+  if (out[0] == '\0')
+    snprintf(out, outlen, "-");
+}
+
+static void sum_rows(lipsync_session *session, uint64_t *rows_in,
+                     uint64_t *rows_out) {
+  *rows_in = *rows_out = 0;
+  size_t count = lipsync_session_table_count(session);
+  for (size_t i = 0; i < count; i++) {
+    lipsync_table_stats stats;
+    if (lipsync_session_table_stats(session, i, &stats) == 0) {
+      *rows_in += stats.rows_received;
+      *rows_out += stats.rows_sent;
+    }
+  }
+}
+
+/* Logs one line on stderr, unless --quiet. */
+static void log_line(const connection *conn, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+static void log_line(const connection *conn, const char *fmt, ...) {
+  if (conn->config->quiet)
+    return;
+  char line[1024];
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(line, sizeof line, fmt, ap);
+  va_end(ap);
+  /* Table names and error messages may come from the client. */
+  cli_sanitize(line);
+  /* One call per line: stdio locks the stream, so lines never interleave. */
+  fprintf(stderr, PROG ": %s\n", line);
+}
+
+static void log_session(const connection *conn, lipsync_session *session,
+                        int result, double seconds) {
+  char tables[256];
+  uint64_t rows_in, rows_out, bytes_out, bytes_in;
+  format_tables(session, tables, sizeof tables);
+  sum_rows(session, &rows_in, &rows_out);
+  lipsync_session_bytes(session, &bytes_out, &bytes_in);
+  log_line(conn,
+           "%s [%s] %s%s%s%s; %" PRIu64 " rows in, %" PRIu64
+           " rows out, %" PRIu64 " bytes in, %" PRIu64 " bytes out, %.2fs",
+           conn->peer, tables, result == 0 ? "ok" : "failed (",
+           result == 0 ? "" : lipsync_strerror(result),
+           result == 0 ? "" : "): ",
+           result == 0 ? "" : lipsync_session_errmsg(session), rows_in,
+           rows_out, bytes_in, bytes_out, seconds);
+}
+
+/* Runs one session over |conn|. Returns its exit status. */
+static int serve_connection(connection *conn) {
+  const server_config *config = conn->config;
+  double started = cli_now();
+  char err[256];
+  lipsync_store *store = NULL;
+  int rc = lipsync_store_sqlite_open(&store, config->db_path, err, sizeof err);
+  if (rc < 0) {
+    log_line(conn, "%s failed: cannot open database: %s", conn->peer, err);
+    return CLI_EXIT_DATABASE;
+  }
+  lipsync_session *session = NULL;
+  rc = lipsync_session_server_new(
+      &session, store, config->secret.data, config->secret.len,
+      (const char *const *)config->tables, config->ntables, config->all_tables);
+  if (rc < 0) {
+    log_line(conn, "%s failed: cannot start session: %s", conn->peer,
+             lipsync_strerror(rc));
+    lipsync_store_free(store);
+    return cli_exit_code(rc);
+  }
+  rc = lipsync_session_run_fd(session, conn->fd, config->timeout_ms,
+                              conn->cancel_pipe[0]);
+  log_session(conn, session, rc, cli_now() - started);
+  lipsync_session_free(session);
+  lipsync_store_free(store);
+  return cli_exit_code(rc);
+}
+
+static void *connection_thread(void *arg) {
+  connection *conn = arg;
+  conn->exit_code = serve_connection(conn);
+  cli_close_connection(conn->fd, LINGER_MS);
+  conn->fd = -1;
+  atomic_store(&conn->finished, 1);
+  wake(conn->wake_fd);
+  return NULL;
+}
+
+/* ---- the main thread: accept, reap, shut down --------------------------- */
+
+static void connection_free(connection *conn) {
+  if (conn->fd >= 0)
+    close(conn->fd);
+  if (conn->cancel_pipe[0] >= 0)
+    close(conn->cancel_pipe[0]);
+  if (conn->cancel_pipe[1] >= 0)
+    close(conn->cancel_pipe[1]);
+  free(conn);
+}
+
+static connection *connection_new(server *srv, int fd,
+                                  const struct sockaddr *addr,
+                                  socklen_t addrlen) {
+  connection *conn = calloc(1, sizeof *conn);
+  if (conn == NULL)
+    return NULL;
+  conn->config = &srv->config;
+  conn->fd = fd;
+  conn->wake_fd = srv->wake_pipe[1];
+  atomic_init(&conn->finished, 0);
+  cli_format_address(addr, addrlen, conn->peer, sizeof conn->peer);
+  if (make_pipe(conn->cancel_pipe, 1) < 0) {
+    conn->cancel_pipe[0] = conn->cancel_pipe[1] = -1;
+    conn->fd = -1;
+    connection_free(conn);
+    return NULL;
+  }
+  return conn;
+}
+
+static size_t free_slot(const server *srv) {
+  size_t i = 0;
+  while (srv->slots[i] != NULL)
+    i++;
+  return i;
+}
+
+/* Joins every finished connection and frees its slot. */
+static void reap_finished(server *srv) {
+  for (size_t i = 0; i < srv->config.max_clients; i++) {
+    connection *conn = srv->slots[i];
+    if (conn == NULL || !atomic_load(&conn->finished))
+      continue;
+    pthread_join(conn->thread, NULL);
+    srv->once_exit = conn->exit_code;
+    connection_free(conn);
+    srv->slots[i] = NULL;
+    srv->active--;
+  }
+}
+
+static int is_resource_shortage(int err) {
+  return err == EMFILE || err == ENFILE || err == ENOBUFS || err == ENOMEM;
+}
+
+/* Starts |conn|'s thread with SIGINT and SIGTERM blocked, so that they are
+ * always delivered to the main thread and never interrupt a session's
+ * system calls. */
+static int start_thread(connection *conn) {
+  sigset_t stop_signals, saved;
+  sigemptyset(&stop_signals);
+  sigaddset(&stop_signals, SIGINT);
+  sigaddset(&stop_signals, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &stop_signals, &saved);
+  int rc = pthread_create(&conn->thread, NULL, connection_thread, conn);
+  pthread_sigmask(SIG_SETMASK, &saved, NULL);
+  return rc;
+}
+
+static void accept_one(server *srv) {
+  struct sockaddr_storage addr;
+  socklen_t addrlen = sizeof addr;
+  int fd = accept(srv->listen_fd, (struct sockaddr *)&addr, &addrlen);
+  if (fd < 0) {
+    if (is_resource_shortage(errno)) {
+      /* The pending connection stays readable: back off instead of
+       * spinning until a session ends and frees a descriptor. */
+      fprintf(stderr, PROG ": accept: %s\n", strerror(errno));
+      srv->accept_paused_until = cli_now() + ACCEPT_BACKOFF_MS / 1000.0;
+    }
+    return;
+  }
+  fcntl(fd, F_SETFD, FD_CLOEXEC);
+  cli_set_nonblocking(fd, 0);
+  cli_set_nodelay(fd);
+  connection *conn = connection_new(srv, fd, (struct sockaddr *)&addr, addrlen);
+  if (conn == NULL) {
+    fprintf(stderr, PROG ": out of resources, dropping a connection\n");
+    close(fd);
+    return;
+  }
+  int rc = start_thread(conn);
+  if (rc != 0) {
+    fprintf(stderr, PROG ": cannot start a thread: %s\n", strerror(rc));
+    connection_free(conn);
+    return;
+  }
+  srv->slots[free_slot(srv)] = conn;
+  srv->active++;
+  srv->accepted++;
+  if (srv->config.once) {
+    /* Later clients should be refused at once, not left in the backlog. */
+    close(srv->listen_fd);
+    srv->listen_fd = -1;
+  }
+}
+
+static int accepting(const server *srv) {
+  return srv->listen_fd >= 0 && srv->active < srv->config.max_clients;
+}
+
+/* Sleeps until something happens; returns 1 if the listener is readable. */
+static int wait_for_event(server *srv) {
+  struct pollfd fds[2] = {{srv->wake_pipe[0], POLLIN, 0},
+                          {srv->listen_fd, POLLIN, 0}};
+  nfds_t nfds = 1;
+  int timeout = -1;
+  double paused = srv->accept_paused_until - cli_now();
+  if (accepting(srv) && paused <= 0)
+    nfds = 2;
+  else if (accepting(srv))
+    timeout = (int)(paused * 1000.0) + 1;
+  if (poll(fds, nfds, timeout) < 0)
+    return 0; /* EINTR: the loop checks stop_requested */
+  if (fds[0].revents != 0)
+    drain(srv->wake_pipe[0]);
+  return nfds == 2 && (fds[1].revents & POLLIN) != 0;
+}
+
+static void serve_until_stopped(server *srv) {
+  while (!stop_requested) {
+    int can_accept = wait_for_event(srv);
+    reap_finished(srv);
+    if (srv->config.once && srv->accepted > 0 && srv->active == 0)
+      return;
+    if (can_accept && !stop_requested)
+      accept_one(srv);
+  }
+}
+
+/* Ends every session in progress and waits for its thread. */
+static void shut_down(server *srv) {
+  if (srv->listen_fd >= 0)
+    close(srv->listen_fd);
+  srv->listen_fd = -1;
+  for (size_t i = 0; i < srv->config.max_clients; i++) {
+    if (srv->slots[i] != NULL)
+      wake(srv->slots[i]->cancel_pipe[1]);
+  }
+  for (size_t i = 0; i < srv->config.max_clients; i++) {
+    connection *conn = srv->slots[i];
+    if (conn == NULL)
+      continue;
+    pthread_join(conn->thread, NULL);
+    srv->once_exit = conn->exit_code;
+    connection_free(conn);
+    srv->slots[i] = NULL;
+  }
+  srv->active = 0;
+}
+
+/* ---- startup ------------------------------------------------------------ */
+
+static int bind_first(const struct addrinfo *list, char *err, size_t errlen) {
+  int last_errno = 0;
+  for (const struct addrinfo *ai = list; ai != NULL; ai = ai->ai_next) {
+    int fd = socket(ai->ai_family, ai->ai_socktype, ai->ai_protocol);
+    if (fd < 0) {
+      last_errno = errno;
+      continue;
+    }
+    int on = 1;
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &on, sizeof on);
+    if (bind(fd, ai->ai_addr, ai->ai_addrlen) == 0 &&
+        listen(fd, SOMAXCONN) == 0)
+      return fd;
+    last_errno = errno;
+    close(fd);
+  }
+  snprintf(err, errlen, "%s", strerror(last_errno));
+  return -1;
+}
+
+/* Opens the listening socket and prints the address in use. */
+static int start_listening(server *srv) {
+  const cli_hostport *where = &srv->config.listen;
+  struct addrinfo hints, *list = NULL;
+  memset(&hints, 0, sizeof hints);
+  hints.ai_family = AF_UNSPEC;
+  hints.ai_socktype = SOCK_STREAM;
+  hints.ai_flags = AI_PASSIVE;
+  int rc = getaddrinfo(where->host, where->port, &hints, &list);
+  if (rc != 0) {
+    fprintf(stderr, PROG ": cannot resolve %s: %s\n", where->host,
+            gai_strerror(rc));
+    return -1;
+  }
+  char err[256];
+  srv->listen_fd = bind_first(list, err, sizeof err);
+  freeaddrinfo(list);
+  if (srv->listen_fd < 0) {
+    fprintf(stderr, PROG ": cannot listen on %s:%s: %s\n", where->host,
+            where->port, err);
+    return -1;
+  }
+  fcntl(srv->listen_fd, F_SETFD, FD_CLOEXEC);
+  /* A client may vanish between poll() and accept(): never block there. */
+  cli_set_nonblocking(srv->listen_fd, 1);
+  struct sockaddr_storage addr;
+  socklen_t addrlen = sizeof addr;
+  getsockname(srv->listen_fd, (struct sockaddr *)&addr, &addrlen);
+  char text[CLI_ADDRESS_MAX];
+  cli_format_address((struct sockaddr *)&addr, addrlen, text, sizeof text);
+  printf("listening on %s\n", text);
+  fflush(stdout);
+  return 0;
+}
+
+/* Fails early on a database that cannot be served, rather than once per
+ * client. */
+static int check_database(const char *path) {
+  struct stat st;
+  if (stat(path, &st) < 0) {
+    fprintf(stderr, PROG ": cannot open database %s: %s\n", path,
+            strerror(errno));
+    return -1;
+  }
+  lipsync_store *store = NULL;
+  char err[256];
+  if (lipsync_store_sqlite_open(&store, path, err, sizeof err) < 0) {
+    fprintf(stderr, PROG ": cannot open database %s: %s\n", path, err);
+    return -1;
+  }
+  lipsync_store_free(store);
+  return 0;
+}
+
+static int run(server *srv) {
+  if (check_database(srv->config.db_path) < 0)
+    return CLI_EXIT_DATABASE;
+  srv->slots = calloc(srv->config.max_clients, sizeof *srv->slots);
+  if (srv->slots == NULL || make_pipe(srv->wake_pipe, 1) < 0) {
+    fprintf(stderr, PROG ": out of resources\n");
+    return CLI_EXIT_INTERNAL;
+  }
+  install_signal_handlers(srv->wake_pipe[1]);
+  if (start_listening(srv) < 0)
+    return CLI_EXIT_INTERNAL;
+  serve_until_stopped(srv);
+  shut_down(srv);
+  if (srv->config.once && srv->accepted > 0)
+    return srv->once_exit;
+  return CLI_EXIT_OK;
+}
+
+int main(int argc, char **argv) {
+  server srv;
+  memset(&srv, 0, sizeof srv);
+  srv.listen_fd = -1;
+  srv.wake_pipe[0] = srv.wake_pipe[1] = -1;
+  int rc = parse_options(&srv.config, argc, argv);
+  if (rc < 0) {
+    char err[256];
+    if (cli_secret_load(&srv.config.secret, srv.config.secret_file, PROG, err,
+                        sizeof err) < 0) {
+      fprintf(stderr, PROG ": %s\n", err);
+      rc = CLI_EXIT_USAGE;
+    } else {
+      rc = run(&srv);
+    }
+  }
+  cli_secret_wipe(&srv.config.secret);
+  free(srv.slots);
+  free(srv.config.tables);
+  return rc;
+}
