@@ -62,6 +62,11 @@ typedef struct connection {
   char peer[CLI_ADDRESS_MAX];
   pthread_t thread;
   atomic_int finished; /* set by the thread as its last act */
+  /* The thread's store while it exists, so shutdown can interrupt a wait
+   * for the database lock; |lock| guards it against the thread freeing
+   * the store meanwhile. */
+  pthread_mutex_t lock;
+  lipsync_store *store;
   int exit_code;
 } connection;
 
@@ -372,10 +377,16 @@ static int serve_connection(connection *conn) {
     lipsync_store_free(store);
     return cli_exit_code(rc);
   }
+  pthread_mutex_lock(&conn->lock);
+  conn->store = store;
+  pthread_mutex_unlock(&conn->lock);
   rc = lipsync_session_run_fd(session, conn->fd, config->timeout_ms,
                               conn->cancel_pipe[0]);
   log_session(conn, session, rc, cli_now() - started);
   lipsync_session_free(session);
+  pthread_mutex_lock(&conn->lock);
+  conn->store = NULL;
+  pthread_mutex_unlock(&conn->lock);
   lipsync_store_free(store);
   return cli_exit_code(rc);
 }
@@ -399,6 +410,7 @@ static void connection_free(connection *conn) {
     close(conn->cancel_pipe[0]);
   if (conn->cancel_pipe[1] >= 0)
     close(conn->cancel_pipe[1]);
+  pthread_mutex_destroy(&conn->lock);
   free(conn);
 }
 
@@ -412,6 +424,7 @@ static connection *connection_new(server *srv, int fd,
   conn->fd = fd;
   conn->wake_fd = srv->wake_pipe[1];
   atomic_init(&conn->finished, 0);
+  pthread_mutex_init(&conn->lock, NULL);
   cli_format_address(addr, addrlen, conn->peer, sizeof conn->peer);
   if (make_pipe(conn->cancel_pipe, 1) < 0) {
     conn->cancel_pipe[0] = conn->cancel_pipe[1] = -1;
@@ -538,8 +551,15 @@ static void shut_down(server *srv) {
     close(srv->listen_fd);
   srv->listen_fd = -1;
   for (size_t i = 0; i < srv->config.max_clients; i++) {
-    if (srv->slots[i] != NULL)
-      wake(srv->slots[i]->cancel_pipe[1]);
+    connection *conn = srv->slots[i];
+    if (conn == NULL)
+      continue;
+    wake(conn->cancel_pipe[1]);
+    /* A session waiting for the database lock is inside a store call, not
+     * polling its cancel pipe. */
+    pthread_mutex_lock(&conn->lock);
+    lipsync_store_interrupt(conn->store);
+    pthread_mutex_unlock(&conn->lock);
   }
   for (size_t i = 0; i < srv->config.max_clients; i++) {
     connection *conn = srv->slots[i];

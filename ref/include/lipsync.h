@@ -221,19 +221,30 @@ struct lipsync_store_methods {
   const char *(*errmsg)(lipsync_store *store);
   /* Rolls back anything open and frees the store. */
   void (*destroy)(lipsync_store *store);
+
+  /* May be called from any thread while another thread uses the store:
+   * makes a call waiting for a lock, or running a long statement, return
+   * soon with LIPSYNC_ERR_SHUTTING_DOWN, and every later call fail so,
+   * apart from rollback and destroy. NULL if the backend cannot. */
+  void (*interrupt)(lipsync_store *store);
 };
 
 /* Frees |store| through its destroy method; NULL is a no-op. */
 void lipsync_store_free(lipsync_store *store);
 /* The detail of |store|'s last failure. */
 const char *lipsync_store_errmsg(lipsync_store *store);
+/* Interrupts |store| from any thread (see the interrupt method), for an
+ * application that is stopping. The caller keeps |store| alive meanwhile. */
+void lipsync_store_interrupt(lipsync_store *store);
 
 /* SQLite backend over an open connection |db| (a sqlite3 *). Does not take
- * ownership of |db|: the caller closes it after lipsync_store_free(). */
+ * ownership of |db|: the caller closes it after lipsync_store_free(). The
+ * connection's settings (busy timeout, journal mode) stay the caller's. */
 int lipsync_store_sqlite_wrap(lipsync_store **out, void *db);
 /* SQLite backend that opens (creating if needed) the database at |path| and
- * closes it when freed. On failure *out is NULL and, when |errbuf| is not
- * NULL, the reason is copied into it. */
+ * closes it when freed. It sets WAL mode, waits up to 30 s for another
+ * writer's lock, and uses a 64 MiB page cache while it inserts. On failure *out
+ * is NULL and, when |errbuf| is not NULL, the reason is copied into it. */
 int lipsync_store_sqlite_open(lipsync_store **out, const char *path,
                               char *errbuf, size_t errlen);
 
@@ -333,8 +344,10 @@ void lipsync_session_set_split_threshold(lipsync_session *session, size_t n);
 /* ------------------------------------------------------------------ */
 
 /*
- * Runs |session| to completion over the connected stream |fd|, which it
- * neither closes nor takes ownership of. Fails the session with
+ * Runs |session| to completion over the connected stream |fd| (a socket or
+ * a pipe; blocking or not, since every send is non-blocking), which it
+ * neither closes nor takes ownership of. It only polls |cancel_fd|, never
+ * reads it, so one byte written there cancels for good. Fails the session with
  * LIPSYNC_ERR_TIMEOUT when the peer sends nothing for |timeout_ms| (<= 0:
  * no timeout), and with LIPSYNC_ERR_SHUTTING_DOWN when |cancel_fd| (or -1)
  * becomes readable. Returns lipsync_session_result().

@@ -9,3 +9,8 @@ void lipsync_store_free(lipsync_store *store) {
 const char *lipsync_store_errmsg(lipsync_store *store) {
   return store ? store_errmsg(store) : "no store";
 }
+
+void lipsync_store_interrupt(lipsync_store *store) {
+  if (store && store->methods->interrupt)
+    store->methods->interrupt(store);
+}

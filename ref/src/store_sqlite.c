@@ -21,6 +21,7 @@
 #include "canon.h"
 
 #include <math.h>
+#include <stdatomic.h>
 #include <sqlite3.h>
 #include <stdarg.h>
 #include <stdbool.h>
@@ -74,9 +75,10 @@ struct sqlite_store {
   /* True while a transaction this store began is open: rollback must never
    * end a transaction that belongs to the caller of wrap. */
   bool in_txn;
-  bool big_cache;       /* the insert-time page cache is in force */
-  sqlite_table *tables; /* opened since the last commit or rollback */
-  char **names;         /* the last list_tables answer */
+  bool big_cache;         /* the insert-time page cache is in force */
+  atomic_int interrupted; /* set by interrupt(), from any thread */
+  sqlite_table *tables;   /* opened since the last commit or rollback */
+  char **names;           /* the last list_tables answer */
   size_t nnames;
   char errmsg[ERRMSG_SIZE];
 };
@@ -158,6 +160,9 @@ static int code_from_sqlite(int rc) {
 /* Fails with SQLite's message for the last call on |s|'s connection. */
 static int fail_sqlite(sqlite_store *s, const char *table, const char *what) {
   int rc = sqlite3_extended_errcode(s->db);
+  if (atomic_load(&s->interrupted))
+    return fail(s, LIPSYNC_ERR_SHUTTING_DOWN, "%s: interrupted: stopping",
+                what);
   const char *msg = sqlite3_errmsg(s->db);
   if (table)
     return fail(s, code_from_sqlite(rc), "table %s: %s: %s", table, what, msg);
@@ -1273,6 +1278,22 @@ static void sqlite_store_destroy(lipsync_store *store) {
   free(s);
 }
 
+static void sqlite_store_interrupt(lipsync_store *store) {
+  sqlite_store *s = (sqlite_store *)store;
+  atomic_store(&s->interrupted, 1);
+  sqlite3_interrupt(s->db); /* safe from another thread */
+}
+
+/* Waits for another writer's lock like sqlite3_busy_timeout(), in short
+ * naps, but gives up at once when the store is interrupted. */
+static int busy_wait(void *arg, int attempt) {
+  sqlite_store *s = arg;
+  if (atomic_load(&s->interrupted) || attempt >= BUSY_TIMEOUT_MS / 10)
+    return 0;
+  sqlite3_sleep(10);
+  return 1;
+}
+
 static const lipsync_store_methods sqlite_store_methods = {
     .version = LIPSYNC_STORE_METHODS_VERSION,
     .name = "sqlite",
@@ -1289,6 +1310,7 @@ static const lipsync_store_methods sqlite_store_methods = {
     .list_tables = sqlite_store_list_tables,
     .errmsg = sqlite_store_errmsg,
     .destroy = sqlite_store_destroy,
+    .interrupt = sqlite_store_interrupt,
 };
 
 /* lipsync_uuid4(): a fresh random version 4 UUID in canonical text form,
@@ -1442,6 +1464,7 @@ int lipsync_store_sqlite_open(lipsync_store **out, const char *path,
                lipsync_strerror(code));
     goto fail_db;
   }
+  sqlite3_busy_handler(db, busy_wait, s);
   *out = &s->base;
   return 0;
 

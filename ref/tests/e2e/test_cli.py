@@ -11,6 +11,7 @@ import re
 import select
 import signal
 import socket
+import sqlite3
 import struct
 import subprocess
 import sys
@@ -519,6 +520,29 @@ class ServerLifecycleTest(SyncTestCase):
         shown = read_all(progress)
         self.assertIn("shutting down", shown)
         self.assertEqual((dump(self.client_db), dump(self.server_db)), before)
+
+    def test_sigterm_while_waiting_for_database_lock(self):
+        # Another program holds the server database's write lock, so the
+        # session waits inside the store (up to 30 s), not in its poll loop:
+        # shutdown must still end it at once.
+        server = self.start_server(self.server_db)
+        holder = sqlite3.connect(self.server_db, isolation_level=None)
+        self.addCleanup(holder.close)
+        holder.execute("BEGIN IMMEDIATE")
+        proc = subprocess.Popen(
+            client_args(self.client_db, server.address, ["cities"],
+                        self.secret_file),
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=clean_env())
+        self.addCleanup(stop_process, proc, signal.SIGKILL)
+        time.sleep(1.0)
+        self.assertIsNone(proc.poll(), "the client should be waiting")
+        start = time.monotonic()
+        self.assertEqual(server.stop(signal.SIGTERM), 0)
+        self.assertLess(time.monotonic() - start, 3)
+        _, err = proc.communicate(timeout=10)
+        self.assertEqual(proc.returncode, EXIT_PEER)
+        self.assertIn("stopping", err.decode())
+        holder.execute("ROLLBACK")
 
     def test_once_exits_with_session_status(self):
         server = self.start_server(self.server_db, extra=["--once"])
