@@ -243,7 +243,7 @@ void lipsync_store_interrupt(lipsync_store *store);
 int lipsync_store_sqlite_wrap(lipsync_store **out, void *db);
 /* SQLite backend that opens (creating if needed) the database at |path| and
  * closes it when freed. It sets WAL mode, waits up to 30 s for another
- * writer's lock, and uses a 64 MiB page cache while it inserts. On failure *out
+ * writer's lock, and uses a 32 MiB page cache while it inserts. On failure *out
  * is NULL and, when |errbuf| is not NULL, the reason is copied into it. */
 int lipsync_store_sqlite_open(lipsync_store **out, const char *path,
                               char *errbuf, size_t errlen);

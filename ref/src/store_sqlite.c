@@ -33,12 +33,12 @@
 #define ERRMSG_SIZE 1024
 /* Long enough for the busiest sync to finish its commit. */
 #define BUSY_TIMEOUT_MS 30000
-/* Page cache of a connection the store opens while it inserts: 64 MiB.
+/* Page cache of a connection the store opens while it inserts: 32 MiB.
  * With SQLite's default (2 MiB) a large sync spills its changes to the WAL
  * long before commit, and inserting a million rows with their UUID index
  * takes more than twice as long. Pages are only allocated as they are
  * used. */
-#define BIG_CACHE_PRAGMA "PRAGMA cache_size = -65536"
+#define BIG_CACHE_PRAGMA "PRAGMA cache_size = -32768"
 #define DEFAULT_CACHE_PRAGMA "PRAGMA cache_size = -2000"
 
 /*
@@ -98,10 +98,12 @@ struct sqlite_table {
   sqlite3_stmt *insert_stmt;
   lipsync_value *fetch_values;
   sqlite_cursor *cursors; /* open scans */
-  /* The table was empty when prepared and had no UUID index: the index is
-   * built once, before a lookup needs it or at commit, which is far faster
-   * than keeping it up to date through a bulk load in random UUID order. */
+  /* The table was empty when prepared: its indexes were dropped, to be
+   * built once before a lookup needs them or at commit (rebuild_indexes),
+   * from the CREATE statements in |deferred|. */
   bool index_pending;
+  char **deferred;
+  size_t ndeferred;
   /* Bound with SQLITE_STATIC, so they live as long as the statements. */
   char fetch_key[UUID_TEXT_LEN + 1];
   char insert_key[UUID_TEXT_LEN + 1];
@@ -378,6 +380,8 @@ static void cursor_free(sqlite_cursor *c, bool keep) {
   free(c);
 }
 
+static void free_deferred(sqlite_table *t);
+
 static void table_free(sqlite_table *t) {
   if (!t)
     return;
@@ -390,6 +394,7 @@ static void table_free(sqlite_table *t) {
     sqlite3_finalize(t->idle_scan[i]);
   sqlite3_finalize(t->fetch_stmt);
   sqlite3_finalize(t->insert_stmt);
+  free_deferred(t);
   if (t->columns)
     for (size_t i = 0; i < t->base.ncolumns; i++)
       free((char *)t->columns[i].name);
@@ -758,7 +763,6 @@ static int create_uuid_index(sqlite_store *s, sqlite_table *t) {
     return fail_nomem(s);
   int rc = sqlite3_exec(s->db, sql, NULL, NULL, NULL);
   sqlite3_free(sql);
-  t->index_pending = false;
   if (rc == SQLITE_OK)
     return 0;
   if ((rc & 0xFF) == SQLITE_CONSTRAINT)
@@ -766,9 +770,92 @@ static int create_uuid_index(sqlite_store *s, sqlite_table *t) {
   return fail_sqlite(s, t->name, "creating the _lipsync_uuid index");
 }
 
-/* Builds a deferred index before a lookup by UUID. */
+static void free_deferred(sqlite_table *t) {
+  for (size_t i = 0; i < t->ndeferred; i++)
+    sqlite3_free(t->deferred[i]);
+  free(t->deferred);
+  t->deferred = NULL;
+  t->ndeferred = 0;
+}
+
+/* Drops the indexes of an empty table that can be dropped (not those of
+ * its PRIMARY KEY and UNIQUE constraints), keeping their CREATE statements
+ * for rebuild_indexes(). */
+static int defer_indexes(sqlite_store *s, sqlite_table *t) {
+  static const char sql[] = "SELECT name, sql FROM main.sqlite_schema"
+                            " WHERE type = 'index' AND sql IS NOT NULL"
+                            " AND tbl_name = ?1 COLLATE NOCASE";
+  sqlite3_stmt *st;
+  char **drops = NULL;
+  int rc;
+  if (prepare(s, sql, &st) != SQLITE_OK)
+    return fail_sqlite(s, t->name, "reading the schema");
+  sqlite3_bind_text(st, 1, t->name, -1, SQLITE_STATIC);
+  while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+    size_t n = t->ndeferred;
+    char **grown = realloc(t->deferred, (n + 1) * sizeof *grown);
+    char **grown_drops = realloc(drops, (n + 1) * sizeof *drops);
+    if (grown)
+      t->deferred = grown;
+    if (grown_drops)
+      drops = grown_drops;
+    char *create = sqlite3_mprintf("%s", sqlite3_column_text(st, 1));
+    char *drop =
+        sqlite3_mprintf("DROP INDEX main.\"%w\"", sqlite3_column_text(st, 0));
+    if (!grown || !grown_drops || !create || !drop) {
+      sqlite3_free(create);
+      sqlite3_free(drop);
+      rc = SQLITE_NOMEM;
+      break;
+    }
+    t->deferred[n] = create;
+    drops[n] = drop;
+    t->ndeferred++;
+  }
+  sqlite3_finalize(st); /* the schema cannot change under a live read */
+  if (rc == SQLITE_NOMEM)
+    rc = fail_nomem(s);
+  else if (rc != SQLITE_DONE)
+    rc = fail_sqlite(s, t->name, "reading the schema");
+  else
+    rc = 0;
+  for (size_t i = 0; i < t->ndeferred; i++) {
+    if (!rc && sqlite3_exec(s->db, drops[i], NULL, NULL, NULL) != SQLITE_OK)
+      rc = fail_sqlite(s, t->name, "setting an index aside");
+    sqlite3_free(drops[i]);
+  }
+  free(drops);
+  return rc;
+}
+
+/* Rebuilds what defer_indexes() set aside, and the UUID index if the table
+ * had none: before a lookup needs them, or at commit. */
+static int rebuild_indexes(sqlite_store *s, sqlite_table *t) {
+  int rc = 0;
+  if (!t->index_pending)
+    return 0;
+  t->index_pending = false;
+  for (size_t i = 0; i < t->ndeferred && !rc; i++) {
+    int e = sqlite3_exec(s->db, t->deferred[i], NULL, NULL, NULL);
+    if (e == SQLITE_OK)
+      continue;
+    /* "UNIQUE constraint failed: t._lipsync_uuid": name the duplicate. */
+    if ((e & 0xFF) == SQLITE_CONSTRAINT &&
+        strstr(sqlite3_errmsg(s->db), "." LIPSYNC_UUID_COLUMN))
+      rc = fail_duplicates(s, t);
+    else
+      rc = fail_sqlite(s, t->name, "rebuilding an index");
+  }
+  free_deferred(t);
+  bool found = false;
+  if (!rc && (rc = has_uuid_index(s, t, &found)) == 0 && !found)
+    rc = create_uuid_index(s, t);
+  return rc;
+}
+
+/* Builds the indexes set aside before a lookup by UUID. */
 static int need_uuid_index(sqlite_store *s, sqlite_table *t) {
-  return t->index_pending ? create_uuid_index(s, t) : 0;
+  return rebuild_indexes(s, t);
 }
 
 static int table_is_empty(sqlite_store *s, sqlite_table *t, bool *empty) {
@@ -822,15 +909,18 @@ static int sqlite_store_prepare_table(lipsync_store *store,
   rc = check_uuids(s, t);
   if (rc)
     return rc;
+  /* Rows bulk-loaded into an empty table arrive in random UUID order: its
+   * indexes are built once, afterwards, which is several times faster
+   * than keeping them up to date row by row. */
   bool found, empty = false;
-  if ((rc = has_uuid_index(s, t, &found)) != 0 || found)
-    return rc;
   if ((rc = table_is_empty(s, t, &empty)) != 0)
     return rc;
-  if (empty) {
+  if (empty && !t->index_pending) {
     t->index_pending = true;
-    return 0;
+    return defer_indexes(s, t);
   }
+  if ((rc = has_uuid_index(s, t, &found)) != 0 || found)
+    return rc;
   return create_uuid_index(s, t);
 }
 
