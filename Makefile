@@ -13,7 +13,8 @@ PROTOC_C ?= protoc-c
 CSTD    := -std=c11 -D_POSIX_C_SOURCE=200809L -D_DEFAULT_SOURCE
 WARN    := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wno-unused-parameter
 OPT     ?= -O2 -g
-DEPLIBS := -lprotobuf-c -lsqlite3 -lcrypto -lpthread -lm
+PGINC   := $(shell pg_config --includedir 2>/dev/null || echo /usr/include/postgresql)
+DEPLIBS := -lprotobuf-c -lsqlite3 -lpq -lcrypto -lpthread -lm
 
 B       := build
 GEN     := $(B)/gen
@@ -21,7 +22,7 @@ SRC     := $(wildcard ref/src/*.c)
 TESTSRC := $(wildcard ref/tests/*.c)
 BINS    := lipsync-server lipsync-client
 
-CFLAGS_ALL = $(CSTD) $(WARN) -Iref/include -Iref/src -I$(GEN)
+CFLAGS_ALL = $(CSTD) $(WARN) -Iref/include -Iref/src -I$(GEN) -I$(PGINC)
 
 .PHONY: all deps check unit e2e demo bench clean format conformance
 all: $(BINS:%=$(B)/bin/%)

@@ -2,17 +2,20 @@
 """LipSync protocol version 1: test vectors (spec/lipsync.md, Appendix A).
 
 An independent implementation, from the text of spec/lipsync.md, of the
-canonical value encoding (section 7), the row digest (8.1), the fingerprint
-(8.2), the canonical column types (6.2), the schema fingerprint (6.3), the
-framing (4) and the handshake MACs (5.3). Protobuf is encoded by hand.
+canonical value encoding (section 7), the canonical forms of typed columns
+(7.4), the row digest (8.1), the fingerprint (8.2), the canonical column
+types (6.2), the schema fingerprint (6.3), the framing (4) and the
+handshake MACs (5.3). Protobuf is encoded by hand.
 
     python3 spec/vectors.py                      print Appendix A (Markdown)
     python3 spec/vectors.py --check FILE         compare FILE's Appendix A
     python3 spec/vectors.py --update FILE        rewrite FILE's Appendix A
 
 --check also checks the requirement IDs of FILE: each [LS-AREA-N] is
-defined (in bold) exactly once and listed in Appendix C. It exits 1 and
-prints a diff or the offending IDs when something does not match.
+defined (in bold) exactly once and listed in Appendix C, and a retired one
+is defined nowhere and names a defined successor; and every vector ID that
+the text cites exists in Appendix A. It exits 1 and prints a diff or the
+offending IDs when something does not match.
 
 Python 3 standard library only.
 """
@@ -127,11 +130,29 @@ def fingerprint(digests):
 # ---------------------------------------------------------------------------
 # Canonical column types (spec 6.2) and schema fingerprint (spec 6.3)
 
+UPPER = str.maketrans("abcdefghijklmnopqrstuvwxyz",
+                      "ABCDEFGHIJKLMNOPQRSTUVWXYZ")
 
-def canonical_type(declared):
-    # ASCII-only case folding, as the spec requires.
-    t = declared.translate(str.maketrans("abcdefghijklmnopqrstuvwxyz",
-                                         "ABCDEFGHIJKLMNOPQRSTUVWXYZ"))
+
+ASCII_SPACE = " \t\n\r\x0b\x0c"
+
+
+def prepared_type(declared):
+    """ASCII-only case folding (no other), leading ASCII white space gone."""
+    return declared.translate(UPPER).lstrip(ASCII_SPACE)
+
+
+def first_word(t):
+    """Up to, not including, the first ASCII white space or '('."""
+    for i, c in enumerate(t):
+        if c in ASCII_SPACE + "(":
+            return t[:i]
+    return t
+
+
+def sqlite_affinity(declared):
+    """SQLite's own type affinity, named like the canonical types."""
+    t = prepared_type(declared)
     if "INT" in t:
         return "integer"
     if "CHAR" in t or "CLOB" in t or "TEXT" in t:
@@ -141,6 +162,405 @@ def canonical_type(declared):
     if "REAL" in t or "FLOA" in t or "DOUB" in t:
         return "real"
     return "numeric"
+
+
+NAMED_TYPES = [  # first word -> canonical type, in rule order (rules 2-7)
+    (("BOOLEAN", "BOOL"), "boolean"),
+    (("DATE",), "date"),
+    (("DATETIME", "TIMESTAMP"), "timestamp"),
+    (("JSON",), "json"),
+    (("JSONB",), "jsonb"),
+    (("UUID",), "uuid"),
+    (("DECIMAL", "NUMERIC"), "decimal"),
+]
+
+
+def canonical_type(declared):
+    t = prepared_type(declared)
+    w = first_word(t)
+    if w == "TIMESTAMPTZ" or (w == "TIMESTAMP" and "WITH TIME ZONE" in t):
+        return "timestamptz"
+    for words, typ in NAMED_TYPES:
+        if w in words:
+            return typ
+    return sqlite_affinity(declared)
+
+
+CANONICAL_TYPES = ["integer", "real", "text", "blob", "numeric", "boolean",
+                   "decimal", "date", "timestamp", "timestamptz", "json",
+                   "jsonb", "uuid"]
+TYPED = CANONICAL_TYPES[5:]
+
+
+# ---------------------------------------------------------------------------
+# Canonical forms of typed columns (spec 7.4). Written as small parsers, not
+# as the regular expressions of the text, so the two can catch each other.
+
+ASCII_DIGITS = "0123456789"
+LOWER_HEX = "0123456789abcdef"
+
+
+def digits(s, n=None):
+    ok = s != "" and all(c in ASCII_DIGITS for c in s)
+    return ok and (n is None or len(s) == n)
+
+
+def form_decimal(s):
+    if s in ("NaN", "Infinity", "-Infinity"):
+        return True
+    neg = s.startswith("-")
+    body = s[1:] if neg else s
+    ip, dot, fp = body.partition(".")
+    if not digits(ip) or (ip[0] == "0" and len(ip) > 1):
+        return False
+    if dot and not digits(fp):
+        return False
+    if neg and set(ip + fp) == {"0"}:
+        return False  # no negative zero
+    return True
+
+
+def is_leap(year):
+    """Proleptic Gregorian; |year| astronomical (1 BC is 0, 2 BC is -1)."""
+    return year % 4 == 0 and (year % 100 != 0 or year % 400 == 0)
+
+
+def month_length(year, month):
+    if month == 2:
+        return 29 if is_leap(year) else 28
+    return 30 if month in (4, 6, 9, 11) else 31
+
+
+def date_part(s, bc):
+    """'Y-MM-DD', the year 4 digits (0001-9999) or 5 or more without a
+    leading zero; the day exists in the calendar."""
+    p = s.split("-")
+    if len(p) != 3 or not (digits(p[0]) and digits(p[1], 2)
+                           and digits(p[2], 2)):
+        return False
+    y = p[0]
+    if len(y) < 4 or (len(y) > 4 and y[0] == "0"):
+        return False
+    year, month, day = int(y), int(p[1]), int(p[2])
+    if year < 1 or not 1 <= month <= 12:
+        return False
+    astronomical = 1 - year if bc else year
+    return 1 <= day <= month_length(astronomical, month)
+
+
+def time_part(s):
+    """'HH:MM:SS' and optionally '.' and 1 to 6 digits, the last not 0."""
+    hms, dot, frac = s.partition(".")
+    p = hms.split(":")
+    if len(p) != 3 or not all(digits(x, 2) for x in p):
+        return False
+    if int(p[0]) > 23 or int(p[1]) > 59 or int(p[2]) > 59:
+        return False
+    if dot and not (digits(frac) and len(frac) <= 6 and frac[-1] != "0"):
+        return False
+    return True
+
+
+def strip_suffix(s, suffix):
+    if s.endswith(suffix):
+        return s[:-len(suffix)], True
+    return s, False
+
+
+def form_date(s):
+    if s in ("infinity", "-infinity"):
+        return True
+    s, bc = strip_suffix(s, " BC")
+    return date_part(s, bc)
+
+
+def form_timestamp(s, utc=False):
+    if s in ("infinity", "-infinity"):
+        return True
+    s, bc = strip_suffix(s, " BC")
+    if utc:
+        s, plus00 = strip_suffix(s, "+00")
+        if not plus00:
+            return False
+    d, space, t = s.partition(" ")
+    return bool(space) and date_part(d, bc) and time_part(t)
+
+
+def form_timestamptz(s):
+    return form_timestamp(s, utc=True)
+
+
+# JSON (RFC 8259), parsed by hand so that numbers keep their spelling.
+
+class NotJSON(Exception):
+    pass
+
+
+class JSONParser:
+    """Parses a JSON text into a tree: ("object", [(key, value)...]),
+    ("array", [...]), ("string", str, holdable_by_jsonb), ("number", text),
+    ("literal", text)."""
+
+    WS = " \t\n\r"
+    ESC = {'"': '"', "\\": "\\", "/": "/", "b": "\b", "f": "\f",
+           "n": "\n", "r": "\r", "t": "\t"}
+
+    def __init__(self, text):
+        self.s = text
+        self.i = 0
+
+    def fail(self):
+        raise NotJSON(self.i)
+
+    def peek(self):
+        return self.s[self.i] if self.i < len(self.s) else ""
+
+    def take(self, chars):
+        """Skips characters of |chars|; returns how many."""
+        n = 0
+        while self.peek() and self.peek() in chars:
+            self.i += 1
+            n += 1
+        return n
+
+    def ws(self):
+        self.take(self.WS)
+
+    def text(self):
+        self.ws()
+        v = self.value()
+        self.ws()
+        if self.i != len(self.s):
+            self.fail()
+        return v
+
+    def value(self):
+        c = self.peek()
+        if c == "{":
+            return self.obj()
+        if c == "[":
+            return self.arr()
+        if c == '"':
+            return self.string()
+        if c and c in "-" + ASCII_DIGITS:
+            return self.number()
+        for lit in ("true", "false", "null"):
+            if self.s.startswith(lit, self.i):
+                self.i += len(lit)
+                return ("literal", lit)
+        self.fail()
+
+    def obj(self):
+        self.i += 1
+        members = []
+        self.ws()
+        if self.peek() == "}":
+            self.i += 1
+            return ("object", members)
+        while True:
+            self.ws()
+            if self.peek() != '"':
+                self.fail()
+            k = self.string()
+            self.ws()
+            if self.peek() != ":":
+                self.fail()
+            self.i += 1
+            self.ws()
+            members.append((k, self.value()))
+            self.ws()
+            c = self.peek()
+            self.i += 1
+            if c == "}":
+                return ("object", members)
+            if c != ",":
+                self.fail()
+
+    def arr(self):
+        self.i += 1
+        items = []
+        self.ws()
+        if self.peek() == "]":
+            self.i += 1
+            return ("array", items)
+        while True:
+            self.ws()
+            items.append(self.value())
+            self.ws()
+            c = self.peek()
+            self.i += 1
+            if c == "]":
+                return ("array", items)
+            if c != ",":
+                self.fail()
+
+    def hex4(self):
+        h = self.s[self.i:self.i + 4]
+        if len(h) != 4 or not all(c in "0123456789abcdefABCDEF" for c in h):
+            self.fail()
+        self.i += 4
+        return int(h, 16)
+
+    def string(self):
+        self.i += 1
+        out = []
+        holdable = True  # by jsonb: no U+0000, no unpaired surrogate
+        while True:
+            c = self.peek()
+            if c == "":
+                self.fail()
+            self.i += 1
+            if c == '"':
+                return ("string", "".join(out), holdable)
+            if c == "\\":
+                e = self.peek()
+                self.i += 1
+                if e and e in self.ESC:
+                    out.append(self.ESC[e])
+                elif e == "u":
+                    u = self.hex4()
+                    if 0xD800 <= u <= 0xDBFF and self.s.startswith(
+                            "\\u", self.i):
+                        save = self.i
+                        self.i += 2
+                        lo = self.hex4()
+                        if 0xDC00 <= lo <= 0xDFFF:
+                            u = 0x10000 + ((u - 0xD800) << 10) + (lo - 0xDC00)
+                        else:
+                            self.i = save
+                    if u == 0 or 0xD800 <= u <= 0xDFFF:
+                        holdable = False
+                    else:
+                        out.append(chr(u))
+                else:
+                    self.fail()
+            elif ord(c) < 0x20:
+                self.fail()
+            else:
+                out.append(c)
+
+    def number(self):
+        start = self.i
+        self.take("-")
+        if self.i - start > 1:
+            self.fail()
+        if self.peek() == "0":
+            self.i += 1
+        elif not (self.peek() and self.peek() in "123456789"):
+            self.fail()
+        else:
+            self.take(ASCII_DIGITS)
+        if self.peek() == ".":
+            self.i += 1
+            if not self.take(ASCII_DIGITS):
+                self.fail()
+        if self.peek() and self.peek() in "eE":
+            self.i += 1
+            self.take("+-") <= 1 or self.fail()
+            if not self.take(ASCII_DIGITS):
+                self.fail()
+        return ("number", self.s[start:self.i])
+
+
+def parse_json(s):
+    try:
+        return JSONParser(s).text()
+    except NotJSON:
+        return None
+
+
+def form_json(s):
+    return parse_json(s) is not None
+
+
+def jsonb_number(tok):
+    """The number as a decimal: exponent applied, scale max(0, f - e)."""
+    neg = tok.startswith("-")
+    t = tok.lstrip("-").replace("E", "e")
+    mantissa, _, exp = t.partition("e")
+    ip, _, fp = mantissa.partition(".")
+    e = int(exp) if exp else 0
+    scale = max(0, len(fp) - e)
+    n = int(ip + fp) * 10 ** (e - len(fp) + scale)  # value * 10^scale
+    s = str(n).rjust(scale + 1, "0")
+    out = s[:len(s) - scale] + "." + s[len(s) - scale:] if scale else s
+    return "-" + out if neg and n else out
+
+
+JSONB_ESCAPES = {'"': '\\"', "\\": "\\\\", "\b": "\\b", "\f": "\\f",
+                 "\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def jsonb_string(s):
+    out = ['"']
+    for c in s:
+        if c in JSONB_ESCAPES:
+            out.append(JSONB_ESCAPES[c])
+        elif ord(c) < 0x20:
+            out.append("\\u%04x" % ord(c))
+        else:
+            out.append(c)
+    return "".join(out) + '"'
+
+
+def jsonb_print(v):
+    """The text of tree |v| as jsonb prints it; None if jsonb cannot hold
+    it (U+0000 or an unpaired surrogate in a string)."""
+    kind = v[0]
+    if kind == "literal":
+        return v[1]
+    if kind == "number":
+        return jsonb_number(v[1])
+    if kind == "string":
+        return jsonb_string(v[1]) if v[2] else None
+    if kind == "array":
+        parts = [jsonb_print(x) for x in v[1]]
+        return None if None in parts else "[" + ", ".join(parts) + "]"
+    members = {}
+    for k, x in v[1]:  # of equal keys, the last one stays
+        if not k[2]:
+            return None
+        members[k[1]] = x
+    keys = sorted(members, key=lambda k: (len(k.encode("utf-8")),
+                                          k.encode("utf-8")))
+    parts = []
+    for k in keys:
+        p = jsonb_print(members[k])
+        if p is None:
+            return None
+        parts.append(jsonb_string(k) + ": " + p)
+    return "{" + ", ".join(parts) + "}"
+
+
+def form_jsonb(s):
+    tree = parse_json(s)
+    return tree is not None and jsonb_print(tree) == s
+
+
+def form_uuid(s):
+    dashes = (8, 13, 18, 23)
+    return (len(s) == 36 and all(s[i] == "-" for i in dashes)
+            and all(c in LOWER_HEX for i, c in enumerate(s)
+                    if i not in dashes))
+
+
+TEXT_FORMS = {
+    "decimal": form_decimal, "date": form_date,
+    "timestamp": form_timestamp, "timestamptz": form_timestamptz,
+    "json": form_json, "jsonb": form_jsonb, "uuid": form_uuid,
+}
+
+
+def in_canonical_form(typ, v):
+    """Spec 7.4: is value |v| in the canonical form of typed type |typ|?"""
+    assert typ in TYPED
+    if v[0] == "null":
+        return True
+    if typ == "boolean":
+        return v[0] == "integer" and v[1] in (0, 1)
+    if v[0] != "text":
+        return False
+    return TEXT_FORMS[typ](v[1].decode("utf-8"))
 
 
 def canonical_columns(columns):
@@ -362,6 +782,23 @@ def show_value(v):
     raise ValueError(kind)
 
 
+def show_form_value(v):
+    """A value in a cell of the A.9 table."""
+    kind = v[0]
+    if kind == "null":
+        return ""
+    if kind == "integer":
+        return "%d" % v[1]
+    if kind == "real":
+        return repr(struct.unpack(">d", u64be(v[1]))[0])
+    if kind == "blob":
+        return v[1].hex()
+    t = v[1].decode("utf-8")
+    # The cell must survive Markdown and a split on '|'.
+    assert not any(c in t for c in "|`") and all(ord(c) >= 0x20 for c in t)
+    return "`%s`" % t
+
+
 def uuid(text):
     b = bytes.fromhex(text.replace("-", ""))
     assert len(b) == 16
@@ -436,11 +873,176 @@ FPS = [
      [WRAP_A, WRAP_B]),
 ]
 
+# V-TYPE-n is the n-th entry: never reorder or remove one, only append.
 TYPES = [
     "INTEGER", "int", "BIGINT", "UNSIGNED BIG INT", "VARCHAR(255)",
     "NCHAR(10)", "Text", "CLOB", "BLOB", "", "REAL", "DOUBLE PRECISION",
     "FLOAT", "NUMERIC", "DECIMAL(10,5)", "BOOLEAN", "DATETIME", "STRING",
     "FLOATING POINT", "CHARINT", "TEXTBLOB", "BLOBDOUBLE", "ANY",
+    # V-TYPE-24 on: the named types of rules 1 to 7 and their edges
+    "BOOL", "DATE", "TIMESTAMP", "TIMESTAMPTZ", "TIMESTAMP WITH TIME ZONE",
+    "timestamp(3) with time zone", "JSON", "JSON TEXT", "JSONB", "UUID",
+    "DECIMAL TEXT", "NUMERIC(10,2)", "DATE_OF_BIRTH", "DATETEXT",
+    "UUIDTEXT", "  DATE", "date", "uuid", "Bool", "JsonB",
+    "TIMESTAMP WITHOUT TIME ZONE", "TIME WITH TIME ZONE", "TIME",
+    "TIMESTAMP(6)", "TIMESTAMPTZ(3)", "DECIMAL (10, 2)", "NUMERIC TEXT",
+    "JSONB TEXT", "JSONTEXT", "NUMERICAL", "BOOLINT", "INTERVAL",
+    "TIMESTAMP WITH  TIME ZONE", "   ", "UUID BLOB",
+]
+
+def T(s):
+    """A TEXT value."""
+    return ("text", s.encode("utf-8"))
+
+
+# V-FORM-n is the n-th entry (append only): canonical type, value, whether
+# it is in canonical form (checked against in_canonical_form), note.
+FORMS = [
+    ("boolean", ("integer", 0), True, "false"),
+    ("boolean", ("integer", 1), True, "true"),
+    ("boolean", ("null",), True, "NULL is in every canonical form"),
+    ("boolean", ("integer", 2), False, "only 0 and 1"),
+    ("boolean", ("integer", -1), False, "only 0 and 1"),
+    ("boolean", real(1.0), False, "REAL: wrong kind"),
+    ("boolean", T("true"), False, "TEXT: wrong kind"),
+    ("boolean", T("1"), False, "TEXT: wrong kind"),
+    ("decimal", T("0"), True, ""),
+    ("decimal", T("12.50"), True, "the scale is kept"),
+    ("decimal", T("12.5"), True, "another value than 12.50"),
+    ("decimal", T("-0.5"), True, ""),
+    ("decimal", T("0.00"), True, "zero with scale 2"),
+    ("decimal", T("-12"), True, ""),
+    ("decimal", T("123456789012345678901234567890.123456789012345678901"),
+     True, "any number of digits"),
+    ("decimal", T("NaN"), True, ""),
+    ("decimal", T("Infinity"), True, ""),
+    ("decimal", T("-Infinity"), True, ""),
+    ("decimal", T("-0"), False, "negative zero: PostgreSQL prints 0"),
+    ("decimal", T("-0.00"), False, "negative zero: PostgreSQL prints 0.00"),
+    ("decimal", T("+1"), False, "plus sign"),
+    ("decimal", T(".5"), False, "no digit before the point"),
+    ("decimal", T("5."), False, "no digit after the point"),
+    ("decimal", T("01"), False, "leading zero"),
+    ("decimal", T("1e5"), False, "exponent"),
+    ("decimal", T("nan"), False, "case"),
+    ("decimal", T("inf"), False, "spelling"),
+    ("decimal", T(" 12"), False, "leading space"),
+    ("decimal", T("1,5"), False, "comma"),
+    ("decimal", T(""), False, "empty text"),
+    ("decimal", ("integer", 12), False, "INTEGER: wrong kind"),
+    ("decimal", real(12.5), False, "REAL: wrong kind"),
+    ("date", T("2024-02-29"), True, "leap year"),
+    ("date", T("2000-02-29"), True, "leap year"),
+    ("date", T("0001-01-01"), True, "year 1, 4 digits"),
+    ("date", T("0099-12-31"), True, "year 99, 4 digits"),
+    ("date", T("10000-01-01"), True, "5-digit year"),
+    ("date", T("0001-12-31 BC"), True, "1 BC"),
+    ("date", T("0001-02-29 BC"), True, "1 BC is a leap year"),
+    ("date", T("0005-02-29 BC"), True, "5 BC is a leap year"),
+    ("date", T("infinity"), True, ""),
+    ("date", T("-infinity"), True, ""),
+    ("date", T("2023-02-29"), False, "not a leap year"),
+    ("date", T("1900-02-29"), False, "not a leap year"),
+    ("date", T("0004-02-29 BC"), False, "4 BC is not a leap year"),
+    ("date", T("2024-04-31"), False, "no such day"),
+    ("date", T("2024-13-01"), False, "no such month"),
+    ("date", T("0000-01-01"), False, "no year 0"),
+    ("date", T("099-01-01"), False, "3-digit year"),
+    ("date", T("010000-01-01"), False, "leading zero in a 6-digit year"),
+    ("date", T("2024-1-2"), False, "month and day need 2 digits"),
+    ("date", T("2024-01-02 bc"), False, "case"),
+    ("date", T("2024-01-02BC"), False, "no space before BC"),
+    ("date", T("2024-01-02 00:00:00"), False, "a timestamp"),
+    ("date", T("20240102"), False, "no dashes"),
+    ("date", T("Infinity"), False, "case"),
+    ("date", T("+infinity"), False, "plus sign"),
+    ("date", ("integer", 20240102), False, "INTEGER: wrong kind"),
+    ("timestamp", T("2024-01-02 03:04:05"), True, ""),
+    ("timestamp", T("2024-01-02 03:04:05.5"), True, ""),
+    ("timestamp", T("2024-01-02 03:04:05.000001"), True, ""),
+    ("timestamp", T("2024-12-31 23:59:59.999999"), True, ""),
+    ("timestamp", T("0001-01-01 00:00:00 BC"), True, ""),
+    ("timestamp", T("0044-03-15 12:00:00.25 BC"), True, ""),
+    ("timestamp", T("infinity"), True, ""),
+    ("timestamp", T("-infinity"), True, ""),
+    ("timestamp", T("2024-01-02 03:04:05.50"), False, "trailing zero"),
+    ("timestamp", T("2024-01-02 03:04:05.0"), False, "trailing zero"),
+    ("timestamp", T("2024-01-02 03:04:05."), False, "empty fraction"),
+    ("timestamp", T("2024-01-02 03:04:05.1234567"), False,
+     "7 fraction digits"),
+    ("timestamp", T("2024-01-02T03:04:05"), False, "T separator"),
+    ("timestamp", T("2024-01-02 03:04"), False, "no seconds"),
+    ("timestamp", T("2024-01-02 3:04:05"), False, "1-digit hour"),
+    ("timestamp", T("2024-01-02 24:00:00"), False, "hour 24"),
+    ("timestamp", T("2024-01-02 23:59:60"), False, "second 60"),
+    ("timestamp", T("2024-01-02"), False, "a date"),
+    ("timestamp", T("2024-01-02 03:04:05+00"), False, "an offset"),
+    ("timestamp", T("0001-01-01 BC 00:00:00"), False, "BC comes last"),
+    ("timestamptz", T("2024-01-02 03:04:05+00"), True, ""),
+    ("timestamptz", T("2024-01-02 03:04:05.25+00"), True, ""),
+    ("timestamptz", T("0001-01-01 00:00:00+00 BC"), True, "BC after +00"),
+    ("timestamptz", T("infinity"), True, ""),
+    ("timestamptz", T("-infinity"), True, ""),
+    ("timestamptz", T("2024-01-02 03:04:05"), False, "no offset"),
+    ("timestamptz", T("2024-01-02 03:04:05+01"), False, "not UTC"),
+    ("timestamptz", T("2024-01-02 03:04:05-00"), False, "not +00"),
+    ("timestamptz", T("2024-01-02 03:04:05+00:00"), False, "not +00"),
+    ("timestamptz", T("2024-01-02 03:04:05Z"), False, "not +00"),
+    ("timestamptz", T("2024-01-02 03:04:05 UTC"), False, "not +00"),
+    ("timestamptz", T("2024-01-02 03:04:05.250+00"), False, "trailing zero"),
+    ("timestamptz", T("0001-01-01 00:00:00 BC+00"), False, "BC comes last"),
+    ("json", T('{"a":1}'), True, ""),
+    ("json", T(' {"b" : 1, "a" : [1, 2.50, 1E+2]} '), True,
+     "spaces, key order and numbers as written"),
+    ("json", T('{"a":1,"a":2}'), True, "duplicate keys kept"),
+    ("json", T("12"), True, "a number"),
+    ("json", T('"x"'), True, "a string"),
+    ("json", T("null"), True, "JSON null, not NULL"),
+    ("json", T("-0"), True, ""),
+    ("json", T('"\\u00e9\\/"'), True, "escapes kept"),
+    ("json", T('"\\u0000"'), True, ""),
+    ("json", T('"\\ud800"'), True, "lone surrogate escape"),
+    ("json", T(""), False, "empty text"),
+    ("json", T(" "), False, "no value"),
+    ("json", T("{'a':1}"), False, "single quotes"),
+    ("json", T('{"a":1,}'), False, "trailing comma"),
+    ("json", T("[1 2]"), False, "missing comma"),
+    ("json", T("NaN"), False, "not JSON"),
+    ("json", T("01"), False, "leading zero"),
+    ("json", T(".5"), False, "no digit before the point"),
+    ("json", T("True"), False, "case"),
+    ("json", T('{"a":1} x'), False, "text after the value"),
+    ("json", T('"\\x"'), False, "unknown escape"),
+    ("json", ("integer", 12), False, "INTEGER: wrong kind"),
+    ("jsonb", T('{"a": 1}'), True, ""),
+    ("jsonb", T('{"b": 1, "aa": 2}'), True, "shorter key first"),
+    ("jsonb", T('{"B": 1, "a": 2, "é": 3}'), True,
+     "then bytewise; é is 2 bytes"),
+    ("jsonb", T('[1, 2.50, 0.150, "x", true, null, {}, []]'), True, ""),
+    ("jsonb", T("12"), True, ""),
+    ("jsonb", T('"é/\\n\\u0001"'), True, "escapes as jsonb prints them"),
+    ("jsonb", T('{"a": {"b": [false]}}'), True, ""),
+    ("jsonb", T('{"a":1}'), False, 'prints as {"a": 1}'),
+    ("jsonb", T('{"aa": 2, "b": 1}'), False, 'prints as {"b": 1, "aa": 2}'),
+    ("jsonb", T('{"a": 1, "a": 2}'), False, 'prints as {"a": 2}'),
+    ("jsonb", T("[1,2]"), False, "prints as [1, 2]"),
+    ("jsonb", T("1E+2"), False, "prints as 100"),
+    ("jsonb", T("1.50e-1"), False, "prints as 0.150"),
+    ("jsonb", T("-0"), False, "prints as 0"),
+    ("jsonb", T('"\\u00e9"'), False, 'prints as "é"'),
+    ("jsonb", T('"\\/"'), False, 'prints as "/"'),
+    ("jsonb", T('"\\u0000"'), False, "jsonb cannot hold U+0000"),
+    ("jsonb", T(" 12"), False, "prints as 12"),
+    ("jsonb", T("NaN"), False, "not JSON"),
+    ("uuid", T("a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11"), True, ""),
+    ("uuid", T("00000000-0000-0000-0000-000000000000"), True,
+     "any version and variant"),
+    ("uuid", T("A0EEBC99-9C0B-4EF8-BB6D-6BB9BD380A11"), False, "upper case"),
+    ("uuid", T("a0eebc999c0b4ef8bb6d6bb9bd380a11"), False, "no dashes"),
+    ("uuid", T("{a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11}"), False, "braces"),
+    ("uuid", T("a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a1"), False, "35 characters"),
+    ("uuid", ("blob", bytes.fromhex("a0eebc999c0b4ef8bb6d6bb9bd380a11")),
+     False, "BLOB: wrong kind"),
 ]
 
 SCHEMAS = [
@@ -608,6 +1210,15 @@ def generate():
 
     w("### A.4 Canonical column types (section 6.2)")
     w("")
+    para("SQLite declared types, between double quotes, and their "
+         "canonical type (LS-TYPE-5). Of V-TYPE-1 to V-TYPE-23, V-TYPE-14 "
+         "to V-TYPE-17 are named types (rules 2, 4 and 7); the others map "
+         "by their affinity (rule 8). V-TYPE-24 to V-TYPE-58 try the named "
+         "types and their edges. SQLite cannot parse V-TYPE-29 (a type "
+         "with parentheses ends at its closing parenthesis) and never "
+         "reports V-TYPE-39 or V-TYPE-57 (it drops the blanks around a "
+         "type); the rules map them all the same.")
+    w("")
     w("| ID | declared type | canonical type |")
     w("|---|---|---|")
     for i, t in enumerate(TYPES, 1):
@@ -684,6 +1295,27 @@ def generate():
         w("```")
         w("")
 
+    w("### A.9 Canonical forms of typed columns (section 7.4)")
+    w("")
+    para("A value and whether it is in the canonical form of the canonical "
+         "type (LS-FORM-1 to LS-FORM-9). The value cell holds the decimal "
+         "integer for INTEGER, the number for REAL, the text between "
+         "backquotes for TEXT (two backquotes for the empty text), the "
+         "bytes in hexadecimal for BLOB, and nothing for NULL. A "
+         "PostgreSQL receiver refuses every value marked `no` (LS-FORM-11, "
+         "LS-TYPE-10); a SQLite receiver stores it as any other value "
+         "(LS-FORM-12).")
+    w("")
+    w("| ID | canonical type | kind | value | canonical | note |")
+    w("|---|---|---|---|---|---|")
+    for i, (typ, v, expect, note) in enumerate(FORMS, 1):
+        ok = in_canonical_form(typ, v)
+        assert ok == expect, (i, typ, v)
+        w("| V-FORM-%d | `%s` | %s | %s | %s | %s |" % (
+            i, typ, v[0].upper(), show_form_value(v), "yes" if ok else "no",
+            note))
+    w("")
+
     while L and L[-1] == "":
         L.pop()
     return "\n".join(L) + "\n"
@@ -732,12 +1364,32 @@ def check_ids(text):
             if m.group(1) in listed:
                 problems.append("%s listed twice in Appendix C" % m.group(1))
             listed.add(m.group(1))
-            if m.group(1) not in seen and "(retired)" not in line:
+            if "(retired)" in line:
+                if m.group(1) in seen:
+                    problems.append("%s retired but defined" % m.group(1))
+                for succ in re.findall(r"replaced by (LS-[A-Z]+-[0-9]+)",
+                                       line):
+                    if "[%s]" % succ not in seen:
+                        problems.append("%s replaced by %s, which is not "
+                                        "defined" % (m.group(1), succ))
+            elif m.group(1) not in seen:
                 problems.append("%s in Appendix C but not defined"
                                 % m.group(1))
     for d in seen - listed:
         problems.append("%s missing from Appendix C" % d)
     return sorted(problems)
+
+
+VECTOR_RE = re.compile(r"\bV-[A-Z]+-[0-9]+\b")
+
+
+def check_vector_citations(text, appendix):
+    """Every vector ID cited outside Appendix A is one that it holds."""
+    parts = split_appendix(text)
+    outside = parts[0] + parts[2]
+    have = set(VECTOR_RE.findall(appendix))
+    return sorted("%s cited but not in Appendix A" % v
+                  for v in set(VECTOR_RE.findall(outside)) - have)
 
 
 def main(argv):
@@ -765,6 +1417,10 @@ def main(argv):
         problems = check_ids(text)
         for p in problems:
             print("requirement IDs: " + p)
+        vproblems = check_vector_citations(text, want)
+        for p in vproblems:
+            print("vector IDs: " + p)
+        problems += vproblems
         if problems:
             status = 1
         if status == 0:

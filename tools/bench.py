@@ -231,11 +231,12 @@ class Sync:
     """One sync: a fresh lipsync-server on 127.0.0.1 port 0 and one
     lipsync-client run against it."""
 
-    def __init__(self, bindir, work, secret_file, label):
+    def __init__(self, bindir, work, secret_file, label, server_db=None):
         self.bindir = Path(bindir)
         self.work = work
         self.secret_file = secret_file
         self.label = label
+        self.server_db = server_db or work / "server.db"
 
     def start(self, name, args, stdout):
         with open(self.work / f"{name}-{self.label}.log", "wb") as log:
@@ -255,7 +256,7 @@ class Sync:
         server = client = None
         try:
             server = self.start(
-                "server", ["--db", self.work / "server.db", "--listen",
+                "server", ["--db", self.server_db, "--listen",
                            "127.0.0.1:0", "--secret-file", self.secret_file,
                            "--table", TABLE], subprocess.PIPE)
             ready, _, _ = select.select([server.stdout], [], [],
@@ -303,10 +304,73 @@ class Sync:
         }
 
 
+# ---- PostgreSQL ------------------------------------------------------------
+#
+# The server side of the second part of the benchmark: a SQLite client syncs
+# into an empty PostgreSQL table, against COPY of the same rows into an
+# empty table of the same schema on the same server, the fastest way in.
+
+PG_SCHEMA = ("(city_id bigint, name text, population bigint,"
+             " lon double precision, code bytea, _lipsync_uuid uuid)")
+
+
+def psql(sql, stdin=None):
+    """Runs |sql| with psql on the server of $LIPSYNC_PG_CONNINFO."""
+    out = subprocess.run(
+        ["psql", "-X", "-q", "-At", "-v", "ON_ERROR_STOP=1",
+         "-d", os.environ["LIPSYNC_PG_CONNINFO"], "-c", sql],
+        input=stdin, capture_output=True)
+    if out.returncode != 0:
+        raise BenchError(f"psql failed: {out.stderr.decode(errors='replace')}")
+    return out.stdout.decode()
+
+
+def pg_create(table):
+    psql(f"DROP TABLE IF EXISTS {table}; CREATE TABLE {table} {PG_SCHEMA};"
+         f" CREATE UNIQUE INDEX {table}_uuid ON {table}(_lipsync_uuid)")
+
+
+def pg_copy(client_db, work):
+    """Seconds for COPY of the client's rows into an empty table with the
+    same schema and unique index, streamed from psql like a client would.
+    The CSV is written first and not timed."""
+    csv_path = work / "bench.csv"
+    db = connect(str(client_db))
+    with open(csv_path, "w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f)
+        for cid, name, pop, lon, code, uuid in db.execute(
+                f"SELECT * FROM {TABLE}"):
+            w.writerow([cid, name, pop, repr(lon), "\\x" + code.hex(), uuid])
+    db.close()
+    pg_create("bench_copy")
+    started = time.perf_counter()
+    psql(f"\\copy bench_copy FROM '{csv_path}' WITH (FORMAT csv)")
+    seconds = time.perf_counter() - started
+    csv_path.unlink()
+    return seconds
+
+
 # ---- report ----------------------------------------------------------------
 
 def mb(nbytes):
     return f"{nbytes / 1e6:.1f} MB"
+
+
+def report_pg(n, copy_s, sync):
+    width = 48
+
+    def line(label, value):
+        print(f"  {label:<{width}}{value}")
+
+    print()
+    print("  PostgreSQL " + psql("SHOW server_version").strip()
+          + " (throwaway server, fsync off, on a Unix socket)")
+    line("initial sync, SQLite client -> PostgreSQL",
+         f"{sync['seconds']:.2f} s")
+    line("COPY of the same rows (psql \\copy)", f"{copy_s:.2f} s")
+    line("ratio", f"{sync['seconds'] / copy_s:.2f}   (target <= 2.0)")
+    line("peak RSS client / server",
+         f"{mb(sync['client_rss'])} / {mb(sync['server_rss'])}")
 
 
 def report(n, copy_s, rowwise_s, first, second):
@@ -457,6 +521,22 @@ def bench(args, cities, work):
         raise BenchError("the second sync moved rows although nothing had"
                          " changed")
     report(n, copy_s, rowwise_s, first, second)
+
+    if "LIPSYNC_PG_CONNINFO" not in os.environ:
+        print("\n  PostgreSQL: skipped, LIPSYNC_PG_CONNINFO is not set"
+              " (make bench runs under tools/pgtest.sh)")
+        return
+    os.sync()
+    pg_copy_s = pg_copy(client_db, work)
+    pg_create(TABLE)
+    os.sync()
+    pg_sync = Sync(args.bin, work, secret, "pg",
+                   server_db=os.environ["LIPSYNC_PG_CONNINFO"]).run()
+    have = int(psql(f"SELECT count(*) FROM {TABLE}"))
+    if have != n:
+        raise BenchError(f"after the sync PostgreSQL holds {have:,} rows,"
+                         f" expected {n:,}")
+    report_pg(n, pg_copy_s, pg_sync)
 
 
 if __name__ == "__main__":

@@ -1,10 +1,13 @@
 #!/bin/sh
 # Installs the Debian packages LipSync needs to build and test, if missing.
 # Used by `make check`, `make demo` and `make bench`; safe to run often.
+# PostgreSQL: libpq to build, and a server and psql for the tests, which
+# start a throwaway cluster of their own (tools/pgtest.sh); the cluster the
+# package may create is not used.
 set -eu
 
 PKGS="gcc make pkg-config protobuf-c-compiler libprotobuf-c-dev libsqlite3-dev
-libssl-dev libcunit1-dev python3 sqlite3"
+libssl-dev libcunit1-dev python3 sqlite3 libpq-dev postgresql postgresql-client"
 
 missing=""
 for p in $PKGS; do
@@ -22,6 +25,14 @@ fi
 SUDO=""
 [ "$(id -u)" -eq 0 ] || SUDO="sudo"
 export DEBIAN_FRONTEND=noninteractive
-$SUDO apt-get update -q >/dev/null
+# apt's chatter is shown only when it fails.
+out=$(mktemp)
+trap 'rm -f "$out"' EXIT
 # shellcheck disable=SC2086
-$SUDO apt-get install -y -q --no-install-recommends $missing >/dev/null
+if ! { $SUDO apt-get update -q &&
+  $SUDO apt-get install -y -q --no-install-recommends $missing; } >"$out" 2>&1
+then
+  cat "$out" >&2
+  echo "deps: apt-get failed; install these packages by hand:$missing" >&2
+  exit 1
+fi

@@ -407,3 +407,26 @@ void cli_progress_clear(cli_progress *progress) {
   fflush(progress->out);
   progress->width = 0;
 }
+
+/* ---- databases -------------------------------------------------------- */
+
+const char *cli_db_name(const char *db) {
+  return lipsync_db_is_postgres(db) ? "the PostgreSQL database" : db;
+}
+
+int cli_open_store(const char *prog, const char *db, lipsync_store **out) {
+  char err[512];
+  struct stat st;
+  *out = NULL;
+  if (!lipsync_db_is_postgres(db) && stat(db, &st) < 0) {
+    fprintf(stderr, "%s: cannot open database %s: %s\n", prog, db,
+            strerror(errno));
+    return -1;
+  }
+  if (lipsync_store_open(out, db, err, sizeof err) < 0) {
+    cli_sanitize(err);
+    fprintf(stderr, "%s: cannot open %s: %s\n", prog, cli_db_name(db), err);
+    return -1;
+  }
+  return 0;
+}

@@ -15,6 +15,8 @@
 #include <stdio.h>
 #include <sys/socket.h>
 
+#include "lipsync.h"
+
 /* Exit status of both programs. Scripts depend on these numbers: never
  * renumber them. */
 enum cli_exit {
@@ -70,6 +72,18 @@ int cli_secret_load(cli_secret *secret, const char *path, const char *prog,
 
 /* Overwrites and frees the secret; safe to call twice. */
 void cli_secret_wipe(cli_secret *secret);
+
+/* ---- databases -------------------------------------------------------- */
+
+/* Opens the database |db| (a SQLite path, or a PostgreSQL URI or conninfo)
+ * into |*out|. Refuses a SQLite file that does not exist: opening would
+ * create an empty database, which cannot hold the tables to sync. Prints
+ * the reason, prefixed with |prog|, and returns -1 on failure; never
+ * prints a PostgreSQL conninfo, which may hold a password. */
+int cli_open_store(const char *prog, const char *db, lipsync_store **out);
+
+/* A printable name for |db|: the path, or "the PostgreSQL database". */
+const char *cli_db_name(const char *db);
 
 /* ---- options ---------------------------------------------------------- */
 

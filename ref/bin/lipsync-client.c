@@ -41,7 +41,7 @@ typedef struct client_config {
 
 static void usage(FILE *out, int full) {
   fprintf(out,
-          "Usage: " PROG " --db PATH --connect HOST:PORT --secret-file FILE\n"
+          "Usage: " PROG " --db DB --connect HOST:PORT --secret-file FILE\n"
           "         --table NAME [--table NAME]... [--timeout SECONDS] "
           "[--quiet]\n"
           "       " PROG " --help | --version\n");
@@ -55,7 +55,9 @@ static void usage(FILE *out, int full) {
           "missing on either side are copied over, so that both end up with\n"
           "the union. On any failure neither database changes.\n"
           "\n"
-          "  --db PATH            SQLite database to sync (must exist)\n"
+          "  --db DB              the database to sync: a SQLite file (must\n"
+          "                       exist), or PostgreSQL as a postgresql://\n"
+          "                       URI or a libpq conninfo (\"host=...\")\n"
           "  --connect HOST:PORT  the server: an IPv4 address, [IPv6] or a\n"
           "                       host name (every address it resolves to\n"
           "                       is tried in turn)\n"
@@ -64,7 +66,8 @@ static void usage(FILE *out, int full) {
           "                       option the secret is taken from "
           "$" CLI_SECRET_ENV ".\n"
           "  --table NAME         a table to sync (repeat for several; all\n"
-          "                       are synced in one transaction)\n"
+          "                       are synced in one transaction; on\n"
+          "                       PostgreSQL SCHEMA.NAME, else public)\n"
           "  --timeout SECONDS    give up when connecting takes, or the\n"
           "                       server stays silent, this long (default\n"
           "                       60; 0 = wait forever)\n"
@@ -306,26 +309,9 @@ static int sync_over_network(const client_config *config,
   return CLI_EXIT_OK;
 }
 
-/* Opens the store, refusing a missing file: opening would create an empty
- * database, which cannot hold the tables to sync. */
-static int open_store(const char *path, lipsync_store **store) {
-  struct stat st;
-  char err[256];
-  if (stat(path, &st) < 0) {
-    fprintf(stderr, PROG ": cannot open database %s: %s\n", path,
-            strerror(errno));
-    return -1;
-  }
-  if (lipsync_store_sqlite_open(store, path, err, sizeof err) < 0) {
-    fprintf(stderr, PROG ": cannot open database %s: %s\n", path, err);
-    return -1;
-  }
-  return 0;
-}
-
 static int run(const client_config *config, cli_secret *secret) {
   lipsync_store *store = NULL;
-  if (open_store(config->db_path, &store) < 0)
+  if (cli_open_store(PROG, config->db_path, &store) < 0)
     return CLI_EXIT_DATABASE;
   lipsync_session *session = NULL;
   int rc =

@@ -89,7 +89,7 @@ static int signal_wake_fd = -1;
 static void usage(FILE *out, int full) {
   fprintf(
       out,
-      "Usage: " PROG " --db PATH --listen HOST:PORT --secret-file FILE\n"
+      "Usage: " PROG " --db DB --listen HOST:PORT --secret-file FILE\n"
       "         (--table NAME... | --all-tables) [--once] [--timeout SECONDS]\n"
       "         [--max-clients N] [--quiet]\n"
       "       " PROG " --help | --version\n");
@@ -104,7 +104,9 @@ static void usage(FILE *out, int full) {
       "secret syncs the tables it names with the database at PATH, so that\n"
       "both sides end up with the union of their rows.\n"
       "\n"
-      "  --db PATH           SQLite database to serve (must exist)\n"
+      "  --db DB             the database to serve: a SQLite file (must\n"
+      "                      exist), or PostgreSQL as a postgresql:// URI\n"
+      "                      or a libpq conninfo (\"host=... dbname=...\")\n"
       "  --listen HOST:PORT  address to listen on: an IPv4 address, [IPv6]\n"
       "                      or a host name (its first address); port 0\n"
       "                      picks a free port. The line \"listening on\n"
@@ -112,7 +114,8 @@ static void usage(FILE *out, int full) {
       "  --secret-file FILE  the shared secret: the file's contents without\n"
       "                      one trailing newline. Without this option the\n"
       "                      secret is taken from $" CLI_SECRET_ENV ".\n"
-      "  --table NAME        offer table NAME (repeat for several tables)\n"
+      "  --table NAME        offer table NAME (repeat for several tables);\n"
+      "                      on PostgreSQL SCHEMA.NAME, else schema public\n"
       "  --all-tables        offer every table of the database\n"
       "  --once              serve one connection, then exit with the status\n"
       "                      of that session (even when a signal ends it)\n"
@@ -362,7 +365,7 @@ static int serve_connection(connection *conn) {
   double started = cli_now();
   char err[256];
   lipsync_store *store = NULL;
-  int rc = lipsync_store_sqlite_open(&store, config->db_path, err, sizeof err);
+  int rc = lipsync_store_open(&store, config->db_path, err, sizeof err);
   if (rc < 0) {
     log_line(conn, "%s failed: cannot open database: %s", conn->peer, err);
     return CLI_EXIT_DATABASE;
@@ -632,19 +635,10 @@ static int start_listening(server *srv) {
 
 /* Fails early on a database that cannot be served, rather than once per
  * client. */
-static int check_database(const char *path) {
-  struct stat st;
-  if (stat(path, &st) < 0) {
-    fprintf(stderr, PROG ": cannot open database %s: %s\n", path,
-            strerror(errno));
-    return -1;
-  }
+static int check_database(const char *db) {
   lipsync_store *store = NULL;
-  char err[256];
-  if (lipsync_store_sqlite_open(&store, path, err, sizeof err) < 0) {
-    fprintf(stderr, PROG ": cannot open database %s: %s\n", path, err);
+  if (cli_open_store(PROG, db, &store) < 0)
     return -1;
-  }
   lipsync_store_free(store);
   return 0;
 }

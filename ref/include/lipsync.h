@@ -109,7 +109,9 @@ typedef struct lipsync_row {
 } lipsync_row;
 
 /* One column in canonical form: name, and canonical type name
- * ("integer", "real", "text", "blob", "numeric"; spec section 6.2). */
+ * ("integer", "real", "text", "blob", "numeric", "boolean", "decimal",
+ * "date", "timestamp", "timestamptz", "json", "jsonb", "uuid"; spec section
+ * 6.2). */
 typedef struct lipsync_column {
   const char *name;
   const char *type;
@@ -247,6 +249,28 @@ int lipsync_store_sqlite_wrap(lipsync_store **out, void *db);
  * is NULL and, when |errbuf| is not NULL, the reason is copied into it. */
 int lipsync_store_sqlite_open(lipsync_store **out, const char *path,
                               char *errbuf, size_t errlen);
+
+/* PostgreSQL backend over an open connection |conn| (a PGconn *). Does not
+ * take ownership of |conn|: the caller finishes it after
+ * lipsync_store_free(). Session settings a sync needs (time zone, lock
+ * timeout, ...) are set for its transaction only. */
+int lipsync_store_pg_wrap(lipsync_store **out, void *conn);
+/* PostgreSQL backend that connects with |conninfo| (a postgresql:// URI or
+ * a libpq keyword/value string) and disconnects when freed. On failure
+ * *out is NULL and, when |errbuf| is not NULL, the reason is copied into
+ * it. */
+int lipsync_store_pg_open(lipsync_store **out, const char *conninfo,
+                          char *errbuf, size_t errlen);
+
+/* Nonzero if |db| names a PostgreSQL database: a postgresql:// or
+ * postgres:// URI, or a libpq keyword/value string ("host=... dbname=...").
+ * Anything else is a SQLite path. */
+int lipsync_db_is_postgres(const char *db);
+/* Opens |db| with the PostgreSQL backend or the SQLite one, as
+ * lipsync_db_is_postgres() tells; same contract as the two open
+ * functions. */
+int lipsync_store_open(lipsync_store **out, const char *db, char *errbuf,
+                       size_t errlen);
 
 /* ------------------------------------------------------------------ */
 /* Sessions (sans-I/O)                                                  */

@@ -5,6 +5,7 @@
  */
 #include "canon.h"
 
+#include <ctype.h>
 #include <openssl/evp.h>
 #include <openssl/rand.h>
 #include <stdlib.h>
@@ -219,9 +220,50 @@ static int contains_ci(const char *hay, const char *needle) {
   return 0;
 }
 
+/* True if the first word of |declared| (up to a space or '(') is |word|,
+ * ignoring ASCII case. */
+static int first_word_is(const char *declared, const char *word) {
+  size_t n = strlen(word);
+  if (strncasecmp(declared, word, n) != 0)
+    return 0;
+  char next = declared[n];
+  return next == '\0' || next == '(' || isspace((unsigned char)next);
+}
+
 const char *canon_type_from_declared(const char *declared) {
   if (!declared)
     declared = "";
+  while (isspace((unsigned char)*declared))
+    declared++;
+  /* Named types first (spec 6.2, rules 1 to 7): a column declared DATE or
+   * BOOLEAN syncs with PostgreSQL's date or boolean. */
+  if (first_word_is(declared, "TIMESTAMPTZ") ||
+      (first_word_is(declared, "TIMESTAMP") &&
+       contains_ci(declared, "WITH TIME ZONE")))
+    return "timestamptz";
+  if (first_word_is(declared, "BOOLEAN") || first_word_is(declared, "BOOL"))
+    return "boolean";
+  if (first_word_is(declared, "DATE"))
+    return "date";
+  if (first_word_is(declared, "DATETIME") ||
+      first_word_is(declared, "TIMESTAMP"))
+    return "timestamp";
+  if (first_word_is(declared, "JSON"))
+    return "json";
+  if (first_word_is(declared, "JSONB"))
+    return "jsonb";
+  if (first_word_is(declared, "UUID"))
+    return "uuid";
+  if (first_word_is(declared, "DECIMAL") || first_word_is(declared, "NUMERIC"))
+    return "decimal";
+  return canon_affinity_from_declared(declared);
+}
+
+const char *canon_affinity_from_declared(const char *declared) {
+  if (!declared)
+    declared = "";
+  while (isspace((unsigned char)*declared))
+    declared++;
   if (contains_ci(declared, "INT"))
     return "integer";
   if (contains_ci(declared, "CHAR") || contains_ci(declared, "CLOB") ||

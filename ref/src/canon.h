@@ -60,9 +60,15 @@ void canon_schema_fingerprint(const lipsync_column *cols, size_t n,
 /* Sorts |cols| into canonical column order (bytewise by name). */
 void canon_sort_columns(lipsync_column *cols, size_t n);
 
-/* Maps a SQL declared type to its canonical type name by SQLite's affinity
- * rules (spec 6.2). Never NULL. */
+/* Maps a SQLite declared type to its canonical type name (spec 6.2): named
+ * types (BOOLEAN, DATE, ...) first, then SQLite's affinity rules. Never
+ * NULL. */
 const char *canon_type_from_declared(const char *declared);
+
+/* SQLite's own affinity of a declared type, named as the canonical types
+ * "integer", "text", "blob", "real" or "numeric": what SQLite does to the
+ * values stored in the column. Never NULL. */
+const char *canon_affinity_from_declared(const char *declared);
 
 /* True if |p|[0..len) is well-formed UTF-8 (RFC 3629: no surrogates, no
  * overlong forms, at most U+10FFFF). NUL is allowed. */

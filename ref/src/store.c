@@ -1,6 +1,9 @@
 /* store.c: the public entry points shared by every backend. */
 #include "store.h"
 
+#include <ctype.h>
+#include <string.h>
+
 void lipsync_store_free(lipsync_store *store) {
   if (store)
     store->methods->destroy(store);
@@ -13,4 +16,32 @@ const char *lipsync_store_errmsg(lipsync_store *store) {
 void lipsync_store_interrupt(lipsync_store *store) {
   if (store && store->methods->interrupt)
     store->methods->interrupt(store);
+}
+
+int lipsync_db_is_postgres(const char *db) {
+  if (!db)
+    return 0;
+  if (strncmp(db, "postgresql://", 13) == 0 ||
+      strncmp(db, "postgres://", 11) == 0)
+    return 1;
+  /* A libpq keyword/value string starts with "keyword =" ("host=/tmp
+   * dbname=x"); a SQLite path that must look like one is written "./a=b". */
+  const char *p = db;
+  while (isspace((unsigned char)*p))
+    p++;
+  const char *word = p;
+  while (isalnum((unsigned char)*p) || *p == '_')
+    p++;
+  if (p == word)
+    return 0;
+  while (isspace((unsigned char)*p))
+    p++;
+  return *p == '=';
+}
+
+int lipsync_store_open(lipsync_store **out, const char *db, char *errbuf,
+                       size_t errlen) {
+  if (lipsync_db_is_postgres(db))
+    return lipsync_store_pg_open(out, db, errbuf, errlen);
+  return lipsync_store_sqlite_open(out, db, errbuf, errlen);
 }

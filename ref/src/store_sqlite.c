@@ -488,8 +488,12 @@ static int read_columns(sqlite_store *s, sqlite_table *t) {
   static const char sql[] = "SELECT name, type, pk, hidden"
                             " FROM pragma_table_xinfo(?1, 'main')";
   sqlite3_stmt *st;
-  size_t n = 0, cap = 0, npk = 0;
+  size_t n = 0, cap = 0, npk = 0, acap = 0;
   const char *pk_name = NULL; /* the only primary key column, if one */
+  /* SQLite's affinity of each column as read, for t->kinds: it follows
+   * the declared type, not the canonical type (a DATE column has NUMERIC
+   * affinity). */
+  const char **affinity = NULL;
   int rc, err = 0;
 
   if (prepare(s, sql, &st) != SQLITE_OK)
@@ -530,6 +534,17 @@ static int read_columns(sqlite_store *s, sqlite_table *t) {
     }
     t->columns[n].type = canon_type_from_declared(type);
     t->columns[n].name = strdup(name);
+    if (n == acap) {
+      acap = acap ? acap * 2 : 8;
+      const char **grown = realloc(affinity, acap * sizeof *affinity);
+      if (!grown) {
+        free((char *)t->columns[n].name);
+        err = fail_nomem(s);
+        break;
+      }
+      affinity = grown;
+    }
+    affinity[n] = canon_affinity_from_declared(type);
     if (!t->columns[n].name) {
       err = fail_nomem(s);
       break;
@@ -541,8 +556,10 @@ static int read_columns(sqlite_store *s, sqlite_table *t) {
   if (!err && rc != SQLITE_DONE)
     err = fail_sqlite(s, t->name, "reading the columns");
   sqlite3_finalize(st);
-  if (err)
+  if (err) {
+    free(affinity);
     return err;
+  }
 
   /* An INTEGER PRIMARY KEY is the rowid itself: it replaces NULL with a new
    * rowid and refuses anything but integers. SQLite keeps no index for it,
@@ -554,21 +571,36 @@ static int read_columns(sqlite_store *s, sqlite_table *t) {
                      "SELECT count(*) FROM pragma_index_list(?1, 'main')"
                      " WHERE origin = 'pk'",
                      &has_pk_index);
-    if (err)
+    if (err) {
+      free(affinity);
       return err;
+    }
     rowid_alias = !has_pk_index;
   }
   bool strict = table_is_strict(s, t->name);
 
-  canon_sort_columns(t->columns, n);
+  /* Sorting moves the columns; each keeps its name pointer, which finds
+   * its affinity again. */
+  const char **names = malloc((n ? n : 1) * sizeof *names);
   t->kinds = malloc((n ? n : 1) * sizeof *t->kinds);
-  if (!t->kinds)
+  if (!names || !t->kinds) {
+    free(names);
+    free(affinity);
     return fail_nomem(s);
+  }
+  for (size_t i = 0; i < n; i++)
+    names[i] = t->columns[i].name;
+  canon_sort_columns(t->columns, n);
   for (size_t i = 0; i < n; i++) {
-    t->kinds[i] = kind_of(t->columns[i].type, strict);
+    size_t j = 0;
+    while (names[j] != t->columns[i].name)
+      j++;
+    t->kinds[i] = kind_of(affinity[j], strict);
     if (rowid_alias && t->columns[i].name == pk_name)
       t->kinds[i] = KIND_ROWID;
   }
+  free(names);
+  free(affinity);
   return 0;
 }
 

@@ -15,8 +15,10 @@
 
 /* Every test module's registration: adding a module is one line here. */
 static int (*const registrations[])(void) = {
-    register_canon_tests, register_vectors_tests,      register_frame_tests,
-    register_auth_tests,  register_store_sqlite_tests, register_session_tests,
+    register_canon_tests,        register_vectors_tests,
+    register_frame_tests,        register_auth_tests,
+    register_store_sqlite_tests, register_store_pg_tests,
+    register_session_tests,
 };
 
 static void list_tests(FILE *out) {

@@ -1,0 +1,1837 @@
+/*
+ * store_pg.c: the PostgreSQL storage backend, one lipsync_store over one
+ * libpq connection.
+ *
+ * A sync runs inside one READ COMMITTED transaction whose settings (time
+ * zone UTC, ISO dates, UTF-8, a 30 s lock timeout) are SET LOCAL, so a
+ * caller's connection gets its own back at the end. open_table locks each
+ * table IN SHARE ROW EXCLUSIVE MODE before it reads anything of it: other
+ * writers, and other syncs of the table, wait until this transaction ends
+ * (readers do not), so every later statement sees one consistent table
+ * even at READ COMMITTED, and a second sync of the table starts from the
+ * rows the first committed.
+ *
+ * Tables are named `schema.table` (split at the first '.'; no dot means
+ * schema public), exactly, and every identifier is quoted. Reads go
+ * through server-side BINARY cursors fetched in batches sized to about
+ * 8 MiB, so memory stays bounded whatever the table; values whose
+ * canonical form is PostgreSQL's text output (numeric, dates, json) are
+ * selected as ::text. Inserts of one table stream through one COPY FROM
+ * STDIN in text format, ended before any other statement; every value is
+ * checked against its column's canonical form (pg_types.c) before it
+ * enters the stream, and jsonb values are checked in batches once the
+ * COPY ends, since only the server knows jsonb's normalized form.
+ *
+ * Every statement waits for its result in short polls, so interrupt()
+ * from another thread cancels a lock wait at once (PQcancel).
+ */
+#include "buf.h"
+#include "canon.h"
+#include "pg_types.h"
+
+#include <errno.h>
+#include <libpq-fe.h>
+#include <poll.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define UUID_TEXT_LEN 36
+#define ERRMSG_SIZE 1024
+#define DEFAULT_SCHEMA "public"
+/* How long a sync waits for another's lock (spec LS-OPEN-6). */
+#define LOCK_TIMEOUT "30 s"
+/* NAMEDATALEN - 1. */
+#define MAX_IDENTIFIER 63
+/* A cursor's first batch is small, for tables of large rows; later ones
+ * hold about FETCH_TARGET_BYTES. */
+#define FETCH_FIRST_ROWS 100
+#define FETCH_MAX_ROWS 10000
+#define FETCH_TARGET_BYTES (8u << 20)
+/* COPY data is handed to libpq in chunks of this size. */
+#define COPY_CHUNK (256u << 10)
+/* jsonb values awaiting the server's check; beyond either bound the COPY
+ * ends early to check them. */
+#define JSONB_BATCH_BYTES (4u << 20)
+#define JSONB_BATCH_VALUES 10000
+/* Waiting for a result: poll interval, and how often an interrupted store
+ * repeats its cancel request (one that reaches the server between two
+ * statements is lost). */
+#define POLL_MS 100
+#define RECANCEL_POLLS 10
+/* Binary array header: ndim, flags, element type, length, lower bound. */
+#define ARRAY_HEADER 20
+
+static const char begin_sql[] =
+    "BEGIN ISOLATION LEVEL READ COMMITTED;"
+    " SET LOCAL lock_timeout = '30s';" /* LOCK_TIMEOUT */
+    " SET LOCAL idle_in_transaction_session_timeout = 0;"
+    " SET LOCAL TIME ZONE 'UTC';"
+    " SET LOCAL DateStyle = 'ISO, YMD';"
+    " SET LOCAL IntervalStyle = 'postgres';"
+    " SET LOCAL extra_float_digits = 3;"
+    " SET LOCAL client_encoding = 'UTF8'";
+
+typedef struct pg_store pg_store;
+typedef struct pg_table pg_table;
+typedef struct pg_cursor pg_cursor;
+
+/* A jsonb value sent in the current COPY, to be checked at its end; the
+ * k-th one's text is the k-th element of the store's |jsonb_array|. */
+typedef struct jsonb_item {
+  uint8_t uuid[LIPSYNC_UUID_LEN];
+  size_t column;
+} jsonb_item;
+
+struct pg_store {
+  lipsync_store base;
+  PGconn *conn;
+  bool owns_conn;
+  /* True while a transaction this store began is open: rollback must never
+   * end a transaction of the caller of wrap. */
+  bool in_txn;
+  bool no_cancel;       /* rolling back: never cancel that */
+  bool was_nonblocking; /* the caller's mode, restored when the sync ends */
+  PGcancel *cancel;
+  atomic_int interrupted; /* set by interrupt(), from any thread */
+  pg_table *tables;       /* opened since the last commit or rollback */
+  unsigned cursor_seq;    /* names cursors */
+  unsigned statement_seq; /* names prepared statements */
+  bytebuf deallocs;       /* "DEALLOCATE ...;" for them, at the end */
+  bytebuf closes;         /* "CLOSE ...;" for closed cursors, sent later */
+  PGresult *fetched;      /* the last fetch's row lives here */
+
+  /* The COPY in progress, if |copy_table|. Row k of it is line k + 1 of
+   * the stream; its UUID is at copy_uuids + 16 k, so that an error the
+   * server reports for a line names the row. */
+  pg_table *copy_table;
+  bytebuf copy_buf;
+  bytebuf copy_uuids;
+  size_t copy_rows;
+  bytebuf jsonb_array; /* binary text[]: header, then (length, bytes)... */
+  jsonb_item *jsonb;
+  size_t njsonb, jsonb_cap;
+
+  char **names; /* the last list_tables answer */
+  size_t nnames;
+  char errmsg[ERRMSG_SIZE];
+};
+
+struct pg_table {
+  lipsync_table base;
+  pg_store *store;
+  pg_table *next;
+  char *name;    /* the client's name */
+  char *relname; /* the table part */
+  char *qname;   /* "schema"."table", quoted */
+  char *oid;     /* as text */
+  bool partitioned;
+  lipsync_column *columns; /* canonical order; the names are owned */
+  pgtype *types;           /* per canonical column */
+  char **type_names;       /* per canonical column: format_type() */
+  size_t *uuid_slot;       /* per column: its scratch slot, or NO_SLOT */
+  size_t nuuid;            /* columns of type uuid */
+  bool has_uuid;           /* a _lipsync_uuid column of type uuid exists */
+  bool index_pending;      /* its index is built later: the table was empty */
+  char *uuid_bad_type;     /* the type of a _lipsync_uuid that is not uuid */
+  char *select_sql;        /* SELECT <columns>, _lipsync_uuid FROM <table> */
+  char *copy_sql;
+  char fetch_stmt[32]; /* the prepared lookup by UUID, once there is one */
+  size_t batch_rows;   /* rows the next FETCH asks for */
+  lipsync_value *fetch_values;
+  char *fetch_scratch;
+  pg_cursor *cursors;
+};
+
+#define NO_SLOT ((size_t)-1)
+
+struct pg_cursor {
+  lipsync_cursor base;
+  pg_table *table;
+  pg_cursor *next;
+  char name[32];
+  PGresult *res; /* the current batch */
+  int row, nrows;
+  bool last_batch;    /* the server has no more rows, and closes it */
+  int status;         /* 0 while rows remain, 1 at the end, or the error */
+  bool server_closed; /* its CLOSE is sent or queued */
+  char *scratch;      /* uuid columns' text */
+  lipsync_value values[];
+};
+
+/* ------------------------------------------------------------------ */
+/* Errors                                                               */
+/* ------------------------------------------------------------------ */
+
+/* A message cut short by the buffer must not end inside a UTF-8 sequence:
+ * it may travel in an Error frame. */
+static void trim_partial_utf8(char *s) {
+  size_t i = strlen(s), cont = 0;
+  while (i > 0 && cont < 3 && ((unsigned char)s[i - 1] & 0xC0) == 0x80) {
+    i--;
+    cont++;
+  }
+  if (i == 0)
+    return;
+  unsigned char lead = (unsigned char)s[i - 1];
+  size_t need = lead >= 0xF0 ? 3 : lead >= 0xE0 ? 2 : lead >= 0xC0 ? 1 : 0;
+  if (cont < need)
+    s[i - 1] = '\0';
+}
+
+static int fail(pg_store *s, int code, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static int fail(pg_store *s, int code, const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  int n = vsnprintf(s->errmsg, sizeof s->errmsg, fmt, ap);
+  va_end(ap);
+  if (n >= (int)sizeof s->errmsg)
+    trim_partial_utf8(s->errmsg);
+  return code;
+}
+
+static int fail_nomem(pg_store *s) {
+  return fail(s, LIPSYNC_ERR_NOMEM, "out of memory");
+}
+
+/* Copies libpq's message for one line of ours: no newlines at the end,
+ * spaces for those inside. */
+static void one_line(const char *msg, char *out, size_t outlen) {
+  size_t n = 0;
+  if (!msg || !*msg)
+    msg = "no message";
+  for (; *msg && n + 1 < outlen; msg++)
+    out[n++] = *msg == '\n' ? ' ' : *msg;
+  while (n > 0 && out[n - 1] == ' ')
+    n--;
+  out[n] = '\0';
+}
+
+static bool is_interrupted(pg_store *s) {
+  return atomic_load(&s->interrupted) != 0;
+}
+
+static int fail_interrupted(pg_store *s) {
+  return fail(s, LIPSYNC_ERR_SHUTTING_DOWN, "interrupted: stopping");
+}
+
+/* "table t: what: " or "what: ". */
+static void context_prefix(char *out, size_t outlen, const char *table,
+                           const char *what) {
+  if (table)
+    snprintf(out, outlen, "table %s: %s", table, what);
+  else
+    snprintf(out, outlen, "%s", what);
+}
+
+/* Fails with PostgreSQL's message for |res| (NULL: the connection's), its
+ * primary message and DETAIL. */
+static int fail_pg(pg_store *s, const PGresult *res, const char *table,
+                   const char *what) {
+  char prefix[256], msg[768];
+  const char *state = res ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
+  const char *primary =
+      res ? PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY) : NULL;
+  const char *detail =
+      res ? PQresultErrorField(res, PG_DIAG_MESSAGE_DETAIL) : NULL;
+
+  context_prefix(prefix, sizeof prefix, table, what);
+  if (is_interrupted(s))
+    return fail(s, LIPSYNC_ERR_SHUTTING_DOWN, "%s: interrupted: stopping",
+                prefix);
+  if (primary)
+    one_line(primary, msg, sizeof msg);
+  else if (res && PQresultStatus(res) != PGRES_FATAL_ERROR &&
+           PQresultStatus(res) != PGRES_BAD_RESPONSE)
+    snprintf(msg, sizeof msg, "unexpected result %s",
+             PQresStatus(PQresultStatus(res)));
+  else
+    one_line(res ? PQresultErrorMessage(res) : PQerrorMessage(s->conn), msg,
+             sizeof msg);
+  int code = state && strcmp(state, "53200") == 0 ? LIPSYNC_ERR_NOMEM
+                                                  : LIPSYNC_ERR_STORAGE;
+  if (state && strcmp(state, "55P03") == 0) /* lock_not_available */
+    snprintf(msg + strlen(msg), sizeof msg - strlen(msg),
+             " (another transaction held a lock this sync needs for "
+             "more than " LOCK_TIMEOUT ")");
+  if (detail && *detail) {
+    char d[512];
+    one_line(detail, d, sizeof d);
+    return fail(s, code, "%s: %s: %s", prefix, msg, d);
+  }
+  return fail(s, code, "%s: %s", prefix, msg);
+}
+
+/* ------------------------------------------------------------------ */
+/* Statements                                                           */
+/* ------------------------------------------------------------------ */
+
+/* The next result of the statement in flight, NULL after the last. Waits
+ * in short polls: once the store is interrupted it cancels the statement
+ * (again every second, in case the first request came too early). */
+static PGresult *next_result(pg_store *s) {
+  unsigned polls = 0;
+  bool cancelled = false;
+  while (PQisBusy(s->conn)) {
+    if (is_interrupted(s) && !s->no_cancel && s->cancel &&
+        (!cancelled || polls % RECANCEL_POLLS == 0)) {
+      char buf[256];
+      PQcancel(s->cancel, buf, sizeof buf);
+      cancelled = true;
+    }
+    struct pollfd pfd = {.fd = PQsocket(s->conn), .events = POLLIN};
+    if (pfd.fd < 0)
+      break;
+    if (poll(&pfd, 1, POLL_MS) < 0 && errno != EINTR)
+      break;
+    polls++;
+    if (!PQconsumeInput(s->conn))
+      break; /* PQgetResult reports the broken connection */
+  }
+  return PQgetResult(s->conn);
+}
+
+static bool failed(const PGresult *r) {
+  if (!r)
+    return true;
+  ExecStatusType st = PQresultStatus(r);
+  return st == PGRES_FATAL_ERROR || st == PGRES_BAD_RESPONSE ||
+         st == PGRES_NONFATAL_ERROR;
+}
+
+/* Collects the results of the statements in flight: the first failure, or
+ * else the last result; a COPY's result as soon as it comes. */
+static PGresult *finish(pg_store *s) {
+  PGresult *keep = NULL, *r;
+  while ((r = next_result(s)) != NULL) {
+    ExecStatusType st = PQresultStatus(r);
+    if (st == PGRES_COPY_IN || st == PGRES_COPY_OUT || st == PGRES_COPY_BOTH) {
+      if (keep && failed(keep)) {
+        /* Cannot happen: a failed statement ends the string. */
+        PQclear(r);
+        return keep;
+      }
+      PQclear(keep);
+      return r;
+    }
+    if (keep && failed(keep)) {
+      PQclear(r);
+    } else {
+      PQclear(keep);
+      keep = r;
+    }
+  }
+  return keep;
+}
+
+/* Runs |sql|, one or more statements, in text format. */
+static PGresult *run(pg_store *s, const char *sql) {
+  if (!PQsendQuery(s->conn, sql))
+    return NULL;
+  return finish(s);
+}
+
+/* Runs the one statement |sql| with |n| binary parameters. */
+static PGresult *run_params(pg_store *s, const char *sql, int n,
+                            const Oid *types, const char *const *values,
+                            const int *lengths, int result_format) {
+  int formats[2] = {1, 1};
+  if (!PQsendQueryParams(s->conn, sql, n, types, values, lengths,
+                         n ? formats : NULL, result_format))
+    return NULL;
+  return finish(s);
+}
+
+/* 0 if |r| has status |want|, else the failure, described. Clears |r|. */
+static int expect(pg_store *s, PGresult *r, ExecStatusType want,
+                  const char *table, const char *what) {
+  int rc = 0;
+  if (!r || PQresultStatus(r) != want)
+    rc = fail_pg(s, r, table, what);
+  PQclear(r);
+  return rc;
+}
+
+/* Runs |sql| (statements returning no rows) on behalf of |table|. */
+static int exec_sql(pg_store *s, const char *sql, const char *table,
+                    const char *what) {
+  return expect(s, run(s, sql), PGRES_COMMAND_OK, table, what);
+}
+
+/* ------------------------------------------------------------------ */
+/* SQL text                                                             */
+/* ------------------------------------------------------------------ */
+
+static int put(bytebuf *b, const char *text) {
+  return bytebuf_append(b, text, strlen(text));
+}
+
+static int putf(bytebuf *b, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+static int putf(bytebuf *b, const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  int n = vsnprintf(NULL, 0, fmt, ap);
+  va_end(ap);
+  if (n < 0)
+    return LIPSYNC_ERR_INTERNAL;
+  /* Room for vsnprintf's NUL, which is not kept. */
+  int rc = bytebuf_reserve(b, (size_t)n + 1);
+  if (rc)
+    return rc;
+  va_start(ap, fmt);
+  vsnprintf((char *)b->data + b->len, (size_t)n + 1, fmt, ap);
+  va_end(ap);
+  b->len += (size_t)n;
+  return 0;
+}
+
+/* The bytes of |b| as a string (NUL-terminated, not counted), or NULL if
+ * no room was left for the NUL. */
+static const char *cstr(bytebuf *b) {
+  if (bytebuf_append(b, "", 1) != 0)
+    return NULL;
+  b->len--;
+  return (const char *)b->data;
+}
+
+/* A malloc'd copy of the string in |b|, which is freed; NULL if memory ran
+ * out. */
+static char *take_cstr(bytebuf *b, int rc) {
+  char *out = NULL;
+  if (rc == 0 && cstr(b))
+    out = strdup((const char *)b->data);
+  bytebuf_free(b);
+  return out;
+}
+
+/* Appends |name| quoted as an identifier. */
+static int put_ident(pg_store *s, bytebuf *b, const char *name) {
+  char *q = PQescapeIdentifier(s->conn, name, strlen(name));
+  if (!q)
+    return LIPSYNC_ERR_NOMEM;
+  int rc = put(b, q);
+  PQfreemem(q);
+  return rc;
+}
+
+/* Notes that |c|'s server cursor is to be closed, with the next
+ * statement. */
+static void queue_close(pg_store *s, pg_cursor *c) {
+  if (c->server_closed)
+    return;
+  c->server_closed = true;
+  if (putf(&s->closes, "CLOSE \"%s\"; ", c->name) != 0)
+    s->closes.len = 0; /* no memory: the transaction's end closes it */
+}
+
+/* Sends the CLOSE of cursors closed since the last statement. */
+static int flush_closes(pg_store *s) {
+  if (!s->closes.len)
+    return 0;
+  if (!cstr(&s->closes))
+    return fail_nomem(s);
+  int rc = exec_sql(s, (const char *)s->closes.data, NULL, "closing cursors");
+  s->closes.len = 0;
+  return rc;
+}
+
+/* ------------------------------------------------------------------ */
+/* COPY                                                                 */
+/* ------------------------------------------------------------------ */
+
+static void copy_reset(pg_store *s) {
+  s->copy_table = NULL;
+  s->copy_buf.len = 0;
+  s->copy_uuids.len = 0;
+  s->copy_rows = 0;
+  s->jsonb_array.len = 0;
+  s->njsonb = 0;
+}
+
+static int copy_begin(pg_store *s, pg_table *t) {
+  PGresult *r = run(s, t->copy_sql);
+  if (!r || PQresultStatus(r) != PGRES_COPY_IN)
+    return expect(s, r, PGRES_COPY_IN, t->name, "insert");
+  PQclear(r);
+  copy_reset(s);
+  s->copy_table = t;
+  return 0;
+}
+
+/* Hands the buffered rows to libpq. Returns false if the COPY failed: the
+ * server has reported an error, which copy_end() collects. */
+static bool copy_send(pg_store *s) {
+  if (s->copy_buf.len == 0)
+    return true;
+  int rc = PQputCopyData(s->conn, (const char *)s->copy_buf.data,
+                         (int)s->copy_buf.len);
+  s->copy_buf.len = 0;
+  return rc == 1;
+}
+
+/* The row of line |line| of the COPY, formatted, if the COPY had one. */
+static bool copy_row(pg_store *s, unsigned long line, char out[37]) {
+  if (line == 0 || line > s->copy_rows)
+    return false;
+  lipsync_uuid_format(s->copy_uuids.data + (line - 1) * LIPSYNC_UUID_LEN, out);
+  return true;
+}
+
+/* Fails with the error that ended the COPY into |t|: a value the server
+ * refused (SQLSTATE class 22, data exception, or 54001, JSON nested beyond
+ * its stack) is an invalid value, anything else (a constraint) a storage
+ * error. The CONTEXT ("COPY t, line 7") names the row. */
+static int fail_copy(pg_store *s, pg_table *t, const PGresult *r) {
+  const char *state = r ? PQresultErrorField(r, PG_DIAG_SQLSTATE) : NULL;
+  const char *context = r ? PQresultErrorField(r, PG_DIAG_CONTEXT) : NULL;
+  const char *line = context ? strstr(context, ", line ") : NULL;
+  char what[64] = "insert";
+  char uuid[37];
+  int rc;
+
+  if (line && copy_row(s, strtoul(line + 7, NULL, 10), uuid))
+    snprintf(what, sizeof what, "row %s", uuid);
+  rc = fail_pg(s, r, t->name, what);
+  if (rc == LIPSYNC_ERR_STORAGE && state &&
+      (strncmp(state, "22", 2) == 0 || strcmp(state, "54001") == 0))
+    rc = LIPSYNC_ERR_INVALID_VALUE;
+  return rc;
+}
+
+/* Asks the server whether every jsonb value of the COPY reads back as it
+ * was sent: one statement for the whole batch. */
+static int check_jsonb(pg_store *s, pg_table *t) {
+  static const char sql[] =
+      "SELECT u.i, u.v::pg_catalog.jsonb::pg_catalog.text"
+      " FROM pg_catalog.unnest($1::pg_catalog.text[]) WITH ORDINALITY"
+      " AS u(v, i)"
+      " WHERE u.v::pg_catalog.jsonb::pg_catalog.text COLLATE \"C\""
+      " IS DISTINCT FROM u.v COLLATE \"C\" LIMIT 1";
+  const Oid types[1] = {PGTYPE_OID_TEXT_ARRAY};
+  uint8_t *h = s->jsonb_array.data;
+  uint32_t header[5] = {1, 0, PGTYPE_OID_TEXT, (uint32_t)s->njsonb, 1};
+  PGresult *r;
+  int rc;
+
+  for (size_t i = 0; i < 5; i++) {
+    h[4 * i] = (uint8_t)(header[i] >> 24);
+    h[4 * i + 1] = (uint8_t)(header[i] >> 16);
+    h[4 * i + 2] = (uint8_t)(header[i] >> 8);
+    h[4 * i + 3] = (uint8_t)header[i];
+  }
+  const char *values[1] = {(const char *)h};
+  int lengths[1] = {(int)s->jsonb_array.len};
+  r = run_params(s, sql, 1, types, values, lengths, 0);
+  if (!r || PQresultStatus(r) != PGRES_TUPLES_OK)
+    return expect(s, r, PGRES_TUPLES_OK, t->name, "checking jsonb values");
+  rc = 0;
+  if (PQntuples(r) > 0) {
+    unsigned long index = strtoul(PQgetvalue(r, 0, 0), NULL, 10);
+    char uuid[37], stored[64];
+    if (index < 1 || index > s->njsonb) {
+      PQclear(r);
+      return fail(s, LIPSYNC_ERR_STORAGE,
+                  "table %s: checking jsonb values: unexpected result",
+                  t->name);
+    }
+    const jsonb_item *item = &s->jsonb[index - 1];
+    lipsync_value v = {.type = LIPSYNC_TEXT};
+    const char *text = PQgetvalue(r, 0, 1);
+    v.u.bytes.data = text;
+    v.u.bytes.len = strlen(text);
+    pgtype_describe_value(&v, stored, sizeof stored);
+    lipsync_uuid_format(item->uuid, uuid);
+    rc = fail(s, LIPSYNC_ERR_INVALID_VALUE,
+              "table %s: row %s: column %s (jsonb) cannot store its value "
+              "exactly: it is not in jsonb's normalized form (jsonb would "
+              "store %s)",
+              t->name, uuid, t->columns[item->column].name, stored);
+  }
+  PQclear(r);
+  return rc;
+}
+
+/* Ends the COPY in progress, if any, before another statement: sends the
+ * rest, then takes the server's verdict on the whole stream, then checks
+ * its jsonb values. */
+static int copy_end(pg_store *s) {
+  pg_table *t = s->copy_table;
+  PGresult *r;
+  int rc = 0;
+  if (!t)
+    return 0;
+  /* A stream that could not be sent whole must not be committed. */
+  PQputCopyEnd(s->conn, copy_send(s) ? NULL : "incomplete COPY data");
+  r = finish(s);
+  if (!r || PQresultStatus(r) != PGRES_COMMAND_OK)
+    rc = fail_copy(s, t, r);
+  PQclear(r);
+  if (rc == 0 && s->njsonb)
+    rc = check_jsonb(s, t);
+  copy_reset(s);
+  return rc;
+}
+
+/* Ends the COPY in progress with an error, for rollback. */
+static void copy_abort(pg_store *s) {
+  if (!s->copy_table)
+    return;
+  s->copy_buf.len = 0;
+  PQputCopyEnd(s->conn, "rolled back");
+  PQclear(finish(s));
+  copy_reset(s);
+}
+
+/* ------------------------------------------------------------------ */
+/* Tables                                                               */
+/* ------------------------------------------------------------------ */
+
+static void cursor_free(pg_cursor *c) {
+  PQclear(c->res);
+  free(c->scratch);
+  free(c);
+}
+
+static void table_free(pg_table *t) {
+  if (!t)
+    return;
+  while (t->cursors) {
+    pg_cursor *c = t->cursors;
+    t->cursors = c->next;
+    cursor_free(c);
+  }
+  if (t->columns)
+    for (size_t i = 0; i < t->base.ncolumns; i++)
+      free((char *)t->columns[i].name);
+  if (t->type_names)
+    for (size_t i = 0; i < t->base.ncolumns; i++)
+      free(t->type_names[i]);
+  free(t->columns);
+  free(t->types);
+  free(t->type_names);
+  free(t->uuid_slot);
+  free(t->uuid_bad_type);
+  free(t->select_sql);
+  free(t->copy_sql);
+  free(t->fetch_values);
+  free(t->fetch_scratch);
+  free(t->name);
+  free(t->relname);
+  free(t->qname);
+  free(t->oid);
+  free(t);
+}
+
+/* Ends the life of every table handle and cursor of the transaction (its
+ * end closes the cursors on the server). */
+static void free_tables(pg_store *s) {
+  while (s->tables) {
+    pg_table *t = s->tables;
+    s->tables = t->next;
+    table_free(t);
+  }
+  s->closes.len = 0;
+  PQclear(s->fetched);
+  s->fetched = NULL;
+}
+
+/* Splits |name| at its first '.' into a schema and a table; no '.' means
+ * schema public. */
+static int split_name(pg_store *s, pg_table *t, char **schema) {
+  const char *dot = strchr(t->name, '.');
+  if (dot) {
+    *schema = strndup(t->name, (size_t)(dot - t->name));
+    t->relname = strdup(dot + 1);
+  } else {
+    *schema = strdup(DEFAULT_SCHEMA);
+    t->relname = strdup(t->name);
+  }
+  return *schema && t->relname ? 0 : fail_nomem(s);
+}
+
+static bool is_system_schema(const char *schema) {
+  return strncmp(schema, "pg_", 3) == 0 ||
+         strcmp(schema, "information_schema") == 0;
+}
+
+static const char *relkind_name(char kind) {
+  switch (kind) {
+  case 'v':
+    return "a view";
+  case 'm':
+    return "a materialized view";
+  case 'f':
+    return "a foreign table";
+  case 'S':
+    return "a sequence";
+  default:
+    return "not a table";
+  }
+}
+
+/* Finds the table: its OID and kind. */
+static int find_table(pg_store *s, pg_table *t, const char *schema) {
+  static const char sql[] =
+      "SELECT c.oid, c.relkind FROM pg_catalog.pg_class c"
+      " JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace"
+      " WHERE n.nspname = $1 AND c.relname = $2";
+  const char *values[2] = {schema, t->relname};
+  int lengths[2] = {(int)strlen(schema), (int)strlen(t->relname)};
+  PGresult *r;
+  int rc = 0;
+
+  if (is_system_schema(schema))
+    return fail(s, LIPSYNC_ERR_UNKNOWN_TABLE,
+                "no table %s (PostgreSQL's system tables cannot be synced)",
+                t->name);
+  /* PostgreSQL would cut a longer name short, and find another table. */
+  if (!*t->relname || !*schema || strlen(t->relname) > MAX_IDENTIFIER ||
+      strlen(schema) > MAX_IDENTIFIER)
+    return fail(s, LIPSYNC_ERR_UNKNOWN_TABLE, "no table %s", t->name);
+  /* Text parameters sent as binary: the same bytes. */
+  r = run_params(s, sql, 2, NULL, values, lengths, 0);
+  if (!r || PQresultStatus(r) != PGRES_TUPLES_OK)
+    return expect(s, r, PGRES_TUPLES_OK, t->name, "looking up the table");
+  if (PQntuples(r) == 0) {
+    rc = fail(s, LIPSYNC_ERR_UNKNOWN_TABLE, "no table %s", t->name);
+  } else {
+    char kind = PQgetvalue(r, 0, 1)[0];
+    if (kind != 'r' && kind != 'p')
+      rc = fail(s, LIPSYNC_ERR_UNKNOWN_TABLE,
+                "no table %s (%s cannot be synced)", t->name,
+                relkind_name(kind));
+    t->partitioned = kind == 'p';
+    if (!rc && !(t->oid = strdup(PQgetvalue(r, 0, 0))))
+      rc = fail_nomem(s);
+  }
+  PQclear(r);
+  return rc;
+}
+
+/* Takes one column of the catalog's answer (row |i| of |r|) into
+ * |cols|/|types|/|names| at |*n|, or notes the UUID column. */
+static int take_column(pg_store *s, pg_table *t, PGresult *r, int i,
+                       lipsync_column *cols, pgtype *types, char **names,
+                       size_t *n) {
+  const char *name = PQgetvalue(r, i, 0);
+  uint32_t oid = (uint32_t)strtoul(PQgetvalue(r, i, 1), NULL, 10);
+  int32_t typmod = (int32_t)strtol(PQgetvalue(r, i, 2), NULL, 10);
+  bool generated = PQgetvalue(r, i, 3)[0] == 't';
+  bool citext = PQgetvalue(r, i, 4)[0] == 't';
+  const char *type_name = PQgetvalue(r, i, 5);
+  pgtype type;
+
+  if (strcmp(name, LIPSYNC_UUID_COLUMN) == 0) {
+    if (oid == PGTYPE_OID_UUID)
+      t->has_uuid = true;
+    else if (!(t->uuid_bad_type = strdup(type_name)))
+      return fail_nomem(s);
+    return 0;
+  }
+  /* Generated columns are not canonical columns (LS-TABLE-3): the server
+   * computes them from the others. */
+  if (generated)
+    return 0;
+  if (!pgtype_from_oid(oid, typmod, citext, &type))
+    return fail(s, LIPSYNC_ERR_SCHEMA_MISMATCH,
+                "table %s: column %s has type %s, which has no canonical "
+                "type and cannot be synced",
+                t->name, name, type_name);
+  cols[*n].name = strdup(name);
+  cols[*n].type = pgtype_canonical(type.kind);
+  names[*n] = strdup(type_name);
+  types[*n] = type;
+  (*n)++;
+  if (!cols[*n - 1].name || !names[*n - 1])
+    return fail_nomem(s);
+  return 0;
+}
+
+/* Locks the table, then reads its columns into canonical order. */
+static int lock_and_read_columns(pg_store *s, pg_table *t) {
+  bytebuf sql = {0};
+  PGresult *r;
+  lipsync_column *cols = NULL;
+  pgtype *types = NULL;
+  char **names = NULL;
+  size_t n = 0, total;
+  int rc;
+
+  rc = put(&sql, "LOCK TABLE ");
+  if (!rc)
+    rc = put(&sql, t->qname);
+  if (!rc)
+    rc = putf(&sql,
+              " IN SHARE ROW EXCLUSIVE MODE;"
+              " SELECT a.attname, a.atttypid, a.atttypmod,"
+              " a.attgenerated <> '', ty.typname = 'citext' AND"
+              " ty.typtype = 'b', pg_catalog.format_type(a.atttypid,"
+              " a.atttypmod) FROM pg_catalog.pg_attribute a"
+              " JOIN pg_catalog.pg_type ty ON ty.oid = a.atttypid"
+              " WHERE a.attrelid = %s AND a.attnum > 0",
+              t->oid);
+  if (!rc)
+    rc = put(&sql, " AND NOT a.attisdropped ORDER BY a.attnum");
+  if (rc || !cstr(&sql)) {
+    bytebuf_free(&sql);
+    return fail_nomem(s);
+  }
+  r = run(s, (const char *)sql.data);
+  bytebuf_free(&sql);
+  if (!r || PQresultStatus(r) != PGRES_TUPLES_OK)
+    return expect(s, r, PGRES_TUPLES_OK, t->name, "locking the table");
+
+  total = (size_t)PQntuples(r);
+  cols = calloc(total + 1, sizeof *cols);
+  types = calloc(total + 1, sizeof *types);
+  names = calloc(total + 1, sizeof *names);
+  if (!cols || !types || !names)
+    rc = fail_nomem(s);
+  for (size_t i = 0; i < total && !rc; i++)
+    rc = take_column(s, t, r, (int)i, cols, types, names, &n);
+  PQclear(r);
+
+  /* Sort, then put types and type names in the same order: each sorted
+   * column is found by its name's address. */
+  t->base.ncolumns = n;
+  t->columns = calloc(n + 1, sizeof *t->columns);
+  t->types = calloc(n + 1, sizeof *t->types);
+  t->type_names = calloc(n + 1, sizeof *t->type_names);
+  if (!rc && (!t->columns || !t->types || !t->type_names))
+    rc = fail_nomem(s);
+  if (!rc) {
+    memcpy(t->columns, cols, n * sizeof *cols);
+    canon_sort_columns(t->columns, n);
+    for (size_t i = 0; i < n; i++) {
+      size_t j = 0;
+      while (cols[j].name != t->columns[i].name)
+        j++;
+      t->types[i] = types[j];
+      t->type_names[i] = names[j];
+      names[j] = NULL;
+    }
+  } else {
+    for (size_t i = 0; i < n; i++)
+      free((char *)cols[i].name);
+    t->base.ncolumns = 0;
+  }
+  if (names)
+    for (size_t i = 0; i < n; i++)
+      free(names[i]);
+  free(cols);
+  free(types);
+  free(names);
+  return rc;
+}
+
+/*
+ * SELECT "c1", "c2"::pg_catalog.text, ..., "_lipsync_uuid" FROM "s"."t"
+ * and COPY "s"."t" ("c1", ..., "_lipsync_uuid") FROM STDIN.
+ */
+static int build_statements(pg_store *s, pg_table *t) {
+  bytebuf sel = {0}, copy = {0};
+  int rc = put(&sel, "SELECT ");
+  if (!rc)
+    rc = putf(&copy, "COPY %s (", t->qname);
+  t->nuuid = 0;
+  for (size_t i = 0; i < t->base.ncolumns && !rc; i++) {
+    t->uuid_slot[i] = t->types[i].kind == PGTYPE_UUID ? t->nuuid++ : NO_SLOT;
+    rc = put_ident(s, &sel, t->columns[i].name);
+    if (!rc && pgtype_select_as_text(t->types[i].kind))
+      rc = put(&sel, "::pg_catalog.text");
+    if (!rc)
+      rc = put(&sel, ", ");
+    if (!rc)
+      rc = put_ident(s, &copy, t->columns[i].name);
+    if (!rc)
+      rc = put(&copy, ", ");
+  }
+  if (!rc)
+    rc = putf(&sel, "\"%s\" FROM %s", LIPSYNC_UUID_COLUMN, t->qname);
+  if (!rc)
+    rc = putf(&copy, "\"%s\") FROM STDIN", LIPSYNC_UUID_COLUMN);
+  t->select_sql = take_cstr(&sel, rc);
+  t->copy_sql = take_cstr(&copy, rc);
+  return t->select_sql && t->copy_sql ? 0 : fail_nomem(s);
+}
+
+static int pg_store_open_table(lipsync_store *store, const char *name,
+                               lipsync_table **out) {
+  pg_store *s = (pg_store *)store;
+  pg_table *t;
+  char *schema = NULL;
+  bytebuf q = {0};
+  int rc;
+
+  *out = NULL;
+  if (is_interrupted(s))
+    return fail_interrupted(s);
+  if (!name)
+    return fail(s, LIPSYNC_ERR_INVALID_ARGUMENT, "no table name");
+  for (t = s->tables; t; t = t->next) {
+    if (strcmp(t->name, name) == 0) {
+      *out = &t->base;
+      return 0;
+    }
+  }
+  if (!s->in_txn)
+    return fail(s, LIPSYNC_ERR_INTERNAL,
+                "open_table %s: no transaction is open", name);
+  if ((rc = copy_end(s)) != 0)
+    return rc;
+
+  t = calloc(1, sizeof *t);
+  if (!t)
+    return fail_nomem(s);
+  t->store = s;
+  t->batch_rows = FETCH_FIRST_ROWS;
+  if (!(t->name = strdup(name))) {
+    rc = fail_nomem(s);
+    goto fail;
+  }
+  if ((rc = split_name(s, t, &schema)) != 0)
+    goto fail;
+  rc = put_ident(s, &q, schema);
+  if (!rc)
+    rc = put(&q, ".");
+  if (!rc)
+    rc = put_ident(s, &q, t->relname);
+  if (!(t->qname = take_cstr(&q, rc))) {
+    rc = fail_nomem(s);
+    goto fail;
+  }
+  if ((rc = find_table(s, t, schema)) != 0)
+    goto fail;
+  if ((rc = lock_and_read_columns(s, t)) != 0)
+    goto fail;
+  size_t n = t->base.ncolumns;
+  t->uuid_slot = calloc(n + 1, sizeof *t->uuid_slot);
+  t->fetch_values = calloc(n + 1, sizeof *t->fetch_values);
+  if (!t->uuid_slot || !t->fetch_values) {
+    rc = fail_nomem(s);
+    goto fail;
+  }
+  if ((rc = build_statements(s, t)) != 0)
+    goto fail;
+  if (!(t->fetch_scratch = malloc(37 * (t->nuuid + 1)))) {
+    rc = fail_nomem(s);
+    goto fail;
+  }
+  free(schema);
+  t->base.name = t->name;
+  t->base.columns = t->columns;
+  t->next = s->tables;
+  s->tables = t;
+  *out = &t->base;
+  return 0;
+
+fail:
+  free(schema);
+  table_free(t);
+  return rc;
+}
+
+/* What ensure_uuid_index() needs to know, in one round trip: whether an
+ * index on _lipsync_uuid alone exists (unique, unless the table is
+ * partitioned), whether the name we would give one is free, and whether
+ * the table is empty. */
+typedef struct index_facts {
+  bool found, name_free, empty;
+} index_facts;
+
+static int find_uuid_index(pg_store *s, pg_table *t, const char *index_name,
+                           index_facts *facts) {
+  bytebuf sql = {0};
+  PGresult *r;
+  int rc = putf(
+      &sql,
+      "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_index i"
+      " JOIN pg_catalog.pg_attribute a ON a.attrelid = i.indrelid"
+      " AND a.attnum = i.indkey[0] WHERE i.indrelid = %s AND a.attname = '%s'"
+      " AND i.indnkeyatts = 1 AND (i.indisunique OR %s) AND i.indisvalid"
+      " AND i.indpred IS NULL AND i.indexprs IS NULL),"
+      " NOT EXISTS (SELECT 1 FROM pg_catalog.pg_class c"
+      " WHERE c.relname = $1 AND c.relnamespace = (SELECT"
+      " relnamespace FROM pg_catalog.pg_class WHERE oid = %s)),"
+      " NOT EXISTS (SELECT 1 FROM %s)",
+      t->oid, LIPSYNC_UUID_COLUMN, t->partitioned ? "true" : "false", t->oid,
+      t->qname);
+  if (rc || !cstr(&sql)) {
+    bytebuf_free(&sql);
+    return fail_nomem(s);
+  }
+  const char *values[1] = {index_name};
+  int lengths[1] = {(int)strlen(index_name)};
+  r = run_params(s, (const char *)sql.data, 1, NULL, values, lengths, 0);
+  bytebuf_free(&sql);
+  if (!r || PQresultStatus(r) != PGRES_TUPLES_OK)
+    return expect(s, r, PGRES_TUPLES_OK, t->name,
+                  "looking for the " LIPSYNC_UUID_COLUMN " index");
+  if (PQntuples(r) != 1 || PQnfields(r) != 3) {
+    PQclear(r);
+    return fail(s, LIPSYNC_ERR_STORAGE,
+                "table %s: looking for the " LIPSYNC_UUID_COLUMN
+                " index: unexpected result",
+                t->name);
+  }
+  facts->found = PQgetvalue(r, 0, 0)[0] == 't';
+  facts->name_free = PQgetvalue(r, 0, 1)[0] == 't';
+  facts->empty = PQgetvalue(r, 0, 2)[0] == 't';
+  PQclear(r);
+  return 0;
+}
+
+/*
+ * Creates the index on _lipsync_uuid if the table has none: unique, but
+ * on a partitioned table, where PostgreSQL allows unique indexes only
+ * over the partition key, a plain one (the session refuses duplicates as
+ * it reads the table). Named <table>__lipsync_uuid when that name fits
+ * and is free, else as PostgreSQL chooses.
+ *
+ * An empty table, when |may_defer|, gets it later (build_pending_index):
+ * rows bulk-loaded into it arrive in random UUID order, and one index
+ * build afterwards costs a third less than keeping the index up to date
+ * through the COPY.
+ */
+static int ensure_uuid_index(pg_store *s, pg_table *t, bool may_defer) {
+  char index_name[MAX_IDENTIFIER + 16];
+  index_facts facts = {false, false, false};
+  bytebuf sql = {0};
+  PGresult *r;
+  int rc;
+
+  snprintf(index_name, sizeof index_name, "%s_%s", t->relname,
+           LIPSYNC_UUID_COLUMN);
+  bool fits = strlen(index_name) <= MAX_IDENTIFIER;
+  if ((rc = find_uuid_index(s, t, fits ? index_name : "", &facts)) != 0)
+    return rc;
+  if (facts.found)
+    return 0;
+  if (may_defer && facts.empty && !t->partitioned) {
+    t->index_pending = true;
+    return 0;
+  }
+  rc = put(&sql, t->partitioned ? "CREATE INDEX " : "CREATE UNIQUE INDEX ");
+  if (!rc && facts.name_free && fits)
+    rc = put_ident(s, &sql, index_name);
+  if (!rc)
+    rc = put(&sql, " ON ");
+  if (!rc)
+    rc = put(&sql, t->qname);
+  if (!rc)
+    rc = put(&sql, " (\"" LIPSYNC_UUID_COLUMN "\")");
+  if (rc || !cstr(&sql)) {
+    bytebuf_free(&sql);
+    return fail_nomem(s);
+  }
+  r = run(s, (const char *)sql.data);
+  bytebuf_free(&sql);
+  if (r && PQresultStatus(r) == PGRES_COMMAND_OK) {
+    PQclear(r);
+    return 0;
+  }
+  const char *state = r ? PQresultErrorField(r, PG_DIAG_SQLSTATE) : NULL;
+  rc = fail_pg(s, r, t->name,
+               state && strcmp(state, "23505") == 0
+                   ? "duplicate " LIPSYNC_UUID_COLUMN " values"
+                   : "creating the " LIPSYNC_UUID_COLUMN " index");
+  PQclear(r);
+  return rc;
+}
+
+/* Builds the index deferred by ensure_uuid_index(): before a lookup by
+ * UUID needs it, or at commit. PostgreSQL refuses to build it while a
+ * cursor on the table is open: then lookups go without it until the
+ * cursor is done (a full scan read halfway, which the session does not
+ * leave to look rows up). */
+static int build_pending_index(pg_store *s, pg_table *t) {
+  int rc;
+  if (!t->index_pending)
+    return 0;
+  for (pg_cursor *c = t->cursors; c; c = c->next)
+    if (!c->server_closed)
+      return 0;
+  if ((rc = copy_end(s)) != 0 || (rc = flush_closes(s)) != 0)
+    return rc;
+  t->index_pending = false;
+  return ensure_uuid_index(s, t, false);
+}
+
+static int pg_store_prepare_table(lipsync_store *store, lipsync_table *table) {
+  pg_store *s = (pg_store *)store;
+  pg_table *t = (pg_table *)table;
+  bytebuf sql = {0};
+  int rc;
+
+  if (is_interrupted(s))
+    return fail_interrupted(s);
+  if (t->uuid_bad_type)
+    return fail(s, LIPSYNC_ERR_STORAGE,
+                "table %s: column " LIPSYNC_UUID_COLUMN
+                " has type %s; it must be uuid",
+                t->name, t->uuid_bad_type);
+  if ((rc = copy_end(s)) != 0)
+    return rc;
+  /* A new column gets a fresh UUID in every row as the table is rewritten
+   * once, cheaper than adding it empty and updating every row. */
+  if (!t->has_uuid) {
+    rc = put(&sql, "ALTER TABLE ");
+    if (!rc)
+      rc = put(&sql, t->qname);
+    if (!rc)
+      rc = put(&sql, " ADD COLUMN \"" LIPSYNC_UUID_COLUMN
+                     "\" pg_catalog.uuid DEFAULT pg_catalog.gen_random_uuid();"
+                     " ALTER TABLE ");
+    if (!rc)
+      rc = put(&sql, t->qname);
+    if (!rc)
+      rc = put(&sql, " ALTER COLUMN \"" LIPSYNC_UUID_COLUMN "\" DROP DEFAULT");
+  } else {
+    rc = put(&sql, "UPDATE ");
+    if (!rc)
+      rc = put(&sql, t->qname);
+    if (!rc)
+      rc = put(&sql,
+               " SET \"" LIPSYNC_UUID_COLUMN
+               "\" = pg_catalog.gen_random_uuid() WHERE \"" LIPSYNC_UUID_COLUMN
+               "\" IS NULL");
+  }
+  if (rc || !cstr(&sql)) {
+    bytebuf_free(&sql);
+    return fail_nomem(s);
+  }
+  rc = exec_sql(s, (const char *)sql.data, t->name,
+                t->has_uuid ? "giving rows a UUID"
+                            : "adding " LIPSYNC_UUID_COLUMN);
+  bytebuf_free(&sql);
+  if (rc)
+    return rc;
+  t->has_uuid = true;
+  if (t->index_pending)
+    return 0;
+  return ensure_uuid_index(s, t, true);
+}
+
+/* ------------------------------------------------------------------ */
+/* Reading                                                              */
+/* ------------------------------------------------------------------ */
+
+static int not_prepared(pg_store *s, pg_table *t, const char *what) {
+  return fail(s, LIPSYNC_ERR_STORAGE,
+              "table %s: %s: the table has no " LIPSYNC_UUID_COLUMN
+              " column (prepare_table adds it)",
+              t->name, what);
+}
+
+/* Fills |row| from tuple |tup| of |r|: the columns in canonical order, then
+ * the UUID. Values point into |r| and |scratch|. */
+static int read_row(pg_table *t, const PGresult *r, int tup,
+                    lipsync_value *values, char *scratch, lipsync_row *row) {
+  pg_store *s = t->store;
+  int n = (int)t->base.ncolumns;
+  char uuid[37], why[160];
+
+  if (PQgetisnull(r, tup, n) || PQgetlength(r, tup, n) != LIPSYNC_UUID_LEN)
+    return fail(s, LIPSYNC_ERR_STORAGE,
+                "table %s: a row has no " LIPSYNC_UUID_COLUMN, t->name);
+  memcpy(row->uuid, PQgetvalue(r, tup, n), LIPSYNC_UUID_LEN);
+  for (int i = 0; i < n; i++) {
+    lipsync_value *v = &values[i];
+    if (PQgetisnull(r, tup, i)) {
+      v->type = LIPSYNC_NULL;
+      continue;
+    }
+    size_t slot = t->uuid_slot[i];
+    int rc = pgtype_from_binary(
+        &t->types[i], PQgetvalue(r, tup, i), (size_t)PQgetlength(r, tup, i),
+        slot == NO_SLOT ? NULL : scratch + 37 * slot, v, why, sizeof why);
+    if (rc) {
+      lipsync_uuid_format(row->uuid, uuid);
+      return fail(s, rc, "table %s: row %s: column %s: %s", t->name, uuid,
+                  t->columns[i].name, why);
+    }
+  }
+  row->nvalues = (size_t)n;
+  row->values = values;
+  return 0;
+}
+
+/* Takes the answer to a FETCH of |asked| rows, and sizes the table's next
+ * batches from it. */
+static int take_batch(pg_cursor *c, PGresult *r, size_t asked) {
+  pg_table *t = c->table;
+  pg_store *s = t->store;
+  if (!r || PQresultStatus(r) != PGRES_TUPLES_OK)
+    return expect(s, r, PGRES_TUPLES_OK, t->name, "scan");
+  if (PQnfields(r) != (int)t->base.ncolumns + 1 ||
+      (PQnfields(r) && PQfformat(r, 0) != 1)) {
+    PQclear(r);
+    return fail(s, LIPSYNC_ERR_STORAGE, "table %s: scan: unexpected result",
+                t->name);
+  }
+  c->res = r;
+  c->row = 0;
+  c->nrows = PQntuples(r);
+  c->last_batch = (size_t)c->nrows < asked;
+  /* Done on the server: its CLOSE goes with the next statement. An open
+   * cursor would keep the index build of an empty table waiting. */
+  if (c->last_batch)
+    queue_close(s, c);
+  if (c->nrows > 0) {
+    size_t per_row = PQresultMemorySize(r) / (size_t)c->nrows;
+    size_t rows = FETCH_TARGET_BYTES / (per_row ? per_row : 1);
+    t->batch_rows = rows < 1                ? 1
+                    : rows > FETCH_MAX_ROWS ? FETCH_MAX_ROWS
+                                            : rows;
+  }
+  return 0;
+}
+
+/* Sends |sql| after the CLOSE of cursors closed since the last statement,
+ * which costs them no round trip of their own. */
+static PGresult *run_with_closes(pg_store *s, bytebuf *sql) {
+  PGresult *r;
+  if (s->closes.len) {
+    size_t n = s->closes.len;
+    if (bytebuf_reserve(&s->closes, sql->len + 1) != 0)
+      return NULL;
+    memcpy(s->closes.data + n, sql->data, sql->len);
+    s->closes.data[n + sql->len] = '\0';
+    r = run(s, (const char *)s->closes.data);
+    s->closes.len = 0;
+    return r;
+  }
+  if (!cstr(sql))
+    return NULL;
+  return run(s, (const char *)sql->data);
+}
+
+static int fetch_batch(pg_cursor *c) {
+  pg_table *t = c->table;
+  pg_store *s = t->store;
+  bytebuf sql = {0};
+  size_t asked = t->batch_rows;
+  int rc;
+
+  if ((rc = copy_end(s)) != 0)
+    return rc;
+  PQclear(c->res);
+  c->res = NULL;
+  if (putf(&sql, "FETCH %zu FROM \"%s\"", asked, c->name) != 0) {
+    bytebuf_free(&sql);
+    return fail_nomem(s);
+  }
+  PGresult *r = run_with_closes(s, &sql);
+  bytebuf_free(&sql);
+  return take_batch(c, r, asked);
+}
+
+static int pg_store_scan(lipsync_store *store, lipsync_table *table,
+                         const uint8_t *lower, const uint8_t *upper,
+                         lipsync_cursor **out) {
+  pg_store *s = (pg_store *)store;
+  pg_table *t = (pg_table *)table;
+  size_t n = t->base.ncolumns, asked = t->batch_rows;
+  char bound[37];
+  bytebuf sql = {0};
+  pg_cursor *c;
+  int rc;
+
+  *out = NULL;
+  if (is_interrupted(s))
+    return fail_interrupted(s);
+  if (!t->has_uuid)
+    return not_prepared(s, t, "scan");
+  if ((lower || upper) && (rc = build_pending_index(s, t)) != 0)
+    return rc;
+  if ((rc = copy_end(s)) != 0)
+    return rc;
+  c = calloc(1, sizeof *c + n * sizeof c->values[0]);
+  if (!c)
+    return fail_nomem(s);
+  c->base.table = &t->base;
+  c->table = t;
+  snprintf(c->name, sizeof c->name, "lipsync_cursor_%u", ++s->cursor_seq);
+  c->scratch = malloc(37 * (t->nuuid + 1));
+  /* The bounds are literals: the planner sees the range. */
+  rc = c->scratch
+           ? putf(&sql, "DECLARE \"%s\" BINARY NO SCROLL CURSOR FOR ", c->name)
+           : LIPSYNC_ERR_NOMEM;
+  if (!rc)
+    rc = put(&sql, t->select_sql);
+  if (!rc && lower) {
+    lipsync_uuid_format(lower, bound);
+    rc = putf(&sql, " WHERE \"%s\" >= '%s'", LIPSYNC_UUID_COLUMN, bound);
+  }
+  if (!rc && upper) {
+    lipsync_uuid_format(upper, bound);
+    rc = putf(&sql, " %s \"%s\" < '%s'", lower ? "AND" : "WHERE",
+              LIPSYNC_UUID_COLUMN, bound);
+  }
+  if (!rc)
+    rc = putf(&sql, "; FETCH %zu FROM \"%s\"", asked, c->name);
+  if (rc) {
+    bytebuf_free(&sql);
+    cursor_free(c);
+    return fail_nomem(s);
+  }
+  PGresult *r = run_with_closes(s, &sql);
+  bytebuf_free(&sql);
+  if ((rc = take_batch(c, r, asked)) != 0) {
+    cursor_free(c);
+    return rc;
+  }
+  c->next = t->cursors;
+  t->cursors = c;
+  *out = &c->base;
+  return 0;
+}
+
+static int pg_store_next(lipsync_cursor *cursor, lipsync_row *row) {
+  pg_cursor *c = (pg_cursor *)cursor;
+  pg_table *t = c->table;
+  int rc;
+
+  if (c->status)
+    return c->status > 0 ? 0 : c->status;
+  if (is_interrupted(t->store))
+    return c->status = fail_interrupted(t->store);
+  while (c->row >= c->nrows) {
+    if (c->last_batch) {
+      c->status = 1;
+      return 0;
+    }
+    if ((rc = fetch_batch(c)) != 0)
+      return c->status = rc;
+  }
+  rc = read_row(t, c->res, c->row++, c->values, c->scratch, row);
+  if (rc)
+    return c->status = rc;
+  return 1;
+}
+
+static void pg_store_close_cursor(lipsync_cursor *cursor) {
+  pg_cursor *c = (pg_cursor *)cursor, **p;
+  if (!c)
+    return;
+  pg_store *s = c->table->store;
+  for (p = &c->table->cursors; *p; p = &(*p)->next) {
+    if (*p == c) {
+      *p = c->next;
+      break;
+    }
+  }
+  /* The server's cursor goes with the next statement, or the
+   * transaction. */
+  queue_close(s, c);
+  cursor_free(c);
+}
+
+/* Prepares |t|'s lookup by UUID once per transaction: it runs for every
+ * row of a short span the session sends, and planning it each time would
+ * double its cost. The statement outlives the transaction on the
+ * connection, so its end deallocates it (end_statements). */
+static int prepare_fetch(pg_store *s, pg_table *t) {
+  const Oid types[1] = {PGTYPE_OID_UUID};
+  char name[32];
+  bytebuf sql = {0};
+  int rc;
+  snprintf(name, sizeof name, "lipsync_fetch_%u", ++s->statement_seq);
+  rc = put(&sql, t->select_sql);
+  if (!rc)
+    rc = put(&sql, " WHERE \"" LIPSYNC_UUID_COLUMN "\" = $1");
+  /* Room to note the DEALLOCATE, so that success cannot fail to. */
+  if (!rc)
+    rc = bytebuf_reserve(&s->deallocs, sizeof name + 16);
+  if (rc || !cstr(&sql)) {
+    bytebuf_free(&sql);
+    return fail_nomem(s);
+  }
+  rc = PQsendPrepare(s->conn, name, (const char *)sql.data, 1, types)
+           ? expect(s, finish(s), PGRES_COMMAND_OK, t->name, "fetch")
+           : fail_pg(s, NULL, t->name, "fetch");
+  bytebuf_free(&sql);
+  if (rc == 0) {
+    putf(&s->deallocs, "DEALLOCATE \"%s\"; ", name);
+    memcpy(t->fetch_stmt, name, sizeof name);
+  }
+  return rc;
+}
+
+static int pg_store_fetch(lipsync_store *store, lipsync_table *table,
+                          const uint8_t uuid[LIPSYNC_UUID_LEN],
+                          lipsync_row *row) {
+  pg_store *s = (pg_store *)store;
+  pg_table *t = (pg_table *)table;
+  const char *values[1] = {(const char *)uuid};
+  const int lengths[1] = {LIPSYNC_UUID_LEN};
+  const int formats[1] = {1};
+  PGresult *r;
+  int rc;
+
+  if (is_interrupted(s))
+    return fail_interrupted(s);
+  if (!t->has_uuid)
+    return not_prepared(s, t, "fetch");
+  if ((rc = build_pending_index(s, t)) != 0 || (rc = copy_end(s)) != 0)
+    return rc;
+  PQclear(s->fetched); /* the previous fetched row lives until here */
+  s->fetched = NULL;
+  if (!t->fetch_stmt[0] && (rc = prepare_fetch(s, t)) != 0)
+    return rc;
+  if (!PQsendQueryPrepared(s->conn, t->fetch_stmt, 1, values, lengths, formats,
+                           1))
+    r = NULL;
+  else
+    r = finish(s);
+  if (!r || PQresultStatus(r) != PGRES_TUPLES_OK)
+    return expect(s, r, PGRES_TUPLES_OK, t->name, "fetch");
+  if (PQntuples(r) == 0) {
+    char text[37];
+    PQclear(r);
+    lipsync_uuid_format(uuid, text);
+    return fail(s, LIPSYNC_ERR_NOT_FOUND, "table %s: no row %s", t->name, text);
+  }
+  s->fetched = r;
+  return read_row(t, r, 0, t->fetch_values, t->fetch_scratch, row);
+}
+
+/* ------------------------------------------------------------------ */
+/* Inserting                                                            */
+/* ------------------------------------------------------------------ */
+
+/* Queues the jsonb text of column |column| of the row being added. */
+static int queue_jsonb(pg_store *s, const uint8_t *uuid, size_t column,
+                       const lipsync_value *v) {
+  bytebuf *a = &s->jsonb_array;
+  uint8_t len[4];
+  uint32_t n = (uint32_t)v->u.bytes.len;
+  int rc;
+  if (s->njsonb == s->jsonb_cap &&
+      (rc = vec_reserve((void **)&s->jsonb, &s->jsonb_cap, s->njsonb + 1,
+                        sizeof *s->jsonb)) != 0)
+    return rc;
+  if (a->len == 0) {
+    if ((rc = bytebuf_reserve(a, ARRAY_HEADER)) != 0)
+      return rc;
+    a->len = ARRAY_HEADER; /* filled in by check_jsonb */
+  }
+  len[0] = (uint8_t)(n >> 24);
+  len[1] = (uint8_t)(n >> 16);
+  len[2] = (uint8_t)(n >> 8);
+  len[3] = (uint8_t)n;
+  if ((rc = bytebuf_append(a, len, 4)) != 0 ||
+      (rc = bytebuf_append(a, v->u.bytes.data, v->u.bytes.len)) != 0)
+    return rc;
+  memcpy(s->jsonb[s->njsonb].uuid, uuid, LIPSYNC_UUID_LEN);
+  s->jsonb[s->njsonb].column = column;
+  s->njsonb++;
+  return 0;
+}
+
+/* Appends |row| to the COPY buffer, or leaves the buffer as it was and
+ * fails with the first value its column cannot take. */
+static int encode_row(pg_store *s, pg_table *t, const lipsync_row *row,
+                      const char *key) {
+  size_t mark = s->copy_buf.len, jsonb_mark = s->jsonb_array.len;
+  size_t jsonb_count = s->njsonb;
+  char why[256], value[96];
+  int rc = 0;
+
+  for (size_t i = 0; i < t->base.ncolumns && !rc; i++) {
+    const lipsync_value *v = &row->values[i];
+    if (!pgtype_check(&t->types[i], v, why, sizeof why)) {
+      pgtype_describe_value(v, value, sizeof value);
+      rc = fail(s, LIPSYNC_ERR_INVALID_VALUE,
+                "table %s: row %s: column %s (%s) cannot store %s: %s", t->name,
+                key, t->columns[i].name, t->type_names[i], value, why);
+      break;
+    }
+    rc = pgtype_copy_append(&s->copy_buf, &t->types[i], v);
+    if (!rc)
+      rc = bytebuf_append(&s->copy_buf, "\t", 1);
+    if (!rc && t->types[i].kind == PGTYPE_JSONB && v->type != LIPSYNC_NULL)
+      rc = queue_jsonb(s, row->uuid, i, v);
+    if (rc)
+      rc = fail_nomem(s);
+  }
+  if (!rc && (bytebuf_append(&s->copy_buf, key, UUID_TEXT_LEN) != 0 ||
+              bytebuf_append(&s->copy_buf, "\n", 1) != 0 ||
+              bytebuf_append(&s->copy_uuids, row->uuid, LIPSYNC_UUID_LEN) != 0))
+    rc = fail_nomem(s);
+  if (rc) {
+    s->copy_buf.len = mark;
+    s->jsonb_array.len = jsonb_mark;
+    s->njsonb = jsonb_count;
+    if (s->copy_uuids.len > s->copy_rows * LIPSYNC_UUID_LEN)
+      s->copy_uuids.len = s->copy_rows * LIPSYNC_UUID_LEN;
+    return rc;
+  }
+  s->copy_rows++;
+  return 0;
+}
+
+static int pg_store_insert(lipsync_store *store, lipsync_table *table,
+                           const lipsync_row *row) {
+  pg_store *s = (pg_store *)store;
+  pg_table *t = (pg_table *)table;
+  char key[37];
+  int rc;
+
+  if (is_interrupted(s))
+    return fail_interrupted(s);
+  if (row->nvalues != t->base.ncolumns)
+    return fail(s, LIPSYNC_ERR_INVALID_ARGUMENT,
+                "table %s: a row of %zu values for %zu columns", t->name,
+                row->nvalues, t->base.ncolumns);
+  if (!t->has_uuid)
+    return not_prepared(s, t, "insert");
+  if (s->copy_table != t) {
+    if ((rc = copy_end(s)) != 0 || (rc = copy_begin(s, t)) != 0)
+      return rc;
+  }
+  lipsync_uuid_format(row->uuid, key);
+  if ((rc = encode_row(s, t, row, key)) != 0)
+    return rc;
+  if (s->copy_buf.len >= COPY_CHUNK && !copy_send(s)) {
+    /* The server has refused the stream: take its reason. */
+    rc = copy_end(s);
+    return rc ? rc
+              : fail(s, LIPSYNC_ERR_STORAGE, "table %s: insert: COPY failed",
+                     t->name);
+  }
+  if (s->jsonb_array.len >= JSONB_BATCH_BYTES ||
+      s->njsonb >= JSONB_BATCH_VALUES)
+    return copy_end(s);
+  return 0;
+}
+
+/* ------------------------------------------------------------------ */
+/* The store                                                            */
+/* ------------------------------------------------------------------ */
+
+/* The store sends whole statements and COPY data, then waits for their
+ * results: a caller's connection in nonblocking mode is made blocking
+ * while a sync uses it, and given back as it was. */
+static void use_blocking(pg_store *s) {
+  if (!s->was_nonblocking && PQisnonblocking(s->conn) &&
+      PQsetnonblocking(s->conn, 0) == 0)
+    s->was_nonblocking = true;
+}
+
+static void restore_blocking(pg_store *s) {
+  if (s->was_nonblocking && !s->in_txn) {
+    PQsetnonblocking(s->conn, 1);
+    s->was_nonblocking = false;
+  }
+}
+
+/* Deallocates the statements the transaction prepared, once it has
+ * ended: they would outlive it on the connection. */
+static void end_statements(pg_store *s) {
+  if (s->deallocs.len && PQtransactionStatus(s->conn) == PQTRANS_IDLE &&
+      cstr(&s->deallocs))
+    PQclear(run(s, (const char *)s->deallocs.data));
+  s->deallocs.len = 0;
+}
+
+static int pg_store_begin(lipsync_store *store) {
+  pg_store *s = (pg_store *)store;
+  int rc;
+  if (is_interrupted(s))
+    return fail_interrupted(s);
+  if (s->in_txn)
+    return fail(s, LIPSYNC_ERR_INTERNAL, "a transaction is already open");
+  if (PQstatus(s->conn) != CONNECTION_OK)
+    return fail_pg(s, NULL, NULL, "begin");
+  /* The caller's own transaction is not ours to commit. */
+  if (PQtransactionStatus(s->conn) != PQTRANS_IDLE)
+    return fail(s, LIPSYNC_ERR_STORAGE,
+                "begin: the connection is already in a transaction");
+  use_blocking(s);
+  rc = exec_sql(s, begin_sql, NULL, "begin");
+  /* A failed SET leaves an open transaction for rollback to end. */
+  s->in_txn = PQtransactionStatus(s->conn) != PQTRANS_IDLE;
+  restore_blocking(s);
+  return rc;
+}
+
+static int pg_store_commit(lipsync_store *store) {
+  pg_store *s = (pg_store *)store;
+  PGresult *r;
+  int rc;
+
+  if (is_interrupted(s))
+    return fail_interrupted(s);
+  if (!s->in_txn)
+    return fail(s, LIPSYNC_ERR_INTERNAL, "commit: no transaction is open");
+  /* Commit ends every cursor: those still open must not keep an index
+   * from being built first. */
+  for (pg_table *t = s->tables; t; t = t->next)
+    for (pg_cursor *c = t->cursors; c; c = c->next)
+      queue_close(s, c);
+  rc = copy_end(s);
+  for (pg_table *t = s->tables; t && !rc; t = t->next)
+    rc = build_pending_index(s, t);
+  free_tables(s);
+  if (rc)
+    return rc;
+  /* COMMIT of a failed transaction rolls it back, and says so only in its
+   * command tag. */
+  if (PQtransactionStatus(s->conn) == PQTRANS_INERROR)
+    return fail(s, LIPSYNC_ERR_STORAGE,
+                "commit: a statement of the transaction failed; it can "
+                "only be rolled back");
+  r = run(s, "COMMIT");
+  if (r && PQresultStatus(r) == PGRES_COMMAND_OK &&
+      strcmp(PQcmdStatus(r), "COMMIT") != 0) {
+    PQclear(r);
+    rc = fail(s, LIPSYNC_ERR_STORAGE,
+              "commit: the transaction was rolled "
+              "back");
+  } else {
+    rc = expect(s, r, PGRES_COMMAND_OK, NULL, "commit");
+  }
+  s->in_txn = PQtransactionStatus(s->conn) != PQTRANS_IDLE;
+  if (!s->in_txn)
+    end_statements(s);
+  restore_blocking(s);
+  return rc;
+}
+
+static int pg_store_rollback(lipsync_store *store) {
+  pg_store *s = (pg_store *)store;
+  int rc = 0;
+  s->no_cancel = true;
+  copy_abort(s);
+  free_tables(s);
+  if (s->in_txn) {
+    PGTransactionStatusType st = PQtransactionStatus(s->conn);
+    if (st == PQTRANS_INTRANS || st == PQTRANS_INERROR)
+      rc = exec_sql(s, "ROLLBACK", NULL, "rollback");
+    else if (st != PQTRANS_IDLE)
+      rc = fail_pg(s, NULL, NULL, "rollback");
+  }
+  s->in_txn = false;
+  end_statements(s);
+  restore_blocking(s);
+  s->no_cancel = false;
+  return rc;
+}
+
+static void free_names(pg_store *s) {
+  for (size_t i = 0; i < s->nnames; i++)
+    free(s->names[i]);
+  free(s->names);
+  s->names = NULL;
+  s->nnames = 0;
+}
+
+static int name_cmp(const void *a, const void *b) {
+  return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+/* Every ordinary and partitioned table (partitions sync as part of their
+ * parent) outside the system schemas, named as open_table takes them:
+ * schema public's unqualified unless the name holds a '.', the others as
+ * schema.table. A schema whose name holds a '.' cannot be named so. */
+static int pg_store_list_tables(lipsync_store *store, const char *const **names,
+                                size_t *count) {
+  static const char sql[] =
+      "SELECT n.nspname, c.relname FROM pg_catalog.pg_class c"
+      " JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace"
+      " WHERE c.relkind IN ('r', 'p') AND NOT c.relispartition"
+      " AND n.nspname <> 'information_schema'"
+      " AND pg_catalog.left(n.nspname, 3) <> 'pg_'"
+      " AND pg_catalog.strpos(n.nspname, '.') = 0";
+  pg_store *s = (pg_store *)store;
+  PGresult *r;
+  int rc = 0;
+
+  *names = NULL;
+  *count = 0;
+  free_names(s);
+  if (is_interrupted(s))
+    return fail_interrupted(s);
+  if ((rc = copy_end(s)) != 0)
+    return rc;
+  use_blocking(s);
+  r = run(s, sql);
+  restore_blocking(s);
+  if (!r || PQresultStatus(r) != PGRES_TUPLES_OK)
+    return expect(s, r, PGRES_TUPLES_OK, NULL, "listing tables");
+  size_t n = (size_t)PQntuples(r);
+  s->names = calloc(n + 1, sizeof *s->names);
+  if (!s->names)
+    rc = fail_nomem(s);
+  for (size_t i = 0; i < n && !rc; i++) {
+    const char *schema = PQgetvalue(r, (int)i, 0);
+    const char *rel = PQgetvalue(r, (int)i, 1);
+    bool plain = strcmp(schema, DEFAULT_SCHEMA) == 0 && !strchr(rel, '.');
+    size_t len = strlen(schema) + strlen(rel) + 2;
+    char *name = malloc(len);
+    if (!name) {
+      rc = fail_nomem(s);
+      break;
+    }
+    if (plain)
+      snprintf(name, len, "%s", rel);
+    else
+      snprintf(name, len, "%s.%s", schema, rel);
+    s->names[s->nnames++] = name;
+  }
+  PQclear(r);
+  if (rc) {
+    free_names(s);
+    return rc;
+  }
+  qsort(s->names, s->nnames, sizeof *s->names, name_cmp);
+  *names = (const char *const *)s->names;
+  *count = s->nnames;
+  return 0;
+}
+
+static const char *pg_store_errmsg(lipsync_store *store) {
+  return ((pg_store *)store)->errmsg;
+}
+
+static void pg_store_destroy(lipsync_store *store) {
+  pg_store *s = (pg_store *)store;
+  pg_store_rollback(store);
+  free_names(s);
+  bytebuf_free(&s->closes);
+  bytebuf_free(&s->deallocs);
+  bytebuf_free(&s->copy_buf);
+  bytebuf_free(&s->copy_uuids);
+  bytebuf_free(&s->jsonb_array);
+  free(s->jsonb);
+  PQfreeCancel(s->cancel);
+  if (s->owns_conn)
+    PQfinish(s->conn);
+  free(s);
+}
+
+/* PQcancel is safe from any thread. The statement being waited for, if
+ * any, ends with an error; next_result() repeats the request in case this
+ * one reached the server between two statements. */
+static void pg_store_interrupt(lipsync_store *store) {
+  pg_store *s = (pg_store *)store;
+  char buf[256];
+  atomic_store(&s->interrupted, 1);
+  if (s->cancel)
+    PQcancel(s->cancel, buf, sizeof buf);
+}
+
+static const lipsync_store_methods pg_store_methods = {
+    .version = LIPSYNC_STORE_METHODS_VERSION,
+    .name = "postgresql",
+    .begin = pg_store_begin,
+    .commit = pg_store_commit,
+    .rollback = pg_store_rollback,
+    .open_table = pg_store_open_table,
+    .prepare_table = pg_store_prepare_table,
+    .scan = pg_store_scan,
+    .next = pg_store_next,
+    .close_cursor = pg_store_close_cursor,
+    .fetch = pg_store_fetch,
+    .insert = pg_store_insert,
+    .list_tables = pg_store_list_tables,
+    .errmsg = pg_store_errmsg,
+    .destroy = pg_store_destroy,
+    .interrupt = pg_store_interrupt,
+};
+
+static int store_new(PGconn *conn, bool owns_conn, pg_store **out) {
+  pg_store *s = calloc(1, sizeof *s);
+  *out = NULL;
+  if (!s)
+    return LIPSYNC_ERR_NOMEM;
+  s->base.methods = &pg_store_methods;
+  s->conn = conn;
+  s->owns_conn = owns_conn;
+  /* NULL for a connection that is not open: then nothing can be
+   * cancelled. */
+  s->cancel = PQgetCancel(conn);
+  snprintf(s->errmsg, sizeof s->errmsg, "no error");
+  *out = s;
+  return 0;
+}
+
+int lipsync_store_pg_wrap(lipsync_store **out, void *conn) {
+  pg_store *s;
+  int rc;
+  if (!out)
+    return LIPSYNC_ERR_INVALID_ARGUMENT;
+  *out = NULL;
+  if (!conn)
+    return LIPSYNC_ERR_INVALID_ARGUMENT;
+  rc = store_new(conn, false, &s);
+  if (rc == 0)
+    *out = &s->base;
+  return rc;
+}
+
+static void copy_error(char *errbuf, size_t errlen, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static void copy_error(char *errbuf, size_t errlen, const char *fmt, ...) {
+  va_list ap;
+  if (!errbuf || !errlen)
+    return;
+  va_start(ap, fmt);
+  vsnprintf(errbuf, errlen, fmt, ap);
+  va_end(ap);
+}
+
+/* Notices (an identifier cut short, ...) are no concern of the
+ * application's standard error. */
+static void ignore_notice(void *arg, const char *message) {}
+
+int lipsync_store_pg_open(lipsync_store **out, const char *conninfo,
+                          char *errbuf, size_t errlen) {
+  /* dbname is expanded: |conninfo| may be a URI or keyword/value pairs,
+   * and names the application unless it does so itself. */
+  const char *const keys[] = {"dbname", "fallback_application_name", NULL};
+  const char *values[] = {conninfo, "lipsync", NULL};
+  PGconn *conn;
+  pg_store *s;
+  char msg[512];
+  int code;
+
+  if (!out)
+    return LIPSYNC_ERR_INVALID_ARGUMENT;
+  *out = NULL;
+  if (!conninfo) {
+    copy_error(errbuf, errlen, "no connection string");
+    return LIPSYNC_ERR_INVALID_ARGUMENT;
+  }
+  conn = PQconnectdbParams(keys, values, 1);
+  if (!conn) {
+    copy_error(errbuf, errlen, "cannot connect to PostgreSQL: out of memory");
+    return LIPSYNC_ERR_NOMEM;
+  }
+  if (PQstatus(conn) != CONNECTION_OK) {
+    /* The connection string is not repeated: it may hold a password. */
+    one_line(PQerrorMessage(conn), msg, sizeof msg);
+    copy_error(errbuf, errlen, "cannot connect to PostgreSQL: %s", msg);
+    code = LIPSYNC_ERR_STORAGE;
+    goto fail_conn;
+  }
+  PQsetNoticeProcessor(conn, ignore_notice, NULL);
+  code = store_new(conn, true, &s);
+  if (code != 0) {
+    copy_error(errbuf, errlen, "cannot connect to PostgreSQL: %s",
+               lipsync_strerror(code));
+    goto fail_conn;
+  }
+  *out = &s->base;
+  return 0;
+
+fail_conn:
+  PQfinish(conn);
+  return code;
+}

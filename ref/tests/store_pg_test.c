@@ -1,0 +1,2460 @@
+/*
+ * store_pg_test.c: the PostgreSQL backend (store_pg.c) through its methods
+ * table, as the session uses it, against a live server; and the canonical
+ * forms of PostgreSQL values (pg_types.c), alone and checked against what
+ * the server itself accepts and prints.
+ *
+ * The server is the one LIPSYNC_PG_CONNINFO names (make check starts a
+ * throwaway one). Without it every server test fails: CI always has one.
+ * Each test works in a schema of its own, dropped at the end, so tests can
+ * share a database.
+ */
+#include "pg_types.h"
+#include "store.h"
+#include "test_util.h"
+
+#include <float.h>
+#include <libpq-fe.h>
+#include <math.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <time.h>
+#include <unistd.h>
+
+#define CONNINFO_ENV "LIPSYNC_PG_CONNINFO"
+
+/* ------------------------------------------------------------------ */
+/* Helpers                                                              */
+/* ------------------------------------------------------------------ */
+
+static void record_failure(const char *msg, const char *file, int line) {
+  CU_assertImplementation(CU_FALSE, (unsigned)line, msg, file, "", CU_FALSE);
+}
+
+static void quiet_notice(void *arg, const char *message) {}
+
+/* A new connection to the test server, or NULL with a failure recorded. */
+#define PG_CONNECT() pg_connect_at(__FILE__, __LINE__)
+static PGconn *pg_connect_at(const char *file, int line) {
+  const char *conninfo = getenv(CONNINFO_ENV);
+  char msg[600];
+  PGconn *conn;
+  if (!conninfo || !*conninfo) {
+    record_failure(CONNINFO_ENV " is not set: the PostgreSQL tests need a "
+                                "server (make check starts one)",
+                   file, line);
+    return NULL;
+  }
+  conn = PQconnectdb(conninfo);
+  if (PQstatus(conn) != CONNECTION_OK) {
+    snprintf(msg, sizeof msg, "cannot connect to %s: %s", conninfo,
+             PQerrorMessage(conn));
+    record_failure(msg, file, line);
+    PQfinish(conn);
+    return NULL;
+  }
+  PQsetNoticeProcessor(conn, quiet_notice, NULL);
+  return conn;
+}
+
+/* Runs |sql| (any number of statements), recording a failure on error. */
+#define PG_EXEC(conn, sql) pg_exec_at((conn), (sql), __FILE__, __LINE__)
+static bool pg_exec_at(PGconn *conn, const char *sql, const char *file,
+                       int line) {
+  PGresult *r = PQexec(conn, sql);
+  ExecStatusType st = PQresultStatus(r);
+  bool ok = st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK;
+  if (!ok) {
+    char msg[1200];
+    snprintf(msg, sizeof msg, "SQL failed: %.600s: %s", sql,
+             PQerrorMessage(conn));
+    record_failure(msg, file, line);
+  }
+  PQclear(r);
+  return ok;
+}
+
+/* The first column of the first row of |sql| as text, malloc'd; NULL if
+ * there is none (or it is NULL). */
+#define PG_TEXT(conn, sql) pg_text_at((conn), (sql), __FILE__, __LINE__)
+static char *pg_text_at(PGconn *conn, const char *sql, const char *file,
+                        int line) {
+  PGresult *r = PQexec(conn, sql);
+  char *v = NULL;
+  if (PQresultStatus(r) != PGRES_TUPLES_OK) {
+    char msg[1200];
+    snprintf(msg, sizeof msg, "SQL failed: %.600s: %s", sql,
+             PQerrorMessage(conn));
+    record_failure(msg, file, line);
+  } else if (PQntuples(r) > 0 && !PQgetisnull(r, 0, 0)) {
+    v = strdup(PQgetvalue(r, 0, 0));
+  }
+  PQclear(r);
+  return v;
+}
+
+#define PG_INT(conn, sql, dflt)                                                \
+  pg_int_at((conn), (sql), (dflt), __FILE__, __LINE__)
+static long long pg_int_at(PGconn *conn, const char *sql, long long dflt,
+                           const char *file, int line) {
+  char *text = pg_text_at(conn, sql, file, line);
+  long long v = text ? strtoll(text, NULL, 10) : dflt;
+  free(text);
+  return v;
+}
+
+static bool contains(const char *hay, const char *needle) {
+  return strstr(hay, needle) != NULL;
+}
+
+/* A store over a connection of its own, in a schema of the test's own. */
+typedef struct fixture {
+  PGconn *conn;
+  lipsync_store *store;
+  char schema[64];   /* its name */
+  char qschema[200]; /* quoted */
+} fixture;
+
+static unsigned schema_seq;
+
+/* |sql| with every "{S}" replaced by the fixture's quoted schema. */
+static char *expand(const fixture *fx, const char *sql) {
+  size_t n = 1;
+  for (const char *p = sql; *p; p++)
+    n += strncmp(p, "{S}", 3) == 0 ? strlen(fx->qschema) : 1;
+  char *out = malloc(n), *o = out;
+  if (!out)
+    return NULL;
+  for (const char *p = sql; *p;) {
+    if (strncmp(p, "{S}", 3) == 0) {
+      strcpy(o, fx->qschema);
+      o += strlen(fx->qschema);
+      p += 3;
+    } else {
+      *o++ = *p++;
+    }
+  }
+  *o = '\0';
+  return out;
+}
+
+#define FX_EXEC(fx, sql) fx_exec_at((fx), (sql), __FILE__, __LINE__)
+static bool fx_exec_at(fixture *fx, const char *sql, const char *file,
+                       int line) {
+  char *full = expand(fx, sql);
+  bool ok = full && pg_exec_at(fx->conn, full, file, line);
+  free(full);
+  return ok;
+}
+
+#define FX_INT(fx, sql, dflt) fx_int_at((fx), (sql), (dflt), __FILE__, __LINE__)
+static long long fx_int_at(fixture *fx, const char *sql, long long dflt,
+                           const char *file, int line) {
+  char *full = expand(fx, sql);
+  long long v = full ? pg_int_at(fx->conn, full, dflt, file, line) : dflt;
+  free(full);
+  return v;
+}
+
+#define FX_TEXT(fx, sql) fx_text_at((fx), (sql), __FILE__, __LINE__)
+static char *fx_text_at(fixture *fx, const char *sql, const char *file,
+                        int line) {
+  char *full = expand(fx, sql);
+  char *v = full ? pg_text_at(fx->conn, full, file, line) : NULL;
+  free(full);
+  return v;
+}
+
+/* Opens a fixture in the schema |schema| (created afresh), runs |setup|. */
+static bool fx_open_schema(fixture *fx, const char *schema, const char *setup) {
+  memset(fx, 0, sizeof *fx);
+  snprintf(fx->schema, sizeof fx->schema, "%s", schema);
+  fx->conn = PG_CONNECT();
+  if (!fx->conn)
+    return false;
+  char *q = PQescapeIdentifier(fx->conn, schema, strlen(schema));
+  if (!q)
+    return false;
+  snprintf(fx->qschema, sizeof fx->qschema, "%s", q);
+  PQfreemem(q);
+  if (!FX_EXEC(fx, "DROP SCHEMA IF EXISTS {S} CASCADE; CREATE SCHEMA {S}"))
+    return false;
+  if (setup && !FX_EXEC(fx, setup))
+    return false;
+  CU_ASSERT_EQUAL(lipsync_store_pg_wrap(&fx->store, fx->conn), 0);
+  return fx->store != NULL;
+}
+
+static bool fx_open(fixture *fx, const char *setup) {
+  char schema[64];
+  snprintf(schema, sizeof schema, "lipsync_test_%ld_%u", (long)getpid(),
+           ++schema_seq);
+  return fx_open_schema(fx, schema, setup);
+}
+
+static void fx_close(fixture *fx) {
+  lipsync_store_free(fx->store);
+  fx->store = NULL;
+  if (!fx->conn)
+    return;
+  if (PQtransactionStatus(fx->conn) != PQTRANS_IDLE)
+    PQclear(PQexec(fx->conn, "ROLLBACK"));
+  if (fx->qschema[0])
+    FX_EXEC(fx, "DROP SCHEMA IF EXISTS {S} CASCADE");
+  PQfinish(fx->conn);
+  fx->conn = NULL;
+}
+
+/* "schema.table" for the store. */
+static const char *tname(const fixture *fx, const char *table, char *out,
+                         size_t outlen) {
+  snprintf(out, outlen, "%s.%s", fx->schema, table);
+  return out;
+}
+
+/* Begins, opens |table| of the fixture's schema and prepares it. NULL
+ * (failure recorded) if any step fails. */
+static lipsync_table *begin_prepared(fixture *fx, const char *table) {
+  char name[512];
+  lipsync_table *t = NULL;
+  int rc = store_begin(fx->store);
+  CU_ASSERT_EQUAL(rc, 0);
+  if (rc == 0)
+    rc = store_open_table(fx->store, tname(fx, table, name, sizeof name), &t);
+  CU_ASSERT_EQUAL(rc, 0);
+  if (rc == 0)
+    rc = store_prepare_table(fx->store, t);
+  CU_ASSERT_EQUAL(rc, 0);
+  if (rc)
+    fprintf(stderr, "\n  %s: %s\n", table, store_errmsg(fx->store));
+  return rc == 0 ? t : NULL;
+}
+
+static int insert_row(lipsync_store *store, lipsync_table *t,
+                      const uint8_t *uuid, const lipsync_value *values,
+                      size_t n) {
+  lipsync_row row;
+  memcpy(row.uuid, uuid, LIPSYNC_UUID_LEN);
+  row.nvalues = n;
+  row.values = values;
+  return store_insert(store, t, &row);
+}
+
+/* Records a failure at |line| unless |got| is |want|, naming both. */
+static void check_value(const lipsync_value *got, const lipsync_value *want,
+                        const char *what, int line) {
+  char g[96], w[96], msg[400];
+  if (tu_value_eq(got, want)) {
+    CU_assertImplementation(CU_TRUE, (unsigned)line, what, __FILE__, "",
+                            CU_FALSE);
+    return;
+  }
+  tu_value_str(got, g, sizeof g);
+  tu_value_str(want, w, sizeof w);
+  snprintf(msg, sizeof msg, "%s: got %s, want %s", what, g, w);
+  CU_assertImplementation(CU_FALSE, (unsigned)line, msg, __FILE__, "",
+                          CU_FALSE);
+}
+
+/* A UUID whose every byte is |b|, so rows are easy to order. */
+static void uuid_fill(uint8_t uuid[LIPSYNC_UUID_LEN], uint8_t b) {
+  memset(uuid, b, LIPSYNC_UUID_LEN);
+}
+
+static size_t count_rows(lipsync_store *store, lipsync_table *t,
+                         const uint8_t *lower, const uint8_t *upper) {
+  lipsync_cursor *c = NULL;
+  lipsync_row row;
+  size_t n = 0;
+  int rc = store_scan(store, t, lower, upper, &c);
+  CU_ASSERT_EQUAL(rc, 0);
+  if (rc) {
+    fprintf(stderr, "\n  scan: %s\n", store_errmsg(store));
+    return 0;
+  }
+  while ((rc = store_next(store, c, &row)) == 1)
+    n++;
+  CU_ASSERT_EQUAL(rc, 0);
+  if (rc)
+    fprintf(stderr, "\n  next: %s\n", store_errmsg(store));
+  store_close_cursor(store, c);
+  return n;
+}
+
+static double now_s(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (double)ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+static void sleep_ms(long ms) {
+  struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
+  nanosleep(&ts, NULL);
+}
+
+/* ------------------------------------------------------------------ */
+/* Canonical forms, without a server                                    */
+/* ------------------------------------------------------------------ */
+
+static bool decimal_ok(const char *s, int32_t typmod) {
+  char why[200];
+  return pgtype_decimal_valid(s, strlen(s), typmod, why, sizeof why);
+}
+
+/* numeric(p,s)'s atttypmod. */
+static int32_t numeric_typmod(int p, int s) {
+  return ((p << 16) | (s & 0x7FF)) + 4;
+}
+
+static void test_decimal_forms(void) {
+  static const char *const good[] = {
+      "0",   "12.50",    "-0.001",
+      "NaN", "Infinity", "-Infinity",
+      "100", "0.00",     "123456789012345678901234567890.123456789",
+      "-7"};
+  static const char *const bad[] = {"1e3", "+1",  "01.5", "-0",  "-0.00", "1.",
+                                    ".5",  " 1",  "1 ",   "",    "-",     "nan",
+                                    "inf", "1,5", "0x10", "--1", "00"};
+  for (size_t i = 0; i < sizeof good / sizeof good[0]; i++)
+    CU_ASSERT_TRUE(decimal_ok(good[i], -1));
+  for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
+    CU_ASSERT_FALSE(decimal_ok(bad[i], -1));
+  /* numeric(5,2) keeps exactly 2 decimals and 3 integer digits. */
+  int32_t m = numeric_typmod(5, 2);
+  CU_ASSERT_TRUE(decimal_ok("12.50", m));
+  CU_ASSERT_TRUE(decimal_ok("-999.99", m));
+  CU_ASSERT_TRUE(decimal_ok("0.00", m));
+  CU_ASSERT_TRUE(decimal_ok("NaN", m));
+  CU_ASSERT_FALSE(decimal_ok("12.5", m));
+  CU_ASSERT_FALSE(decimal_ok("1000.00", m));
+  CU_ASSERT_FALSE(decimal_ok("Infinity", m));
+  /* numeric(3,5): below 10^-2; numeric(2,-3): multiples of 1000. */
+  CU_ASSERT_TRUE(decimal_ok("0.00999", numeric_typmod(3, 5)));
+  CU_ASSERT_FALSE(decimal_ok("0.01000", numeric_typmod(3, 5)));
+  CU_ASSERT_TRUE(decimal_ok("12000", numeric_typmod(2, -3)));
+  CU_ASSERT_TRUE(decimal_ok("0", numeric_typmod(2, -3)));
+  CU_ASSERT_FALSE(decimal_ok("12500", numeric_typmod(2, -3)));
+  CU_ASSERT_FALSE(decimal_ok("500", numeric_typmod(2, -3)));
+  CU_ASSERT_FALSE(decimal_ok("100000", numeric_typmod(2, -3)));
+}
+
+static bool date_ok(const char *s) {
+  char why[200];
+  return pgtype_date_valid(s, strlen(s), why, sizeof why);
+}
+
+static bool ts_ok(const char *s, bool tz, int32_t typmod) {
+  char why[200];
+  return pgtype_timestamp_valid(s, strlen(s), tz, typmod, why, sizeof why);
+}
+
+static void test_date_time_forms(void) {
+  static const char *const good[] = {
+      "1969-12-31",    "2038-01-20",  "2024-02-29",    "0001-01-01",
+      "4713-01-01 BC", "infinity",    "-infinity",     "4714-11-24 BC",
+      "5874897-12-31", "10000-01-01", "0001-01-01 BC", "2000-02-29",
+      "0005-02-29 BC" /* astronomical year -4 */};
+  static const char *const bad[] = {
+      "2024-2-29",     "2023-02-29",    "1900-02-29",
+      "24-01-01",      "0000-01-01",    "01000-01-01",
+      "2024-01-01 AD", "4714-11-23 BC", "5874898-01-01",
+      "2024-13-01",    "2024-00-10",    "2024-01-32",
+      "Infinity",      "2024-01-01 bc", "0004-02-29 BC",
+      " 2024-01-01",   "2024/01/01",    "",
+      "2024-01-01 "};
+  for (size_t i = 0; i < sizeof good / sizeof good[0]; i++)
+    CU_ASSERT_TRUE(date_ok(good[i]));
+  for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
+    CU_ASSERT_FALSE(date_ok(bad[i]));
+
+  CU_ASSERT_TRUE(ts_ok("2024-01-01 12:34:56", false, -1));
+  CU_ASSERT_TRUE(ts_ok("2024-01-01 12:34:56.5", false, -1));
+  CU_ASSERT_TRUE(ts_ok("1900-01-01 00:00:00.000001", false, -1));
+  CU_ASSERT_TRUE(ts_ok("0044-03-15 12:00:00 BC", false, -1));
+  CU_ASSERT_TRUE(ts_ok("294276-12-31 23:59:59.999999", false, -1));
+  CU_ASSERT_TRUE(ts_ok("infinity", false, -1));
+  CU_ASSERT_FALSE(ts_ok("294277-01-01 00:00:00", false, -1));
+  CU_ASSERT_FALSE(ts_ok("2024-01-01 12:34:56.50", false, -1));
+  CU_ASSERT_FALSE(ts_ok("2024-01-01 12:34:56.", false, -1));
+  CU_ASSERT_FALSE(ts_ok("2024-01-01 12:34:56.1234567", false, -1));
+  CU_ASSERT_FALSE(ts_ok("2024-01-01T12:34:56", false, -1));
+  CU_ASSERT_FALSE(ts_ok("2024-01-01 24:00:00", false, -1));
+  CU_ASSERT_FALSE(ts_ok("2024-01-01 23:59:60", false, -1));
+  CU_ASSERT_FALSE(ts_ok("2024-01-01 1:00:00", false, -1));
+  CU_ASSERT_FALSE(ts_ok("2024-01-01 12:34:56+00", false, -1));
+  CU_ASSERT_FALSE(ts_ok("2024-01-01", false, -1));
+  /* timestamp(0) keeps no fraction, timestamp(3) three digits. */
+  CU_ASSERT_FALSE(ts_ok("2024-01-01 12:34:56.5", false, 0));
+  CU_ASSERT_TRUE(ts_ok("2024-01-01 12:34:56.123", false, 3));
+  CU_ASSERT_FALSE(ts_ok("2024-01-01 12:34:56.1234", false, 3));
+
+  CU_ASSERT_TRUE(ts_ok("2024-01-01 12:34:56+00", true, -1));
+  CU_ASSERT_TRUE(ts_ok("2024-01-01 12:34:56.25+00", true, -1));
+  CU_ASSERT_TRUE(ts_ok("0001-01-01 00:00:00+00 BC", true, -1));
+  CU_ASSERT_TRUE(ts_ok("-infinity", true, -1));
+  CU_ASSERT_FALSE(ts_ok("2024-01-01 12:34:56", true, -1));
+  CU_ASSERT_FALSE(ts_ok("2024-01-01 12:34:56+01", true, -1));
+  CU_ASSERT_FALSE(ts_ok("2024-01-01 12:34:56-00", true, -1));
+  CU_ASSERT_FALSE(ts_ok("2024-01-01 12:34:56+00:00", true, -1));
+  CU_ASSERT_FALSE(ts_ok("0001-01-01 00:00:00 BC+00", true, -1));
+}
+
+static bool json_ok(const char *s, bool jsonb) {
+  char why[200];
+  return pgtype_json_valid(s, strlen(s), jsonb, why, sizeof why);
+}
+
+static void test_json_forms(void) {
+  static const char *const good[] = {"1",
+                                     " 1 ",
+                                     "{}",
+                                     "[]",
+                                     "\"x\"",
+                                     "{\"a\": [1, 2.5, -0, 1e3, true]}",
+                                     "{\"b\":1,\"a\":{\"c\":null}}",
+                                     "[[[[[]]]]]",
+                                     "\"\\u00e9\\n\\/\"",
+                                     "\t\r\n[ 1 , 2 ]",
+                                     "-0.5E-7",
+                                     "false",
+                                     "\"\\ud83d\\ude00\""};
+  static const char *const bad[] = {
+      "",        " ",         "01",      "+1",         "1.",       ".5",
+      "1e",      "[1,]",      "{\"a\"}", "{\"a\":1,}", "{1: 2}",   "'x'",
+      "tru",     "truex",     "nul",     "[1 2]",      "\"\x01\"", "\"a",
+      "\"\\x\"", "\"\\u12\"", "\f1",     "1 1",        "NaN",      "[",
+      "]",       "{\"a\" 1}"};
+  for (size_t i = 0; i < sizeof good / sizeof good[0]; i++) {
+    CU_ASSERT_TRUE(json_ok(good[i], false));
+    CU_ASSERT_TRUE(json_ok(good[i], true));
+  }
+  for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+    CU_ASSERT_FALSE(json_ok(bad[i], false));
+    CU_ASSERT_FALSE(json_ok(bad[i], true));
+  }
+  /* json keeps escapes jsonb must decode. */
+  CU_ASSERT_TRUE(json_ok("\"\\u0000\"", false));
+  CU_ASSERT_FALSE(json_ok("\"\\u0000\"", true));
+  CU_ASSERT_TRUE(json_ok("\"\\ud800\"", false));
+  CU_ASSERT_FALSE(json_ok("\"\\ud800\"", true));
+  CU_ASSERT_FALSE(json_ok("\"\\udc00\"", true));
+  CU_ASSERT_FALSE(json_ok("\"\\ud800\\u0041\"", true));
+  /* Deep nesting costs no C stack. */
+  enum { DEEP = 100000 };
+  char *deep = malloc(2 * DEEP + 2);
+  if (deep) {
+    memset(deep, '[', DEEP);
+    memset(deep + DEEP, ']', DEEP);
+    deep[2 * DEEP] = '\0';
+    CU_ASSERT_TRUE(json_ok(deep, true));
+    deep[2 * DEEP - 1] = '\0';
+    CU_ASSERT_FALSE(json_ok(deep, true));
+    deep[DEEP] = '{';
+    CU_ASSERT_FALSE(json_ok(deep, false));
+    free(deep);
+  }
+}
+
+static void test_value_checks(void) {
+  pgtype t;
+  char why[200];
+  lipsync_value v;
+
+  CU_ASSERT_TRUE(pgtype_float4_exact(0.5));
+  CU_ASSERT_TRUE(pgtype_float4_exact((double)1.1f));
+  CU_ASSERT_TRUE(pgtype_float4_exact(-0.0));
+  CU_ASSERT_TRUE(pgtype_float4_exact(NAN));
+  CU_ASSERT_TRUE(pgtype_float4_exact(-INFINITY));
+  CU_ASSERT_TRUE(pgtype_float4_exact((double)FLT_MAX));
+  CU_ASSERT_TRUE(pgtype_float4_exact((double)FLT_TRUE_MIN));
+  CU_ASSERT_FALSE(pgtype_float4_exact(1.1));
+  CU_ASSERT_FALSE(pgtype_float4_exact(1e300));
+  CU_ASSERT_FALSE(pgtype_float4_exact(5e-324));
+
+  CU_ASSERT_TRUE(pgtype_from_oid(21, -1, false, &t));
+  CU_ASSERT_STRING_EQUAL(pgtype_canonical(t.kind), "integer");
+  CU_ASSERT_FALSE(pgtype_from_oid(1186 /* interval */, -1, false, &t));
+  CU_ASSERT_TRUE(pgtype_from_oid(99999, -1, true, &t));
+  CU_ASSERT_STRING_EQUAL(pgtype_canonical(t.kind), "text");
+
+  t.kind = PGTYPE_INT2;
+  t.typmod = -1;
+  v = tu_int(32767);
+  CU_ASSERT_TRUE(pgtype_check(&t, &v, why, sizeof why));
+  v = tu_int(32768);
+  CU_ASSERT_FALSE(pgtype_check(&t, &v, why, sizeof why));
+  v = tu_real(1);
+  CU_ASSERT_FALSE(pgtype_check(&t, &v, why, sizeof why));
+  CU_ASSERT(contains(why, "INTEGER"));
+  v = tu_null();
+  CU_ASSERT_TRUE(pgtype_check(&t, &v, why, sizeof why));
+
+  t.kind = PGTYPE_BPCHAR;
+  t.typmod = 5 + 4;
+  v = tu_text("\303\261and\303\272"); /* five characters, seven bytes */
+  CU_ASSERT_TRUE(pgtype_check(&t, &v, why, sizeof why));
+  v = tu_text("ab");
+  CU_ASSERT_FALSE(pgtype_check(&t, &v, why, sizeof why));
+  t.kind = PGTYPE_TEXT;
+  t.typmod = -1;
+  v = tu_textn("a\0b", 3);
+  CU_ASSERT_FALSE(pgtype_check(&t, &v, why, sizeof why));
+  CU_ASSERT(contains(why, "U+0000"));
+  v = tu_textn("\xff", 1);
+  CU_ASSERT_FALSE(pgtype_check(&t, &v, why, sizeof why));
+
+  /* COPY text format escapes exactly backslash, tab, newline and CR. */
+  bytebuf b = {0};
+  static const char raw[] = "a\\b\tc\nd\re\x01";
+  CU_ASSERT_EQUAL(pgtype_copy_escape(&b, raw, sizeof raw - 1), 0);
+  CU_ASSERT_EQUAL(b.len, 14);
+  CU_ASSERT(b.len == 14 && memcmp(b.data, "a\\\\b\\tc\\nd\\re\x01", 14) == 0);
+  bytebuf_free(&b);
+
+  char text[32];
+  pgtype_format_double(-0.0, text);
+  CU_ASSERT_STRING_EQUAL(text, "-0");
+  pgtype_format_double(5e-324, text);
+  CU_ASSERT_EQUAL(strtod(text, NULL), 5e-324);
+  pgtype_format_double(0.1, text);
+  CU_ASSERT_EQUAL(strtod(text, NULL), 0.1);
+  pgtype_format_double(-INFINITY, text);
+  CU_ASSERT_STRING_EQUAL(text, "-Infinity");
+}
+
+/* ------------------------------------------------------------------ */
+/* Tables and columns                                                   */
+/* ------------------------------------------------------------------ */
+
+static void test_open_every_type(void) {
+  static const struct {
+    const char *name, *type;
+  } want[] = {
+      {"Z_upper", "text"},        {"_a", "integer"},
+      {"c_bigserial", "integer"}, {"c_bool", "boolean"},
+      {"c_bytea", "blob"},        {"c_char", "text"},
+      {"c_date", "date"},         {"c_decimal", "decimal"},
+      {"c_float4", "real"},       {"c_float8", "real"},
+      {"c_ident", "integer"},     {"c_int2", "integer"},
+      {"c_int4", "integer"},      {"c_int8", "integer"},
+      {"c_json", "json"},         {"c_jsonb", "jsonb"},
+      {"c_name", "text"},         {"c_numeric", "decimal"},
+      {"c_serial", "integer"},    {"c_text", "text"},
+      {"c_ts", "timestamp"},      {"c_ts3", "timestamp"},
+      {"c_tstz", "timestamptz"},  {"c_uuid", "uuid"},
+      {"c_varchar", "text"},
+  };
+  size_t nwant = sizeof want / sizeof want[0];
+  fixture fx;
+  lipsync_table *t = NULL, *again = NULL;
+  char name[512];
+  if (!fx_open(&fx,
+               "CREATE TABLE {S}.types(c_int2 smallint, c_int4 integer,"
+               " c_int8 bigint, c_serial serial, c_bigserial bigserial,"
+               " c_float4 real, c_float8 double precision, c_numeric numeric,"
+               " c_decimal decimal(10,2), c_bool boolean, c_text text,"
+               " c_varchar varchar(10), c_char char(5), c_name name,"
+               " c_bytea bytea, c_date date, c_ts timestamp,"
+               " c_ts3 timestamp(3), c_tstz timestamptz, c_json json,"
+               " c_jsonb jsonb, c_uuid uuid, \"Z_upper\" text, \"_a\" int,"
+               " c_gen int GENERATED ALWAYS AS (c_int4 * 2) STORED,"
+               " c_ident bigint GENERATED ALWAYS AS IDENTITY)"))
+    goto out;
+  t = begin_prepared(&fx, "types");
+  if (!t)
+    goto out;
+  CU_ASSERT_STRING_EQUAL(t->name, tname(&fx, "types", name, sizeof name));
+  CU_ASSERT_EQUAL(t->ncolumns, nwant);
+  for (size_t i = 0; i < nwant && i < t->ncolumns; i++) {
+    CU_ASSERT_STRING_EQUAL(t->columns[i].name, want[i].name);
+    CU_ASSERT_STRING_EQUAL(t->columns[i].type, want[i].type);
+  }
+  /* A second open in the same transaction is the same handle. */
+  CU_ASSERT_EQUAL(store_open_table(fx.store, name, &again), 0);
+  CU_ASSERT_PTR_EQUAL(again, t);
+  CU_ASSERT_STRING_EQUAL(fx.store->methods->name, "postgresql");
+  CU_ASSERT_EQUAL(fx.store->methods->version, LIPSYNC_STORE_METHODS_VERSION);
+  CU_ASSERT_EQUAL(store_commit(fx.store), 0);
+
+  /* Once the UUID column exists it is still not a column of the table. */
+  CU_ASSERT_EQUAL(store_begin(fx.store), 0);
+  CU_ASSERT_EQUAL(store_open_table(fx.store, name, &t), 0);
+  if (t)
+    CU_ASSERT_EQUAL(t->ncolumns, nwant);
+  CU_ASSERT_EQUAL(store_rollback(fx.store), 0);
+out:
+  fx_close(&fx);
+}
+
+static void test_unmapped_types_refused(void) {
+  static const struct {
+    const char *decl, *type_named;
+  } cases[] = {
+      {"interval", "interval"},
+      {"int[]", "integer[]"},
+      {"money", "money"},
+      {"time", "time without time zone"},
+      {"timetz", "time with time zone"},
+      {"inet", "inet"},
+      {"point", "point"},
+      {"bit(3)", "bit(3)"},
+      {"xml", "xml"},
+      {"{S}.mood", "mood"},
+      {"{S}.short_text", "short_text"},
+      {"{S}.pair", "pair"},
+  };
+  fixture fx;
+  char sql[256], name[512];
+  lipsync_table *t = NULL;
+  if (!fx_open(&fx, "CREATE TYPE {S}.mood AS ENUM ('sad', 'ok');"
+                    "CREATE DOMAIN {S}.short_text AS text;"
+                    "CREATE TYPE {S}.pair AS (a int, b int);"
+                    "CREATE TABLE {S}.fine(a int)"))
+    goto out;
+  CU_ASSERT_EQUAL(store_begin(fx.store), 0);
+  for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+    char want[1024];
+    snprintf(sql, sizeof sql,
+             "CREATE TABLE {S}.u%zu(ok int, \"Bad col\" %s, z text)", i,
+             cases[i].decl);
+    /* The store's connection is between statements: it can run ours. */
+    FX_EXEC(&fx, sql);
+    snprintf(sql, sizeof sql, "u%zu", i);
+    CU_ASSERT_EQUAL(
+        store_open_table(fx.store, tname(&fx, sql, name, sizeof name), &t),
+        LIPSYNC_ERR_SCHEMA_MISMATCH);
+    CU_ASSERT_PTR_NULL(t);
+    snprintf(want, sizeof want, "table %s: column Bad col has type ", name);
+    CU_ASSERT(contains(store_errmsg(fx.store), want));
+    CU_ASSERT(contains(store_errmsg(fx.store), cases[i].type_named));
+    if (!contains(store_errmsg(fx.store), cases[i].type_named))
+      fprintf(stderr, "\n  %s\n", store_errmsg(fx.store));
+  }
+  /* The transaction goes on. */
+  CU_ASSERT_EQUAL(
+      store_open_table(fx.store, tname(&fx, "fine", name, sizeof name), &t), 0);
+  CU_ASSERT_EQUAL(store_rollback(fx.store), 0);
+out:
+  fx_close(&fx);
+}
+
+static void test_open_unknown_table(void) {
+  fixture fx;
+  lipsync_table *t = NULL;
+  char name[512], want[1024];
+  if (!fx_open(&fx, "CREATE TABLE {S}.cities(name text);"
+                    "CREATE VIEW {S}.big AS SELECT * FROM {S}.cities;"
+                    "CREATE SEQUENCE {S}.seq;"))
+    goto out;
+  /* Outside a transaction a table cannot be locked. */
+  CU_ASSERT_EQUAL(
+      store_open_table(fx.store, tname(&fx, "cities", name, sizeof name), &t),
+      LIPSYNC_ERR_INTERNAL);
+  CU_ASSERT_EQUAL(store_begin(fx.store), 0);
+  CU_ASSERT_EQUAL(
+      store_open_table(fx.store, tname(&fx, "nope", name, sizeof name), &t),
+      LIPSYNC_ERR_UNKNOWN_TABLE);
+  CU_ASSERT_PTR_NULL(t);
+  snprintf(want, sizeof want, "no table %s", name);
+  CU_ASSERT_STRING_EQUAL(store_errmsg(fx.store), want);
+  /* A name without a schema is in public. */
+  snprintf(name, sizeof name, "nope_%ld", (long)getpid());
+  CU_ASSERT_EQUAL(store_open_table(fx.store, name, &t),
+                  LIPSYNC_ERR_UNKNOWN_TABLE);
+  /* Views are not tables; names match exactly, case included. */
+  CU_ASSERT_EQUAL(
+      store_open_table(fx.store, tname(&fx, "big", name, sizeof name), &t),
+      LIPSYNC_ERR_UNKNOWN_TABLE);
+  CU_ASSERT(contains(store_errmsg(fx.store), "a view cannot be synced"));
+  CU_ASSERT_EQUAL(
+      store_open_table(fx.store, tname(&fx, "seq", name, sizeof name), &t),
+      LIPSYNC_ERR_UNKNOWN_TABLE);
+  CU_ASSERT_EQUAL(
+      store_open_table(fx.store, tname(&fx, "Cities", name, sizeof name), &t),
+      LIPSYNC_ERR_UNKNOWN_TABLE);
+  CU_ASSERT_EQUAL(store_open_table(fx.store,
+                                   tname(&fx, "\"cities\"", name, sizeof name),
+                                   &t),
+                  LIPSYNC_ERR_UNKNOWN_TABLE);
+  CU_ASSERT_EQUAL(
+      store_open_table(fx.store, tname(&fx, "", name, sizeof name), &t),
+      LIPSYNC_ERR_UNKNOWN_TABLE);
+  CU_ASSERT_EQUAL(store_open_table(fx.store, ".cities", &t),
+                  LIPSYNC_ERR_UNKNOWN_TABLE);
+  CU_ASSERT_EQUAL(store_open_table(fx.store, "pg_catalog.pg_class", &t),
+                  LIPSYNC_ERR_UNKNOWN_TABLE);
+  CU_ASSERT(contains(store_errmsg(fx.store), "system tables"));
+  CU_ASSERT_EQUAL(
+      store_open_table(fx.store, "information_schema.sql_features", &t),
+      LIPSYNC_ERR_UNKNOWN_TABLE);
+  /* None of this broke the transaction. */
+  CU_ASSERT_EQUAL(
+      store_open_table(fx.store, tname(&fx, "cities", name, sizeof name), &t),
+      0);
+  CU_ASSERT_PTR_NOT_NULL(t);
+  CU_ASSERT_EQUAL(store_rollback(fx.store), 0);
+out:
+  fx_close(&fx);
+}
+
+static void test_quoted_names(void) {
+  static const char *const want[] = {"Col \"x\"", "Zeta",      "a.b",
+                                     "alpha",     "two words", "\303\261ame"};
+  char schema[64], name[256];
+  fixture fx;
+  lipsync_table *t;
+  lipsync_row row;
+  lipsync_cursor *c = NULL;
+  uint8_t uuid[LIPSYNC_UUID_LEN];
+  lipsync_value v[6];
+  const char *const *names;
+  size_t count;
+  bool listed = false;
+
+  snprintf(schema, sizeof schema, "Geo Data %ld_%u", (long)getpid(),
+           ++schema_seq);
+  if (!fx_open_schema(&fx, schema,
+                      "CREATE TABLE {S}.\"My\"\"Table\"(\"Col \"\"x\"\"\" "
+                      "integer, \"\303\261ame\" text, \"Zeta\" text,"
+                      " alpha double precision, \"two words\" bytea,"
+                      " \"a.b\" date);"
+                      "INSERT INTO {S}.\"My\"\"Table\" VALUES"
+                      " (1, 'one', 'z', 1.5, '\\x01', '2024-01-01');"
+                      "CREATE TABLE {S}.\"my\"\"table\"(x int)"))
+    goto out;
+  t = begin_prepared(&fx, "My\"Table");
+  if (!t)
+    goto out;
+  snprintf(name, sizeof name, "%s.My\"Table", schema);
+  CU_ASSERT_STRING_EQUAL(t->name, name);
+  CU_ASSERT_EQUAL(t->ncolumns, 6);
+  for (size_t i = 0; i < 6 && i < t->ncolumns; i++)
+    CU_ASSERT_STRING_EQUAL(t->columns[i].name, want[i]);
+  CU_ASSERT_EQUAL(FX_INT(&fx,
+                         "SELECT count(*) FROM pg_index i JOIN pg_class c"
+                         " ON c.oid = i.indexrelid WHERE i.indrelid ="
+                         " '{S}.\"My\"\"Table\"'::regclass AND i.indisunique"
+                         " AND c.relname = 'My\"Table__lipsync_uuid'",
+                         -1),
+                  1);
+
+  uuid_fill(uuid, 0x42);
+  v[0] = tu_int(2);
+  v[1] = tu_text("zz");
+  v[2] = tu_text("2024-02-29");
+  v[3] = tu_real(2.5);
+  v[4] = tu_blob("\x02", 1);
+  v[5] = tu_text("two");
+  CU_ASSERT_EQUAL(insert_row(fx.store, t, uuid, v, 6), 0);
+  CU_ASSERT_EQUAL(store_fetch(fx.store, t, uuid, &row), 0);
+  for (size_t i = 0; i < 6 && row.nvalues == 6; i++)
+    check_value(&row.values[i], &v[i], "quoted column", __LINE__);
+  CU_ASSERT_EQUAL(count_rows(fx.store, t, NULL, NULL), 2);
+  uint8_t after[LIPSYNC_UUID_LEN];
+  memcpy(after, uuid, sizeof after);
+  after[15]++;
+  CU_ASSERT_EQUAL(store_scan(fx.store, t, uuid, after, &c), 0);
+  CU_ASSERT_EQUAL(store_next(fx.store, c, &row), 1);
+  CU_ASSERT_EQUAL(memcmp(row.uuid, uuid, LIPSYNC_UUID_LEN), 0);
+  CU_ASSERT_EQUAL(store_next(fx.store, c, &row), 0);
+  store_close_cursor(fx.store, c);
+
+  CU_ASSERT_EQUAL(store_list_tables(fx.store, &names, &count), 0);
+  for (size_t i = 0; i < count; i++)
+    listed |= strcmp(names[i], name) == 0;
+  CU_ASSERT_TRUE(listed);
+  CU_ASSERT_EQUAL(store_commit(fx.store), 0);
+  CU_ASSERT_EQUAL(FX_INT(&fx, "SELECT count(*) FROM {S}.\"My\"\"Table\"", -1),
+                  2);
+out:
+  fx_close(&fx);
+}
+
+static void test_list_tables(void) {
+  fixture fx;
+  const char *const *names = NULL;
+  size_t count = 0;
+  char want[4][160], pub[2][64], sql[400];
+  bool seen[4] = {false};
+  if (!fx_open(&fx,
+               "CREATE TABLE {S}.b(x int); CREATE TABLE {S}.\"Zed\"(x int);"
+               "CREATE TABLE {S}.\"d.e\"(x int);"
+               "CREATE TABLE {S}.parts(k int) PARTITION BY RANGE (k);"
+               "CREATE TABLE {S}.parts_1 PARTITION OF {S}.parts"
+               " FOR VALUES FROM (0) TO (10);"
+               "CREATE VIEW {S}.v AS SELECT * FROM {S}.b;"
+               "CREATE MATERIALIZED VIEW {S}.mv AS SELECT * FROM {S}.b;"))
+    goto out;
+  /* In public, plain names; a name with a dot is qualified. */
+  snprintf(pub[0], sizeof pub[0], "lipsync_list_%ld", (long)getpid());
+  snprintf(pub[1], sizeof pub[1], "lipsync.dot_%ld", (long)getpid());
+  snprintf(sql, sizeof sql,
+           "CREATE TABLE public.\"%s\"(x int); CREATE TABLE public.\"%s\"(x "
+           "int)",
+           pub[0], pub[1]);
+  if (!PG_EXEC(fx.conn, sql))
+    goto out;
+  snprintf(want[0], sizeof want[0], "%s.Zed", fx.schema);
+  snprintf(want[1], sizeof want[1], "%s.d.e", fx.schema);
+  snprintf(want[2], sizeof want[2], "%s", pub[0]);
+  snprintf(want[3], sizeof want[3], "public.%s", pub[1]);
+  for (int pass = 0; pass < 2; pass++) {
+    int mine = 0;
+    memset(seen, 0, sizeof seen);
+    CU_ASSERT_EQUAL(store_list_tables(fx.store, &names, &count), 0);
+    for (size_t i = 0; i < count; i++) {
+      if (i > 0)
+        CU_ASSERT(strcmp(names[i - 1], names[i]) < 0);
+      for (int k = 0; k < 4; k++)
+        seen[k] |= strcmp(names[i], want[k]) == 0;
+      if (strncmp(names[i], fx.schema, strlen(fx.schema)) == 0 &&
+          names[i][strlen(fx.schema)] == '.')
+        mine++;
+      CU_ASSERT(strncmp(names[i], "pg_", 3) != 0);
+    }
+    for (int k = 0; k < 4; k++)
+      CU_ASSERT_TRUE(seen[k]);
+    CU_ASSERT_EQUAL(mine, 4); /* b, Zed, d.e, parts; no partition or view */
+  }
+  /* Each listed name opens its table. */
+  CU_ASSERT_EQUAL(store_begin(fx.store), 0);
+  for (int k = 0; k < 4; k++) {
+    lipsync_table *t = NULL;
+    CU_ASSERT_EQUAL(store_open_table(fx.store, want[k], &t), 0);
+  }
+  CU_ASSERT_EQUAL(store_rollback(fx.store), 0);
+out:
+  if (fx.conn) {
+    snprintf(sql, sizeof sql,
+             "DROP TABLE IF EXISTS public.\"%s\"; DROP TABLE IF EXISTS "
+             "public.\"%s\"",
+             pub[0], pub[1]);
+    PG_EXEC(fx.conn, sql);
+  }
+  fx_close(&fx);
+}
+
+/* ------------------------------------------------------------------ */
+/* prepare_table                                                        */
+/* ------------------------------------------------------------------ */
+
+static void test_prepare_adds_uuids_and_rollback_undoes(void) {
+  fixture fx;
+  lipsync_table *t;
+  if (!fx_open(&fx, "CREATE TABLE {S}.cities(name text, pop int);"
+                    "INSERT INTO {S}.cities SELECT 'c' || i, i"
+                    " FROM generate_series(1, 100) i;"))
+    goto out;
+  t = begin_prepared(&fx, "cities");
+  if (!t)
+    goto out;
+  CU_ASSERT_EQUAL(t->ncolumns, 2);
+  char *type = FX_TEXT(&fx, "SELECT format_type(atttypid, atttypmod)"
+                            " FROM pg_attribute WHERE attrelid ="
+                            " '{S}.cities'::regclass"
+                            " AND attname = '_lipsync_uuid'");
+  CU_ASSERT_PTR_NOT_NULL(type);
+  if (type)
+    CU_ASSERT_STRING_EQUAL(type, "uuid");
+  free(type);
+  CU_ASSERT_EQUAL(FX_INT(&fx,
+                         "SELECT count(*) FROM pg_index i JOIN pg_class c"
+                         " ON c.oid = i.indexrelid WHERE i.indrelid ="
+                         " '{S}.cities'::regclass AND i.indisunique AND"
+                         " c.relname = 'cities__lipsync_uuid'",
+                         -1),
+                  1);
+  CU_ASSERT_EQUAL(
+      FX_INT(&fx, "SELECT count(DISTINCT _lipsync_uuid) FROM {S}.cities", -1),
+      100);
+  /* Every UUID is a random one: version 4, RFC 9562 variant. */
+  CU_ASSERT_EQUAL(FX_INT(&fx,
+                         "SELECT count(*) FROM {S}.cities WHERE"
+                         " substr(_lipsync_uuid::text, 15, 1) = '4' AND"
+                         " substr(_lipsync_uuid::text, 20, 1) IN"
+                         " ('8', '9', 'a', 'b')",
+                         -1),
+                  100);
+  CU_ASSERT_EQUAL(count_rows(fx.store, t, NULL, NULL), 100);
+  /* The column has no default left behind. */
+  CU_ASSERT_EQUAL(FX_INT(&fx,
+                         "SELECT count(*) FROM pg_attrdef WHERE adrelid ="
+                         " '{S}.cities'::regclass",
+                         -1),
+                  0);
+
+  /* Preparing again changes nothing. */
+  CU_ASSERT_EQUAL(store_prepare_table(fx.store, t), 0);
+  CU_ASSERT_EQUAL(FX_INT(&fx,
+                         "SELECT count(*) FROM pg_index WHERE indrelid ="
+                         " '{S}.cities'::regclass",
+                         -1),
+                  1);
+
+  CU_ASSERT_EQUAL(store_rollback(fx.store), 0);
+  CU_ASSERT_EQUAL(FX_INT(&fx,
+                         "SELECT count(*) FROM pg_attribute WHERE attrelid ="
+                         " '{S}.cities'::regclass AND attname ="
+                         " '_lipsync_uuid' AND NOT attisdropped",
+                         -1),
+                  0);
+  CU_ASSERT_EQUAL(FX_INT(&fx,
+                         "SELECT count(*) FROM pg_index WHERE indrelid ="
+                         " '{S}.cities'::regclass",
+                         -1),
+                  0);
+out:
+  fx_close(&fx);
+}
+
+static void test_prepare_keeps_uuids_and_index(void) {
+  fixture fx;
+  lipsync_table *t;
+  if (!fx_open(&fx, "CREATE TABLE {S}.k(a int, _lipsync_uuid uuid);"
+                    "CREATE UNIQUE INDEX my_index ON {S}.k(_lipsync_uuid);"
+                    "INSERT INTO {S}.k VALUES"
+                    " (1, '0f0f0f0f-0f0f-4f0f-8f0f-0f0f0f0f0f0f'), (2, NULL);"))
+    goto out;
+  t = begin_prepared(&fx, "k");
+  if (!t)
+    goto out;
+  CU_ASSERT_EQUAL(t->ncolumns, 1);
+  CU_ASSERT_EQUAL(FX_INT(&fx,
+                         "SELECT count(*) FROM {S}.k WHERE _lipsync_uuid ="
+                         " '0f0f0f0f-0f0f-4f0f-8f0f-0f0f0f0f0f0f' AND a = 1",
+                         -1),
+                  1);
+  CU_ASSERT_EQUAL(
+      FX_INT(&fx, "SELECT count(*) FROM {S}.k WHERE _lipsync_uuid IS NULL", -1),
+      0);
+  CU_ASSERT_EQUAL(FX_INT(&fx,
+                         "SELECT count(*) FROM pg_index WHERE indrelid ="
+                         " '{S}.k'::regclass",
+                         -1),
+                  1);
+  CU_ASSERT_EQUAL(store_commit(fx.store), 0);
+out:
+  fx_close(&fx);
+}
+
+static void test_prepare_refusals(void) {
+  fixture fx;
+  lipsync_table *t = NULL;
+  char name[512];
+  if (!fx_open(&fx, "CREATE TABLE {S}.wrong(a int, _lipsync_uuid text);"
+                    "CREATE TABLE {S}.dup(a int, _lipsync_uuid uuid);"
+                    "INSERT INTO {S}.dup VALUES"
+                    " (1, '0f0f0f0f-0f0f-4f0f-8f0f-0f0f0f0f0f0f'),"
+                    " (2, '0f0f0f0f-0f0f-4f0f-8f0f-0f0f0f0f0f0f');"))
+    goto out;
+  CU_ASSERT_EQUAL(store_begin(fx.store), 0);
+  CU_ASSERT_EQUAL(
+      store_open_table(fx.store, tname(&fx, "wrong", name, sizeof name), &t),
+      0);
+  CU_ASSERT_EQUAL(store_prepare_table(fx.store, t), LIPSYNC_ERR_STORAGE);
+  CU_ASSERT(contains(store_errmsg(fx.store),
+                     "column _lipsync_uuid has type text; it must be uuid"));
+  CU_ASSERT_EQUAL(
+      store_open_table(fx.store, tname(&fx, "dup", name, sizeof name), &t), 0);
+  CU_ASSERT_EQUAL(store_prepare_table(fx.store, t), LIPSYNC_ERR_STORAGE);
+  CU_ASSERT(contains(store_errmsg(fx.store), "duplicate _lipsync_uuid values"));
+  CU_ASSERT(contains(store_errmsg(fx.store),
+                     "0f0f0f0f-0f0f-4f0f-8f0f-0f0f0f0f0f0f) is duplicated"));
+  CU_ASSERT_EQUAL(store_rollback(fx.store), 0);
+  CU_ASSERT_EQUAL(FX_INT(&fx,
+                         "SELECT count(*) FROM pg_index WHERE indrelid ="
+                         " '{S}.dup'::regclass",
+                         -1),
+                  0);
+out:
+  fx_close(&fx);
+}
+
+/* ------------------------------------------------------------------ */
+/* Reading                                                              */
+/* ------------------------------------------------------------------ */
+
+static void test_scan_ranges(void) {
+  fixture fx;
+  lipsync_table *t;
+  uint8_t lo[LIPSYNC_UUID_LEN], hi[LIPSYNC_UUID_LEN], u[LIPSYNC_UUID_LEN];
+  lipsync_cursor *c1 = NULL, *c2 = NULL;
+  lipsync_row r1, r2;
+  if (!fx_open(&fx, "CREATE TABLE {S}.r(i int)"))
+    goto out;
+  t = begin_prepared(&fx, "r");
+  if (!t)
+    goto out;
+  /* Rows 0x00.., 0x10.., ..., 0xf0.. */
+  for (int k = 0; k < 16; k++) {
+    lipsync_value v = tu_int(k);
+    uuid_fill(u, (uint8_t)(k * 16));
+    CU_ASSERT_EQUAL(insert_row(fx.store, t, u, &v, 1), 0);
+  }
+  CU_ASSERT_EQUAL(count_rows(fx.store, t, NULL, NULL), 16);
+  uuid_fill(lo, 0x30);
+  uuid_fill(hi, 0x70);
+  CU_ASSERT_EQUAL(count_rows(fx.store, t, lo, NULL), 13);
+  CU_ASSERT_EQUAL(count_rows(fx.store, t, NULL, hi), 7);
+  CU_ASSERT_EQUAL(count_rows(fx.store, t, lo, hi), 4);
+  CU_ASSERT_EQUAL(count_rows(fx.store, t, hi, hi), 0);
+  CU_ASSERT_EQUAL(count_rows(fx.store, t, hi, lo), 0);
+  /* Bounds compare as bytes: 0x30.. < 0x30..01 < 0x40... */
+  memset(lo, 0x30, sizeof lo);
+  lo[15] = 0x31;
+  CU_ASSERT_EQUAL(count_rows(fx.store, t, lo, NULL), 12);
+  memset(hi, 0, sizeof hi);
+  hi[15] = 1;
+  CU_ASSERT_EQUAL(count_rows(fx.store, t, NULL, hi), 1);
+
+  /* Two cursors interleave, each over its own rows. */
+  uuid_fill(lo, 0x80);
+  CU_ASSERT_EQUAL(store_scan(fx.store, t, NULL, lo, &c1), 0);
+  CU_ASSERT_EQUAL(store_scan(fx.store, t, lo, NULL, &c2), 0);
+  size_t n1 = 0, n2 = 0;
+  int rc1 = 1, rc2 = 1;
+  while (c1 && c2 && (rc1 == 1 || rc2 == 1)) {
+    if (rc1 == 1 && (rc1 = store_next(fx.store, c1, &r1)) == 1) {
+      n1++;
+      CU_ASSERT(r1.uuid[0] < 0x80 && r1.values[0].u.integer < 8);
+    }
+    if (rc2 == 1 && (rc2 = store_next(fx.store, c2, &r2)) == 1) {
+      n2++;
+      CU_ASSERT(r2.uuid[0] >= 0x80 && r2.values[0].u.integer >= 8);
+    }
+  }
+  CU_ASSERT_EQUAL(n1, 8);
+  CU_ASSERT_EQUAL(n2, 8);
+  CU_ASSERT_EQUAL(rc1, 0);
+  CU_ASSERT_EQUAL(rc2, 0);
+  /* The end stays the end. */
+  if (c1)
+    CU_ASSERT_EQUAL(store_next(fx.store, c1, &r1), 0);
+  store_close_cursor(fx.store, c1);
+  store_close_cursor(fx.store, c2);
+  store_close_cursor(fx.store, NULL);
+  CU_ASSERT_EQUAL(store_commit(fx.store), 0);
+out:
+  fx_close(&fx);
+}
+
+static void test_scan_batches(void) {
+  enum { N = 2500 };
+  fixture fx;
+  lipsync_table *t;
+  lipsync_cursor *c = NULL;
+  lipsync_row row;
+  long long sum = 0;
+  size_t n = 0;
+  /* More rows than the first batch, rows inserted by SQL. */
+  if (!fx_open(&fx, "CREATE TABLE {S}.b(i bigint, pad text);"
+                    "INSERT INTO {S}.b SELECT i, repeat('x', i % 50)"
+                    " FROM generate_series(1, 2500) i"))
+    goto out;
+  t = begin_prepared(&fx, "b");
+  if (!t)
+    goto out;
+  CU_ASSERT_EQUAL(store_scan(fx.store, t, NULL, NULL, &c), 0);
+  while (c && store_next(fx.store, c, &row) == 1) {
+    sum += row.values[0].u.integer;
+    CU_ASSERT_EQUAL(row.values[1].u.bytes.len,
+                    (size_t)(row.values[0].u.integer % 50));
+    n++;
+  }
+  store_close_cursor(fx.store, c);
+  CU_ASSERT_EQUAL(n, N);
+  CU_ASSERT_EQUAL(sum, (long long)N * (N + 1) / 2);
+  CU_ASSERT_EQUAL(store_commit(fx.store), 0);
+out:
+  fx_close(&fx);
+}
+
+static void test_fetch(void) {
+  fixture fx;
+  lipsync_table *t;
+  lipsync_row row;
+  uint8_t u[LIPSYNC_UUID_LEN], missing[LIPSYNC_UUID_LEN];
+  lipsync_value v[2] = {tu_int(7), tu_text("seven")};
+  char want[1024], name[256];
+  if (!fx_open(&fx, "CREATE TABLE {S}.f(a int, b text)"))
+    goto out;
+  t = begin_prepared(&fx, "f");
+  if (!t)
+    goto out;
+  uuid_fill(u, 0x77);
+  uuid_fill(missing, 0x78);
+  CU_ASSERT_EQUAL(insert_row(fx.store, t, u, v, 2), 0);
+  CU_ASSERT_EQUAL(store_fetch(fx.store, t, u, &row), 0);
+  CU_ASSERT_EQUAL(memcmp(row.uuid, u, LIPSYNC_UUID_LEN), 0);
+  CU_ASSERT_EQUAL(row.nvalues, 2);
+  for (size_t i = 0; i < 2 && row.nvalues == 2; i++)
+    check_value(&row.values[i], &v[i], "fetched", __LINE__);
+  CU_ASSERT_EQUAL(store_fetch(fx.store, t, missing, &row),
+                  LIPSYNC_ERR_NOT_FOUND);
+  snprintf(want, sizeof want,
+           "table %s: no row 78787878-7878-7878-7878-787878787878",
+           tname(&fx, "f", name, sizeof name));
+  CU_ASSERT_STRING_EQUAL(store_errmsg(fx.store), want);
+  /* Not found is not a failure of the transaction. */
+  CU_ASSERT_EQUAL(store_fetch(fx.store, t, u, &row), 0);
+  CU_ASSERT_EQUAL(store_commit(fx.store), 0);
+out:
+  fx_close(&fx);
+}
+
+static void test_scan_before_prepare_fails_cleanly(void) {
+  fixture fx;
+  lipsync_table *t = NULL;
+  lipsync_cursor *c = NULL;
+  lipsync_row row;
+  uint8_t u[LIPSYNC_UUID_LEN];
+  lipsync_value v = tu_int(1);
+  char name[512];
+  if (!fx_open(&fx, "CREATE TABLE {S}.n(a int); INSERT INTO {S}.n VALUES (1)"))
+    goto out;
+  CU_ASSERT_EQUAL(store_begin(fx.store), 0);
+  CU_ASSERT_EQUAL(
+      store_open_table(fx.store, tname(&fx, "n", name, sizeof name), &t), 0);
+  CU_ASSERT_EQUAL(store_scan(fx.store, t, NULL, NULL, &c), LIPSYNC_ERR_STORAGE);
+  CU_ASSERT_PTR_NULL(c);
+  CU_ASSERT(contains(store_errmsg(fx.store), "scan: the table has no "
+                                             "_lipsync_uuid column"));
+  uuid_fill(u, 1);
+  CU_ASSERT_EQUAL(store_fetch(fx.store, t, u, &row), LIPSYNC_ERR_STORAGE);
+  CU_ASSERT_EQUAL(insert_row(fx.store, t, u, &v, 1), LIPSYNC_ERR_STORAGE);
+  /* The transaction is intact: preparing now works. */
+  CU_ASSERT_EQUAL(store_prepare_table(fx.store, t), 0);
+  CU_ASSERT_EQUAL(count_rows(fx.store, t, NULL, NULL), 1);
+  CU_ASSERT_EQUAL(store_rollback(fx.store), 0);
+out:
+  fx_close(&fx);
+}
+
+/* Inserts, reads, inserts again: each read ends the COPY in progress, and
+ * sees what it inserted. */
+static void test_interleaved_insert_and_read(void) {
+  fixture fx;
+  lipsync_table *a, *b = NULL;
+  lipsync_row row;
+  lipsync_cursor *c = NULL;
+  uint8_t u[LIPSYNC_UUID_LEN];
+  char name[512];
+  if (!fx_open(&fx, "CREATE TABLE {S}.a(x text); CREATE TABLE {S}.b(y int);"
+                    "INSERT INTO {S}.b VALUES (1), (2);"))
+    goto out;
+  a = begin_prepared(&fx, "a");
+  if (!a)
+    goto out;
+  for (int k = 0; k < 10; k++) {
+    lipsync_value v = tu_text(k % 2 ? "odd" : "even");
+    uuid_fill(u, (uint8_t)(k + 1));
+    CU_ASSERT_EQUAL(insert_row(fx.store, a, u, &v, 1), 0);
+    if (k == 4) {
+      CU_ASSERT_EQUAL(store_fetch(fx.store, a, u, &row), 0);
+      CU_ASSERT_EQUAL(count_rows(fx.store, a, NULL, NULL), 5);
+    }
+  }
+  /* A cursor opened before more inserts does not see them (its snapshot
+   * is its DECLARE's). */
+  CU_ASSERT_EQUAL(store_scan(fx.store, a, NULL, NULL, &c), 0);
+  CU_ASSERT_EQUAL(store_next(fx.store, c, &row), 1);
+  CU_ASSERT_EQUAL(
+      store_open_table(fx.store, tname(&fx, "b", name, sizeof name), &b), 0);
+  CU_ASSERT_EQUAL(store_prepare_table(fx.store, b), 0);
+  for (int k = 0; k < 3 && b; k++) {
+    lipsync_value v = tu_int(10 + k);
+    uuid_fill(u, (uint8_t)(0xA0 + k));
+    CU_ASSERT_EQUAL(insert_row(fx.store, b, u, &v, 1), 0);
+    lipsync_value w = tu_text("late");
+    uuid_fill(u, (uint8_t)(0xB0 + k));
+    CU_ASSERT_EQUAL(insert_row(fx.store, a, u, &w, 1), 0);
+  }
+  size_t n = 1;
+  while (c && store_next(fx.store, c, &row) == 1)
+    n++;
+  CU_ASSERT_EQUAL(n, 10);
+  store_close_cursor(fx.store, c);
+  CU_ASSERT_EQUAL(count_rows(fx.store, a, NULL, NULL), 13);
+  if (b)
+    CU_ASSERT_EQUAL(count_rows(fx.store, b, NULL, NULL), 5);
+  CU_ASSERT_EQUAL(store_commit(fx.store), 0);
+  CU_ASSERT_EQUAL(FX_INT(&fx, "SELECT count(*) FROM {S}.a", -1), 13);
+out:
+  fx_close(&fx);
+}
+
+/* ------------------------------------------------------------------ */
+/* Values                                                               */
+/* ------------------------------------------------------------------ */
+
+/* Column order of table e, canonical. */
+enum {
+  E_B,
+  E_BY,
+  E_C,
+  E_D,
+  E_F4,
+  E_F8,
+  E_I2,
+  E_I4,
+  E_I8,
+  E_J,
+  E_JB,
+  E_N,
+  E_N52,
+  E_T,
+  E_TS,
+  E_TZ,
+  E_U,
+  E_V,
+  E_NCOLS
+};
+
+static const char edge_table_sql[] =
+    "CREATE TABLE {S}.e(b boolean, by bytea, c char(5), d date, f4 real,"
+    " f8 double precision, i2 smallint, i4 integer, i8 bigint, j json,"
+    " jb jsonb, n numeric, n52 numeric(5,2), t text, ts timestamp,"
+    " tz timestamptz, u uuid, v varchar(10))";
+
+static const char *const edge_names[E_NCOLS] = {
+    "b", "by", "c", "d",   "f4", "f8", "i2", "i4", "i8",
+    "j", "jb", "n", "n52", "t",  "ts", "tz", "u",  "v"};
+
+typedef struct edge_values {
+  lipsync_value v[24];
+  size_t n;
+} edge_values;
+
+static void add(edge_values *e, lipsync_value v) {
+  e->v[e->n++] = v;
+}
+
+static void add_texts(edge_values *e, const char *const *texts, size_t n) {
+  for (size_t i = 0; i < n; i++)
+    add(e, tu_text(texts[i]));
+}
+
+#define ADD_TEXTS(e, ...)                                                      \
+  do {                                                                         \
+    static const char *const texts_[] = {__VA_ARGS__};                         \
+    add_texts((e), texts_, sizeof texts_ / sizeof texts_[0]);                  \
+  } while (0)
+
+static void test_insert_edge_values(void) {
+  static const char nonascii[] = "h\xc3\xa9llo w\xc3\xb6rld \xe2\x9c\x93 "
+                                 "\xf0\x9d\x84\x9e";
+  static uint8_t bytes256[256];
+  enum { BIG = 1 << 20 };
+  uint8_t *big = malloc(BIG);
+  edge_values cols[E_NCOLS];
+  fixture fx;
+  lipsync_table *t;
+  size_t nrows = 0;
+  memset(cols, 0, sizeof cols);
+  for (int i = 0; i < 256; i++)
+    bytes256[i] = (uint8_t)i;
+  for (size_t i = 0; big && i < BIG; i++)
+    big[i] = (uint8_t)(i * 2654435761u >> 13);
+
+  add(&cols[E_B], tu_int(0));
+  add(&cols[E_B], tu_int(1));
+  add(&cols[E_BY], tu_blob("", 0));
+  add(&cols[E_BY], tu_blob(bytes256, 256));
+  add(&cols[E_BY], tu_blob("\\x00\t\n", 5));
+  if (big)
+    add(&cols[E_BY], tu_blob(big, BIG));
+  ADD_TEXTS(&cols[E_C], "ab   ", "abcde", "\303\261and\303\272", "     ");
+  ADD_TEXTS(&cols[E_D], "1969-12-31", "2038-01-20", "2024-02-29", "0001-01-01",
+            "4713-01-01 BC", "infinity", "-infinity", "4714-11-24 BC",
+            "5874897-12-31", "10000-01-01", "0001-12-31 BC");
+  add(&cols[E_F4], tu_real(0.5));
+  add(&cols[E_F4], tu_real((double)1.1f));
+  add(&cols[E_F4], tu_real(-0.0));
+  add(&cols[E_F4], tu_real(INFINITY));
+  add(&cols[E_F4], tu_real(-INFINITY));
+  add(&cols[E_F4], tu_real(NAN));
+  add(&cols[E_F4], tu_real((double)FLT_MAX));
+  add(&cols[E_F4], tu_real((double)FLT_TRUE_MIN));
+  add(&cols[E_F4], tu_real((double)-16777217.0f));
+  add(&cols[E_F8], tu_real(-0.0));
+  add(&cols[E_F8], tu_real(NAN));
+  add(&cols[E_F8], tu_real(INFINITY));
+  add(&cols[E_F8], tu_real(-INFINITY));
+  add(&cols[E_F8], tu_real(1e-308));
+  add(&cols[E_F8], tu_real(5e-324));
+  add(&cols[E_F8], tu_real(0.1));
+  add(&cols[E_F8], tu_real(DBL_MAX));
+  add(&cols[E_F8], tu_real(-DBL_MIN));
+  add(&cols[E_F8], tu_real(9007199254740993.0));
+  add(&cols[E_F8], tu_real(1.0 / 3.0));
+  add(&cols[E_I2], tu_int(-32768));
+  add(&cols[E_I2], tu_int(32767));
+  add(&cols[E_I4], tu_int(INT32_MIN));
+  add(&cols[E_I4], tu_int(INT32_MAX));
+  add(&cols[E_I8], tu_int(INT64_MIN));
+  add(&cols[E_I8], tu_int(INT64_MAX));
+  add(&cols[E_I8], tu_int(0));
+  add(&cols[E_I8], tu_int(-1));
+  /* json keeps the text: spaces, key order, duplicate keys, escapes. */
+  ADD_TEXTS(&cols[E_J], "{\"b\":1,  \"a\":[1,2.50,1e2], \"a\":null}", "[ ]",
+            "\"\\u00e9\\ud800 \\u0000\"", "  7 ", "\n{\"x\" :\t\"y\"}\r\n");
+  ADD_TEXTS(&cols[E_JB], "{\"a\": 1, \"b\": [1, 2.50]}", "[]",
+            "\"\xc3\xa9\\u001f\\\"\\\\/\"", "1000", "null",
+            "{\"b\": 2, \"aa\": 1}", "{\"a\": {\"c\": [true, false]}}", "1.0",
+            "-0.5", "\"\\n\\t\"");
+  ADD_TEXTS(&cols[E_N], "12.50", "-0.001", "NaN", "Infinity", "-Infinity",
+            "123456789012345678901234567890.123456789", "0", "0.00", "100",
+            "12.5");
+  ADD_TEXTS(&cols[E_N52], "12.50", "-999.99", "0.00", "NaN", "0.05");
+  add(&cols[E_T], tu_text(""));
+  add(&cols[E_T], tu_text(nonascii));
+  add(&cols[E_T], tu_text("tab\there\nnew\\back\rcr \\N \\."));
+  add(&cols[E_T], tu_text("\x01\x7f"));
+  add(&cols[E_T], tu_text("\\N"));
+  ADD_TEXTS(&cols[E_TS], "2024-01-01 12:34:56", "2024-01-01 12:34:56.5",
+            "2024-01-01 12:34:56.123456", "1900-06-15 00:00:00.000001",
+            "2100-12-31 23:59:59.999999", "0044-03-15 12:00:00 BC",
+            "1969-12-31 23:59:59", "2038-01-19 03:14:08", "infinity",
+            "-infinity", "294276-12-31 23:59:59.999999",
+            "4714-11-24 00:00:00 BC");
+  ADD_TEXTS(&cols[E_TZ], "2024-01-01 12:34:56+00", "1950-01-01 00:00:00.25+00",
+            "2200-07-04 16:00:00+00", "0001-01-01 00:00:00+00 BC", "infinity",
+            "-infinity", "1969-12-31 23:59:59.999999+00");
+  ADD_TEXTS(&cols[E_U], "00000000-0000-0000-0000-000000000000",
+            "ffffffff-ffff-ffff-ffff-ffffffffffff",
+            "123e4567-e89b-12d3-a456-426614174000");
+  ADD_TEXTS(&cols[E_V], "", "abcdefghij", "\303\261and\303\272", "trailing  ");
+
+  for (int c = 0; c < E_NCOLS; c++)
+    if (cols[c].n > nrows)
+      nrows = cols[c].n;
+  if (!fx_open(&fx, edge_table_sql))
+    goto out;
+  t = begin_prepared(&fx, "e");
+  if (!t)
+    goto out;
+  CU_ASSERT_EQUAL(t->ncolumns, E_NCOLS);
+  for (int c = 0; c < E_NCOLS && (size_t)c < t->ncolumns; c++)
+    CU_ASSERT_STRING_EQUAL(t->columns[c].name, edge_names[c]);
+
+  /* Row k holds the k-th value of each column, NULL past its last. */
+  lipsync_value row_values[E_NCOLS];
+  for (size_t k = 0; k < nrows; k++) {
+    uint8_t u[LIPSYNC_UUID_LEN];
+    for (int c = 0; c < E_NCOLS; c++)
+      row_values[c] = k < cols[c].n ? cols[c].v[k] : tu_null();
+    uuid_fill(u, (uint8_t)(k + 1));
+    int rc = insert_row(fx.store, t, u, row_values, E_NCOLS);
+    CU_ASSERT_EQUAL(rc, 0);
+    if (rc)
+      fprintf(stderr, "\n  row %zu: %s\n", k, store_errmsg(fx.store));
+  }
+  /* Read back twice: by fetch, and by a scan. */
+  for (int pass = 0; pass < 2; pass++) {
+    lipsync_cursor *cur = NULL;
+    if (pass == 1)
+      CU_ASSERT_EQUAL(store_scan(fx.store, t, NULL, NULL, &cur), 0);
+    for (size_t k = 0; k < nrows; k++) {
+      uint8_t u[LIPSYNC_UUID_LEN];
+      lipsync_row row;
+      int rc;
+      uuid_fill(u, (uint8_t)(k + 1));
+      if (pass == 0) {
+        rc = store_fetch(fx.store, t, u, &row);
+        CU_ASSERT_EQUAL(rc, 0);
+      } else {
+        rc = cur ? store_next(fx.store, cur, &row) : -1;
+        CU_ASSERT_EQUAL(rc, 1);
+        rc = rc == 1 ? 0 : rc;
+        /* Rows come in any order: look the UUID up. */
+        if (rc == 0)
+          memcpy(u, row.uuid, LIPSYNC_UUID_LEN);
+      }
+      if (rc) {
+        fprintf(stderr, "\n  read row %zu: %s\n", k, store_errmsg(fx.store));
+        continue;
+      }
+      size_t idx = (size_t)u[0] - 1;
+      for (int c = 0; c < E_NCOLS && row.nvalues == E_NCOLS; c++) {
+        lipsync_value want = idx < cols[c].n ? cols[c].v[idx] : tu_null();
+        char what[64];
+        snprintf(what, sizeof what, "%s row %zu column %s",
+                 pass ? "scan" : "fetch", idx, edge_names[c]);
+        /* Every NaN is one value; PostgreSQL may keep another pattern. */
+        if (want.type == LIPSYNC_REAL && isnan(want.u.real) &&
+            row.values[c].type == LIPSYNC_REAL && isnan(row.values[c].u.real))
+          continue;
+        check_value(&row.values[c], &want, what, __LINE__);
+      }
+    }
+    if (cur) {
+      lipsync_row row;
+      CU_ASSERT_EQUAL(store_next(fx.store, cur, &row), 0);
+    }
+    store_close_cursor(fx.store, cur);
+  }
+  CU_ASSERT_EQUAL(store_commit(fx.store), 0);
+  /* What the server holds, in its own words. */
+  CU_ASSERT_EQUAL(
+      FX_INT(&fx, "SELECT count(*) FROM {S}.e WHERE n::text = '12.50'", -1), 1);
+  CU_ASSERT_EQUAL(FX_INT(&fx,
+                         "SELECT count(*) FROM {S}.e WHERE d = '2024-02-29'"
+                         " OR d = '4713-01-01 BC'::date",
+                         -1),
+                  2);
+  CU_ASSERT_EQUAL(FX_INT(&fx,
+                         "SELECT count(*) FROM {S}.e WHERE f8 ="
+                         " '-Infinity' OR f8 = 'NaN' OR f8 = 5e-324",
+                         -1),
+                  3);
+  CU_ASSERT_EQUAL(FX_INT(&fx, "SELECT max(length(by)) FROM {S}.e", -1),
+                  big ? BIG : 256);
+out:
+  fx_close(&fx);
+  free(big);
+}
+
+/* A caller's session settings (time zone, date style) change nothing the
+ * store reads or writes, and come back after the sync. */
+static void test_session_settings_do_not_matter(void) {
+  fixture fx;
+  lipsync_table *t;
+  lipsync_row row;
+  uint8_t u[LIPSYNC_UUID_LEN];
+  lipsync_value v[4] = {tu_text("2024-02-29"), tu_real(1.5),
+                        tu_text("\xe2\x9c\x93 \xc3\xa9"),
+                        tu_text("2024-07-04 16:00:00+00")};
+  lipsync_cursor *c = NULL;
+  /* A caller's connection may be in nonblocking mode, too. */
+  if (!fx_open(&fx, "CREATE TABLE {S}.z(d date, f double precision,"
+                    " t text, tz timestamptz);"
+                    "SET TIME ZONE 'America/New_York';"
+                    "SET DateStyle = 'SQL, DMY'; SET extra_float_digits = -10;"
+                    "SET client_encoding = 'LATIN1';"
+                    "INSERT INTO {S}.z VALUES"
+                    " ('2024-01-15', 0.1, 'x', '2024-01-01 00:00:00-05')"))
+    goto out;
+  CU_ASSERT_EQUAL(PQsetnonblocking(fx.conn, 1), 0);
+  t = begin_prepared(&fx, "z");
+  if (!t)
+    goto out;
+  CU_ASSERT_EQUAL(store_scan(fx.store, t, NULL, NULL, &c), 0);
+  CU_ASSERT_EQUAL(store_next(fx.store, c, &row), 1);
+  if (row.nvalues == 4) {
+    lipsync_value d = tu_text("2024-01-15"), f = tu_real(0.1),
+                  tz = tu_text("2024-01-01 05:00:00+00");
+    check_value(&row.values[0], &d, "date", __LINE__);
+    check_value(&row.values[1], &f, "double", __LINE__);
+    check_value(&row.values[3], &tz, "timestamptz", __LINE__);
+  }
+  store_close_cursor(fx.store, c);
+  uuid_fill(u, 0x11);
+  CU_ASSERT_EQUAL(insert_row(fx.store, t, u, v, 4), 0);
+  CU_ASSERT_EQUAL(store_fetch(fx.store, t, u, &row), 0);
+  for (int i = 0; i < 4 && row.nvalues == 4; i++)
+    check_value(&row.values[i], &v[i], "read back", __LINE__);
+  CU_ASSERT_EQUAL(store_commit(fx.store), 0);
+
+  CU_ASSERT_EQUAL(PQisnonblocking(fx.conn), 1);
+  PQsetnonblocking(fx.conn, 0);
+  char *encoding = PG_TEXT(fx.conn, "SHOW client_encoding");
+  CU_ASSERT(encoding && strcmp(encoding, "LATIN1") == 0);
+  free(encoding);
+  char *zone = PG_TEXT(fx.conn, "SHOW TimeZone");
+  char *style = PG_TEXT(fx.conn, "SHOW DateStyle");
+  char *local = FX_TEXT(&fx, "SELECT tz::text FROM {S}.z WHERE f = 1.5");
+  CU_ASSERT(zone && strcmp(zone, "America/New_York") == 0);
+  CU_ASSERT(style && strcmp(style, "SQL, DMY") == 0);
+  CU_ASSERT(local && strcmp(local, "04/07/2024 12:00:00 EDT") == 0);
+  if (local && strcmp(local, "04/07/2024 12:00:00 EDT") != 0)
+    fprintf(stderr, "\n  stored as %s\n", local);
+  free(zone);
+  free(style);
+  free(local);
+out:
+  fx_close(&fx);
+}
+
+typedef struct refusal {
+  int column;
+  lipsync_value value;
+  const char *why; /* part of the message */
+} refusal;
+
+static void test_insert_refusals(void) {
+  static const char nul_text[] = "a\0b";
+  const refusal cases[] = {
+      {E_D, tu_text("2024-2-29"), "canonical form"},
+      {E_D, tu_text("2023-02-29"), "no such day"},
+      {E_D, tu_text("0000-01-01"), "canonical form"},
+      {E_D, tu_text("4714-11-23 BC"), "out of the range"},
+      {E_D, tu_text("2024-01-01 AD"), "canonical form"},
+      {E_D, tu_int(20240101), "a date column takes TEXT values"},
+      {E_N, tu_text("1e3"), "canonical form"},
+      {E_N, tu_text("+1"), "canonical form"},
+      {E_N, tu_text("01.5"), "canonical form"},
+      {E_N, tu_text("-0"), "negative zero"},
+      {E_N, tu_text("1."), "canonical form"},
+      {E_N, tu_real(1.5), "a decimal column takes TEXT values"},
+      {E_N52, tu_text("12.5"), "exactly 2 digits after the decimal point"},
+      {E_N52, tu_text("1234.00"), "absolute values below 10^3"},
+      {E_N52, tu_text("Infinity"), "infinity"},
+      {E_I2, tu_int(40000), "out of the range of smallint"},
+      {E_I4, tu_int(INT64_C(1) << 40), "out of the range of integer"},
+      {E_I8, tu_text("1"), "takes INTEGER values"},
+      {E_B, tu_int(2), "a boolean is 0 or 1"},
+      {E_B, tu_text("t"), "takes INTEGER values (0 or 1)"},
+      {E_F4, tu_real(0.1), "not exactly a float4"},
+      {E_F4, tu_real(1e300), "not exactly a float4"},
+      {E_F8, tu_int(1), "a real column takes REAL values"},
+      {E_T, tu_textn(nul_text, 3), "cannot hold U+0000"},
+      {E_T, tu_textn("\xff", 1), "not valid UTF-8"},
+      {E_T, tu_blob("x", 1), "takes TEXT values"},
+      {E_V, tu_text("abcdefghijk"), "longer than 10 characters"},
+      {E_C, tu_text("ab"), "exactly 5 characters"},
+      {E_C, tu_text("abcdef"), "exactly 5 characters"},
+      {E_U, tu_text("123E4567-E89B-12D3-A456-426614174000"), "canonical form"},
+      {E_U, tu_text("123e4567e89b12d3a456426614174000"), "canonical form"},
+      {E_TS, tu_text("2024-01-01T12:00:00"), "canonical form"},
+      {E_TS, tu_text("2024-01-01 12:00:00.500"), "canonical form"},
+      {E_TS, tu_text("2024-01-01 24:00:00"), "no such time"},
+      {E_TS, tu_text("2024-01-01 12:00:00+00"), "canonical form"},
+      {E_TZ, tu_text("2024-01-01 12:00:00"), "UTC timestamp"},
+      {E_TZ, tu_text("2024-01-01 12:00:00+01"), "UTC timestamp"},
+      {E_J, tu_text("{bad"), "not valid JSON"},
+      {E_J, tu_text(""), "not valid JSON"},
+      {E_JB, tu_text("\"\\u0000\""), "\\u0000"},
+      {E_BY, tu_text("x"), "a blob column takes BLOB values"},
+  };
+  fixture fx;
+  lipsync_table *t;
+  lipsync_value row[E_NCOLS];
+  uint8_t u[LIPSYNC_UUID_LEN];
+  char prefix[1024], name[256];
+  if (!fx_open(&fx, edge_table_sql))
+    goto out;
+  t = begin_prepared(&fx, "e");
+  if (!t)
+    goto out;
+  tname(&fx, "e", name, sizeof name);
+  /* A good row first: the refusals must not disturb the COPY. */
+  for (int c = 0; c < E_NCOLS; c++)
+    row[c] = tu_null();
+  row[E_I8] = tu_int(1);
+  uuid_fill(u, 0xEE);
+  CU_ASSERT_EQUAL(insert_row(fx.store, t, u, row, E_NCOLS), 0);
+  for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+    for (int c = 0; c < E_NCOLS; c++)
+      row[c] = tu_null();
+    row[cases[i].column] = cases[i].value;
+    uuid_fill(u, (uint8_t)(i + 1));
+    CU_ASSERT_EQUAL(insert_row(fx.store, t, u, row, E_NCOLS),
+                    LIPSYNC_ERR_INVALID_VALUE);
+    char uuid_text[37];
+    lipsync_uuid_format(u, uuid_text);
+    snprintf(prefix, sizeof prefix, "table %s: row %s: column %s (", name,
+             uuid_text, edge_names[cases[i].column]);
+    const char *msg = store_errmsg(fx.store);
+    CU_ASSERT(strncmp(msg, prefix, strlen(prefix)) == 0);
+    CU_ASSERT(contains(msg, cases[i].why));
+    if (strncmp(msg, prefix, strlen(prefix)) != 0 ||
+        !contains(msg, cases[i].why))
+      fprintf(stderr, "\n  case %zu: %s\n", i, msg);
+  }
+  /* The transaction goes on, with only the good rows. */
+  for (int c = 0; c < E_NCOLS; c++)
+    row[c] = tu_null();
+  row[E_I8] = tu_int(2);
+  uuid_fill(u, 0xEF);
+  CU_ASSERT_EQUAL(insert_row(fx.store, t, u, row, E_NCOLS), 0);
+  CU_ASSERT_EQUAL(fx.store->methods->insert(
+                      fx.store, t, &(lipsync_row){.nvalues = 1, .values = row}),
+                  LIPSYNC_ERR_INVALID_ARGUMENT);
+  CU_ASSERT_EQUAL(store_commit(fx.store), 0);
+  CU_ASSERT_EQUAL(FX_INT(&fx, "SELECT sum(i8) FROM {S}.e", -1), 3);
+  CU_ASSERT_EQUAL(FX_INT(&fx, "SELECT count(*) FROM {S}.e", -1), 2);
+out:
+  fx_close(&fx);
+}
+
+/* jsonb's normalized form is the server's to say: values are checked in
+ * one statement per batch, when the COPY ends. */
+static void test_jsonb_normal_form(void) {
+  static const char *const refused[] = {
+      "{\"b\":1}",             /* spacing */
+      "{\"aa\": 1, \"b\": 2}", /* key order: shorter keys first */
+      "{\"a\": 1, \"a\": 2}",  /* duplicate keys */
+      "1e2",                   /* number form */
+      "\"\\u00e9\"",           /* escape jsonb decodes */
+      " 1",                    /* space */
+      "-0",                    /* negative zero */
+  };
+  fixture fx;
+  lipsync_table *t;
+  char name[512];
+  if (!fx_open(&fx, "CREATE TABLE {S}.j(k int, doc jsonb)"))
+    goto out;
+  tname(&fx, "j", name, sizeof name);
+  for (size_t i = 0; i < sizeof refused / sizeof refused[0]; i++) {
+    lipsync_value v[2] = {tu_text("{\"ok\": true}"), tu_int(1)}; /* doc, k */
+    uint8_t u[LIPSYNC_UUID_LEN];
+    char uuid_text[37], want[1024];
+    t = begin_prepared(&fx, "j");
+    if (!t)
+      goto out;
+    uuid_fill(u, 1);
+    CU_ASSERT_EQUAL(insert_row(fx.store, t, u, v, 2), 0);
+    v[0] = tu_text(refused[i]);
+    uuid_fill(u, 2);
+    CU_ASSERT_EQUAL(insert_row(fx.store, t, u, v, 2), 0);
+    lipsync_uuid_format(u, uuid_text);
+    snprintf(want, sizeof want,
+             "table %s: row %s: column doc (jsonb) cannot store its value "
+             "exactly",
+             name, uuid_text);
+    /* The next statement ends the COPY, and reports it. */
+    CU_ASSERT_EQUAL(store_commit(fx.store), LIPSYNC_ERR_INVALID_VALUE);
+    CU_ASSERT(contains(store_errmsg(fx.store), want));
+    if (!contains(store_errmsg(fx.store), want))
+      fprintf(stderr, "\n  %s\n", store_errmsg(fx.store));
+    CU_ASSERT_EQUAL(store_rollback(fx.store), 0);
+  }
+  CU_ASSERT_EQUAL(FX_INT(&fx, "SELECT count(*) FROM {S}.j", -1), 0);
+
+  /* JSON nested deeper than the server's stack allows: its refusal, at
+   * the end of the COPY, names the row. */
+  enum { DEEP = 200000 };
+  char *deep = malloc(2 * DEEP + 1);
+  t = deep ? begin_prepared(&fx, "j") : NULL;
+  if (t) {
+    uint8_t u[LIPSYNC_UUID_LEN];
+    memset(deep, '[', DEEP);
+    memset(deep + DEEP, ']', DEEP);
+    deep[2 * DEEP] = '\0';
+    lipsync_value v[2] = {tu_text(deep), tu_int(3)};
+    uuid_fill(u, 3);
+    CU_ASSERT_EQUAL(insert_row(fx.store, t, u, v, 2), 0);
+    CU_ASSERT_EQUAL(store_commit(fx.store), LIPSYNC_ERR_INVALID_VALUE);
+    CU_ASSERT(contains(store_errmsg(fx.store),
+                       "row 03030303-0303-0303-0303-030303030303: stack depth "
+                       "limit exceeded"));
+    CU_ASSERT_EQUAL(store_rollback(fx.store), 0);
+  }
+  free(deep);
+
+  /* Many values: the COPY ends and restarts to check them in batches. */
+  t = begin_prepared(&fx, "j");
+  if (!t)
+    goto out;
+  for (int k = 0; k < 25000; k++) {
+    char doc[64];
+    uint8_t u[LIPSYNC_UUID_LEN] = {0};
+    snprintf(doc, sizeof doc, "{\"k\": %d, \"tag\": \"x\"}", k);
+    lipsync_value v[2] = {tu_text(doc), tu_int(k)};
+    memcpy(u, &k, sizeof k);
+    u[15] = 1;
+    if (insert_row(fx.store, t, u, v, 2) != 0) {
+      fprintf(stderr, "\n  %s\n", store_errmsg(fx.store));
+      CU_FAIL("insert");
+      break;
+    }
+  }
+  CU_ASSERT_EQUAL(store_commit(fx.store), 0);
+  CU_ASSERT_EQUAL(FX_INT(&fx, "SELECT count(*) FROM {S}.j", -1), 25000);
+out:
+  fx_close(&fx);
+}
+
+/* citext and name are text too. */
+static void test_other_text_types(void) {
+  fixture fx;
+  lipsync_table *t;
+  lipsync_row row;
+  uint8_t u[LIPSYNC_UUID_LEN];
+  char long_name[65];
+  lipsync_value v[2] = {tu_text("MiXeD Case"), tu_text("pg_\xc3\xa9")};
+  /* The extension goes in the fixture's schema, dropped with it, unless
+   * the database has it already. */
+  if (!fx_open(&fx, NULL))
+    goto out;
+  char *where = PG_TEXT(fx.conn, "SELECT n.nspname FROM pg_extension e"
+                                 " JOIN pg_namespace n ON n.oid ="
+                                 " e.extnamespace WHERE e.extname = 'citext'");
+  if (!where && !FX_EXEC(&fx, "CREATE EXTENSION citext SCHEMA {S}"))
+    goto out;
+  char *q = PQescapeIdentifier(fx.conn, where ? where : fx.schema,
+                               strlen(where ? where : fx.schema));
+  char sql[300];
+  snprintf(sql, sizeof sql, "CREATE TABLE {S}.ci(ci %s.citext, n name)",
+           q ? q : "public");
+  PQfreemem(q);
+  free(where);
+  if (!FX_EXEC(&fx, sql))
+    goto out;
+  t = begin_prepared(&fx, "ci");
+  if (!t)
+    goto out;
+  CU_ASSERT_EQUAL(t->ncolumns, 2);
+  if (t->ncolumns == 2) {
+    CU_ASSERT_STRING_EQUAL(t->columns[0].type, "text");
+    CU_ASSERT_STRING_EQUAL(t->columns[1].type, "text");
+  }
+  uuid_fill(u, 5);
+  CU_ASSERT_EQUAL(insert_row(fx.store, t, u, v, 2), 0);
+  CU_ASSERT_EQUAL(store_fetch(fx.store, t, u, &row), 0);
+  for (int i = 0; i < 2 && row.nvalues == 2; i++)
+    check_value(&row.values[i], &v[i], "text types", __LINE__);
+  /* A name longer than 63 bytes would be cut short. */
+  memset(long_name, 'n', 64);
+  long_name[64] = '\0';
+  v[1] = tu_text(long_name);
+  uuid_fill(u, 6);
+  CU_ASSERT_EQUAL(insert_row(fx.store, t, u, v, 2), LIPSYNC_ERR_INVALID_VALUE);
+  CU_ASSERT(contains(store_errmsg(fx.store), "at most 63 bytes"));
+  CU_ASSERT_EQUAL(store_commit(fx.store), 0);
+out:
+  fx_close(&fx);
+}
+
+/* The UUID index of an empty table is built once its rows are in: before
+ * a lookup needs it, or at commit. */
+static void test_index_of_empty_table(void) {
+  fixture fx;
+  lipsync_table *t;
+  lipsync_row row;
+  lipsync_cursor *c = NULL;
+  uint8_t u[LIPSYNC_UUID_LEN];
+  lipsync_value v = tu_int(1);
+  static const char count_sql[] = "SELECT count(*) FROM pg_index WHERE"
+                                  " indrelid = '{S}.e'::regclass AND"
+                                  " indisunique";
+  if (!fx_open(&fx, "CREATE TABLE {S}.e(a int)"))
+    goto out;
+  t = begin_prepared(&fx, "e");
+  if (!t)
+    goto out;
+  CU_ASSERT_EQUAL(FX_INT(&fx, count_sql, -1), 0);
+  for (int k = 0; k < 300; k++) {
+    uint8_t w[LIPSYNC_UUID_LEN] = {0};
+    w[0] = (uint8_t)k;
+    w[1] = (uint8_t)(k >> 8);
+    CU_ASSERT_EQUAL(insert_row(fx.store, t, w, &v, 1), 0);
+  }
+  /* A full scan needs no index, a lookup does; an open cursor is closed
+   * once read to its end. */
+  CU_ASSERT_EQUAL(store_scan(fx.store, t, NULL, NULL, &c), 0);
+  while (c && store_next(fx.store, c, &row) == 1)
+    ;
+  memset(u, 0, sizeof u);
+  CU_ASSERT_EQUAL(store_fetch(fx.store, t, u, &row), 0);
+  CU_ASSERT_EQUAL(FX_INT(&fx, count_sql, -1), 1);
+  store_close_cursor(fx.store, c);
+  CU_ASSERT_EQUAL(store_commit(fx.store), 0);
+
+  /* Built at commit, where it finds duplicates. */
+  FX_EXEC(&fx, "DROP TABLE {S}.e; CREATE TABLE {S}.e(a int)");
+  t = begin_prepared(&fx, "e");
+  if (!t)
+    goto out;
+  uuid_fill(u, 0x0D);
+  CU_ASSERT_EQUAL(insert_row(fx.store, t, u, &v, 1), 0);
+  CU_ASSERT_EQUAL(insert_row(fx.store, t, u, &v, 1), 0);
+  CU_ASSERT_EQUAL(store_commit(fx.store), LIPSYNC_ERR_STORAGE);
+  CU_ASSERT(contains(store_errmsg(fx.store), "duplicate _lipsync_uuid values"));
+  CU_ASSERT(contains(store_errmsg(fx.store), "(0d0d0d0d-0d0d-0d0d-0d0d-"
+                                             "0d0d0d0d0d0d) is duplicated"));
+  CU_ASSERT_EQUAL(store_rollback(fx.store), 0);
+
+  /* A cursor still open on the table leaves lookups without the index;
+   * commit closes it and builds the index. */
+  t = begin_prepared(&fx, "e");
+  if (!t)
+    goto out;
+  for (int k = 0; k < 300; k++) {
+    uint8_t w[LIPSYNC_UUID_LEN] = {0};
+    w[0] = (uint8_t)k;
+    w[1] = (uint8_t)(k >> 8);
+    CU_ASSERT_EQUAL(insert_row(fx.store, t, w, &v, 1), 0);
+  }
+  CU_ASSERT_EQUAL(store_scan(fx.store, t, NULL, NULL, &c), 0);
+  CU_ASSERT_EQUAL(store_next(fx.store, c, &row), 1);
+  memset(u, 0, sizeof u);
+  CU_ASSERT_EQUAL(store_fetch(fx.store, t, u, &row), 0);
+  CU_ASSERT_EQUAL(FX_INT(&fx, count_sql, -1), 0);
+  CU_ASSERT_EQUAL(store_commit(fx.store), 0);
+  CU_ASSERT_EQUAL(FX_INT(&fx, count_sql, -1), 1);
+  CU_ASSERT_EQUAL(FX_INT(&fx, "SELECT count(*) FROM {S}.e", -1), 300);
+out:
+  fx_close(&fx);
+}
+
+static void test_generated_and_partitioned(void) {
+  fixture fx;
+  lipsync_table *g, *p = NULL;
+  lipsync_row row;
+  uint8_t u[LIPSYNC_UUID_LEN];
+  char name[512];
+  if (!fx_open(&fx, "CREATE TABLE {S}.g(a int, twice int GENERATED ALWAYS AS"
+                    " (a * 2) STORED, id int GENERATED ALWAYS AS IDENTITY);"
+                    "CREATE TABLE {S}.p(k int, v text) PARTITION BY RANGE (k);"
+                    "CREATE TABLE {S}.p_lo PARTITION OF {S}.p FOR VALUES"
+                    " FROM (0) TO (100);"
+                    "CREATE TABLE {S}.p_hi PARTITION OF {S}.p FOR VALUES"
+                    " FROM (100) TO (200);"
+                    "INSERT INTO {S}.p VALUES (1, 'one'), (150, 'many');"))
+    goto out;
+  g = begin_prepared(&fx, "g");
+  if (!g)
+    goto out;
+  /* The generated column is no column of the sync; identity values are
+   * written as given. */
+  CU_ASSERT_EQUAL(g->ncolumns, 2);
+  if (g->ncolumns == 2) {
+    CU_ASSERT_STRING_EQUAL(g->columns[0].name, "a");
+    CU_ASSERT_STRING_EQUAL(g->columns[1].name, "id");
+  }
+  lipsync_value gv[2] = {tu_int(21), tu_int(1000)};
+  uuid_fill(u, 9);
+  CU_ASSERT_EQUAL(insert_row(fx.store, g, u, gv, 2), 0);
+  CU_ASSERT_EQUAL(store_fetch(fx.store, g, u, &row), 0);
+
+  CU_ASSERT_EQUAL(
+      store_open_table(fx.store, tname(&fx, "p", name, sizeof name), &p), 0);
+  CU_ASSERT_EQUAL(store_prepare_table(fx.store, p), 0);
+  if (p) {
+    lipsync_value pv[2] = {tu_int(99), tu_text("ninety-nine")};
+    uuid_fill(u, 0x99);
+    CU_ASSERT_EQUAL(insert_row(fx.store, p, u, pv, 2), 0);
+    CU_ASSERT_EQUAL(count_rows(fx.store, p, NULL, NULL), 3);
+    uint8_t after[LIPSYNC_UUID_LEN];
+    memcpy(after, u, sizeof after);
+    after[15]++;
+    CU_ASSERT_EQUAL(count_rows(fx.store, p, u, after), 1);
+    CU_ASSERT_EQUAL(store_fetch(fx.store, p, u, &row), 0);
+  }
+  CU_ASSERT_EQUAL(store_commit(fx.store), 0);
+  CU_ASSERT_EQUAL(FX_INT(&fx, "SELECT twice FROM {S}.g WHERE id = 1000", -1),
+                  42);
+  CU_ASSERT_EQUAL(FX_INT(&fx,
+                         "SELECT count(*) FROM {S}.p_lo WHERE _lipsync_uuid"
+                         " IS NOT NULL",
+                         -1),
+                  2);
+  /* A plain index on the parent: PostgreSQL allows unique ones only over
+   * the partition key. */
+  CU_ASSERT_EQUAL(FX_INT(&fx,
+                         "SELECT count(*) FROM pg_index WHERE indrelid ="
+                         " '{S}.p'::regclass",
+                         -1),
+                  1);
+out:
+  fx_close(&fx);
+}
+
+/* ------------------------------------------------------------------ */
+/* Transactions                                                         */
+/* ------------------------------------------------------------------ */
+
+static void test_constraint_violation(void) {
+  fixture fx;
+  lipsync_table *t;
+  uint8_t u[LIPSYNC_UUID_LEN];
+  lipsync_value v[2];
+  char want[1024], name[256];
+  if (!fx_open(&fx, "CREATE TABLE {S}.c(id int PRIMARY KEY, name text NOT"
+                    " NULL); INSERT INTO {S}.c VALUES (0, 'zero')"))
+    goto out;
+  t = begin_prepared(&fx, "c");
+  if (!t)
+    goto out;
+  v[0] = tu_int(1);
+  v[1] = tu_text("one");
+  uuid_fill(u, 1);
+  CU_ASSERT_EQUAL(insert_row(fx.store, t, u, v, 2), 0);
+  uuid_fill(u, 2);
+  CU_ASSERT_EQUAL(insert_row(fx.store, t, u, v, 2), 0); /* still in the COPY */
+  uuid_fill(u, 3);
+  v[0] = tu_int(3);
+  CU_ASSERT_EQUAL(insert_row(fx.store, t, u, v, 2), 0);
+  CU_ASSERT_EQUAL(store_commit(fx.store), LIPSYNC_ERR_STORAGE);
+  snprintf(want, sizeof want,
+           "table %s: row 02020202-0202-0202-0202-020202020202: duplicate "
+           "key value violates unique constraint \"c_pkey\": Key (id)=(1) "
+           "already exists.",
+           tname(&fx, "c", name, sizeof name));
+  CU_ASSERT_STRING_EQUAL(store_errmsg(fx.store), want);
+  CU_ASSERT_EQUAL(store_rollback(fx.store), 0);
+
+  /* NOT NULL, reported when a read ends the COPY. */
+  t = begin_prepared(&fx, "c");
+  if (!t)
+    goto out;
+  v[0] = tu_int(5);
+  v[1] = tu_null();
+  uuid_fill(u, 5);
+  CU_ASSERT_EQUAL(insert_row(fx.store, t, u, v, 2), 0);
+  lipsync_cursor *c = NULL;
+  CU_ASSERT_EQUAL(store_scan(fx.store, t, NULL, NULL, &c), LIPSYNC_ERR_STORAGE);
+  CU_ASSERT_PTR_NULL(c);
+  CU_ASSERT(contains(store_errmsg(fx.store), "row 05050505-0505-0505-0505-"
+                                             "050505050505: null value in "
+                                             "column \"name\""));
+  /* The failed transaction refuses to commit. */
+  CU_ASSERT_EQUAL(store_commit(fx.store), LIPSYNC_ERR_STORAGE);
+  CU_ASSERT_EQUAL(store_rollback(fx.store), 0);
+
+  /* The same UUID twice. */
+  t = begin_prepared(&fx, "c");
+  if (!t)
+    goto out;
+  v[1] = tu_text("x");
+  uuid_fill(u, 6);
+  v[0] = tu_int(6);
+  CU_ASSERT_EQUAL(insert_row(fx.store, t, u, v, 2), 0);
+  v[0] = tu_int(7);
+  CU_ASSERT_EQUAL(insert_row(fx.store, t, u, v, 2), 0);
+  CU_ASSERT_EQUAL(store_commit(fx.store), LIPSYNC_ERR_STORAGE);
+  CU_ASSERT(contains(store_errmsg(fx.store), "c__lipsync_uuid"));
+  CU_ASSERT_EQUAL(store_rollback(fx.store), 0);
+  CU_ASSERT_EQUAL(FX_INT(&fx, "SELECT count(*) FROM {S}.c", -1), 1);
+out:
+  fx_close(&fx);
+}
+
+static void test_rollback_undoes_inserts(void) {
+  fixture fx;
+  lipsync_table *t;
+  PGconn *other = NULL;
+  if (!fx_open(&fx, "CREATE TABLE {S}.r(a text)"))
+    goto out;
+  t = begin_prepared(&fx, "r");
+  if (!t)
+    goto out;
+  for (int k = 0; k < 10; k++) {
+    uint8_t u[LIPSYNC_UUID_LEN];
+    lipsync_value v = tu_text("gone");
+    uuid_fill(u, (uint8_t)(k + 1));
+    CU_ASSERT_EQUAL(insert_row(fx.store, t, u, &v, 1), 0);
+  }
+  CU_ASSERT_EQUAL(count_rows(fx.store, t, NULL, NULL), 10);
+  CU_ASSERT_EQUAL(store_rollback(fx.store), 0);
+  /* Rolling back twice, or with nothing open, is harmless. */
+  CU_ASSERT_EQUAL(store_rollback(fx.store), 0);
+  other = PG_CONNECT();
+  if (other) {
+    char *full = expand(&fx, "SELECT count(*) FROM {S}.r");
+    CU_ASSERT_EQUAL(PG_INT(other, full, -1), 0);
+    free(full);
+  }
+  CU_ASSERT_EQUAL(FX_INT(&fx,
+                         "SELECT count(*) FROM pg_attribute WHERE attrelid ="
+                         " '{S}.r'::regclass AND attname = '_lipsync_uuid'"
+                         " AND NOT attisdropped",
+                         -1),
+                  0);
+out:
+  PQfinish(other);
+  fx_close(&fx);
+}
+
+static void test_begin_inside_callers_transaction(void) {
+  fixture fx;
+  if (!fx_open(&fx, "CREATE TABLE {S}.t(a int)"))
+    goto out;
+  FX_EXEC(&fx, "BEGIN; INSERT INTO {S}.t VALUES (1)");
+  CU_ASSERT_EQUAL(store_begin(fx.store), LIPSYNC_ERR_STORAGE);
+  CU_ASSERT(contains(store_errmsg(fx.store), "begin: "));
+  /* The failed begin's rollback leaves the caller's transaction alone. */
+  CU_ASSERT_EQUAL(store_rollback(fx.store), 0);
+  CU_ASSERT_EQUAL(PQtransactionStatus(fx.conn), PQTRANS_INTRANS);
+  CU_ASSERT_EQUAL(FX_INT(&fx, "SELECT count(*) FROM {S}.t", -1), 1);
+  FX_EXEC(&fx, "ROLLBACK");
+  /* commit without begin is the caller's bug. */
+  CU_ASSERT_EQUAL(store_commit(fx.store), LIPSYNC_ERR_INTERNAL);
+out:
+  fx_close(&fx);
+}
+
+static void test_commit_persists(void) {
+  fixture fx;
+  lipsync_store *store = NULL;
+  lipsync_table *t = NULL;
+  char errbuf[256] = "", name[256];
+  lipsync_value v[2] = {tu_real(-2.5), tu_text("kept")};
+  uint8_t u[LIPSYNC_UUID_LEN];
+  PGconn *other = NULL;
+  if (!fx_open(&fx, "CREATE TABLE {S}.t(b text, a double precision)"))
+    goto out;
+  CU_ASSERT_EQUAL(lipsync_store_pg_open(&store, getenv(CONNINFO_ENV), errbuf,
+                                        sizeof errbuf),
+                  0);
+  if (!store) {
+    fprintf(stderr, "\n  %s\n", errbuf);
+    goto out;
+  }
+  CU_ASSERT_STRING_EQUAL(store->methods->name, "postgresql");
+  CU_ASSERT_STRING_EQUAL(lipsync_store_errmsg(store), "no error");
+  CU_ASSERT_EQUAL(store_begin(store), 0);
+  CU_ASSERT_EQUAL(
+      store_open_table(store, tname(&fx, "t", name, sizeof name), &t), 0);
+  CU_ASSERT_EQUAL(store_prepare_table(store, t), 0);
+  uuid_fill(u, 0xC0);
+  if (t)
+    CU_ASSERT_EQUAL(insert_row(store, t, u, v, 2), 0);
+  CU_ASSERT_EQUAL(store_commit(store), 0);
+  lipsync_store_free(store);
+  store = NULL;
+  other = PG_CONNECT();
+  if (other) {
+    char *full = expand(&fx, "SELECT b || ' ' || a || ' ' || _lipsync_uuid"
+                             " FROM {S}.t");
+    char *got = full ? PG_TEXT(other, full) : NULL;
+    CU_ASSERT(got && strcmp(got, "kept -2.5 c0c0c0c0-c0c0-c0c0-c0c0-"
+                                 "c0c0c0c0c0c0") == 0);
+    free(got);
+    free(full);
+  }
+out:
+  PQfinish(other);
+  lipsync_store_free(store);
+  fx_close(&fx);
+}
+
+static void test_open_errors(void) {
+  char errbuf[512] = "";
+  lipsync_store *store = (lipsync_store *)&store; /* must come back NULL */
+  CU_ASSERT_EQUAL(lipsync_store_pg_open(&store,
+                                        "host=/nonexistent/lipsync port=1"
+                                        " dbname=x password=secret",
+                                        errbuf, sizeof errbuf),
+                  LIPSYNC_ERR_STORAGE);
+  CU_ASSERT_PTR_NULL(store);
+  CU_ASSERT(contains(errbuf, "cannot connect to PostgreSQL: "));
+  CU_ASSERT(!contains(errbuf, "secret"));
+  CU_ASSERT_EQUAL(lipsync_store_pg_open(&store, "postgresql://%zz", NULL, 0),
+                  LIPSYNC_ERR_STORAGE);
+  CU_ASSERT_EQUAL(lipsync_store_pg_open(&store, NULL, errbuf, sizeof errbuf),
+                  LIPSYNC_ERR_INVALID_ARGUMENT);
+  CU_ASSERT_EQUAL(lipsync_store_pg_wrap(&store, NULL),
+                  LIPSYNC_ERR_INVALID_ARGUMENT);
+  CU_ASSERT_PTR_NULL(store);
+  lipsync_store_free(NULL);
+}
+
+/* ------------------------------------------------------------------ */
+/* Volume and concurrency                                               */
+/* ------------------------------------------------------------------ */
+
+static long max_rss_kb(void) {
+  struct rusage ru;
+  getrusage(RUSAGE_SELF, &ru);
+  return ru.ru_maxrss;
+}
+
+static void test_many_rows(void) {
+  enum { N = 100000 };
+  fixture fx;
+  lipsync_table *t;
+  lipsync_cursor *c = NULL;
+  lipsync_row row;
+  int64_t sum = 0;
+  size_t n = 0, in_ranges = 0;
+  double started, insert_s, scan_s;
+  long rss_before;
+  if (!fx_open(&fx, "CREATE TABLE {S}.big(v bigint, name text, x double "
+                    "precision, d numeric(12,2))"))
+    goto out;
+  t = begin_prepared(&fx, "big");
+  if (!t)
+    goto out;
+  started = now_s();
+  for (int i = 0; i < N; i++) {
+    uint8_t u[LIPSYNC_UUID_LEN];
+    char name[32], dec[32];
+    lipsync_value v[4];
+    snprintf(dec, sizeof dec, "%d.%02d", i / 100, i % 100);
+    snprintf(name, sizeof name, "name %d", i);
+    v[0] = tu_text(dec);
+    v[1] = tu_text(name);
+    v[2] = tu_int(i);
+    v[3] = tu_real(i / 7.0);
+    lipsync_uuid_generate(u);
+    if (insert_row(fx.store, t, u, v, 4) != 0) {
+      fprintf(stderr, "\n  %s\n", store_errmsg(fx.store));
+      CU_FAIL("insert");
+      break;
+    }
+  }
+  CU_ASSERT_EQUAL(store_commit(fx.store), 0);
+  insert_s = now_s() - started;
+  t = begin_prepared(&fx, "big");
+  if (!t)
+    goto out;
+  rss_before = max_rss_kb();
+  started = now_s();
+  CU_ASSERT_EQUAL(store_scan(fx.store, t, NULL, NULL, &c), 0);
+  while (c && store_next(fx.store, c, &row) == 1) {
+    sum += row.values[2].u.integer;
+    n++;
+  }
+  store_close_cursor(fx.store, c);
+  scan_s = now_s() - started;
+  CU_ASSERT_EQUAL(n, N);
+  CU_ASSERT_EQUAL(sum, (int64_t)N * (N - 1) / 2);
+  fprintf(stderr,
+          "\n  100,000 rows: insert and commit %.2f s, full scan %.2f s"
+          " (peak RSS grew %ld KiB during the scan) ",
+          insert_s, scan_s, max_rss_kb() - rss_before);
+  /* Sixteen ranges partition the space. */
+  for (int k = 0; k < 16; k++) {
+    uint8_t lo[LIPSYNC_UUID_LEN] = {0}, hi[LIPSYNC_UUID_LEN] = {0};
+    lo[0] = (uint8_t)(k * 16);
+    hi[0] = (uint8_t)((k + 1) * 16);
+    in_ranges += count_rows(fx.store, t, k ? lo : NULL, k < 15 ? hi : NULL);
+  }
+  CU_ASSERT_EQUAL(in_ranges, N);
+  CU_ASSERT_EQUAL(store_commit(fx.store), 0);
+out:
+  fx_close(&fx);
+}
+
+typedef struct later_call {
+  lipsync_store *store;
+  long delay_ms;
+  int rc;
+} later_call;
+
+static void *commit_later(void *arg) {
+  later_call *c = arg;
+  sleep_ms(c->delay_ms);
+  c->rc = store_commit(c->store);
+  return NULL;
+}
+
+static void *interrupt_later(void *arg) {
+  later_call *c = arg;
+  sleep_ms(c->delay_ms);
+  lipsync_store_interrupt(c->store);
+  return NULL;
+}
+
+/* Two stores on one table: the second's open_table waits for the first's
+ * commit, then sees its rows. */
+static void test_second_sync_waits(void) {
+  fixture fx;
+  lipsync_store *second = NULL;
+  PGconn *conn2 = NULL;
+  lipsync_table *t = NULL, *t2 = NULL;
+  lipsync_row row;
+  uint8_t u[LIPSYNC_UUID_LEN];
+  lipsync_value v = tu_int(99);
+  later_call later = {0};
+  pthread_t thread;
+  char name[512];
+  double started;
+
+  if (!fx_open(&fx, "CREATE TABLE {S}.t(a int); INSERT INTO {S}.t VALUES (1)"))
+    goto out;
+  conn2 = PG_CONNECT();
+  if (!conn2 || lipsync_store_pg_wrap(&second, conn2) != 0)
+    goto out;
+  t = begin_prepared(&fx, "t");
+  if (!t)
+    goto out;
+  uuid_fill(u, 0x5A);
+  CU_ASSERT_EQUAL(insert_row(fx.store, t, u, &v, 1), 0);
+
+  later.store = fx.store;
+  later.delay_ms = 400;
+  later.rc = -1;
+  started = now_s();
+  if (pthread_create(&thread, NULL, commit_later, &later) != 0) {
+    CU_FAIL("pthread_create");
+    goto out;
+  }
+  CU_ASSERT_EQUAL(store_begin(second), 0);
+  CU_ASSERT_EQUAL(
+      store_open_table(second, tname(&fx, "t", name, sizeof name), &t2), 0);
+  CU_ASSERT(now_s() - started >= 0.3);
+  pthread_join(thread, NULL);
+  CU_ASSERT_EQUAL(later.rc, 0);
+  /* The second sees the first's column, rows and UUIDs. */
+  CU_ASSERT_EQUAL(store_prepare_table(second, t2), 0);
+  CU_ASSERT_EQUAL(store_fetch(second, t2, u, &row), 0);
+  CU_ASSERT(row.nvalues == 1 && row.values[0].u.integer == 99);
+  CU_ASSERT_EQUAL(count_rows(second, t2, NULL, NULL), 2);
+  CU_ASSERT_EQUAL(store_commit(second), 0);
+out:
+  lipsync_store_free(second);
+  PQfinish(conn2);
+  fx_close(&fx);
+}
+
+/* interrupt() from another thread ends a lock wait at once. */
+static void test_interrupt_ends_lock_wait(void) {
+  fixture fx;
+  lipsync_store *second = NULL;
+  PGconn *conn2 = NULL;
+  lipsync_table *t = NULL, *t2 = NULL;
+  lipsync_cursor *c = NULL;
+  later_call later = {0};
+  pthread_t thread;
+  char name[512];
+  double started, waited;
+
+  if (!fx_open(&fx, "CREATE TABLE {S}.t(a int)"))
+    goto out;
+  conn2 = PG_CONNECT();
+  if (!conn2 || lipsync_store_pg_wrap(&second, conn2) != 0)
+    goto out;
+  t = begin_prepared(&fx, "t");
+  if (!t)
+    goto out;
+  CU_ASSERT_EQUAL(store_begin(second), 0);
+  later.store = second;
+  later.delay_ms = 300;
+  started = now_s();
+  if (pthread_create(&thread, NULL, interrupt_later, &later) != 0) {
+    CU_FAIL("pthread_create");
+    goto out;
+  }
+  CU_ASSERT_EQUAL(
+      store_open_table(second, tname(&fx, "t", name, sizeof name), &t2),
+      LIPSYNC_ERR_SHUTTING_DOWN);
+  waited = now_s() - started;
+  pthread_join(thread, NULL);
+  CU_ASSERT(waited >= 0.25 && waited < 5);
+  CU_ASSERT(contains(store_errmsg(second), "interrupted"));
+  /* Every later call fails so, except rollback. */
+  CU_ASSERT_EQUAL(store_open_table(second, name, &t2),
+                  LIPSYNC_ERR_SHUTTING_DOWN);
+  CU_ASSERT_EQUAL(store_commit(second), LIPSYNC_ERR_SHUTTING_DOWN);
+  CU_ASSERT_EQUAL(store_rollback(second), 0);
+  CU_ASSERT_EQUAL(store_begin(second), LIPSYNC_ERR_SHUTTING_DOWN);
+  CU_ASSERT_EQUAL(PQtransactionStatus(conn2), PQTRANS_IDLE);
+  /* The first store never noticed. */
+  CU_ASSERT_EQUAL(store_scan(fx.store, t, NULL, NULL, &c), 0);
+  store_close_cursor(fx.store, c);
+  CU_ASSERT_EQUAL(store_commit(fx.store), 0);
+  /* An interrupt while a cursor is read ends the scan. */
+  t = begin_prepared(&fx, "t");
+  if (t) {
+    CU_ASSERT_EQUAL(store_scan(fx.store, t, NULL, NULL, &c), 0);
+    lipsync_store_interrupt(fx.store);
+    lipsync_row row;
+    if (c)
+      CU_ASSERT_EQUAL(store_next(fx.store, c, &row), LIPSYNC_ERR_SHUTTING_DOWN);
+    store_close_cursor(fx.store, c);
+    CU_ASSERT_EQUAL(store_rollback(fx.store), 0);
+  }
+out:
+  lipsync_store_free(second);
+  PQfinish(conn2);
+  fx_close(&fx);
+}
+
+/* ------------------------------------------------------------------ */
+/* The canonical-form checks against the server                         */
+/* ------------------------------------------------------------------ */
+
+/* What the server says of |text| as a |type|: 1 if it reads back
+ * byte for byte, 0 if it reads back otherwise, -1 if refused. */
+static int server_verdict(PGconn *conn, const char *type, const char *text) {
+  char sql[200];
+  const char *values[1] = {text};
+  snprintf(sql, sizeof sql, "SELECT $1::text::%s::text", type);
+  PGresult *r = PQexecParams(conn, sql, 1, NULL, values, NULL, NULL, 0);
+  int verdict = -1;
+  if (PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1)
+    verdict = strcmp(PQgetvalue(r, 0, 0), text) == 0;
+  PQclear(r);
+  return verdict;
+}
+
+static void test_forms_match_server(void) {
+  static const struct {
+    const char *type;
+    pgtype t;
+    const char *texts[40];
+  } cases[] = {
+      {"numeric",
+       {PGTYPE_NUMERIC, -1},
+       {"0",
+        "-0",
+        "12.50",
+        "12.5",
+        "1e3",
+        "+1",
+        "01.5",
+        ".5",
+        "1.",
+        "NaN",
+        "nan",
+        "Infinity",
+        "-Infinity",
+        "inf",
+        "-0.001",
+        " 1",
+        "1 ",
+        "0.00",
+        "-0.00",
+        "100",
+        "1_000",
+        "00",
+        "12345678901234567890.000000001"}},
+      {"numeric(5,2)",
+       {PGTYPE_NUMERIC, ((5 << 16) | 2) + 4},
+       {"12.50", "12.5", "999.99", "1000.00", "-999.99", "0.00", "0.05", "NaN",
+        "Infinity", "12.500", "0"}},
+      {"numeric(2,-3)",
+       {PGTYPE_NUMERIC, ((2 << 16) | (-3 & 0x7FF)) + 4},
+       {"12000", "12500", "500", "0", "99000", "100000", "1000"}},
+      {"date",
+       {PGTYPE_DATE, -1},
+       {"2024-02-29",    "2023-02-29",    "2024-2-29",     "1969-12-31",
+        "0001-01-01",    "0001-01-01 BC", "4713-01-01 BC", "4714-11-24 BC",
+        "4714-11-23 BC", "5874897-12-31", "5874898-01-01", "10000-01-01",
+        "infinity",      "-infinity",     "Infinity",      "0000-01-01",
+        "01000-01-01",   "2024-01-01 AD", "20240101",      "0004-02-29 BC",
+        "0005-02-29 BC", "1900-02-29",    "2000-02-29"}},
+      {"timestamp",
+       {PGTYPE_TIMESTAMP, -1},
+       {"2024-01-01 12:34:56", "2024-01-01 12:34:56.5",
+        "2024-01-01 12:34:56.50", "2024-01-01T12:34:56", "2024-01-01 24:00:00",
+        "2024-01-01 23:59:60", "0044-03-15 12:00:00 BC",
+        "294276-12-31 23:59:59.999999", "294277-01-01 00:00:00",
+        "2024-01-01 12:34:56.1234567", "infinity", "2024-01-01",
+        "2024-01-01 1:02:03", "2024-01-01 12:34:56+00"}},
+      {"timestamp(0)",
+       {PGTYPE_TIMESTAMP, 0},
+       {"2024-01-01 12:34:56", "2024-01-01 12:34:56.5"}},
+      {"timestamptz",
+       {PGTYPE_TIMESTAMPTZ, -1},
+       {"2024-01-01 12:34:56+00", "2024-01-01 12:34:56",
+        "2024-01-01 12:34:56+01", "2024-01-01 12:34:56.25+00",
+        "0001-01-01 00:00:00+00 BC", "infinity", "-infinity",
+        "2024-01-01 12:34:56-00", "2024-01-01 12:34:56+00:00"}},
+      {"uuid",
+       {PGTYPE_UUID, -1},
+       {"123e4567-e89b-12d3-a456-426614174000",
+        "123E4567-E89B-12D3-A456-426614174000",
+        "123e4567e89b12d3a456426614174000",
+        "{123e4567-e89b-12d3-a456-426614174000}"}},
+  };
+  PGconn *conn = PG_CONNECT();
+  if (!conn)
+    return;
+  PG_EXEC(conn, "SET TIME ZONE 'UTC'; SET DateStyle = 'ISO, YMD'");
+  for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+    for (size_t k = 0; cases[i].texts[k]; k++) {
+      const char *text = cases[i].texts[k];
+      lipsync_value v = tu_text(text);
+      char why[200], msg[300];
+      bool ours = pgtype_check(&cases[i].t, &v, why, sizeof why);
+      bool theirs = server_verdict(conn, cases[i].type, text) == 1;
+      snprintf(msg, sizeof msg, "%s '%s': we say %d, the server %d",
+               cases[i].type, text, ours, theirs);
+      CU_assertImplementation(ours == theirs, __LINE__, msg, __FILE__, "",
+                              CU_FALSE);
+    }
+  }
+  /* JSON syntax: what json and jsonb accept. */
+  static const char *const json_texts[] = {"1",
+                                           " 1 ",
+                                           "01",
+                                           "-",
+                                           "1.",
+                                           "1e",
+                                           "1e+",
+                                           "[1,]",
+                                           "{\"a\":1,}",
+                                           "{\"a\" 1}",
+                                           "\"\\u0000\"",
+                                           "\"\\ud800\"",
+                                           "\"\\udc00\"",
+                                           "\"\\ud800\\udc00\"",
+                                           "\"\\x\"",
+                                           "\"\\u12g4\"",
+                                           "\f1",
+                                           "tru",
+                                           "true1",
+                                           "[1 2]",
+                                           "\"\t\"",
+                                           "{}",
+                                           "[]",
+                                           "NaN",
+                                           "-0",
+                                           "1E5",
+                                           "{\"a\":{\"b\":[null]}}",
+                                           "\"\\/\"",
+                                           "1x",
+                                           "[1]x",
+                                           "nulls"};
+  for (size_t k = 0; k < sizeof json_texts / sizeof json_texts[0]; k++) {
+    for (int jsonb = 0; jsonb < 2; jsonb++) {
+      const char *text = json_texts[k];
+      char why[200], msg[300];
+      const char *values[1] = {text};
+      bool ours = pgtype_json_valid(text, strlen(text), jsonb, why, sizeof why);
+      PGresult *r = PQexecParams(
+          conn, jsonb ? "SELECT $1::text::jsonb" : "SELECT $1::text::json", 1,
+          NULL, values, NULL, NULL, 0);
+      bool theirs = PQresultStatus(r) == PGRES_TUPLES_OK;
+      PQclear(r);
+      snprintf(msg, sizeof msg, "%s '%s': we say %d, the server %d",
+               jsonb ? "jsonb" : "json", text, ours, theirs);
+      CU_assertImplementation(ours == theirs, __LINE__, msg, __FILE__, "",
+                              CU_FALSE);
+    }
+  }
+  PQfinish(conn);
+}
+
+int register_store_pg_tests(void) {
+  static const tu_test forms[] = {
+      {"decimal forms", test_decimal_forms},
+      {"date and time forms", test_date_time_forms},
+      {"JSON syntax", test_json_forms},
+      {"value checks", test_value_checks},
+      {NULL, NULL},
+  };
+  static const tu_test tests[] = {
+      {"open every type", test_open_every_type},
+      {"unmapped types refused", test_unmapped_types_refused},
+      {"open unknown table", test_open_unknown_table},
+      {"quoted names", test_quoted_names},
+      {"list tables", test_list_tables},
+      {"prepare adds UUIDs, rollback undoes",
+       test_prepare_adds_uuids_and_rollback_undoes},
+      {"prepare keeps UUIDs and index", test_prepare_keeps_uuids_and_index},
+      {"prepare refusals", test_prepare_refusals},
+      {"scan ranges", test_scan_ranges},
+      {"scan in batches", test_scan_batches},
+      {"fetch", test_fetch},
+      {"scan before prepare", test_scan_before_prepare_fails_cleanly},
+      {"interleaved insert and read", test_interleaved_insert_and_read},
+      {"insert edge values", test_insert_edge_values},
+      {"session settings do not matter", test_session_settings_do_not_matter},
+      {"insert refusals", test_insert_refusals},
+      {"jsonb normal form", test_jsonb_normal_form},
+      {"citext and name", test_other_text_types},
+      {"index of an empty table", test_index_of_empty_table},
+      {"generated and partitioned", test_generated_and_partitioned},
+      {"constraint violation", test_constraint_violation},
+      {"rollback undoes inserts", test_rollback_undoes_inserts},
+      {"begin inside caller's transaction",
+       test_begin_inside_callers_transaction},
+      {"commit persists", test_commit_persists},
+      {"open errors", test_open_errors},
+      {"canonical forms match the server", test_forms_match_server},
+      {"many rows", test_many_rows},
+      {"second sync waits", test_second_sync_waits},
+      {"interrupt ends a lock wait", test_interrupt_ends_lock_wait},
+      {NULL, NULL},
+  };
+  int rc = tu_add_suite("pg_types", forms);
+  return rc != CUE_SUCCESS ? rc : tu_add_suite("store_pg", tests);
+}
