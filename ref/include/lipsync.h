@@ -229,6 +229,13 @@ struct lipsync_store_methods {
    * soon with LIPSYNC_ERR_SHUTTING_DOWN, and every later call fail so,
    * apart from rollback and destroy. NULL if the backend cannot. */
   void (*interrupt)(lipsync_store *store);
+
+  /* Opens a cursor over the rows whose UUIDs are the |n| 16-byte UUIDs at
+   * |uuids|, in any order (a UUID without a row is skipped): a batch of
+   * lookups in one go, for a database across a network. NULL if the
+   * backend has none; fetch is then used row by row. */
+  int (*scan_uuids)(lipsync_store *store, lipsync_table *table,
+                    const uint8_t *uuids, size_t n, lipsync_cursor **out);
 };
 
 /* Frees |store| through its destroy method; NULL is a no-op. */

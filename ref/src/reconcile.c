@@ -24,6 +24,7 @@
 #define SPLIT_WAYS 16
 #define FETCH_SPAN_MAX 64 /* longer spans are read with one range scan */
 #define NOT_FOUND ((size_t)-1)
+#define LOOKUP_BATCH 1024 /* UUIDs per batched lookup */
 
 void recon_table_free(lipsync_session *s, sync_table *t) {
   (void)s;
@@ -531,45 +532,78 @@ static Lipsync__Row *encode_row(arena *a, const lipsync_row *row,
   return r;
 }
 
+/* Opens a cursor over the rows of the small spans from gen.pos on, up to
+ * LOOKUP_BATCH of them, looked up by UUID in one go: one round trip for a
+ * database across a network, where a fetch per row would cost one each. */
+static int open_lookup(lipsync_session *s, sync_table *t) {
+  turn_producer *g = &s->gen;
+  size_t k = 0, end = g->pos;
+  if (!s->lookup && !(s->lookup = malloc(LOOKUP_BATCH * LIPSYNC_UUID_LEN)))
+    return LIPSYNC_ERR_NOMEM;
+  while (end < t->npushes) {
+    const span *sp = &t->pushes[end];
+    size_t len = sp->hi - sp->lo;
+    if (len > FETCH_SPAN_MAX || k + len > LOOKUP_BATCH)
+      break;
+    for (size_t i = sp->lo; i < sp->hi; i++, k++)
+      memcpy(s->lookup + k * LIPSYNC_UUID_LEN, t->items.v[i].uuid,
+             LIPSYNC_UUID_LEN);
+    end++;
+  }
+  g->cursor_end = end;
+  g->cursor_is_range = false;
+  return store_scan_uuids(s->store, t->handle, s->lookup, k, &g->cursor);
+}
+
 /* Reads the next row to push into |row|: 1 if there is one, 0 when every
- * span is sent, or an error. */
+ * span is sent, or an error. Long spans are read with a range scan, short
+ * ones by UUID: in batches where the backend can, else one by one. */
 static int next_push(lipsync_session *s, sync_table *t, lipsync_row *row) {
   turn_producer *g = &s->gen;
-  while (g->pos < t->npushes) {
-    const span *sp = &t->pushes[g->pos];
-    int rc;
-    if (sp->hi - sp->lo > FETCH_SPAN_MAX) {
-      if (!g->cursor) {
-        const item *v = t->items.v;
-        rc =
-            store_scan(s->store, t->handle, sp->lo ? v[sp->lo].uuid : NULL,
-                       sp->hi < t->items.n ? v[sp->hi].uuid : NULL, &g->cursor);
-        if (rc)
-          return rc;
-      }
-      /* The scan also meets rows the peer sent us in this session (a Need
-       * answered late in a range); those it already has. */
+  int rc;
+  for (;;) {
+    if (g->cursor) {
+      /* A range scan also meets rows the peer sent us in this session (a
+       * Need answered late in a range); those it already has. */
       while ((rc = store_next(s->store, g->cursor, row)) > 0)
-        if (!t->rows_received || items_find(&t->items, row->uuid) != NOT_FOUND)
+        if (!g->cursor_is_range || !t->rows_received ||
+            items_find(&t->items, row->uuid) != NOT_FOUND)
           return 1;
       if (rc < 0)
         return rc;
       store_close_cursor(s->store, g->cursor);
       g->cursor = NULL;
-    } else {
-      if (!g->sub_active) {
-        g->sub = sp->lo;
-        g->sub_active = true;
-      }
-      if (g->sub < sp->hi) {
-        rc = store_fetch(s->store, t->handle, t->items.v[g->sub++].uuid, row);
-        return rc ? rc : 1;
-      }
-      g->sub_active = false;
+      g->pos = g->cursor_end;
     }
+    if (g->pos >= t->npushes)
+      return 0;
+    const span *sp = &t->pushes[g->pos];
+    if (sp->hi - sp->lo > FETCH_SPAN_MAX) {
+      const item *v = t->items.v;
+      rc = store_scan(s->store, t->handle, sp->lo ? v[sp->lo].uuid : NULL,
+                      sp->hi < t->items.n ? v[sp->hi].uuid : NULL, &g->cursor);
+      g->cursor_end = g->pos + 1;
+      g->cursor_is_range = true;
+      if (rc)
+        return rc;
+      continue;
+    }
+    if (store_can_scan_uuids(s->store)) {
+      if ((rc = open_lookup(s, t)) != 0)
+        return rc;
+      continue;
+    }
+    if (!g->sub_active) {
+      g->sub = sp->lo;
+      g->sub_active = true;
+    }
+    if (g->sub < sp->hi) {
+      rc = store_fetch(s->store, t->handle, t->items.v[g->sub++].uuid, row);
+      return rc ? rc : 1;
+    }
+    g->sub_active = false;
     g->pos++;
   }
-  return 0;
 }
 
 /* A row we cannot send intact fails the sync here, with the reason, rather

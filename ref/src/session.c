@@ -169,6 +169,7 @@ void lipsync_session_free(lipsync_session *s) {
   arena_free(&s->recv_arena);
   arena_free(&s->send_arena);
   canon_hasher_free(&s->hasher);
+  free(s->lookup);
   free(s);
 }
 

@@ -75,6 +75,8 @@ typedef struct turn_producer {
   size_t pos;
   size_t sub; /* next item inside ranges[pos] or pushes[pos] */
   bool sub_active;
+  size_t cursor_end;      /* gen.pos once |cursor| is exhausted */
+  bool cursor_is_range;   /* |cursor| is a range scan, not a lookup */
   lipsync_cursor *cursor; /* open over the span being pushed */
   bool sent_requests;     /* the turn so far holds Ranges or Need */
 } turn_producer;
@@ -108,6 +110,7 @@ struct lipsync_session {
   turn_producer gen;
   size_t split_threshold;
   canon_hasher hasher;
+  uint8_t *lookup; /* LOOKUP_BATCH UUIDs, for store_scan_uuids */
 
   /* transport */
   frame_reader reader;

@@ -9,6 +9,7 @@
 #include "lipsync.h"
 
 #include <assert.h>
+#include <stdbool.h>
 
 static inline int store_begin(lipsync_store *s) {
   return s->methods->begin(s);
@@ -42,6 +43,15 @@ static inline int store_next(lipsync_store *s, lipsync_cursor *c,
 static inline void store_close_cursor(lipsync_store *s, lipsync_cursor *c) {
   if (c)
     s->methods->close_cursor(c);
+}
+static inline bool store_can_scan_uuids(lipsync_store *s) {
+  return s->methods->scan_uuids != NULL;
+}
+static inline int store_scan_uuids(lipsync_store *s, lipsync_table *t,
+                                   const uint8_t *uuids, size_t n,
+                                   lipsync_cursor **out) {
+  *out = NULL;
+  return s->methods->scan_uuids(s, t, uuids, n, out);
 }
 static inline int store_fetch(lipsync_store *s, lipsync_table *t,
                               const uint8_t *uuid, lipsync_row *row) {

@@ -1231,13 +1231,11 @@ static int fetch_batch(pg_cursor *c) {
   return take_batch(c, r, asked);
 }
 
-static int pg_store_scan(lipsync_store *store, lipsync_table *table,
-                         const uint8_t *lower, const uint8_t *upper,
-                         lipsync_cursor **out) {
-  pg_store *s = (pg_store *)store;
-  pg_table *t = (pg_table *)table;
+/* Declares a cursor over the table's rows matching |where| (SQL, may be
+ * empty) and fetches its first batch. */
+static int open_scan(pg_store *s, pg_table *t, const char *where,
+                     bool needs_index, lipsync_cursor **out) {
   size_t n = t->base.ncolumns, asked = t->batch_rows;
-  char bound[37];
   bytebuf sql = {0};
   pg_cursor *c;
   int rc;
@@ -1247,7 +1245,7 @@ static int pg_store_scan(lipsync_store *store, lipsync_table *table,
     return fail_interrupted(s);
   if (!t->has_uuid)
     return not_prepared(s, t, "scan");
-  if ((lower || upper) && (rc = build_pending_index(s, t)) != 0)
+  if (needs_index && (rc = build_pending_index(s, t)) != 0)
     return rc;
   if ((rc = copy_end(s)) != 0)
     return rc;
@@ -1258,21 +1256,13 @@ static int pg_store_scan(lipsync_store *store, lipsync_table *table,
   c->table = t;
   snprintf(c->name, sizeof c->name, "lipsync_cursor_%u", ++s->cursor_seq);
   c->scratch = malloc(37 * (t->nuuid + 1));
-  /* The bounds are literals: the planner sees the range. */
   rc = c->scratch
            ? putf(&sql, "DECLARE \"%s\" BINARY NO SCROLL CURSOR FOR ", c->name)
            : LIPSYNC_ERR_NOMEM;
   if (!rc)
     rc = put(&sql, t->select_sql);
-  if (!rc && lower) {
-    lipsync_uuid_format(lower, bound);
-    rc = putf(&sql, " WHERE \"%s\" >= '%s'", LIPSYNC_UUID_COLUMN, bound);
-  }
-  if (!rc && upper) {
-    lipsync_uuid_format(upper, bound);
-    rc = putf(&sql, " %s \"%s\" < '%s'", lower ? "AND" : "WHERE",
-              LIPSYNC_UUID_COLUMN, bound);
-  }
+  if (!rc)
+    rc = put(&sql, where);
   if (!rc)
     rc = putf(&sql, "; FETCH %zu FROM \"%s\"", asked, c->name);
   if (rc) {
@@ -1290,6 +1280,54 @@ static int pg_store_scan(lipsync_store *store, lipsync_table *table,
   t->cursors = c;
   *out = &c->base;
   return 0;
+}
+
+static int pg_store_scan(lipsync_store *store, lipsync_table *table,
+                         const uint8_t *lower, const uint8_t *upper,
+                         lipsync_cursor **out) {
+  char where[160], bound[37];
+  size_t len = 0;
+  where[0] = '\0';
+  /* The bounds are literals: the planner sees the range. */
+  if (lower) {
+    lipsync_uuid_format(lower, bound);
+    len +=
+        (size_t)snprintf(where + len, sizeof where - len,
+                         " WHERE \"%s\" >= '%s'", LIPSYNC_UUID_COLUMN, bound);
+  }
+  if (upper) {
+    lipsync_uuid_format(upper, bound);
+    snprintf(where + len, sizeof where - len, " %s \"%s\" < '%s'",
+             lower ? "AND" : "WHERE", LIPSYNC_UUID_COLUMN, bound);
+  }
+  return open_scan((pg_store *)store, (pg_table *)table, where, lower || upper,
+                   out);
+}
+
+/* One query for a batch of lookups: a round trip per row would dominate a
+ * sync over a network. UUIDs are hex and dashes, safe as a literal. */
+static int pg_store_scan_uuids(lipsync_store *store, lipsync_table *table,
+                               const uint8_t *uuids, size_t n,
+                               lipsync_cursor **out) {
+  pg_store *s = (pg_store *)store;
+  bytebuf where = {0};
+  char text[37];
+  int rc = putf(&where, " WHERE \"%s\" = ANY ('{", LIPSYNC_UUID_COLUMN);
+  for (size_t i = 0; i < n && !rc; i++) {
+    lipsync_uuid_format(uuids + i * LIPSYNC_UUID_LEN, text);
+    rc = putf(&where, "%s%s", i ? "," : "", text);
+  }
+  if (!rc)
+    rc = put(&where, "}'::uuid[])");
+  if (!rc)
+    rc = bytebuf_append(&where, "", 1);
+  if (rc) {
+    bytebuf_free(&where);
+    return fail_nomem(s);
+  }
+  rc = open_scan(s, (pg_table *)table, (const char *)where.data, true, out);
+  bytebuf_free(&where);
+  return rc;
 }
 
 static int pg_store_next(lipsync_cursor *cursor, lipsync_row *row) {
@@ -1744,6 +1782,7 @@ static const lipsync_store_methods pg_store_methods = {
     .errmsg = pg_store_errmsg,
     .destroy = pg_store_destroy,
     .interrupt = pg_store_interrupt,
+    .scan_uuids = pg_store_scan_uuids,
 };
 
 static int store_new(PGconn *conn, bool owns_conn, pg_store **out) {

@@ -513,13 +513,8 @@ static int read_columns(sqlite_store *s, sqlite_table *t) {
      * "_LIPSYNC_UUID" is the UUID column too. */
     if (sqlite3_stricmp(name, LIPSYNC_UUID_COLUMN) == 0)
       continue;
-    if (hidden == 2 || hidden == 3) {
-      err = fail(s, LIPSYNC_ERR_SCHEMA_MISMATCH,
-                 "table %s: column %s is a generated column, which cannot be "
-                 "synced",
-                 t->name, name);
-      break;
-    }
+    /* Hidden (virtual table) and generated columns are not synced: each
+     * database computes its generated columns itself (spec LS-TABLE-3). */
     if (hidden)
       continue;
     if (n == cap) {

@@ -1041,6 +1041,44 @@ out:
   fx_close(&fx);
 }
 
+/* A batch of lookups by UUID returns exactly the rows named, and skips a
+ * UUID with no row. */
+static void test_scan_uuids(void) {
+  fixture fx;
+  lipsync_table *t;
+  uint8_t u[LIPSYNC_UUID_LEN], want[5 * LIPSYNC_UUID_LEN];
+  lipsync_cursor *c = NULL;
+  lipsync_row r;
+  if (!fx_open(&fx, "CREATE TABLE {S}.l(i int)"))
+    goto out;
+  t = begin_prepared(&fx, "l");
+  if (!t)
+    goto out;
+  for (int k = 0; k < 16; k++) {
+    lipsync_value v = tu_int(k);
+    uuid_fill(u, (uint8_t)(k * 16));
+    CU_ASSERT_EQUAL(insert_row(fx.store, t, u, &v, 1), 0);
+  }
+  const int pick[4] = {3, 9, 0, 15};
+  for (int k = 0; k < 4; k++)
+    uuid_fill(want + k * LIPSYNC_UUID_LEN, (uint8_t)(pick[k] * 16));
+  uuid_fill(want + 4 * LIPSYNC_UUID_LEN, 0x01); /* no such row */
+  CU_ASSERT_TRUE_FATAL(store_can_scan_uuids(fx.store));
+  CU_ASSERT_EQUAL(store_scan_uuids(fx.store, t, want, 5, &c), 0);
+  int seen = 0, rc;
+  while (c && (rc = store_next(fx.store, c, &r)) == 1) {
+    int64_t i = r.values[0].u.integer;
+    CU_ASSERT(i == 3 || i == 9 || i == 0 || i == 15);
+    CU_ASSERT_EQUAL(r.uuid[0], (uint8_t)(i * 16));
+    seen |= 1 << i;
+  }
+  CU_ASSERT_EQUAL(seen, (1 << 3) | (1 << 9) | (1 << 0) | (1 << 15));
+  store_close_cursor(fx.store, c);
+  CU_ASSERT_EQUAL(store_commit(fx.store), 0);
+out:
+  fx_close(&fx);
+}
+
 static void test_scan_batches(void) {
   enum { N = 2500 };
   fixture fx;
@@ -2433,6 +2471,7 @@ int register_store_pg_tests(void) {
       {"prepare refusals", test_prepare_refusals},
       {"scan ranges", test_scan_ranges},
       {"scan in batches", test_scan_batches},
+      {"lookups by UUID in one batch", test_scan_uuids},
       {"fetch", test_fetch},
       {"scan before prepare", test_scan_before_prepare_fails_cleanly},
       {"interleaved insert and read", test_interleaved_insert_and_read},

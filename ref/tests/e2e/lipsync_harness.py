@@ -5,22 +5,32 @@ Standard library only. Where things live:
                   relative to the repository root)
   LIPSYNC_CITIES  the cities CSV (default ../shared/data/cities.csv,
                   relative to the repository root)
+  LIPSYNC_PG_CONNINFO
+                  a libpq keyword/value string for a PostgreSQL server on
+                  which the tests may create and drop databases, as
+                  tools/pgtest.sh sets it; the tests that need it fail
+                  without it. PostgreSQL is driven through psql and pg_dump
+                  (Python's standard library has no driver).
 Secrets are passed by file (mode 0600) or by environment, never on a
 command line.
 """
 
 import csv
 import hashlib
+import math
 import os
 import re
 import secrets
 import selectors
+import shutil
 import signal
 import sqlite3
+import struct
 import subprocess
 import tempfile
 import time
 import unittest
+import urllib.parse
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
@@ -203,6 +213,571 @@ def integrity_check(path):
         db.close()
 
 
+# ---- backends ---------------------------------------------------------------
+#
+# The same end-to-end tests run on every pair of backends. A table is
+# described once, by canonical column types (spec 6.2 and the PostgreSQL
+# mapping); each backend declares the columns with its own types, loads
+# rows, and reads them back as canonical values: (kind, value) pairs where
+# kind is the value's kind on the wire, so rows of two databases of either
+# backend compare equal exactly when they hold the same values.
+
+# canonical type -> (SQLite declared type, PostgreSQL type). decimal and
+# json need TEXT affinity in SQLite to keep numeric-looking text as given.
+DECLARED_TYPES = {
+    "integer": ("INTEGER", "bigint"),
+    "real": ("REAL", "double precision"),
+    "text": ("TEXT", "text"),
+    "blob": ("BLOB", "bytea"),
+    "boolean": ("BOOLEAN", "boolean"),
+    "decimal": ("DECIMAL TEXT", "numeric"),
+    "date": ("DATE", "date"),
+    "timestamp": ("TIMESTAMP", "timestamp"),
+    "timestamptz": ("TIMESTAMPTZ", "timestamptz"),
+    "json": ("JSON TEXT", "json"),
+    "jsonb": ("JSONB TEXT", "jsonb"),
+    "uuid": ("UUID", "uuid"),
+}
+
+# The kind on the wire of a non-NULL value of each canonical type, as
+# PostgreSQL sends it.
+WIRE_KIND = {"integer": "integer", "boolean": "integer", "real": "real",
+             "blob": "blob"}
+
+# PostgreSQL type (format_type without modifiers) -> canonical type.
+PG_CANONICAL = {
+    "smallint": "integer", "integer": "integer", "bigint": "integer",
+    "real": "real", "double precision": "real",
+    "text": "text", "character varying": "text", "character": "text",
+    "name": "text", "bytea": "blob", "boolean": "boolean",
+    "numeric": "decimal", "date": "date",
+    "timestamp without time zone": "timestamp",
+    "timestamp with time zone": "timestamptz",
+    "json": "json", "jsonb": "jsonb", "uuid": "uuid",
+}
+
+CITY_SCHEMA = [
+    ("city_id", "integer"),
+    ("name", "text"),
+    ("alt_name", "text"),
+    ("country", "text"),
+    ("feature_code", "text"),
+    ("admin_code", "text"),
+    ("population", "integer"),
+    ("lon", "real"),
+    ("lat", "real"),
+]
+
+CANONICAL_NAN = "7ff8000000000000"
+
+
+def value_key(value):
+    """A Python value as (wire kind, comparable payload): 1 and 1.0 differ,
+    -0.0 and 0.0 differ, every NaN is one value (spec 7.2)."""
+    if value is None:
+        return ("null",)
+    if isinstance(value, bool):
+        return ("integer", int(value))
+    if isinstance(value, int):
+        return ("integer", value)
+    if isinstance(value, float):
+        bits = (CANONICAL_NAN if math.isnan(value)
+                else struct.pack(">d", value).hex())
+        return ("real", bits)
+    if isinstance(value, str):
+        return ("text", value)
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return ("blob", bytes(value))
+    raise TypeError(f"no canonical kind for {value!r}")
+
+
+def row_keys(rows):
+    return [tuple(value_key(v) for v in row) for row in rows]
+
+
+def quote_ident(name):
+    return '"' + name.replace('"', '""') + '"'
+
+
+def quote_literal(text):
+    return "'" + text.replace("'", "''") + "'"
+
+
+def split_table(name):
+    """PostgreSQL reading of a --table name: schema.name split at the first
+    dot, else schema public."""
+    schema, dot, table = name.partition(".")
+    return (schema, table) if dot else ("public", name)
+
+
+# ---- PostgreSQL connection strings ----
+
+PG_CONNINFO_VAR = "LIPSYNC_PG_CONNINFO"
+
+
+def pg_admin_conninfo():
+    """The conninfo of the test server, or a failure saying how to get one:
+    tests that need PostgreSQL never skip."""
+    conninfo = os.environ.get(PG_CONNINFO_VAR, "").strip()
+    if not conninfo:
+        raise AssertionError(
+            f"{PG_CONNINFO_VAR} is not set: this test needs a PostgreSQL "
+            "server. Run the tests through tools/pgtest.sh, which starts a "
+            "throwaway one (sh tools/pgtest.sh python3 "
+            "ref/tests/e2e/test_cli.py), or run make check")
+    if "://" in conninfo:
+        raise AssertionError(
+            f"{PG_CONNINFO_VAR} must be a keyword/value string "
+            "(host=... port=... dbname=... user=...), not a URI")
+    return conninfo
+
+
+def parse_conninfo(conninfo):
+    """A libpq keyword/value string as an ordered dict."""
+    result = {}
+    pos, n = 0, len(conninfo)
+    while True:
+        while pos < n and conninfo[pos].isspace():
+            pos += 1
+        if pos == n:
+            return result
+        eq = conninfo.find("=", pos)
+        if eq < 0:
+            raise AssertionError(f"bad conninfo {conninfo!r}")
+        key = conninfo[pos:eq].strip()
+        pos = eq + 1
+        while pos < n and conninfo[pos].isspace():
+            pos += 1
+        value = []
+        if pos < n and conninfo[pos] == "'":
+            pos += 1
+            while pos < n and conninfo[pos] != "'":
+                if conninfo[pos] == "\\" and pos + 1 < n:
+                    pos += 1
+                value.append(conninfo[pos])
+                pos += 1
+            pos += 1
+        else:
+            while pos < n and not conninfo[pos].isspace():
+                if conninfo[pos] == "\\" and pos + 1 < n:
+                    pos += 1
+                value.append(conninfo[pos])
+                pos += 1
+        result[key] = "".join(value)
+
+
+def make_conninfo(params):
+    def quote(v):
+        if v and not re.search(r"[\s'\\]", v):
+            return v
+        return "'" + v.replace("\\", "\\\\").replace("'", "\\'") + "'"
+    return " ".join(f"{k}={quote(v)}" for k, v in params.items())
+
+
+def make_uri(params):
+    """The same connection as a postgresql:// URI."""
+    params = dict(params)
+    user = params.pop("user", "")
+    dbname = params.pop("dbname", "")
+    auth = urllib.parse.quote(user, safe="") + "@" if user else ""
+    query = urllib.parse.urlencode(params, quote_via=urllib.parse.quote)
+    return (f"postgresql://{auth}/{urllib.parse.quote(dbname, safe='')}"
+            + (f"?{query}" if query else ""))
+
+
+# Every psql and pg_dump run sees the same session settings as the
+# PostgreSQL backend: UTC, ISO dates, floats printed exactly. lock_timeout
+# keeps a test from hanging behind a session that did not end.
+PG_OPTIONS = ("-c TimeZone=UTC -c DateStyle=ISO,YMD -c extra_float_digits=3 "
+              "-c client_min_messages=warning -c lock_timeout=30s")
+
+
+def pg_env():
+    env = dict(os.environ)
+    env["PGOPTIONS"] = PG_OPTIONS
+    return env
+
+
+def psql(conninfo, sql, stdin=None, extra=(), timeout=120):
+    """Runs |sql| (one or more statements, or a COPY ... FROM STDIN fed
+    |stdin| bytes) with psql; returns its output as text. Fails on any
+    error."""
+    if shutil.which("psql") is None:
+        raise AssertionError("psql not found: install postgresql-client "
+                             "(sh tools/deps.sh)")
+    args = ["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-At",
+            "-d", conninfo, *extra, "-c", sql]
+    r = subprocess.run(args, input=stdin if stdin is not None else b"",
+                       capture_output=True, env=pg_env(), timeout=timeout)
+    if r.returncode != 0:
+        raise AssertionError(
+            f"psql failed ({r.returncode}) on {sql[:300]!r}:\n"
+            f"{r.stderr.decode(errors='replace')}")
+    return r.stdout.decode("utf-8", "surrogateescape")
+
+
+def copy_text_value(value, ctype):
+    """|value| in COPY's text format, for a column of canonical |ctype|."""
+    if value is None:
+        return "\\N"
+    if isinstance(value, bool):
+        value = int(value)
+    if isinstance(value, int):
+        if ctype == "boolean":
+            return "true" if value else "false"
+        return str(value)
+    if isinstance(value, float):
+        if math.isnan(value):
+            return "NaN"
+        if math.isinf(value):
+            return "Infinity" if value > 0 else "-Infinity"
+        return repr(value)
+    if isinstance(value, (bytes, bytearray)):
+        return "\\\\x" + bytes(value).hex()
+    if "\x00" in value:
+        raise AssertionError("PostgreSQL text cannot hold NUL")
+    return (value.replace("\\", "\\\\").replace("\t", "\\t")
+            .replace("\n", "\\n").replace("\r", "\\r"))
+
+
+# Expressions that print a value the same way on both backends, through
+# each database's own command-line client: the exact bits of a double,
+# booleans as 0/1, blobs in hex, everything else as its text.
+def sqlite_display_expr(column, ctype):
+    c = quote_ident(column)
+    if ctype == "real":  # ieee754_to_blob() is the sqlite3 shell's
+        return f"CASE WHEN {c} IS NOT NULL THEN hex(ieee754_to_blob({c})) END"
+    if ctype == "blob":  # hex(NULL) is ''
+        return f"CASE WHEN {c} IS NOT NULL THEN hex({c}) END"
+    return c
+
+
+def pg_display_expr(column, ctype):
+    c = quote_ident(column)
+    if ctype == "real":
+        return f"upper(encode(float8send({c}), 'hex'))"
+    if ctype == "blob":
+        return f"upper(encode({c}, 'hex'))"
+    if ctype == "boolean":
+        return f"{c}::int"
+    return f"{c}::text"
+
+
+# Field and record separators for displayed rows: values may hold tabs and
+# newlines, not these.
+UNIT_SEP, RECORD_SEP, NULL_SHOWN = "\x1f", "\x1e", "<NULL>"
+
+
+class SqliteDatabase:
+    """A SQLite database file; --db is its path."""
+
+    kind = "sqlite"
+
+    def __init__(self, path):
+        self.path = Path(path)
+        self.dsn = str(path)
+        connect(self.path).close()
+
+    def __str__(self):
+        return self.dsn
+
+    def create_table(self, table, columns=CITY_SCHEMA, rows=(), uuids=None):
+        """|columns|: (name, canonical type) pairs. With |uuids| (one per
+        row) the table gets a _lipsync_uuid column too."""
+        defs = [f"{quote_ident(n)} {DECLARED_TYPES[t][0]}"
+                for n, t in columns]
+        if uuids is not None:
+            defs.append(f"{UUID_COLUMN} TEXT")
+        db = connect(self.path)
+        try:
+            db.execute(f"CREATE TABLE {quote_ident(table)} "
+                       f"({', '.join(defs)})")
+        finally:
+            db.close()
+        self.insert(table, columns, rows, uuids)
+
+    def execute(self, sql, params=()):
+        db = connect(self.path)
+        try:
+            return db.execute(sql, params).fetchall()
+        finally:
+            db.close()
+
+    def insert(self, table, columns, rows, uuids=None):
+        names = [n for n, _ in columns]
+        if uuids is not None:
+            names.append(UUID_COLUMN)
+            rows = [tuple(r) + (u,) for r, u in zip(rows, uuids)]
+        db = connect(self.path)
+        try:
+            marks = ", ".join("?" for _ in names)
+            cols = ", ".join(quote_ident(n) for n in names)
+            db.execute("BEGIN")
+            db.executemany(f"INSERT INTO {quote_ident(table)} ({cols}) "
+                           f"VALUES ({marks})", rows)
+            db.execute("COMMIT")
+        finally:
+            db.close()
+
+    def column_names(self, table):
+        return [r[1] for r in
+                self.execute(f"PRAGMA table_info({quote_ident(table)})")]
+
+    def rows(self, table):
+        """(uuid, value keys...) of every row, columns in name order, rows
+        in UUID order."""
+        cols = sorted(c for c in self.column_names(table) if c != UUID_COLUMN)
+        sel = ", ".join([UUID_COLUMN] + [quote_ident(c) for c in cols])
+        got = self.execute(f"SELECT {sel} FROM {quote_ident(table)} "
+                           f"ORDER BY {UUID_COLUMN}")
+        return [(r[0],) + tuple(value_key(v) for v in r[1:]) for r in got]
+
+    def select(self, table, names, order_by):
+        """The columns |names| of every row as Python values."""
+        cols = ", ".join(quote_ident(n) for n in names)
+        return self.execute(f"SELECT {cols} FROM {quote_ident(table)} "
+                            f"ORDER BY {quote_ident(order_by)}")
+
+    def count(self, table):
+        return self.execute(f"SELECT count(*) FROM {quote_ident(table)}")[0][0]
+
+    def uuids(self, table):
+        return [r[0] for r in self.execute(
+            f"SELECT {UUID_COLUMN} FROM {quote_ident(table)}")]
+
+    def delete(self, table, column, value):
+        self.execute(f"DELETE FROM {quote_ident(table)} "
+                     f"WHERE {quote_ident(column)} = ?", (value,))
+
+    def snapshot(self):
+        return dump(self.path)
+
+    def check_readable(self, test):
+        test.assertEqual(integrity_check(self.path), [("ok",)])
+
+    def display(self, table, columns):
+        """The rows as the sqlite3 command-line client shows them."""
+        exprs = [UUID_COLUMN] + [sqlite_display_expr(n, t)
+                                 for n, t in columns]
+        sql = (f"SELECT {', '.join(exprs)} FROM {quote_ident(table)} "
+               f"ORDER BY {UUID_COLUMN}")
+        r = subprocess.run(
+            ["sqlite3", "-batch", "-noheader", "-separator", UNIT_SEP,
+             "-newline", RECORD_SEP, "-nullvalue", NULL_SHOWN,
+             str(self.path), sql],
+            capture_output=True, timeout=120)
+        if r.returncode != 0 or r.stderr:
+            raise AssertionError(f"sqlite3 failed: {r.stderr!r}")
+        return _records(r.stdout)
+
+
+class PgDatabase:
+    """A fresh PostgreSQL database on the test server, created for one test
+    and dropped after it; --db is a keyword/value conninfo (or, with
+    |uri|, a postgresql:// URI)."""
+
+    kind = "pg"
+
+    def __init__(self, name):
+        admin = pg_admin_conninfo()
+        self.admin = admin
+        self.name = name
+        params = parse_conninfo(admin)
+        params["dbname"] = name
+        self.conninfo = make_conninfo(params)
+        self.uri = make_uri(params)
+        self.dsn = self.conninfo
+        psql(admin, f"CREATE DATABASE {quote_ident(name)} TEMPLATE template0 "
+             "ENCODING 'UTF8' LOCALE 'C'")
+
+    def __str__(self):
+        return self.dsn
+
+    def drop(self):
+        psql(self.admin,
+             f"DROP DATABASE IF EXISTS {quote_ident(self.name)} WITH (FORCE)")
+
+    def sql(self, statement, stdin=None, extra=()):
+        return psql(self.conninfo, statement, stdin, extra)
+
+    @staticmethod
+    def qualified(table):
+        schema, name = split_table(table)
+        return f"{quote_ident(schema)}.{quote_ident(name)}"
+
+    def create_table(self, table, columns=CITY_SCHEMA, rows=(), uuids=None):
+        schema, _ = split_table(table)
+        defs = [f"{quote_ident(n)} {DECLARED_TYPES[t][1]}"
+                for n, t in columns]
+        if uuids is not None:
+            defs.append(f"{UUID_COLUMN} uuid")
+        self.sql(f"CREATE SCHEMA IF NOT EXISTS {quote_ident(schema)}; "
+                 f"CREATE TABLE {self.qualified(table)} ({', '.join(defs)})")
+        self.insert(table, columns, rows, uuids)
+
+    def insert(self, table, columns, rows, uuids=None):
+        rows = list(rows)
+        if not rows:
+            return
+        types = [t for _, t in columns]
+        names = [n for n, _ in columns]
+        if uuids is not None:
+            names.append(UUID_COLUMN)
+            types.append("uuid")
+            rows = [tuple(r) + (u,) for r, u in zip(rows, uuids)]
+        data = "".join(
+            "\t".join(copy_text_value(v, t) for v, t in zip(row, types))
+            + "\n" for row in rows)
+        cols = ", ".join(quote_ident(n) for n in names)
+        self.sql(f"COPY {self.qualified(table)} ({cols}) FROM STDIN",
+                 stdin=data.encode("utf-8"))
+
+    def columns(self, table):
+        """(name, PostgreSQL type) of every column, in table order."""
+        out = self.sql(
+            "SELECT a.attname, format_type(a.atttypid, NULL) "
+            "FROM pg_attribute a WHERE a.attrelid = "
+            f"{quote_literal(self.qualified(table))}::regclass "
+            "AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum",
+            extra=["-F", UNIT_SEP])
+        return [tuple(line.split(UNIT_SEP)) for line in out.splitlines()]
+
+    def column_names(self, table):
+        return [n for n, _ in self.columns(table)]
+
+    def canonical_columns(self, table):
+        cols = []
+        for name, pgtype in self.columns(table):
+            if name != UUID_COLUMN:
+                cols.append((name, PG_CANONICAL.get(pgtype, pgtype)))
+        return cols
+
+    @staticmethod
+    def _read_expr(column, ctype):
+        """Prints one value so that _decode() can rebuild it exactly."""
+        c = quote_ident(column)
+        if ctype == "blob":
+            shown = f"encode({c}, 'hex')"
+        elif ctype == "boolean":
+            shown = f"{c}::int::text"
+        elif ctype in ("integer", "real"):
+            shown = f"{c}::text"
+        else:
+            shown = f"encode(convert_to({c}::text, 'UTF8'), 'hex')"
+        return f"CASE WHEN {c} IS NULL THEN 'N' ELSE 'v' || {shown} END"
+
+    @staticmethod
+    def _decode(field, ctype):
+        if field == "N":
+            return None
+        field = field[1:]
+        kind = WIRE_KIND.get(ctype, "text")
+        if kind == "integer":
+            return int(field)
+        if kind == "real":
+            return float(field)
+        if kind == "blob":
+            return bytes.fromhex(field)
+        return bytes.fromhex(field).decode("utf-8")
+
+    def _select(self, table, columns, order_by):
+        exprs = [self._read_expr(n, t) for n, t in columns]
+        out = self.sql(f"SELECT {', '.join(exprs)} FROM "
+                       f"{self.qualified(table)} ORDER BY {order_by}",
+                       extra=["-F", UNIT_SEP])
+        return [tuple(self._decode(f, t) for f, (_, t)
+                      in zip(line.split(UNIT_SEP), columns))
+                for line in out.splitlines()]
+
+    def rows(self, table):
+        cols = sorted(self.canonical_columns(table))
+        got = self._select(table, [(UUID_COLUMN, "uuid")] + cols,
+                           UUID_COLUMN)
+        return [(r[0],) + tuple(value_key(v) for v in r[1:]) for r in got]
+
+    def select(self, table, names, order_by):
+        types = dict(self.canonical_columns(table))
+        return self._select(table, [(n, types[n]) for n in names],
+                            quote_ident(order_by))
+
+    def count(self, table):
+        return int(self.sql(f"SELECT count(*) FROM {self.qualified(table)}"))
+
+    def uuids(self, table):
+        return self.sql(f"SELECT {UUID_COLUMN}::text FROM "
+                        f"{self.qualified(table)}").split()
+
+    def delete(self, table, column, value):
+        self.sql(f"DELETE FROM {self.qualified(table)} WHERE "
+                 f"{quote_ident(column)} = {value}")
+
+    def uuid_column(self, table):
+        """(type of _lipsync_uuid, whether a unique index covers exactly
+        that column)."""
+        out = self.sql(
+            "SELECT format_type(a.atttypid, a.atttypmod), EXISTS ("
+            " SELECT 1 FROM pg_index i WHERE i.indrelid = a.attrelid"
+            " AND i.indisunique AND i.indnkeyatts = 1"
+            " AND i.indkey[0] = a.attnum AND i.indpred IS NULL)"
+            " FROM pg_attribute a WHERE a.attrelid = "
+            f"{quote_literal(self.qualified(table))}::regclass"
+            f" AND a.attname = '{UUID_COLUMN}' AND NOT a.attisdropped",
+            extra=["-F", UNIT_SEP]).strip()
+        if not out:
+            return None, False
+        pgtype, unique = out.split(UNIT_SEP)
+        return pgtype, unique == "t"
+
+    def snapshot(self):
+        """A digest of pg_dump's output: schema and rows of every table."""
+        r = subprocess.run(
+            ["pg_dump", "--no-owner", "--no-privileges", "--lock-wait-timeout",
+             "30s", "-d", self.conninfo],
+            capture_output=True, env=pg_env(), timeout=120)
+        if r.returncode != 0:
+            raise AssertionError(
+                f"pg_dump failed: {r.stderr.decode(errors='replace')}")
+        # pg_dump's \restrict and \unrestrict lines carry a random key.
+        lines = [line for line in r.stdout.split(b"\n")
+                 if not re.match(rb"\\(un)?restrict ", line)]
+        return hashlib.sha256(b"\n".join(lines)).hexdigest()
+
+    def check_readable(self, test):
+        """Every table can be read in full, and no session of this
+        database is left in a transaction."""
+        for line in self.sql(
+                "SELECT format('%I.%I', schemaname, tablename) "
+                "FROM pg_tables WHERE schemaname NOT IN "
+                "('pg_catalog', 'information_schema')").splitlines():
+            self.sql(f"SELECT count(*) FROM (SELECT * FROM {line}) t")
+
+    def display(self, table, columns):
+        """The rows as psql shows them."""
+        exprs = [f"{UUID_COLUMN}::text"] + [pg_display_expr(n, t)
+                                           for n, t in columns]
+        out = self.sql(
+            f"SELECT {', '.join(exprs)} FROM {self.qualified(table)} "
+            f"ORDER BY {UUID_COLUMN}",
+            extra=["-F", UNIT_SEP, "-R", RECORD_SEP,
+                   "-P", f"null={NULL_SHOWN}"])
+        return _records(out.encode("utf-8", "surrogateescape"))
+
+
+def _records(output):
+    """Splits displayed rows: sqlite3 ends each with the separator, psql
+    puts it between rows and ends with a newline."""
+    text = output.decode("utf-8", "surrogateescape")
+    if text.endswith("\n"):
+        text = text[:-1]
+    if text.endswith(RECORD_SEP):
+        text = text[:-1]
+    return text.split(RECORD_SEP) if text else []
+
+
+def new_pg_name(label):
+    return f"lipsync_{secrets.token_hex(4)}_{label}".lower()
+
+
 # ---- processes --------------------------------------------------------------
 
 
@@ -349,6 +924,17 @@ class SyncTestCase(unittest.TestCase):
 
     def path(self, name):
         return self.dir / name
+
+    def new_database(self, kind, label):
+        """A fresh empty database of backend |kind| ("sqlite" or "pg"),
+        removed after the test."""
+        if kind == "sqlite":
+            return SqliteDatabase(self.path(f"{label}.db"))
+        if kind == "pg":
+            db = PgDatabase(new_pg_name(label))
+            self.addCleanup(db.drop)
+            return db
+        raise ValueError(f"unknown backend {kind!r}")
 
     def start_server(self, db, tables=("cities",), **kwargs):
         kwargs.setdefault("secret_file", self.secret_file)
