@@ -3,8 +3,28 @@
 # (built with AddressSanitizer and UndefinedBehaviorSanitizer), and the
 # end-to-end tests of the two binaries (sanitizer builds too). Prints one
 # closing line "N passed, M failed" and exits non-zero on any failure.
+#
+# Every stage runs inside one throwaway PostgreSQL server (tools/pgtest.sh),
+# which the PostgreSQL tests reach through LIPSYNC_PG_CONNINFO. They are not
+# optional: if the server cannot start, the run fails.
 set -u
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/.." || exit 1
+
+if [ "${1:-}" != "--inner" ]; then
+  started=$(mktemp)
+  trap 'rm -f "$started"' EXIT
+  trap 'exit 130' INT
+  trap 'exit 143' TERM
+  LIPSYNC_CHECK_STARTED="$started" sh tools/pgtest.sh sh tools/check.sh --inner
+  rc=$?
+  if [ ! -s "$started" ]; then
+    echo "check: PostgreSQL: the test server did not start (see above)"
+    echo "0 passed, 1 failed"
+    exit 1
+  fi
+  exit "$rc"
+fi
+[ -n "${LIPSYNC_CHECK_STARTED:-}" ] && echo started >"$LIPSYNC_CHECK_STARTED"
 
 passed=0
 failed=0
@@ -16,6 +36,12 @@ count() { # name status passed failed
   passed=$((passed + $3))
   failed=$((failed + $4))
 }
+
+if [ -z "${LIPSYNC_PG_CONNINFO:-}" ]; then
+  echo "check: LIPSYNC_PG_CONNINFO is not set: run sh tools/check.sh, which" \
+    "starts a PostgreSQL server for the tests"
+  count "PostgreSQL server" 1 0 1
+fi
 
 # 1. The spec's appendix matches an independent implementation.
 if python3 spec/vectors.py --check spec/lipsync.md >"$log/vectors" 2>&1; then
@@ -31,6 +57,7 @@ rc=$?
 cat "$log/unit"
 line=$(grep -E '^ +tests +[0-9]+' "$log/unit" | tail -n 1)
 if [ -n "$line" ]; then
+  # shellcheck disable=SC2086 # split into words on purpose
   set -- $line
   count "unit tests" $rc "$4" $(($5 + (rc != 0 && $5 == 0)))
 else
@@ -42,11 +69,19 @@ LIPSYNC_BIN=build/san/bin python3 ref/tests/e2e/test_cli.py >"$log/e2e" 2>&1
 rc=$?
 cat "$log/e2e"
 ran=$(sed -n 's/^Ran \([0-9]*\) tests\{0,1\}.*/\1/p' "$log/e2e" | tail -n 1)
-bad=$(sed -n 's/.*FAILED (\(.*\))/\1/p' "$log/e2e" | tr ',' '\n' |
-  sed -n 's/.*=\([0-9]*\)/\1/p' | awk '{s+=$1} END {print s+0}')
+# Tests that failed: one "FAIL:" or "ERROR:" heading each (or several, for
+# subtests and cleanups of one test); skips from the closing line, e.g.
+# "OK (skipped=1)" or "FAILED (failures=2, skipped=1)".
+bad=$(sed -n 's/^\(FAIL\|ERROR\): \([^ ]* ([^)]*)\).*/\2/p' "$log/e2e" |
+  sort -u | wc -l)
+skipped=$(sed -n 's/^\(OK\|FAILED\) (\(.*\))$/\2/p' "$log/e2e" | tr ',' '\n' |
+  sed -n 's/^ *\(skipped\|expected failures\)=\([0-9]*\)$/\2/p' |
+  awk '{s+=$1} END {print s+0}')
 ran=${ran:-0}
 [ "$rc" -ne 0 ] && [ "$bad" -eq 0 ] && bad=1
-count "end-to-end tests" $rc $((ran - bad < 0 ? 0 : ran - bad)) "$bad"
+good=$((ran - bad - skipped))
+[ "$good" -lt 0 ] && good=0
+count "end-to-end tests" $rc "$good" "$bad"
 
 echo "$passed passed, $failed failed"
 [ "$failed" -eq 0 ] && [ "$passed" -gt 0 ]

@@ -26,6 +26,7 @@ if [ "$#" -eq 0 ]; then
 fi
 
 # The server programs are not on PATH on Debian: take the newest version.
+# shellcheck disable=SC2012 # version directory names are plain
 bindir=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V |
   while read -r d; do
     if [ -x "$d/initdb" ] && [ -x "$d/pg_ctl" ]; then echo "$d"; fi
@@ -58,6 +59,7 @@ if [ "$(id -u)" -eq 0 ]; then
     if command -v runuser >/dev/null 2>&1; then
       (cd "$dir" && runuser -u postgres -- "$@")
     else
+      # shellcheck disable=SC2016 # expanded by the inner shell
       (cd "$dir" && su postgres -s /bin/sh -c '"$0" "$@"' -- "$@")
     fi
   }
@@ -65,6 +67,7 @@ else
   as_owner() { (cd "$dir" && "$@"); }
 fi
 
+# shellcheck disable=SC2317 # called by the EXIT trap
 cleanup() {
   status=$?
   trap - EXIT INT TERM HUP

@@ -168,8 +168,8 @@ struct lipsync_cursor {
  * a backend fills. All methods return 0 or a negative lipsync_error and keep
  * a message for errmsg(). The core calls them in this order for one sync:
  *   begin, open_table (each table), prepare_table (each), scan/fetch/insert
- *   in any order, then commit or rollback. commit and rollback invalidate
- *   every lipsync_table and lipsync_cursor of the transaction.
+ *   in any order, flush, then commit or rollback. commit and rollback
+ * invalidate every lipsync_table and lipsync_cursor of the transaction.
  */
 struct lipsync_store_methods {
   int version;
@@ -236,6 +236,13 @@ struct lipsync_store_methods {
    * backend has none; fetch is then used row by row. */
   int (*scan_uuids)(lipsync_store *store, lipsync_table *table,
                     const uint8_t *uuids, size_t n, lipsync_cursor **out);
+
+  /* Makes every insert so far take effect in the transaction and reports
+   * any error that causes (a deferred constraint or index, a batched
+   * check): the session calls it before it vouches for its tables in
+   * Verify, since after that the peer may commit. NULL if inserts report
+   * their errors at once. */
+  int (*flush)(lipsync_store *store);
 };
 
 /* Frees |store| through its destroy method; NULL is a no-op. */

@@ -577,6 +577,12 @@ int session_send_verify(lipsync_session *s) {
     rc = session_fail(s, LIPSYNC_ERR_NOMEM, "out of memory");
     goto out;
   }
+  /* Everything received must be in the transaction, checked, before this
+   * side vouches for it: once both Verify agree, the server commits. */
+  if ((rc = store_flush(s->store)) != 0) {
+    rc = session_fail(s, rc, "%s", store_errmsg(s->store));
+    goto out;
+  }
   for (size_t i = 0; i < s->ntables; i++) {
     sync_table *t = &s->tables[i];
     final_state(t);

@@ -64,6 +64,9 @@ static inline int store_insert(lipsync_store *s, lipsync_table *t,
   assert(row->nvalues == t->ncolumns);
   return s->methods->insert(s, t, row);
 }
+static inline int store_flush(lipsync_store *s) {
+  return s->methods->flush ? s->methods->flush(s) : 0;
+}
 static inline int store_list_tables(lipsync_store *s, const char *const **names,
                                     size_t *count) {
   *names = NULL;

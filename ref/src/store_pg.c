@@ -1599,6 +1599,20 @@ static int pg_store_begin(lipsync_store *store) {
   return rc;
 }
 
+/* Ends the COPY in progress (with its checks) and builds every index set
+ * aside: whatever these find wrong is reported now, before the session
+ * vouches for its tables in Verify, rather than at commit, when the peer
+ * may already have committed. */
+static int pg_store_flush(lipsync_store *store) {
+  pg_store *s = (pg_store *)store;
+  if (is_interrupted(s))
+    return fail_interrupted(s);
+  int rc = copy_end(s);
+  for (pg_table *t = s->tables; t && !rc; t = t->next)
+    rc = build_pending_index(s, t);
+  return rc;
+}
+
 static int pg_store_commit(lipsync_store *store) {
   pg_store *s = (pg_store *)store;
   PGresult *r;
@@ -1783,6 +1797,7 @@ static const lipsync_store_methods pg_store_methods = {
     .destroy = pg_store_destroy,
     .interrupt = pg_store_interrupt,
     .scan_uuids = pg_store_scan_uuids,
+    .flush = pg_store_flush,
 };
 
 static int store_new(PGconn *conn, bool owns_conn, pg_store **out) {

@@ -1291,6 +1291,16 @@ static int sqlite_store_begin(lipsync_store *store) {
   return rc;
 }
 
+/* Builds the indexes set aside, so that a duplicate is reported before the
+ * session vouches for its tables in Verify, not at commit. */
+static int sqlite_store_flush(lipsync_store *store) {
+  sqlite_store *s = (sqlite_store *)store;
+  int rc = 0;
+  for (sqlite_table *t = s->tables; t && !rc; t = t->next)
+    rc = need_uuid_index(s, t);
+  return rc;
+}
+
 static int sqlite_store_commit(lipsync_store *store) {
   sqlite_store *s = (sqlite_store *)store;
   int rc = 0;
@@ -1428,6 +1438,7 @@ static const lipsync_store_methods sqlite_store_methods = {
     .errmsg = sqlite_store_errmsg,
     .destroy = sqlite_store_destroy,
     .interrupt = sqlite_store_interrupt,
+    .flush = sqlite_store_flush,
 };
 
 /* lipsync_uuid4(): a fresh random version 4 UUID in canonical text form,

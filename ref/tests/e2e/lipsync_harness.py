@@ -455,12 +455,14 @@ def sqlite_display_expr(column, ctype):
 def pg_display_expr(column, ctype):
     c = quote_ident(column)
     if ctype == "real":
-        return f"upper(encode(float8send({c}), 'hex'))"
-    if ctype == "blob":
-        return f"upper(encode({c}, 'hex'))"
-    if ctype == "boolean":
-        return f"{c}::int"
-    return f"{c}::text"
+        shown = f"upper(encode(float8send({c}::float8), 'hex'))"
+    elif ctype == "blob":
+        shown = f"upper(encode({c}, 'hex'))"
+    elif ctype == "boolean":
+        shown = f"{c}::int::text"
+    else:  # concat() prints with the type's output function
+        shown = f"concat({c})"
+    return f"CASE WHEN {c} IS NOT NULL THEN {shown} END"
 
 
 # Field and record separators for displayed rows: values may hold tabs and
@@ -654,16 +656,20 @@ class PgDatabase:
 
     @staticmethod
     def _read_expr(column, ctype):
-        """Prints one value so that _decode() can rebuild it exactly."""
+        """Prints one value so that _decode() can rebuild it exactly: a
+        real (float4 too) as the double it is, text through its type's
+        output function (a cast to text would strip char(n)'s padding)."""
         c = quote_ident(column)
         if ctype == "blob":
             shown = f"encode({c}, 'hex')"
         elif ctype == "boolean":
             shown = f"{c}::int::text"
-        elif ctype in ("integer", "real"):
+        elif ctype == "integer":
             shown = f"{c}::text"
+        elif ctype == "real":
+            shown = f"{c}::float8::text"
         else:
-            shown = f"encode(convert_to({c}::text, 'UTF8'), 'hex')"
+            shown = f"encode(convert_to(concat({c}), 'UTF8'), 'hex')"
         return f"CASE WHEN {c} IS NULL THEN 'N' ELSE 'v' || {shown} END"
 
     @staticmethod

@@ -739,6 +739,51 @@ class PgSideTests:
         r = self.expect_failure(server, EXIT_DATABASE)
         self.assertIn("check", (r.stderr + server.stderr()).lower())
 
+    def test_narrower_postgres_types(self):
+        # smallint, integer, real, varchar(n) and char(n) share canonical
+        # types with bigint, double precision and text: they sync with
+        # them, and refuse what they cannot hold exactly.
+        narrow = self.pg_side()
+        wide = self.client_db if narrow is self.server_db else self.server_db
+        pgtypes = ["bigint", "smallint", "integer", "real", "varchar(5)",
+                   "char(5)"]
+        schema = [("id", "integer"), ("s", "integer"), ("i4", "integer"),
+                  ("f4", "real"), ("vc", "text"), ("ch", "text")]
+        narrow.sql("CREATE TABLE narrow (" + ", ".join(
+            f"{n} {t}" for (n, _), t in zip(schema, pgtypes)) + ")")
+        edges = [
+            (1, -32768, -2147483648, 3.4028234663852886e38, "abcde",
+             "ab   "),
+            (2, 32767, 2147483647, 1.401298464324817e-45, "", "     "),
+            (3, 0, 0, float("-inf"), "é日本xy", "é日本xy"),
+            (4, None, None, None, None, None),
+        ]
+        narrow.insert("narrow", schema, edges)
+        mine = [(10, 1, 2, -0.5, "w", "wide ")]
+        wide.create_table("narrow", schema, mine)
+        server = self.start_server(self.server_db, tables=("narrow",))
+        self.sync(self.client_db, server, tables=("narrow",))
+        self.assertSynced(self.client_db, self.server_db, "narrow")
+        for db in (self.client_db, self.server_db):
+            self.assertEqual(row_keys(db.select("narrow", [n for n, _ in
+                                                           schema], "id")),
+                             row_keys(edges + mine))
+        shown = [db.display("narrow", schema)
+                 for db in (self.client_db, self.server_db)]
+        self.assertEqual(shown[0], shown[1])
+        # Out of range, not a float4, too long, unpadded: refused, nothing
+        # changes.
+        for i, (column, value) in enumerate([
+                ("s", 32768), ("i4", -2147483649), ("f4", 0.1),
+                ("vc", "abcdef"), ("ch", "ab")]):
+            with self.subTest(column=column, value=value):
+                ctype = dict(schema)[column]
+                wide.insert("narrow", [("id", "integer"), (column, ctype)],
+                            [(20 + i, value)])
+                self.expect_failure(server, EXIT_DATABASE,
+                                    tables=("narrow",))
+                wide.delete("narrow", "id", 20 + i)
+
     def test_column_type_without_mapping(self):
         # interval maps to no canonical type: the table is refused when it
         # is opened, naming the column.
