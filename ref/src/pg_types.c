@@ -13,6 +13,7 @@
 #include "pg_types.h"
 
 #include "canon.h"
+#include "errbuf.h"
 
 #include <float.h>
 #include <inttypes.h>
@@ -129,30 +130,6 @@ static bool refuse(char *why, size_t whylen, const char *fmt, ...) {
   return false;
 }
 
-/* Writes |len| bytes of |p| as printable ASCII (other bytes as \xNN), cut
- * to fit: values may hold anything, messages must not. */
-static void describe_bytes(const uint8_t *p, size_t len, char *out,
-                           size_t outlen) {
-  static const char hex[] = "0123456789abcdef";
-  size_t o = 0;
-  for (size_t i = 0; i < len; i++) {
-    if (o + 8 >= outlen) {
-      memcpy(out + o, "...", 3);
-      o += 3;
-      break;
-    }
-    if (p[i] >= 0x20 && p[i] < 0x7F && p[i] != '\\') {
-      out[o++] = (char)p[i];
-    } else {
-      out[o++] = '\\';
-      out[o++] = 'x';
-      out[o++] = hex[p[i] >> 4];
-      out[o++] = hex[p[i] & 15];
-    }
-  }
-  out[o] = '\0';
-}
-
 void pgtype_format_double(double d, char out[32]) {
   char raw[40];
   size_t o = 0;
@@ -198,7 +175,7 @@ void pgtype_describe_value(const lipsync_value *v, char *out, size_t outlen) {
     snprintf(out, outlen, "the REAL %s", text);
     return;
   case LIPSYNC_TEXT:
-    describe_bytes(v->u.bytes.data, v->u.bytes.len, text, 48);
+    errbuf_describe_bytes(v->u.bytes.data, v->u.bytes.len, text, 48);
     snprintf(out, outlen, "the TEXT '%s'", text);
     return;
   case LIPSYNC_BLOB:

@@ -27,6 +27,7 @@
  */
 #include "buf.h"
 #include "canon.h"
+#include "errbuf.h"
 #include "pg_types.h"
 
 #include <errno.h>
@@ -166,31 +167,13 @@ struct pg_cursor {
 /* Errors                                                               */
 /* ------------------------------------------------------------------ */
 
-/* A message cut short by the buffer must not end inside a UTF-8 sequence:
- * it may travel in an Error frame. */
-static void trim_partial_utf8(char *s) {
-  size_t i = strlen(s), cont = 0;
-  while (i > 0 && cont < 3 && ((unsigned char)s[i - 1] & 0xC0) == 0x80) {
-    i--;
-    cont++;
-  }
-  if (i == 0)
-    return;
-  unsigned char lead = (unsigned char)s[i - 1];
-  size_t need = lead >= 0xF0 ? 3 : lead >= 0xE0 ? 2 : lead >= 0xC0 ? 1 : 0;
-  if (cont < need)
-    s[i - 1] = '\0';
-}
-
 static int fail(pg_store *s, int code, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 static int fail(pg_store *s, int code, const char *fmt, ...) {
   va_list ap;
   va_start(ap, fmt);
-  int n = vsnprintf(s->errmsg, sizeof s->errmsg, fmt, ap);
+  errbuf_vformat(s->errmsg, sizeof s->errmsg, fmt, ap);
   va_end(ap);
-  if (n >= (int)sizeof s->errmsg)
-    trim_partial_utf8(s->errmsg);
   return code;
 }
 
@@ -1830,17 +1813,6 @@ int lipsync_store_pg_wrap(lipsync_store **out, void *conn) {
   return rc;
 }
 
-static void copy_error(char *errbuf, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static void copy_error(char *errbuf, size_t errlen, const char *fmt, ...) {
-  va_list ap;
-  if (!errbuf || !errlen)
-    return;
-  va_start(ap, fmt);
-  vsnprintf(errbuf, errlen, fmt, ap);
-  va_end(ap);
-}
-
 /* Notices (an identifier cut short, ...) are no concern of the
  * application's standard error. */
 static void ignore_notice(void *arg, const char *message) {}
@@ -1860,26 +1832,27 @@ int lipsync_store_pg_open(lipsync_store **out, const char *conninfo,
     return LIPSYNC_ERR_INVALID_ARGUMENT;
   *out = NULL;
   if (!conninfo) {
-    copy_error(errbuf, errlen, "no connection string");
+    errbuf_format(errbuf, errlen, "no connection string");
     return LIPSYNC_ERR_INVALID_ARGUMENT;
   }
   conn = PQconnectdbParams(keys, values, 1);
   if (!conn) {
-    copy_error(errbuf, errlen, "cannot connect to PostgreSQL: out of memory");
+    errbuf_format(errbuf, errlen,
+                  "cannot connect to PostgreSQL: out of memory");
     return LIPSYNC_ERR_NOMEM;
   }
   if (PQstatus(conn) != CONNECTION_OK) {
     /* The connection string is not repeated: it may hold a password. */
     one_line(PQerrorMessage(conn), msg, sizeof msg);
-    copy_error(errbuf, errlen, "cannot connect to PostgreSQL: %s", msg);
+    errbuf_format(errbuf, errlen, "cannot connect to PostgreSQL: %s", msg);
     code = LIPSYNC_ERR_STORAGE;
     goto fail_conn;
   }
   PQsetNoticeProcessor(conn, ignore_notice, NULL);
   code = store_new(conn, true, &s);
   if (code != 0) {
-    copy_error(errbuf, errlen, "cannot connect to PostgreSQL: %s",
-               lipsync_strerror(code));
+    errbuf_format(errbuf, errlen, "cannot connect to PostgreSQL: %s",
+                  lipsync_strerror(code));
     goto fail_conn;
   }
   *out = &s->base;

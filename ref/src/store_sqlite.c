@@ -19,6 +19,7 @@
  * value_survives_affinity().
  */
 #include "canon.h"
+#include "errbuf.h"
 
 #include <math.h>
 #include <stdatomic.h>
@@ -127,31 +128,13 @@ static const uint8_t empty_bytes[1];
 /* Errors                                                               */
 /* ------------------------------------------------------------------ */
 
-/* A message cut short by the buffer must not end inside a UTF-8 sequence:
- * it may travel in an Error frame. */
-static void trim_partial_utf8(char *s) {
-  size_t i = strlen(s), cont = 0;
-  while (i > 0 && cont < 3 && ((unsigned char)s[i - 1] & 0xC0) == 0x80) {
-    i--;
-    cont++;
-  }
-  if (i == 0)
-    return;
-  unsigned char lead = (unsigned char)s[i - 1];
-  size_t need = lead >= 0xF0 ? 3 : lead >= 0xE0 ? 2 : lead >= 0xC0 ? 1 : 0;
-  if (cont < need)
-    s[i - 1] = '\0';
-}
-
 static int fail(sqlite_store *s, int code, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 static int fail(sqlite_store *s, int code, const char *fmt, ...) {
   va_list ap;
   va_start(ap, fmt);
-  int n = vsnprintf(s->errmsg, sizeof s->errmsg, fmt, ap);
+  errbuf_vformat(s->errmsg, sizeof s->errmsg, fmt, ap);
   va_end(ap);
-  if (n >= (int)sizeof s->errmsg)
-    trim_partial_utf8(s->errmsg);
   return code;
 }
 
@@ -175,30 +158,6 @@ static int fail_nomem(sqlite_store *s) {
   return fail(s, LIPSYNC_ERR_NOMEM, "out of memory");
 }
 
-/* Writes |len| bytes of |p| into |out| as printable ASCII (other bytes as
- * \xNN), cut to fit: values may hold anything, messages must not. */
-static void describe_bytes(const uint8_t *p, size_t len, char *out,
-                           size_t outlen) {
-  static const char hex[] = "0123456789abcdef";
-  size_t o = 0;
-  for (size_t i = 0; i < len; i++) {
-    if (o + 8 >= outlen) {
-      memcpy(out + o, "...", 3);
-      o += 3;
-      break;
-    }
-    if (p[i] >= 0x20 && p[i] < 0x7F && p[i] != '\\') {
-      out[o++] = (char)p[i];
-    } else {
-      out[o++] = '\\';
-      out[o++] = 'x';
-      out[o++] = hex[p[i] >> 4];
-      out[o++] = hex[p[i] & 15];
-    }
-  }
-  out[o] = '\0';
-}
-
 /* "the REAL 3.0", "the TEXT '12'": a value as an error message names it. */
 static void describe_value(const lipsync_value *v, char *out, size_t outlen) {
   char text[64];
@@ -219,7 +178,7 @@ static void describe_value(const lipsync_value *v, char *out, size_t outlen) {
     return;
   }
   case LIPSYNC_TEXT:
-    describe_bytes(v->u.bytes.data, v->u.bytes.len, text, 40);
+    errbuf_describe_bytes(v->u.bytes.data, v->u.bytes.len, text, 40);
     snprintf(out, outlen, "the TEXT '%s'", text);
     return;
   case LIPSYNC_BLOB:
@@ -723,9 +682,9 @@ static int check_uuids(sqlite_store *s, sqlite_table *t) {
   if (rc == SQLITE_ROW) {
     char value[128];
     const unsigned char *q = sqlite3_column_text(st, 0);
-    describe_bytes(q ? q : empty_bytes,
-                   q ? (size_t)sqlite3_column_bytes(st, 0) : 0, value,
-                   sizeof value);
+    errbuf_describe_bytes(q ? q : empty_bytes,
+                          q ? (size_t)sqlite3_column_bytes(st, 0) : 0, value,
+                          sizeof value);
     if (sqlite3_column_count(st) > 1)
       rc = fail(s, LIPSYNC_ERR_STORAGE,
                 "table %s: row %lld has a malformed " LIPSYNC_UUID_COLUMN " %s",
@@ -754,9 +713,9 @@ static int fail_duplicates(sqlite_store *s, sqlite_table *t) {
       sqlite3_step(st) == SQLITE_ROW) {
     const unsigned char *u = sqlite3_column_text(st, 0);
     char value[64];
-    describe_bytes(u ? u : empty_bytes,
-                   u ? (size_t)sqlite3_column_bytes(st, 0) : 0, value,
-                   sizeof value);
+    errbuf_describe_bytes(u ? u : empty_bytes,
+                          u ? (size_t)sqlite3_column_bytes(st, 0) : 0, value,
+                          sizeof value);
     fail(s, rc,
          "table %s: duplicate " LIPSYNC_UUID_COLUMN
          " values ('%s' appears %lld times)",
@@ -1003,8 +962,8 @@ static int read_row(sqlite_table *t, sqlite3_stmt *st, lipsync_value *values,
   }
   if (!u || lipsync_uuid_parse(u, ulen, row->uuid) != 0) {
     char value[64];
-    describe_bytes((const uint8_t *)(u ? u : ""), u ? ulen : 0, value,
-                   sizeof value);
+    errbuf_describe_bytes((const uint8_t *)(u ? u : ""), u ? ulen : 0, value,
+                          sizeof value);
     return fail(s, LIPSYNC_ERR_STORAGE,
                 "table %s: a row has a malformed " LIPSYNC_UUID_COLUMN " '%s'",
                 t->name, value);
@@ -1519,17 +1478,6 @@ int lipsync_store_sqlite_wrap(lipsync_store **out, void *db) {
   return rc;
 }
 
-static void copy_error(char *errbuf, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static void copy_error(char *errbuf, size_t errlen, const char *fmt, ...) {
-  va_list ap;
-  if (!errbuf || !errlen)
-    return;
-  va_start(ap, fmt);
-  vsnprintf(errbuf, errlen, fmt, ap);
-  va_end(ap);
-}
-
 /* WAL lets readers run during a sync and makes each commit cheaper;
  * synchronous=NORMAL is durable enough in WAL mode (a power loss may undo
  * the last commits, never corrupt). */
@@ -1561,7 +1509,7 @@ int lipsync_store_sqlite_open(lipsync_store **out, const char *path,
     return LIPSYNC_ERR_INVALID_ARGUMENT;
   *out = NULL;
   if (!path) {
-    copy_error(errbuf, errlen, "no database path");
+    errbuf_format(errbuf, errlen, "no database path");
     return LIPSYNC_ERR_INVALID_ARGUMENT;
   }
   /* NOMUTEX: a store, and so its connection, is used by one thread at a
@@ -1570,8 +1518,8 @@ int lipsync_store_sqlite_open(lipsync_store **out, const char *path,
       path, &db,
       SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, NULL);
   if (rc != SQLITE_OK) {
-    copy_error(errbuf, errlen, "cannot open %s: %s", path,
-               db ? sqlite3_errmsg(db) : sqlite3_errstr(rc));
+    errbuf_format(errbuf, errlen, "cannot open %s: %s", path,
+                  db ? sqlite3_errmsg(db) : sqlite3_errstr(rc));
     code = code_from_sqlite(rc);
     goto fail_db;
   }
@@ -1580,16 +1528,16 @@ int lipsync_store_sqlite_open(lipsync_store **out, const char *path,
   if (strcmp(path, ":memory:") != 0) {
     rc = use_wal(db);
     if (rc != SQLITE_OK) {
-      copy_error(errbuf, errlen, "cannot open %s: %s", path,
-                 sqlite3_errmsg(db));
+      errbuf_format(errbuf, errlen, "cannot open %s: %s", path,
+                    sqlite3_errmsg(db));
       code = code_from_sqlite(rc);
       goto fail_db;
     }
   }
   code = store_new(db, true, &s);
   if (code != 0) {
-    copy_error(errbuf, errlen, "cannot open %s: %s", path,
-               lipsync_strerror(code));
+    errbuf_format(errbuf, errlen, "cannot open %s: %s", path,
+                  lipsync_strerror(code));
     goto fail_db;
   }
   sqlite3_busy_handler(db, busy_wait, s);
