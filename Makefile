@@ -4,6 +4,8 @@
 #   make check    every test (unit tests under ASan+UBSan, end-to-end)
 #   make demo     sync two small SQLite databases and show the result
 #   make bench    the benchmark (1,000,000 rows)
+#   make conformance [IMPL=conformance/impls/ref.impl] [PEER=other.impl]
+#                 the conformance suite (conformance/README.md)
 #
 # `make check`, `make demo` and `make bench` first install missing build
 # dependencies (tools/deps.sh).
@@ -77,6 +79,10 @@ $(B)/san/unit-tests: $(SANOBJ) $(TESTSRC:ref/tests/%.c=$(B)/san/tests/%.o)
 $(B)/san/bin/%: $(B)/san/bin/%.o $(B)/san/bin/cli.o $(SANOBJ)
 	$(CC) $(SOPT) -o $@ $^ $(DEPLIBS)
 
+# Deliberately broken variants of the binaries, for the conformance
+# suite's self-test (conformance/selftest).
+include conformance/faults.mk
+
 export ASAN_OPTIONS := abort_on_error=0:detect_leaks=1
 export UBSAN_OPTIONS := print_stacktrace=1:halt_on_error=1
 
@@ -94,6 +100,17 @@ demo: deps
 bench: deps
 	@$(MAKE) --no-print-directory all
 	@sh tools/bench.sh
+
+# The conformance suite against IMPL (and, with PEER, each one's client
+# against the other's server), inside a throwaway PostgreSQL server.
+# CONFORMANCE_ARGS passes more options, e.g. --strict or --filter 'data/*'.
+IMPL ?= conformance/impls/ref.impl
+PEER ?=
+CONFORMANCE_ARGS ?=
+conformance: deps
+	@$(MAKE) --no-print-directory all
+	@sh tools/pgtest.sh python3 conformance/run.py --impl '$(IMPL)' \
+	  $(if $(PEER),--peer '$(PEER)') -j 4 $(CONFORMANCE_ARGS)
 
 format:
 	clang-format -i ref/include/*.h ref/src/*.[ch] ref/bin/*.[ch] ref/tests/*.[ch]

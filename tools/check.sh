@@ -83,5 +83,40 @@ good=$((ran - bad - skipped))
 [ "$good" -lt 0 ] && good=0
 count "end-to-end tests" $rc "$good" "$bad"
 
+# 4. The conformance suite against the reference binaries (build/bin), on
+# SQLite and PostgreSQL: its own self-tests, then every test it has.
+python3 -m unittest discover -s conformance/tests >"$log/confself" 2>&1
+rc=$?
+ran=$(sed -n 's/^Ran \([0-9]*\) tests\{0,1\}.*/\1/p' "$log/confself" | tail -n 1)
+bad=$(grep -c '^\(FAIL\|ERROR\): ' "$log/confself")
+ran=${ran:-0}
+[ "$rc" -ne 0 ] && cat "$log/confself" && [ "$bad" -eq 0 ] && bad=1
+good=$((ran - bad))
+[ "$good" -lt 0 ] && good=0
+count "conformance self-tests" $rc "$good" "$bad"
+python3 conformance/run.py --impl conformance/impls/ref.impl \
+  --backends sqlite,postgres -j 4 --json "$log/conf.json" >"$log/conf" 2>&1
+rc=$?
+cat "$log/conf"
+# shellcheck disable=SC2046 # two numbers
+set -- $(python3 -c 'import json, sys
+c = json.load(open(sys.argv[1]))["counts"]
+print(c["pass"] + c["xfail"] + c["warn"], c["fail"] + c["xpass"] + c["error"])' \
+  "$log/conf.json" 2>/dev/null || echo 0 0)
+good=${1:-0}
+bad=${2:-0}
+[ "$rc" -ne 0 ] && [ "$bad" -eq 0 ] && bad=1
+count "conformance suite" $rc "$good" "$bad"
+
+# 5. The suite catches faults: broken variants of the reference must fail
+# the tests that check what they break (conformance/selftest).
+sh conformance/selftest/run.sh >"$log/selftest" 2>&1
+rc=$?
+cat "$log/selftest"
+# shellcheck disable=SC2046 # two numbers
+set -- $(sed -n 's/^\([0-9]*\) passed, \([0-9]*\) failed$/\1 \2/p' \
+  "$log/selftest") 0 1
+count "conformance self-test on broken variants" $rc "$1" $(($2 + (rc != 0 && $2 == 0)))
+
 echo "$passed passed, $failed failed"
 [ "$failed" -eq 0 ] && [ "$passed" -gt 0 ]

@@ -1,5 +1,6 @@
 /* frame.c: length-prefixed protobuf frames (spec section 4). */
 #include "frame.h"
+#include "fault.h"
 
 #include "lipsync.h"
 
@@ -28,8 +29,9 @@ ssize_t frame_reader_feed(frame_reader *r, const uint8_t *data, size_t len,
       return (ssize_t)used;
     r->length = (uint32_t)r->header[0] << 24 | (uint32_t)r->header[1] << 16 |
                 (uint32_t)r->header[2] << 8 | r->header[3];
-    if (r->length > LIPSYNC_MAX_FRAME)
-      return LIPSYNC_ERR_FRAME_TOO_LARGE;
+    if (r->length > LIPSYNC_MAX_FRAME &&
+        !(fault_on("no-frame-limit") && r->length <= FAULT_FRAME_CAP))
+      return LIPSYNC_ERR_FRAME_TOO_LARGE; /* ^ fault injection: self-test */
     r->payload.len = 0;
   }
   size_t take = r->length - r->payload.len;

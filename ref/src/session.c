@@ -5,6 +5,7 @@
  * through lipsync_session_recv() and leave through lipsync_session_send();
  * storage is reached only through the store wrappers of store.h.
  */
+#include "fault.h"
 #include "session_int.h"
 #include "store.h"
 
@@ -189,6 +190,8 @@ static void queue_error(lipsync_session *s, int code, const char *message) {
                      ? -code
                      : -LIPSYNC_ERR_INTERNAL);
   m.message = (char *)message;
+  if (fault_on("bad-error-code")) /* fault injection: conformance self-test */
+    m.code = (uint32_t)-LIPSYNC_ERR_INTERNAL;
   if (code == LIPSYNC_ERR_VERSION_MISMATCH) {
     m.min_version = s->min_version;
     m.max_version = s->max_version;
@@ -415,7 +418,8 @@ static int on_server_auth(lipsync_session *s, const Lipsync__AuthProof *m) {
 
 static int on_client_auth(lipsync_session *s, const Lipsync__AuthProof *m) {
   if (auth_verify(s->secret, s->secret_len, AUTH_CLIENT, s->transcript,
-                  m->mac.data, m->mac.len))
+                  m->mac.data, m->mac.len) &&
+      !fault_on("accept-wrong-secret")) /* fault injection: self-test */
     return session_fail(s, LIPSYNC_ERR_AUTH_FAILED,
                         "the client could not prove it holds the secret");
   if (send_proof(s, AUTH_SERVER))
@@ -627,6 +631,8 @@ static int decide(lipsync_session *s, const Lipsync__Verify *peer) {
   }
   if (off)
     return session_fail(s, LIPSYNC_ERR_CONFLICT, "%s", msg);
+  if (fault_on("ignore-verify")) /* fault injection: conformance self-test */
+    return 0;
   for (size_t i = 0; i < s->ntables; i++) {
     const Lipsync__TableState *p = peer->tables[i];
     const sync_table *t = &s->tables[i];

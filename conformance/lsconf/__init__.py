@@ -1,0 +1,1 @@
+"""The LipSync conformance suite (make conformance IMPL=...)."""
