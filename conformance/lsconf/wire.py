@@ -267,7 +267,9 @@ def _auth_case(ctx, make_mac, expected_text):
     if not ok:
         return case.fail(what, expected_text, what)
     time.sleep(0.2)
-    return _unchanged(case, db, before) or case.ok(what)
+    return (_unchanged(case, db, before) or
+            _check_sent_frames(case, ctx.secret, srv.stderr()) or
+            case.ok(what))
 
 
 AUTH_EXPECTED = ("Error AUTH_FAILED, then close; no server_auth "
@@ -532,6 +534,13 @@ def server_sync_push(ctx):
                                             mine["fingerprint"]):
         return case.fail("server's Verify differs from the union", repr(mine),
                          repr(pv))
+    if any(b == "ranges" for _, b, _, _ in _received(case)):
+        return case.fail("the server sent Ranges though it received no "
+                         "Fingerprint range", "Need and Rows only "
+                         "(LS-RECON-1, LS-RECON-4)", "a Ranges frame")
+    bad = _check_hashes(case) or _check_sent_frames(case, ctx.secret)
+    if bad:
+        return bad
     return case.ok("server committed the union of %d rows" % len(want))
 
 
@@ -727,8 +736,13 @@ def _check_client_hello(run):
                      % (ch["min_version"], ch["max_version"]))
     if len(ch["nonce"]) != 32:
         probs.append("nonce of %d bytes" % len(ch["nonce"]))
-    if ch["features"]:
-        probs.append("features %r" % ch["features"])
+    feats = ch["features"]
+    if len(set(feats)) != len(feats):
+        probs.append("features offered twice: %r" % feats)
+    declared = set(getattr(run.ctx.impl, "features", ()) or ())
+    if set(feats) - declared:
+        probs.append("features %r it does not declare" %
+                     sorted(set(feats) - declared))
     return probs
 
 
@@ -804,6 +818,10 @@ def client_sync_pull(ctx):
     if have != want:
         return run.case.fail("the client's table does not hold the union",
                              repr(want), repr(have))
+    bad = (_check_hashes(run.case, "client") or
+           _check_sent_frames(run.case, ctx.secret, run.proc.stderr()))
+    if bad:
+        return bad
     return run.case.ok("client committed the union of %d rows" % len(want))
 
 
@@ -866,7 +884,8 @@ def tests():
            ["LS-VER-1", "LS-VER-3"], server_version_highest, S,
            "client offers 1..3: the server picks 1"),
         _t("wire/server/version/unknown-features",
-           ["LS-FEAT-3", "LS-AUTH-3"], server_unknown_feature, S,
+           ["LS-FEAT-3", "LS-FEAT-4", "LS-AUTH-3"],
+           server_unknown_feature, S,
            "unknown features offered are ignored, not accepted"),
         _t("wire/server/version/no-common",
            ["LS-VER-2", "LS-HELLO-5", "LS-ERR-4", "LS-ERR-1"],
@@ -879,7 +898,8 @@ def tests():
            ["LS-HELLO-5", "LS-HELLO-3"], server_short_nonce, S,
            "ClientHello with a 16-byte nonce: PROTOCOL_ERROR"),
         _t("wire/server/auth/wrong-secret",
-           ["LS-AUTH-6", "LS-AUTH-7", "LS-SEC-3", "LS-ERR-1"],
+           ["LS-AUTH-6", "LS-AUTH-7", "LS-SEC-3", "LS-ERR-1", "LS-ERR-6",
+            "LS-ERR-9"],
            server_wrong_secret, S,
            "client proof under another secret: AUTH_FAILED"),
         _t("wire/server/auth/replayed-proof",
@@ -931,12 +951,16 @@ def tests():
            ["LS-OPEN-1", "LS-COMMIT-6"], server_schema_mismatch, S,
            "a column of another canonical type: SCHEMA_MISMATCH, unchanged"),
         _t("wire/server/open/bad-schema-fingerprint",
-           ["LS-TABLE-7"], server_bad_schema_fingerprint, S,
+           ["LS-TABLE-7", "LS-SCHEMA-1"],
+           server_bad_schema_fingerprint, S,
            "a wrong schema fingerprint: PROTOCOL_ERROR"),
         _t("wire/server/sync/push-itemlist",
            ["LS-TURN-5", "LS-RECON-4", "LS-NEED-3", "LS-TURN-7",
             "LS-VERIFY-1", "LS-VERIFY-2", "LS-COMMIT-2", "LS-CLOSE-1",
-            "LS-APPLY-1"], server_sync_push, S,
+            "LS-APPLY-1", "LS-TURN-1", "LS-TURN-3", "LS-TURN-4",
+            "LS-RECON-1", "LS-DIGEST-1", "LS-DIGEST-2", "LS-FP-1",
+            "LS-FP-3", "LS-EXT-4", "LS-EXT-5", "LS-FEAT-4", "LS-AUTH-9",
+            "LS-FRAME-12", "LS-CLOSE-2", "LS-VER-6"], server_sync_push, S,
            "a scripted ItemList sync: the server commits the union"),
         _t("wire/server/verify/mismatch",
            ["LS-COMMIT-1", "LS-COMMIT-3", "LS-COMMIT-6"],
@@ -970,6 +994,834 @@ def tests():
         _t("wire/client/sync/pull-itemlist",
            ["LS-HELLO-1", "LS-HELLO-2", "LS-HELLO-3", "LS-AUTH-5",
             "LS-TABLE-1", "LS-TABLE-5", "LS-TURN-5", "LS-RECON-4",
-            "LS-VERIFY-2", "LS-COMMIT-4"], client_sync_pull, K,
+            "LS-VERIFY-2", "LS-COMMIT-4", "LS-FEAT-2", "LS-FEAT-4",
+            "LS-DIGEST-1", "LS-DIGEST-2", "LS-EXT-4", "LS-EXT-5",
+            "LS-AUTH-9", "LS-FRAME-12", "LS-SCHEMA-1", "LS-FP-1",
+            "LS-FP-3"], client_sync_pull, K,
            "a scripted server sync: the client commits the union"),
+    ] + more_tests()
+
+
+# ---- more cases: ranges, items, rows, values, turns, transport ------------------
+
+def _scan_unknown(msg, path="frame"):
+    """Paths of fields a version-1 sender must not set (LS-EXT-4,
+    LS-EXT-5), found in a decoded message."""
+    out = []
+    if isinstance(msg, dict):
+        if msg.get("_unknown"):
+            out.append("%s fields %r" % (path, msg["_unknown"]))
+        for k, v in msg.items():
+            if k != "_unknown":
+                out += _scan_unknown(v, path + "." + k)
+    elif isinstance(msg, list):
+        for i, v in enumerate(msg):
+            out += _scan_unknown(v, "%s[%d]" % (path, i))
+    return out
+
+
+def _received(case):
+    """The frames received from the implementation, decoded: [(raw,
+    body, msg)]."""
+    out = []
+    for rec in case.records:
+        if rec.direction != "received" or len(rec.raw) < 4:
+            continue
+        try:
+            fr = pbwire.decode_payload(rec.raw[4:])
+        except pbwire.DecodeError:
+            continue
+        b, m = pbwire.body_of(fr)
+        out.append((rec.raw, b, m, fr))
+    return out
+
+
+def _check_sent_frames(case, secret, stderr=""):
+    """The implementation's frames: no field undefined in version 1 (no
+    feature is in effect), valid UTF-8 strings, never the secret (on the
+    wire, in Error messages, or in its log). None, or a failing Outcome."""
+    for raw, body, msg, fr in _received(case):
+        bad = _scan_unknown(fr)
+        if bad:
+            return case.fail("the implementation set fields undefined in "
+                             "version 1 (no feature in effect): "
+                             + "; ".join(bad),
+                             "only fields of version 1 (LS-EXT-4, LS-EXT-5, "
+                             "LS-FEAT-4)", pbwire.render(fr))
+        if secret and secret in raw:
+            return case.fail("the secret K appears in a frame",
+                             "K never sent (LS-AUTH-9)", raw.hex())
+        if body == "error":
+            m = msg.get("message", "")
+            if "\ufffd" in m:
+                return case.fail("Error message is not valid UTF-8",
+                                 "valid UTF-8 (LS-FRAME-12, LS-ERR-6)", m)
+            if secret and secret.decode("latin-1") in m:
+                return case.fail("Error message contains the secret",
+                                 "no secret (LS-ERR-6)", m)
+    if secret and stderr and secret.decode("utf-8", "replace") in stderr:
+        return case.fail("the implementation wrote the secret to its log",
+                         "K never logged (LS-AUTH-9)", "stderr holds K")
+    return None
+
+
+def _check_hashes(case, who="server"):
+    """Recomputes, from the Rows the implementation sent, the row digests
+    (LS-DIGEST-1, LS-DIGEST-2) of its Items and the fingerprints
+    (LS-FP-1, LS-FP-3) of its Fingerprint ranges, and checks them. Every
+    row of the implementation is sent to the scripted peer in these
+    sessions, so its items are known. None, or a failing Outcome."""
+    rows, items, fps = {}, [], []
+    for raw, body, msg, fr in _received(case):
+        if body == "rows":
+            for r in msg["rows"]:
+                rows[r["uuid"]] = r["values"]
+        elif body == "ranges":
+            for rg in msg["ranges"]:
+                if "items" in rg:
+                    items += rg["items"]["items"]
+                elif "fingerprint" in rg:
+                    fps.append(rg)
+    digests = {u: peers.row_digest(u, v) for u, v in rows.items()}
+    for it in items:
+        want = digests.get(it["uuid"])
+        if want is not None and want != it["digest"]:
+            return case.fail("the %s's Item digest differs from the row "
+                             "digest of the row it sent" % who,
+                             "SHA-256(canonical row)[0:16] = %s" % want.hex(),
+                             "%s: %s" % (it["uuid"].hex(),
+                                         it["digest"].hex()))
+    for rg in fps:
+        lo, hi = rg["lower"], rg["upper"]
+        inr = [d for u, d in digests.items()
+               if (not lo or u >= lo) and (not hi or u < hi)]
+        fp = rg["fingerprint"]
+        if (fp["value"], fp["count"]) != (peers.fingerprint(inr), len(inr)):
+            return case.fail("the %s's Fingerprint of a range is not the "
+                             "fingerprint of its items in it" % who,
+                             "count %d, value %s" % (
+                                 len(inr), peers.fingerprint(inr).hex()),
+                             "count %d, value %s" % (fp["count"],
+                                                     fp["value"].hex()))
+    return None
+
+
+def _start_turn_case(ctx, rows=SERVER_ROWS):
+    case = Case(ctx)
+    db, srv = _server(ctx, rows=rows)
+    before = db.snapshot()
+    try:
+        conn, s, r = _open_session(case, srv.address)
+    except peers.HandshakeFailed as e:
+        return case.fail("handshake failed: %s" % e, "handshake", str(e))
+    if r.body != "tables_opened":
+        return case.fail("open failed", "TablesOpened", r.describe())
+    return case, db, before, conn, srv
+
+
+def _first_turn_case(ctx, frames, codes, expected):
+    """Sends |frames| ([(body, msg)]) as the client's first turn; the
+    server must fail with one of |codes| and roll back."""
+    got = _start_turn_case(ctx)
+    if isinstance(got, Outcome):
+        return got
+    case, db, before, conn, srv = got
+    for b, m in frames:
+        conn.send_frame(b, m)
+    conn.send_frame("end_turn")
+    ok, what, _ = expect_error_close(conn, codes)
+    if not ok:
+        return case.fail(what, expected, what)
+    time.sleep(0.2)
+    return _unchanged(case, db, before) or case.ok(what)
+
+
+def _items(uuids):
+    return {"items": [{"uuid": u, "digest": b"\x11" * 16} for u in uuids]}
+
+
+_U1 = bytes.fromhex("10000000000040008000000000000001")
+_U2 = bytes.fromhex("20000000000040008000000000000002")
+_MID = bytes.fromhex("80000000000000000000000000000000")
+PE = "Error PROTOCOL_ERROR, then close; database unchanged"
+
+
+def server_range_short_bound(ctx):
+    return _first_turn_case(ctx, [("ranges", {"table": 0, "ranges": [
+        {"lower": b"", "upper": _MID[:15], "items": _items([])},
+        {"lower": _MID[:15], "upper": b"", "items": _items([])}]})],
+        [C["PROTOCOL_ERROR"]], PE + " (a bound of 15 bytes)")
+
+
+def server_range_inverted(ctx):
+    return _first_turn_case(ctx, [("ranges", {"table": 0, "ranges": [
+        {"lower": _MID, "upper": _MID, "items": _items([])}]})],
+        [C["PROTOCOL_ERROR"]], PE + " (lower >= upper)")
+
+
+def server_range_no_summary(ctx):
+    return _first_turn_case(ctx, [("ranges", {"table": 0, "ranges": [
+        {"lower": b"", "upper": b""}]})],
+        [C["PROTOCOL_ERROR"]], PE + " (a Range with no summary)")
+
+
+def server_range_unordered(ctx):
+    return _first_turn_case(ctx, [("ranges", {"table": 0, "ranges": [
+        {"lower": b"", "upper": b"", "items": _items([_U2, _U1])}]})],
+        [C["PROTOCOL_ERROR"]], PE + " (ItemList UUIDs not ascending)")
+
+
+def server_range_item_outside(ctx):
+    return _first_turn_case(ctx, [("ranges", {"table": 0, "ranges": [
+        {"lower": b"", "upper": _MID, "items": _items([_U1, b"\x90" * 16])},
+        {"lower": _MID, "upper": b"", "items": _items([])}]})],
+        [C["PROTOCOL_ERROR"]], PE + " (an item outside its range)")
+
+
+def server_item_short_digest(ctx):
+    return _first_turn_case(ctx, [("ranges", {"table": 0, "ranges": [
+        {"lower": b"", "upper": b"", "items": {"items": [
+            {"uuid": _U1, "digest": b"\x11" * 15}]}}]})],
+        [C["PROTOCOL_ERROR"]], PE + " (an Item digest of 15 bytes)")
+
+
+def server_fingerprint_short(ctx):
+    return _first_turn_case(ctx, [("ranges", {"table": 0, "ranges": [
+        {"lower": b"", "upper": b"", "fingerprint": {
+            "value": b"\x22" * 15, "count": 3}}]})],
+        [C["PROTOCOL_ERROR"]], PE + " (a Fingerprint value of 15 bytes)")
+
+
+def _second_turn_case(ctx, mutate, codes, expected):
+    """A scripted first turn (the ItemList of CLIENT_ROWS); the server
+    answers (Need, Rows); our answer is changed by |mutate|([(body,
+    msg)]) -> [(body, msg)]; the server must fail with |codes|."""
+    got = _start_turn_case(ctx)
+    if isinstance(got, Outcome):
+        return got
+    case, db, before, conn, srv = got
+    recon = Reconciler([_client_table()])
+    for b, m in recon.first_turn():
+        conn.send_frame(b, m)
+    conn.send_frame("end_turn")
+    turn, end = peers.read_turn(conn)
+    if not (end.kind == "frame" and end.body == "end_turn"):
+        return case.fail("the server did not answer the first turn",
+                         "a turn", end.describe())
+    try:
+        mine = recon.answer(turn)
+    except ValueError as e:
+        return case.fail(str(e), "a valid turn", str(e))
+    for b, m in mutate(mine):
+        conn.send_frame(b, m)
+    conn.send_frame("end_turn")
+    ok, what, _ = expect_error_close(conn, codes)
+    if not ok:
+        return case.fail(what, expected, what)
+    time.sleep(0.2)
+    return _unchanged(case, db, before) or case.ok(what)
+
+
+def _mut_rows(fn):
+    def mutate(frames):
+        out = []
+        for b, m in frames:
+            if b == "rows":
+                m = dict(m)
+                m["rows"] = [dict(r) for r in m["rows"]]
+                fn(m["rows"][0])
+            out.append((b, m))
+        return out
+    return mutate
+
+
+def server_rows_value_count(ctx):
+    return _second_turn_case(
+        ctx, _mut_rows(lambda r: r.update(values=r["values"][:-1])),
+        [C["PROTOCOL_ERROR"]], PE + " (a Row with one value too few)")
+
+
+def server_rows_short_uuid(ctx):
+    return _second_turn_case(
+        ctx, _mut_rows(lambda r: r.update(uuid=r["uuid"][:15])),
+        [C["PROTOCOL_ERROR"]], PE + " (a Row with a 15-byte uuid)")
+
+
+def server_value_no_kind(ctx):
+    return _second_turn_case(
+        ctx, _mut_rows(lambda r: r.update(values=[{}] + r["values"][1:])),
+        [C["PROTOCOL_ERROR"]], PE + " (a Value with no kind)")
+
+
+def server_need_not_held(ctx):
+    return _second_turn_case(
+        ctx, lambda frames: frames + [("need", {"table": 0,
+                                                "uuids": [b"\x77" * 16]})],
+        [C["PROTOCOL_ERROR"]], PE + " (a Need for a UUID the server does "
+        "not hold)")
+
+
+def server_need_short_uuid(ctx):
+    return _second_turn_case(
+        ctx, lambda frames: frames + [("need", {"table": 0,
+                                                "uuids": [b"\x77" * 15]})],
+        [C["PROTOCOL_ERROR"]], PE + " (a Need entry of 15 bytes)")
+
+
+def _extra_table(v):
+    v["tables"].append(dict(v["tables"][0]))
+    return v
+
+
+def server_verify_table_count(ctx):
+    return _verify_fail_case(ctx, _extra_table, C["PROTOCOL_ERROR"],
+                             PE + " (Verify with 2 tables in a 1-table "
+                             "session)")
+
+
+def _short_fingerprint(v):
+    v["tables"][0]["fingerprint"] = v["tables"][0]["fingerprint"][:15]
+    return v
+
+
+def server_verify_short_fingerprint(ctx):
+    return _verify_fail_case(ctx, _short_fingerprint, C["PROTOCOL_ERROR"],
+                             PE + " (Verify with a 15-byte fingerprint)")
+
+
+def server_fingerprint_range(ctx):
+    """The client's first turn is one Fingerprint range over the whole
+    UUID space that differs from the server's: the server must answer
+    with option (a) or (b) of LS-RECON-3 (it has items, so not (c)), its
+    ranges exactly partitioning the space, with correct digests and
+    fingerprints; the sync then completes."""
+    got = _start_turn_case(ctx)
+    if isinstance(got, Outcome):
+        return got
+    case, db, before, conn, srv = got
+    recon = Reconciler([_client_table()])
+    t = recon.tables[0]
+    count, fp = t.state()
+    conn.send_frame("ranges", {"table": 0, "ranges": [
+        {"lower": b"", "upper": b"", "fingerprint": {"value": fp,
+                                                       "count": count}}]})
+    conn.send_frame("end_turn")
+    turn, end = peers.read_turn(conn)
+    if not (end.kind == "frame" and end.body == "end_turn"):
+        return case.fail("no answering turn", "a turn (LS-TURN-4)",
+                         end.describe())
+    exp = ("Ranges exactly partitioning the whole UUID space, all with "
+           "ItemLists (a) or all with Fingerprints of non-empty ranges "
+           "(b), and nothing else")
+    rgs = []
+    for r in turn:
+        if r.body != "ranges" or r.msg["table"] != 0:
+            return case.fail("the answer holds %s" % r.describe(), exp,
+                             r.describe())
+        rgs += r.msg["ranges"]
+    rgs.sort(key=lambda g: g["lower"])
+    kinds = {("items" if "items" in g else "fingerprint") for g in rgs}
+    bounds_ok = (rgs and rgs[0]["lower"] in (b"", b"\0" * 16)
+                 and rgs[-1]["upper"] == b""
+                 and all(a["upper"] == b["lower"]
+                         for a, b in zip(rgs, rgs[1:])))
+    if not bounds_ok or len(kinds) != 1 or (
+            kinds == {"fingerprint"} and (len(rgs) < 2 or any(
+                g["fingerprint"]["count"] == 0 for g in rgs))):
+        return case.fail("the answer to a Fingerprint range is not option "
+                         "(a) or (b) of LS-RECON-3", exp,
+                         repr([(g["lower"].hex(), g["upper"].hex(),
+                                sorted(kinds)) for g in rgs]))
+    try:
+        mine = recon.answer(turn)
+    except ValueError as e:
+        return case.fail(str(e), exp, str(e))
+    for b, m in mine:
+        conn.send_frame(b, m)
+    conn.send_frame("end_turn")
+    res = peers.drive(conn, recon, False)
+    if res.ending != "committed":
+        return case.fail("the sync did not complete: %s" % res.what,
+                         "Committed", res.what)
+    bad = _check_hashes(case) or _check_sent_frames(case, ctx.secret)
+    if bad:
+        return bad
+    time.sleep(0.2)
+    want = sorted([tuple(r) for r in SERVER_ROWS + CLIENT_ROWS], key=repr)
+    have = _value_rows(db, TABLE, len(COLUMNS))
+    if have != want:
+        return case.fail("the server's table does not hold the union",
+                         repr(want), repr(have))
+    return case.ok("option %s; committed the union" % (
+        "(a)" if kinds == {"items"} else "(b)"))
+
+
+def server_transport(ctx):
+    """The server waits for the client's first frame (LS-TRANS-2); frames
+    split into single bytes and coalesced into one write are read alike
+    (LS-TRANS-1); while the client's turn lasts the server sends nothing
+    (LS-TURN-2); after Committed, bytes the client still sends are
+    ignored and the stream is closed (LS-TRANS-3, LS-STATE-5)."""
+    case = Case(ctx)
+    db, srv = _server(ctx)
+    conn = case.connect(srv.address)
+    r = conn.recv(0.7)
+    if r.kind != "timeout":
+        return case.fail("the server did not wait for the client's first "
+                         "frame", "nothing until ClientHello", r.describe())
+    ch = pbwire.frame("client_hello", {"min_version": 1, "max_version": 1,
+                                       "nonce": os.urandom(32)})
+    for i in range(len(ch)):
+        conn.send(ch[i:i + 1], "(byte %d of ClientHello)" % i)
+        if i % 8 == 0:
+            time.sleep(0.005)
+    r = conn.recv()
+    if not (r.kind == "frame" and r.body == "server_hello"):
+        return case.fail("a ClientHello written byte by byte was not "
+                         "answered", "ServerHello", r.describe())
+    th = peers.transcript_hash(ch, r.raw)
+    recon = Reconciler([_client_table()])
+    burst = (pbwire.frame("client_auth", {"mac": client_mac(ctx.secret, th)})
+             + pbwire.frame("open_tables",
+                            {"tables": [peers.table_schema(recon.tables[0])]}))
+    conn.send(burst, "(client_auth and OpenTables in one write)")
+    r = conn.recv()
+    if not (r.kind == "frame" and r.body == "server_auth"):
+        return case.fail("no server_auth", "server_auth", r.describe())
+    r = conn.recv()
+    if not (r.kind == "frame" and r.body == "tables_opened"):
+        return case.fail("no TablesOpened", "TablesOpened", r.describe())
+    for b, m in recon.first_turn():
+        conn.send_frame(b, m)
+    r = conn.recv(1.0)
+    if r.kind != "timeout":
+        return case.fail("the server sent during the client's turn",
+                         "nothing before EndTurn (LS-TURN-2)", r.describe())
+    conn.send_frame("end_turn")
+    res = peers.drive(conn, recon, False)
+    if res.ending != "committed":
+        return case.fail("the sync did not complete: %s" % res.what,
+                         "Committed", res.what)
+    conn.send(pbwire.frame("end_turn") + pbwire.frame("verify",
+                                                     recon.verify()))
+    c = conn.wait_close()
+    if c.kind not in ("eof", "reset"):
+        return case.fail("after Committed the server %s" % c.describe(),
+                         "no frame, close (LS-TRANS-3, LS-STATE-5)",
+                         c.describe())
+    return case.ok("split and coalesced writes; silent during our turn")
+
+
+def server_max_frame(ctx):
+    """A ClientHello with its fields in reverse order, an unknown field and
+    max_version twice (0, then 1: the last wins), then an EndTurn frame of
+    exactly MAX_FRAME bytes padded by an unknown field: the server must
+    accept both (LS-FRAME-2, LS-FRAME-6) and complete the sync."""
+    case = Case(ctx)
+    db, srv = _server(ctx)
+    conn = case.connect(srv.address)
+    V, L = pbwire.VARINT, pbwire.LEN
+    k, vi = pbwire.key, pbwire.varint
+    nonce = os.urandom(32)
+    body = (k(4, L) + vi(32) + nonce + k(2, V) + vi(0) + k(9, V) + vi(5)
+            + k(1, V) + vi(1) + k(2, V) + vi(1))
+    ch = pbwire.with_prefix(k(1, L) + vi(len(body)) + body)
+    conn.send(ch)
+    r = conn.recv()
+    if not (r.kind == "frame" and r.body == "server_hello"):
+        return case.fail("ClientHello with reordered, repeated and unknown "
+                         "fields not accepted", "ServerHello", r.describe())
+    th = peers.transcript_hash(ch, r.raw)
+    conn.send_frame("client_auth", {"mac": client_mac(ctx.secret, th)})
+    r = conn.recv()
+    if not (r.kind == "frame" and r.body == "server_auth"
+            and r.msg["mac"] == server_mac(ctx.secret, th)):
+        return case.fail("handshake over the received bytes failed",
+                         "a valid server_auth", r.describe())
+    recon = Reconciler([_client_table()])
+    conn.send_frame("open_tables",
+                    {"tables": [peers.table_schema(recon.tables[0])]})
+    r = conn.recv()
+    if r.body != "tables_opened":
+        return case.fail("open failed", "TablesOpened", r.describe())
+    for b, m in recon.first_turn():
+        conn.send_frame(b, m)
+    # Frame{end_turn: EndTurn{field 15: pad}} of exactly MAX_FRAME bytes
+    n = pbwire.MAX_FRAME
+    pad = n - 20
+    while True:
+        inner = k(15, L) + vi(pad)
+        et_len = len(inner) + pad
+        total = len(k(10, L) + vi(et_len)) + et_len
+        if total == n:
+            break
+        pad += n - total
+    payload = k(10, L) + vi(et_len) + inner + bytes(pad)
+    assert len(payload) == n
+    conn.send(pbwire.with_prefix(payload),
+              "EndTurn{unknown field 15: %d bytes} (N = MAX_FRAME)" % pad)
+    res = peers.drive(conn, recon, False)
+    if res.ending != "committed":
+        return case.fail("the sync did not complete after a frame of "
+                         "MAX_FRAME bytes: %s" % res.what, "Committed",
+                         res.what)
+    return case.ok("accepted a frame of exactly MAX_FRAME bytes")
+
+
+def server_edge_values(ctx):
+    """Rows whose UUIDs have no version or variant bits (all zero, all
+    ones), and values at their edges, one NULL sent as null: false: the
+    server stores them exactly (LS-UUID-1, LS-UUID-2, LS-VALUE-2)."""
+    case = Case(ctx)
+    db, srv = _server(ctx)
+    try:
+        conn, s, r = _open_session(case, srv.address)
+    except peers.HandshakeFailed as e:
+        return case.fail("handshake failed: %s" % e, "handshake", str(e))
+    if r.body != "tables_opened":
+        return case.fail("open failed", "TablesOpened", r.describe())
+    V = pbwire.value_msg
+    edge = [
+        (b"\0" * 16, [V(-1.5e308), V("min"), V(-(1 << 63))]),
+        (b"\xff" * 16, [V(5e-324), V("max"), V((1 << 63) - 1)]),
+        (bytes(range(16)), [{"null": False}, V(""), V(0)]),
     ]
+    t = TableData(TABLE, COLUMNS)
+    for u, vals in edge:     # canonical order: area, name, pop
+        t.add(u, vals)
+    recon = Reconciler([t])
+    for b, m in recon.first_turn():
+        conn.send_frame(b, m)
+    conn.send_frame("end_turn")
+    res = peers.drive(conn, recon, False)
+    if res.ending != "committed":
+        return case.fail("the sync did not complete: %s" % res.what,
+                         "Committed", res.what)
+    time.sleep(0.2)
+    got = {}
+    for row in db.rows(TABLE):
+        got[str(row.get(peers.UUID_COLUMN)).lower()] = (
+            row["name"], row["pop"], row["area"])
+    want = {peers.uuid_text(b"\0" * 16): ("min", -(1 << 63), -1.5e308),
+            peers.uuid_text(b"\xff" * 16): ("max", (1 << 63) - 1, 5e-324),
+            peers.uuid_text(bytes(range(16))): ("", 0, None)}
+    for u, w in want.items():
+        h = got.get(u)
+        if h is None or h != w:
+            return case.fail("row %s not stored exactly" % u, repr(w),
+                             repr(h))
+    return case.ok("edge UUIDs and values stored exactly")
+
+
+def server_internal_table(ctx):
+    return _open_case(ctx, [peers.table_schema(("SQLite_Master", COLUMNS))],
+                      [C["TABLE_NOT_OFFERED"]],
+                      "Error TABLE_NOT_OFFERED (an offer-all server never "
+                      "offers sqlite_ tables, whatever their case), then "
+                      "close; no TablesOpened",
+                      {"all_tables": True})
+
+
+def server_pg_unmapped_type(ctx):
+    case = Case(ctx)
+    db = ctx.database("postgres", "server")
+    db.execute('CREATE TABLE events (name text, span interval, '
+               '_lipsync_uuid uuid UNIQUE)')
+    before = db.snapshot()
+    srv = ctx.start_server(ctx.impl, db, ["events"])
+    conn = case.connect(srv.address)
+    s = ClientSession(conn, ctx.secret)
+    try:
+        s.handshake()
+    except peers.HandshakeFailed as e:
+        return case.fail("handshake failed: %s" % e, "handshake", str(e))
+    conn.send_frame("open_tables", {"tables": [peers.table_schema(
+        ("events", [("name", "text"), ("span", "text")]))]})
+    exp = ("Error SCHEMA_MISMATCH naming column span (type interval has no "
+           "canonical type), then close; database unchanged")
+    ok, what, err = expect_error_close(conn, [C["SCHEMA_MISMATCH"]])
+    if not ok:
+        return case.fail(what, exp, what)
+    if "span" not in err.msg.get("message", ""):
+        return case.fail("SCHEMA_MISMATCH does not name the column", exp,
+                         err.describe())
+    time.sleep(0.2)
+    return _unchanged(case, db, before) or case.ok(what)
+
+
+def _type_vectors():
+    import re
+    from . import coverage
+    text = coverage.SPEC.read_text(encoding="utf-8")
+    return re.findall(r'^\| (V-TYPE-\d+) \| `"(.*)"` \| `([a-z]+)` \|$',
+                      text, re.M)
+
+
+def server_sqlite_declared_types(ctx):
+    """A SQLite table with a column of each declared type of V-TYPE-1 to
+    V-TYPE-58 (those SQLite parses and reports as written): an OpenTables
+    with their canonical types must be accepted (LS-TYPE-5)."""
+    case = Case(ctx)
+    db = ctx.database("sqlite", "server")
+    cols, defs = [], []
+    for vid, decl, canon in _type_vectors():
+        name = "c" + vid.split("-")[-1]
+        try:
+            db.execute('CREATE TABLE probe ("x" %s)' % decl)
+            rep = db.table_columns("probe")[0][1]
+            db.execute("DROP TABLE probe")
+        except Exception:
+            continue
+        if rep != decl:
+            continue
+        cols.append((name, canon))
+        defs.append('"%s" %s' % (name, decl))
+    db.execute('CREATE TABLE typed (%s, _lipsync_uuid TEXT UNIQUE)'
+               % ", ".join(defs))
+    srv = ctx.start_server(ctx.impl, db, ["typed"])
+    conn = case.connect(srv.address)
+    s = ClientSession(conn, ctx.secret)
+    try:
+        s.handshake()
+    except peers.HandshakeFailed as e:
+        return case.fail("handshake failed: %s" % e, "handshake", str(e))
+    r = s.open_tables([("typed", cols)])
+    if not (r.kind == "frame" and r.body == "tables_opened"):
+        return case.fail("the declared types were not mapped as LS-TYPE-5 "
+                         "says", "TablesOpened for %d columns" % len(cols),
+                         r.describe())
+    conn.close()
+    return case.ok("%d declared types mapped" % len(cols))
+
+
+def server_invalid_utf8(ctx):
+    """A server row whose TEXT is not UTF-8 (a crafted SQLite database):
+    asked for its rows, the server must fail with INVALID_VALUE instead of
+    sending it (LS-VALUE-5)."""
+    case = Case(ctx)
+    db = _db_with_table(ctx, "server", rows=SERVER_ROWS)
+    db.execute("INSERT INTO cities (name, pop, area) VALUES "
+               "(CAST(x'ff41' AS TEXT), 7, 1.0)")
+    before = db.snapshot()
+    srv = ctx.start_server(ctx.impl, db, [TABLE])
+    try:
+        conn, s, r = _open_session(case, srv.address)
+    except peers.HandshakeFailed as e:
+        return case.fail("handshake failed: %s" % e, "handshake", str(e))
+    exp = "Error INVALID_VALUE, then close; no Rows with the value"
+    if r.body != "tables_opened":
+        if r.is_error([C["INVALID_VALUE"]]):
+            return case.ok(r.describe())
+        return case.fail("open failed", exp, r.describe())
+    recon = Reconciler([TableData(TABLE, COLUMNS)])
+    for b, m in recon.first_turn():
+        conn.send_frame(b, m)
+    conn.send_frame("end_turn")
+    while True:
+        r = conn.recv()
+        if r.kind == "frame" and r.body == "rows":
+            for row in r.msg["rows"]:
+                for v in row["values"]:
+                    if "text" in v and b"\xff" in v["text"]:
+                        return case.fail("the server sent the ill-formed "
+                                         "TEXT value", exp, r.describe())
+            continue
+        if r.kind == "frame" and r.body in ("need", "ranges"):
+            continue
+        break
+    if not r.is_error([C["INVALID_VALUE"]]):
+        return case.fail("no INVALID_VALUE", exp, r.describe())
+    c = conn.wait_close()
+    if c.kind not in ("eof", "reset"):
+        return case.fail("no close after the Error", exp, c.describe())
+    time.sleep(0.2)
+    return _unchanged(case, db, before) or case.ok(r.describe())
+
+
+def server_constraint(ctx):
+    """The server's table has a UNIQUE name; the client pushes a row
+    with a name the server holds under another UUID: the insert fails, so
+    the server must fail with STORAGE_ERROR (LS-APPLY-2), unchanged."""
+    case = Case(ctx)
+    db = ctx.database("sqlite", "server")
+    db.execute('CREATE TABLE cities (name TEXT UNIQUE, pop INTEGER, '
+               'area REAL, _lipsync_uuid TEXT UNIQUE)')
+    db._remember(TABLE, COLUMNS)
+    db.insert(TABLE, [list(r) for r in SERVER_ROWS])
+    before = db.snapshot()
+    srv = ctx.start_server(ctx.impl, db, [TABLE])
+    try:
+        conn, s, r = _open_session(case, srv.address)
+    except peers.HandshakeFailed as e:
+        return case.fail("handshake failed: %s" % e, "handshake", str(e))
+    if r.body != "tables_opened":
+        return case.fail("open failed", "TablesOpened", r.describe())
+    recon = Reconciler([_client_table(rows=[SERVER_ROWS[0]])])
+    for b, m in recon.first_turn():
+        conn.send_frame(b, m)
+    conn.send_frame("end_turn")
+    res = peers.drive(conn, recon, False)
+    exp = "Error STORAGE_ERROR (UNIQUE violated), then close; unchanged"
+    if not (res.ending == "error" and res.last.code == C["STORAGE_ERROR"]):
+        return case.fail(res.what, exp, res.what)
+    c = conn.wait_close()
+    if c.kind not in ("eof", "reset"):
+        return case.fail("no close after the Error", exp, c.describe())
+    time.sleep(0.2)
+    return _unchanged(case, db, before) or case.ok(res.what)
+
+
+def _client_bad_hello(ctx, **hello):
+    run = ClientRun(ctx)
+    if run.conn is None:
+        return _no_conn(run)
+    s = run.session
+    r = s.read_hello()
+    if r.body != "client_hello":
+        return run.case.fail("no ClientHello", "ClientHello", r.describe())
+    s.hello(**hello)
+    exp = ("Error PROTOCOL_ERROR, then close; no client_auth; non-zero "
+           "exit; database unchanged")
+    ok, what, _ = expect_error_close(run.conn, [C["PROTOCOL_ERROR"]])
+    bad = run.finish(False, what, exp)
+    if not ok:
+        return run.case.fail(what, exp, what)
+    return bad or run.case.ok(what)
+
+
+def client_short_server_nonce(ctx):
+    return _client_bad_hello(ctx, nonce=os.urandom(16))
+
+
+def client_feature_not_offered(ctx):
+    return _client_bad_hello(ctx, features=["x-lsconf-not-offered"])
+
+
+def server_prepared_in_transaction(ctx):
+    """SQLite: when TablesOpened arrives, the server has begun its
+    transaction and prepared the table (it gives its rows UUIDs, a
+    write): another writer is locked out until the session ends, and a
+    close rolls the preparation back (LS-OPEN-6)."""
+    import sqlite3
+    case = Case(ctx)
+    db, srv = _server(ctx)
+    before = db.snapshot()
+    try:
+        conn, s, r = _open_session(case, srv.address)
+    except peers.HandshakeFailed as e:
+        return case.fail("handshake failed: %s" % e, "handshake", str(e))
+    if r.body != "tables_opened":
+        return case.fail("open failed", "TablesOpened", r.describe())
+    exp = ("a write by another connection fails (the server's transaction "
+           "holds the database) while the session lasts")
+    c = sqlite3.connect(db.spec(), timeout=0.3, isolation_level=None)
+    try:
+        c.execute("INSERT INTO cities (name) VALUES ('intruder')")
+        locked = False
+    except sqlite3.OperationalError as e:
+        locked = "locked" in str(e) or "busy" in str(e)
+    finally:
+        c.close()
+    conn.close()
+    if not locked:
+        return case.fail("the database was writable after TablesOpened: "
+                         "no transaction holds the prepared table", exp,
+                         "the INSERT succeeded")
+    time.sleep(0.5)
+    return _unchanged(case, db, before) or case.ok(
+        "locked after TablesOpened; rolled back on close")
+
+
+def more_tests():
+    S, K = "server", "client"
+    R = "LS-STATE-4"
+    pg = Test(name="wire/server/open/pg-unmapped-type",
+              requirements=("LS-TYPE-4", "LS-TYPE-11", "LS-OPEN-1"),
+              run=server_pg_unmapped_type, role=S, backends=("postgres",),
+              description="PostgreSQL interval column: SCHEMA_MISMATCH "
+              "naming it")
+    sq = [Test(name=n, requirements=tuple(r), run=f, role=S,
+               backends=("sqlite",), description=d) for n, r, f, d in [
+        ("wire/server/open/internal-table", ["LS-OPEN-4"],
+         server_internal_table,
+         "offer-all server, table SQLite_Master: TABLE_NOT_OFFERED"),
+        ("wire/server/open/sqlite-declared-types", ["LS-TYPE-5"],
+         server_sqlite_declared_types,
+         "declared types of V-TYPE-n map to their canonical types"),
+        ("wire/server/value/invalid-utf8", ["LS-VALUE-5", "LS-ERR-9"],
+         server_invalid_utf8,
+         "a stored TEXT that is not UTF-8: INVALID_VALUE, not sent"),
+        ("wire/server/open/prepared-in-transaction", ["LS-OPEN-6"],
+         server_prepared_in_transaction,
+         "after TablesOpened the server's transaction holds the table"),
+        ("wire/server/apply/constraint", ["LS-APPLY-2", "LS-COMMIT-6"],
+         server_constraint,
+         "a pushed row breaks a UNIQUE constraint: STORAGE_ERROR"),
+    ]]
+    return [
+        _t("wire/server/range/short-bound", ["LS-RANGE-1", R],
+           server_range_short_bound, S,
+           "a range bound of 15 bytes: PROTOCOL_ERROR"),
+        _t("wire/server/range/inverted", ["LS-RANGE-1", R],
+           server_range_inverted, S,
+           "a range with lower >= upper: PROTOCOL_ERROR"),
+        _t("wire/server/range/no-summary", ["LS-RANGE-2", R],
+           server_range_no_summary, S,
+           "a Range with no summary: PROTOCOL_ERROR"),
+        _t("wire/server/range/items-unordered", ["LS-RANGE-3", R],
+           server_range_unordered, S,
+           "an ItemList not in ascending UUID order: PROTOCOL_ERROR"),
+        _t("wire/server/range/item-outside", ["LS-RANGE-3", R],
+           server_range_item_outside, S,
+           "an Item outside its range: PROTOCOL_ERROR"),
+        _t("wire/server/range/short-digest", ["LS-DIGEST-3", R],
+           server_item_short_digest, S,
+           "an Item digest of 15 bytes: PROTOCOL_ERROR"),
+        _t("wire/server/range/short-fingerprint", ["LS-FP-2", R],
+           server_fingerprint_short, S,
+           "a Fingerprint value of 15 bytes: PROTOCOL_ERROR"),
+        _t("wire/server/rows/value-count", ["LS-ROWS-2", R,
+                                            "LS-COMMIT-6"],
+           server_rows_value_count, S,
+           "a Row with one value too few: PROTOCOL_ERROR"),
+        _t("wire/server/rows/short-uuid", ["LS-ROWS-2", R],
+           server_rows_short_uuid, S,
+           "a Row with a 15-byte uuid: PROTOCOL_ERROR"),
+        _t("wire/server/rows/value-no-kind", ["LS-VALUE-1", R],
+           server_value_no_kind, S,
+           "a Value with no kind: PROTOCOL_ERROR"),
+        _t("wire/server/need/not-held", ["LS-NEED-2", R],
+           server_need_not_held, S,
+           "a Need for a UUID the server does not hold: PROTOCOL_ERROR"),
+        _t("wire/server/need/short-uuid", ["LS-NEED-2", R],
+           server_need_short_uuid, S,
+           "a Need entry of 15 bytes: PROTOCOL_ERROR"),
+        _t("wire/server/verify/table-count", ["LS-VERIFY-3", R],
+           server_verify_table_count, S,
+           "a Verify with 2 tables in a 1-table session: PROTOCOL_ERROR"),
+        _t("wire/server/verify/short-fingerprint", ["LS-VERIFY-3", R],
+           server_verify_short_fingerprint, S,
+           "a Verify with a 15-byte fingerprint: PROTOCOL_ERROR"),
+        _t("wire/server/sync/fingerprint-range",
+           ["LS-RECON-7", "LS-RECON-3", "LS-RECON-1", "LS-TURN-4",
+            "LS-FP-1", "LS-FP-3", "LS-DIGEST-1", "LS-DIGEST-2",
+            "LS-EXT-4", "LS-EXT-5"], server_fingerprint_range, S,
+           "a full-range Fingerprint: answered by option (a) or (b)"),
+        _t("wire/server/transport/split-coalesce",
+           ["LS-TRANS-1", "LS-TRANS-2", "LS-TRANS-3", "LS-TURN-2",
+            "LS-STATE-5"], server_transport, S,
+           "byte-wise and coalesced writes; silence during our turn"),
+        _t("wire/server/frame/max-size-unknown-fields",
+           ["LS-FRAME-2", "LS-FRAME-6"], server_max_frame, S,
+           "reordered/repeated/unknown fields; a frame of MAX_FRAME bytes"),
+        _t("wire/server/sync/edge-values",
+           ["LS-UUID-1", "LS-UUID-2", "LS-VALUE-2"], server_edge_values, S,
+           "UUIDs without version bits, edge values, null: false"),
+        _t("wire/client/version/short-server-nonce", ["LS-VER-5"],
+           client_short_server_nonce, K,
+           "ServerHello with a 16-byte nonce: PROTOCOL_ERROR"),
+        _t("wire/client/version/feature-not-offered", ["LS-VER-5"],
+           client_feature_not_offered, K,
+           "ServerHello naming a feature not offered: PROTOCOL_ERROR"),
+        pg,
+    ] + sq

@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #define DEFAULT_SPLIT_THRESHOLD 256
 
@@ -430,7 +431,7 @@ static int on_client_auth(lipsync_session *s, const Lipsync__AuthProof *m) {
 
 static bool is_offered(const lipsync_session *s, const char *name) {
   if (s->offer_all) /* everything but the database's own tables */
-    return strncmp(name, "sqlite_", 7) != 0;
+    return strncasecmp(name, "sqlite_", 7) != 0;
   for (size_t i = 0; i < s->noffered; i++)
     if (strcmp(s->offered[i], name) == 0)
       return true;
@@ -618,6 +619,13 @@ static int decide(lipsync_session *s, const Lipsync__Verify *peer) {
     return session_fail(s, LIPSYNC_ERR_PROTOCOL,
                         "Verify describes %zu tables, the session has %zu",
                         peer->n_tables, s->ntables);
+  for (size_t i = 0; i < s->ntables; i++)
+    if (peer->tables[i]->fingerprint.len != LIPSYNC_DIGEST_LEN)
+      return session_fail(s, LIPSYNC_ERR_PROTOCOL,
+                          "Verify: the fingerprint of table %s is %zu bytes, "
+                          "not %d",
+                          s->tables[i].name, peer->tables[i]->fingerprint.len,
+                          LIPSYNC_DIGEST_LEN);
   msg[0] = '\0';
   for (size_t i = 0; i < s->ntables; i++) {
     uint64_t n = s->tables[i].conflicts + peer->tables[i]->conflicts;
@@ -637,7 +645,6 @@ static int decide(lipsync_session *s, const Lipsync__Verify *peer) {
     const Lipsync__TableState *p = peer->tables[i];
     const sync_table *t = &s->tables[i];
     if (p->count != t->final_count ||
-        p->fingerprint.len != LIPSYNC_DIGEST_LEN ||
         memcmp(p->fingerprint.data, t->final_fp, LIPSYNC_DIGEST_LEN) != 0)
       return session_fail(s, LIPSYNC_ERR_VERIFY_FAILED,
                           "table %s: final states differ (%llu rows here, "
