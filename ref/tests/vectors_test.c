@@ -79,8 +79,8 @@ static int load_vectors(void) {
       if (strncmp(line, "| V-", 4) == 0) {
         if (V.nrows == V.caprows) {
           V.caprows = V.caprows ? V.caprows * 2 : 64;
-          V.table_rows = realloc(V.table_rows,
-                                 V.caprows * sizeof *V.table_rows);
+          V.table_rows =
+              realloc(V.table_rows, V.caprows * sizeof *V.table_rows);
         }
         V.table_rows[V.nrows++] = strdup(trim(line));
       }
@@ -244,8 +244,8 @@ static int parse_canonical_row(const uint8_t *p, size_t len, lipsync_row *row,
   if (len < 20)
     return -1;
   memcpy(row->uuid, p, 16);
-  size_t n = (size_t)p[16] << 24 | (size_t)p[17] << 16 | (size_t)p[18] << 8 |
-             p[19];
+  size_t n =
+      (size_t)p[16] << 24 | (size_t)p[17] << 16 | (size_t)p[18] << 8 | p[19];
   size_t off = 20;
   if (n > cap)
     return -1;
