@@ -310,10 +310,6 @@ bool canon_utf8_valid(const uint8_t *p, size_t len) {
   return true;
 }
 
-int canon_uuid_cmp(const uint8_t *a, const uint8_t *b) {
-  return memcmp(a, b, LIPSYNC_UUID_LEN);
-}
-
 void lipsync_uuid_format(const uint8_t uuid[LIPSYNC_UUID_LEN], char out[37]) {
   static const char hex[] = "0123456789abcdef";
   char *p = out;

@@ -74,7 +74,4 @@ const char *canon_affinity_from_declared(const char *declared);
  * overlong forms, at most U+10FFFF). NUL is allowed. */
 bool canon_utf8_valid(const uint8_t *p, size_t len);
 
-/* Compares two UUIDs bytewise, as memcmp. */
-int canon_uuid_cmp(const uint8_t *a, const uint8_t *b);
-
 #endif

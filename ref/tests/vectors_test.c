@@ -78,9 +78,12 @@ static int load_vectors(void) {
     if (!in_block) {
       if (strncmp(line, "| V-", 4) == 0) {
         if (V.nrows == V.caprows) {
-          V.caprows = V.caprows ? V.caprows * 2 : 64;
-          V.table_rows =
-              realloc(V.table_rows, V.caprows * sizeof *V.table_rows);
+          size_t cap = V.caprows ? V.caprows * 2 : 64;
+          char **rows = realloc(V.table_rows, cap * sizeof *rows);
+          if (!rows)
+            break;
+          V.table_rows = rows;
+          V.caprows = cap;
         }
         V.table_rows[V.nrows++] = strdup(trim(line));
       }
@@ -88,8 +91,12 @@ static int load_vectors(void) {
     }
     if (strncmp(line, "V-", 2) == 0) {
       if (V.n == V.cap) {
-        V.cap = V.cap ? V.cap * 2 : 64;
-        V.v = realloc(V.v, V.cap * sizeof *V.v);
+        size_t cap = V.cap ? V.cap * 2 : 64;
+        vector *v = realloc(V.v, cap * sizeof *v);
+        if (!v)
+          break;
+        V.v = v;
+        V.cap = cap;
       }
       cur = &V.v[V.n++];
       memset(cur, 0, sizeof *cur);
