@@ -1,6 +1,9 @@
 /* errbuf.c: messages for backends' handles (errbuf.h). */
 #include "errbuf.h"
 
+#include <inttypes.h>
+#include <math.h>
+
 #include <stdio.h>
 #include <string.h>
 
@@ -54,4 +57,36 @@ void errbuf_describe_bytes(const uint8_t *p, size_t n, char *out,
     }
   }
   out[o] = '\0';
+}
+
+void errbuf_describe_value(const lipsync_value *v, char *out, size_t outlen) {
+  char text[64];
+  switch (v->type) {
+  case LIPSYNC_NULL:
+    snprintf(out, outlen, "NULL");
+    return;
+  case LIPSYNC_INTEGER:
+    snprintf(out, outlen, "the INTEGER %" PRId64, v->u.integer);
+    return;
+  case LIPSYNC_REAL:
+    if (isnan(v->u.real))
+      snprintf(text, sizeof text, "NaN");
+    else if (isinf(v->u.real))
+      snprintf(text, sizeof text, "%sInfinity", v->u.real < 0 ? "-" : "");
+    else
+      snprintf(text, sizeof text, "%.17g", v->u.real);
+    /* Show that an integral REAL is a REAL. */
+    if (strspn(text, "-0123456789") == strlen(text))
+      strcat(text, ".0");
+    snprintf(out, outlen, "the REAL %s", text);
+    return;
+  case LIPSYNC_TEXT:
+    errbuf_describe_bytes(v->u.bytes.data, v->u.bytes.len, text, 48);
+    snprintf(out, outlen, "the TEXT '%s'", text);
+    return;
+  case LIPSYNC_BLOB:
+    snprintf(out, outlen, "a BLOB of %zu bytes", v->u.bytes.len);
+    return;
+  }
+  snprintf(out, outlen, "a value of unknown type %d", (int)v->type);
 }

@@ -10,6 +10,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "lipsync.h"
+
 /* Formats into |buf| (of |len| bytes; nothing if |buf| is NULL or |len| 0),
  * never ending inside a UTF-8 sequence. */
 void errbuf_vformat(char *buf, size_t len, const char *fmt, va_list ap);
@@ -21,5 +23,9 @@ void errbuf_format(char *buf, size_t len, const char *fmt, ...)
  * not. */
 void errbuf_describe_bytes(const uint8_t *p, size_t n, char *out,
                            size_t outlen);
+
+/* "NULL", "the REAL 3.0", "the TEXT '12'": a value as an error message
+ * names it. */
+void errbuf_describe_value(const lipsync_value *v, char *out, size_t outlen);
 
 #endif

@@ -158,33 +158,6 @@ void pgtype_format_double(double d, char out[32]) {
   out[o] = '\0';
 }
 
-void pgtype_describe_value(const lipsync_value *v, char *out, size_t outlen) {
-  char text[64];
-  switch (v->type) {
-  case LIPSYNC_NULL:
-    snprintf(out, outlen, "NULL");
-    return;
-  case LIPSYNC_INTEGER:
-    snprintf(out, outlen, "the INTEGER %" PRId64, v->u.integer);
-    return;
-  case LIPSYNC_REAL:
-    pgtype_format_double(v->u.real, text);
-    /* Show that an integral REAL is a REAL. */
-    if (strspn(text, "-0123456789") == strlen(text))
-      strcat(text, ".0");
-    snprintf(out, outlen, "the REAL %s", text);
-    return;
-  case LIPSYNC_TEXT:
-    errbuf_describe_bytes(v->u.bytes.data, v->u.bytes.len, text, 48);
-    snprintf(out, outlen, "the TEXT '%s'", text);
-    return;
-  case LIPSYNC_BLOB:
-    snprintf(out, outlen, "a BLOB of %zu bytes", v->u.bytes.len);
-    return;
-  }
-  snprintf(out, outlen, "a value of unknown type %d", (int)v->type);
-}
-
 /* ------------------------------------------------------------------ */
 /* Numbers                                                              */
 /* ------------------------------------------------------------------ */

@@ -104,8 +104,4 @@ bool pgtype_float4_exact(double d);
  * PostgreSQL's float4 and float8 input take it. |out| has 32 bytes. */
 void pgtype_format_double(double d, char out[32]);
 
-/* "the REAL 3.5", "the TEXT '2024-2-29'": |v| as an error message names
- * it, printable ASCII only. */
-void pgtype_describe_value(const lipsync_value *v, char *out, size_t outlen);
-
 #endif

@@ -527,7 +527,7 @@ static int check_jsonb(pg_store *s, pg_table *t) {
     const char *text = PQgetvalue(r, 0, 1);
     v.u.bytes.data = text;
     v.u.bytes.len = strlen(text);
-    pgtype_describe_value(&v, stored, sizeof stored);
+    errbuf_describe_value(&v, stored, sizeof stored);
     lipsync_uuid_format(item->uuid, uuid);
     rc = fail(s, LIPSYNC_ERR_INVALID_VALUE,
               "table %s: row %s: column %s (jsonb) cannot store its value "
@@ -1467,7 +1467,7 @@ static int encode_row(pg_store *s, pg_table *t, const lipsync_row *row,
   for (size_t i = 0; i < t->base.ncolumns && !rc; i++) {
     const lipsync_value *v = &row->values[i];
     if (!pgtype_check(&t->types[i], v, why, sizeof why)) {
-      pgtype_describe_value(v, value, sizeof value);
+      errbuf_describe_value(v, value, sizeof value);
       rc = fail(s, LIPSYNC_ERR_INVALID_VALUE,
                 "table %s: row %s: column %s (%s) cannot store %s: %s", t->name,
                 key, t->columns[i].name, t->type_names[i], value, why);

@@ -158,36 +158,6 @@ static int fail_nomem(sqlite_store *s) {
   return fail(s, LIPSYNC_ERR_NOMEM, "out of memory");
 }
 
-/* "the REAL 3.0", "the TEXT '12'": a value as an error message names it. */
-static void describe_value(const lipsync_value *v, char *out, size_t outlen) {
-  char text[64];
-  switch (v->type) {
-  case LIPSYNC_NULL:
-    snprintf(out, outlen, "NULL");
-    return;
-  case LIPSYNC_INTEGER:
-    snprintf(out, outlen, "the INTEGER %lld", (long long)v->u.integer);
-    return;
-  case LIPSYNC_REAL: {
-    double d = v->u.real;
-    snprintf(text, sizeof text, "%.17g", d);
-    /* Show that an integral REAL is a REAL. */
-    if (d == d && strspn(text, "-0123456789") == strlen(text))
-      strcat(text, ".0");
-    snprintf(out, outlen, "the REAL %s", text);
-    return;
-  }
-  case LIPSYNC_TEXT:
-    errbuf_describe_bytes(v->u.bytes.data, v->u.bytes.len, text, 40);
-    snprintf(out, outlen, "the TEXT '%s'", text);
-    return;
-  case LIPSYNC_BLOB:
-    snprintf(out, outlen, "a BLOB of %zu bytes", v->u.bytes.len);
-    return;
-  }
-  snprintf(out, outlen, "a value of unknown type %d", (int)v->type);
-}
-
 /* ------------------------------------------------------------------ */
 /* Affinity                                                             */
 /* ------------------------------------------------------------------ */
@@ -1129,7 +1099,7 @@ static int check_value(sqlite_store *s, sqlite_table *t, size_t i,
                 t->insert_key, t->columns[i].name, (int)v->type);
   if (value_survives_affinity(t->kinds[i], v, &why))
     return 0;
-  describe_value(v, value, sizeof value);
+  errbuf_describe_value(v, value, sizeof value);
   return fail(s, LIPSYNC_ERR_INVALID_VALUE,
               "table %s: row %s: column %s (%s) cannot store %s exactly: %s",
               t->name, t->insert_key, t->columns[i].name, t->columns[i].type,
