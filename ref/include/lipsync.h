@@ -101,12 +101,43 @@ typedef struct lipsync_value {
   } u;
 } lipsync_value;
 
-/* One row: its UUID and its values in canonical column order. */
+#define LIPSYNC_SITE_LEN 16
+
+/* A row version (spec 8.1): a hybrid logical clock value (wall-clock
+ * milliseconds << 16 | a counter) and the id of the site (database) that
+ * made the change. Ordered by clock, then site bytewise. The zero version
+ * (all zero) means "none"; clock 0 with a nonzero site is the initial
+ * version of a row that existed when capture was installed. */
+typedef struct lipsync_version {
+  uint64_t clock;
+  uint8_t site[LIPSYNC_SITE_LEN];
+} lipsync_version;
+
+/* <0, 0, >0 as |a| orders before, equal to, or after |b|. */
+int lipsync_version_cmp(const lipsync_version *a, const lipsync_version *b);
+
+/* One row: its UUID and its values in canonical column order. Rows a
+ * backend reads (scan, fetch) leave |version| and |deleted| zero; rows
+ * the session applies (insert, update) carry them, and a tombstone
+ * (|deleted| nonzero) has no values. */
 typedef struct lipsync_row {
   uint8_t uuid[LIPSYNC_UUID_LEN];
   size_t nvalues;
   const lipsync_value *values;
+  lipsync_version version;
+  int deleted;
 } lipsync_row;
+
+/* What a database keeps of one row beside it (spec 8.1): the current
+ * version, whether the row is deleted (a tombstone), and the version the
+ * row had when this database last finished a sync of the table as a
+ * client (the zero version if never). */
+typedef struct lipsync_item {
+  uint8_t uuid[LIPSYNC_UUID_LEN];
+  lipsync_version version;
+  lipsync_version base;
+  int deleted;
+} lipsync_item;
 
 /* One column in canonical form: name, and canonical type name
  * ("integer", "real", "text", "blob", "numeric", "boolean", "decimal",
@@ -120,6 +151,11 @@ typedef struct lipsync_column {
 /* Computes the 16-byte row digest of |row| (spec 8.1) into |out|. */
 void lipsync_row_digest(const lipsync_row *row,
                         uint8_t out[LIPSYNC_DIGEST_LEN]);
+
+/* Computes the 16-byte item digest of |item| (spec 8.1) from its UUID,
+ * version and deleted flag; the base plays no part. */
+void lipsync_item_digest(const lipsync_item *item,
+                         uint8_t out[LIPSYNC_DIGEST_LEN]);
 
 /* Formats |uuid| as 36 lowercase characters plus NUL into |out|. */
 void lipsync_uuid_format(const uint8_t uuid[LIPSYNC_UUID_LEN], char out[37]);
@@ -149,27 +185,44 @@ struct lipsync_store {
 
 /* Base of a backend's per-table handle, valid from open_table until the
  * transaction ends. |columns| excludes _lipsync_uuid and is sorted in
- * canonical column order (bytewise by name). */
+ * canonical column order (bytewise by name). |last_sync| is the server
+ * clock recorded by the last finish_table as a client (0 if none). */
 struct lipsync_table {
   const char *name;
   size_t ncolumns;
   const lipsync_column *columns;
+  uint64_t last_sync;
 };
+
+/* What finish_table records once every received row is applied. */
+typedef struct lipsync_finish {
+  uint64_t max_clock;    /* the highest clock received: the clock passes it */
+  uint64_t horizon;      /* tombstones with a lower clock are purged */
+  int as_client;         /* this side is the client: every base := version */
+  uint64_t server_clock; /* as_client: the new last_sync */
+} lipsync_finish;
 
 /* Base of a backend's cursor. */
 struct lipsync_cursor {
   lipsync_table *table;
 };
 
-#define LIPSYNC_STORE_METHODS_VERSION 1
+#define LIPSYNC_STORE_METHODS_VERSION 2
 
 /*
  * A storage backend. Methods are only ever appended; |version| says how many
  * a backend fills. All methods return 0 or a negative lipsync_error and keep
  * a message for errmsg(). The core calls them in this order for one sync:
- *   begin, open_table (each table), prepare_table (each), scan/fetch/insert
- *   in any order, flush, then commit or rollback. commit and rollback
- * invalidate every lipsync_table and lipsync_cursor of the transaction.
+ *   begin, open_table (each table), prepare_table (each), scan_items,
+ *   scan/fetch/insert/update in any order, finish_table (each), flush, then
+ *   commit or rollback. commit and rollback invalidate every lipsync_table
+ *   and lipsync_cursor of the transaction.
+ *
+ * Change capture (spec 8.1, version 2): a backend keeps an item (version,
+ * deleted flag, base) beside every row of a prepared table and gives every
+ * INSERT, UPDATE and DELETE committed by any connection a new version in
+ * the same transaction. Rows written by insert and update are the peer's
+ * changes and get no new version.
  */
 struct lipsync_store_methods {
   int version;
@@ -192,7 +245,9 @@ struct lipsync_store_methods {
                     lipsync_table **out);
   /* Gives |table| its _lipsync_uuid column and unique index if missing, and
    * a fresh random UUID to every row that has none. Reports malformed UUIDs
-   * already present with LIPSYNC_ERR_STORAGE. */
+   * already present with LIPSYNC_ERR_STORAGE. Installs change capture if
+   * missing, giving every existing row its initial version, and repairs
+   * items that disagree with the rows (a row changed with capture off). */
   int (*prepare_table)(lipsync_store *store, lipsync_table *table);
 
   /* Opens a cursor over the rows of |table| whose UUID is in [lower, upper)
@@ -209,8 +264,10 @@ struct lipsync_store_methods {
    * store. Returns LIPSYNC_ERR_NOT_FOUND if there is none. */
   int (*fetch)(lipsync_store *store, lipsync_table *table,
                const uint8_t uuid[LIPSYNC_UUID_LEN], lipsync_row *row);
-  /* Inserts |row|. Returns LIPSYNC_ERR_INVALID_VALUE for a value this
-   * database cannot store exactly, LIPSYNC_ERR_STORAGE otherwise. */
+  /* Inserts |row|, whose UUID has no item yet, and its item (version,
+   * deleted; base zero); a tombstone inserts the item alone. Returns
+   * LIPSYNC_ERR_INVALID_VALUE for a value this database cannot store
+   * exactly, LIPSYNC_ERR_STORAGE otherwise. */
   int (*insert)(lipsync_store *store, lipsync_table *table,
                 const lipsync_row *row);
 
@@ -243,6 +300,27 @@ struct lipsync_store_methods {
    * Verify, since after that the peer may commit. NULL if inserts report
    * their errors at once. */
   int (*flush)(lipsync_store *store);
+
+  /* Version 2. */
+
+  /* Replaces the row and item of a UUID that has an item: a live |row| is
+   * inserted, or updated where a value differs (a row equal to the stored
+   * one is left untouched); a tombstone deletes the row. The item takes
+   * |row|'s version and deleted flag and keeps its base. Errors as insert. */
+  int (*update)(lipsync_store *store, lipsync_table *table,
+                const lipsync_row *row);
+  /* Opens a cursor over every item of |table|, tombstones included, in any
+   * order; next_item returns 1 and fills |item|, 0 at the end, or an error.
+   * close_cursor closes it. */
+  int (*scan_items)(lipsync_store *store, lipsync_table *table,
+                    lipsync_cursor **out);
+  int (*next_item)(lipsync_cursor *cursor, lipsync_item *item);
+  /* Records the end of |table|'s sync (see lipsync_finish). */
+  int (*finish_table)(lipsync_store *store, lipsync_table *table,
+                      const lipsync_finish *finish);
+  /* Ticks this database's clock: a new version, later than every version
+   * it made or received, with its site id (created if none yet). */
+  int (*tick)(lipsync_store *store, lipsync_version *out);
 };
 
 /* Frees |store| through its destroy method; NULL is a no-op. */
@@ -369,6 +447,33 @@ typedef void (*lipsync_progress_cb)(void *user, const char *table,
                                     uint64_t rows_sent, uint64_t rows_received);
 void lipsync_session_set_progress(lipsync_session *session,
                                   lipsync_progress_cb cb, void *user);
+
+/* How a row changed on both sides since they last agreed is resolved
+ * (spec 8.6). The client chooses; the server follows the client's choice. */
+typedef enum lipsync_policy {
+  LIPSYNC_POLICY_LWW = 0,         /* the higher version wins (default) */
+  LIPSYNC_POLICY_SERVER_WINS = 1, /* the server's change wins */
+  LIPSYNC_POLICY_CLIENT_WINS = 2  /* the client's change wins */
+} lipsync_policy;
+
+/* Client only; call before the first recv/send. Returns
+ * LIPSYNC_ERR_INVALID_ARGUMENT for a server session or an unknown policy. */
+int lipsync_session_set_policy(lipsync_session *session, lipsync_policy policy);
+/* Parses "lww", "server-wins" or "client-wins". */
+int lipsync_policy_parse(const char *text, lipsync_policy *out);
+
+/* Server only: tombstones older than |ms| milliseconds are left out of
+ * syncs and purged (spec 8.7); default 30 days. */
+int lipsync_session_set_tombstone_retention(lipsync_session *session,
+                                            uint64_t ms);
+#define LIPSYNC_DEFAULT_RETENTION_MS (30ull * 24 * 3600 * 1000)
+
+/* Installs change capture on the |ntables| tables named by |tables| in one
+ * transaction (what the first sync would do): UUIDs, items with initial
+ * versions, triggers. On failure nothing changes and, when |errbuf| is not
+ * NULL, the reason is copied into it. */
+int lipsync_store_init_tables(lipsync_store *store, const char *const *tables,
+                              size_t ntables, char *errbuf, size_t errlen);
 
 /* Testing and tuning knobs; call before the first recv/send. */
 int lipsync_session_set_versions(lipsync_session *session, uint32_t min,

@@ -150,12 +150,10 @@ static int on_item_list(lipsync_session *s, sync_table *t, const uint8_t *lower,
   for (size_t k = 0; k < list->n_items; k++) {
     const Lipsync__Item *it = list->items[k];
     const uint8_t *uuid = it->uuid.data;
-    if (it->uuid.len != LIPSYNC_UUID_LEN ||
-        it->digest.len != LIPSYNC_DIGEST_LEN)
+    if (it->uuid.len != LIPSYNC_UUID_LEN)
       return session_fail(s, LIPSYNC_ERR_PROTOCOL,
-                          "table %s: item with a %zu-byte UUID and a "
-                          "%zu-byte digest",
-                          t->name, it->uuid.len, it->digest.len);
+                          "table %s: item with a %zu-byte UUID", t->name,
+                          it->uuid.len);
     if ((prev && memcmp(prev, uuid, LIPSYNC_UUID_LEN) >= 0) ||
         (lower && memcmp(uuid, lower, LIPSYNC_UUID_LEN) < 0) ||
         !uuid_below(uuid, upper))
@@ -170,8 +168,6 @@ static int on_item_list(lipsync_session *s, sync_table *t, const uint8_t *lower,
     if (add_push(s, t, start, i))
       return s->result;
     if (i < hi && memcmp(t->items.v[i].uuid, uuid, LIPSYNC_UUID_LEN) == 0) {
-      if (memcmp(t->items.v[i].digest, it->digest.data, LIPSYNC_DIGEST_LEN))
-        t->conflicts++;
       i++;
     } else if (add_need(s, t, uuid)) {
       return s->result;
@@ -367,8 +363,6 @@ static Lipsync__Range *items_range(lipsync_session *s, sync_table *t,
     lipsync__item__init(it);
     it->uuid.data = t->items.v[i].uuid;
     it->uuid.len = LIPSYNC_UUID_LEN;
-    it->digest.data = t->items.v[i].digest;
-    it->digest.len = LIPSYNC_DIGEST_LEN;
     ptrs[i - lo] = it;
   }
   list->n_items = hi - lo;

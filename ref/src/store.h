@@ -61,11 +61,32 @@ static inline int store_fetch(lipsync_store *s, lipsync_table *t,
 }
 static inline int store_insert(lipsync_store *s, lipsync_table *t,
                                const lipsync_row *row) {
-  assert(row->nvalues == t->ncolumns);
+  assert(row->deleted || row->nvalues == t->ncolumns);
   return s->methods->insert(s, t, row);
 }
 static inline int store_flush(lipsync_store *s) {
   return s->methods->flush ? s->methods->flush(s) : 0;
+}
+static inline int store_update(lipsync_store *s, lipsync_table *t,
+                               const lipsync_row *row) {
+  assert(row->deleted || row->nvalues == t->ncolumns);
+  return s->methods->update(s, t, row);
+}
+static inline int store_scan_items(lipsync_store *s, lipsync_table *t,
+                                   lipsync_cursor **out) {
+  *out = NULL;
+  return s->methods->scan_items(s, t, out);
+}
+static inline int store_next_item(lipsync_store *s, lipsync_cursor *c,
+                                  lipsync_item *out) {
+  return s->methods->next_item(c, out);
+}
+static inline int store_finish_table(lipsync_store *s, lipsync_table *t,
+                                     const lipsync_finish *f) {
+  return s->methods->finish_table(s, t, f);
+}
+static inline int store_tick(lipsync_store *s, lipsync_version *out) {
+  return s->methods->tick(s, out);
 }
 static inline int store_list_tables(lipsync_store *s, const char *const **names,
                                     size_t *count) {
