@@ -143,6 +143,41 @@ void lipsync_row_digest(const lipsync_row *row,
   canon_hasher_free(&h);
 }
 
+#define ITEM_ENCODED_LEN (LIPSYNC_UUID_LEN + 8 + LIPSYNC_SITE_LEN + 1)
+
+int canon_item_digest(canon_hasher *h, const uint8_t *uuid,
+                      const lipsync_version *v, bool deleted,
+                      uint8_t out[LIPSYNC_DIGEST_LEN]) {
+  uint8_t in[ITEM_ENCODED_LEN], full[EVP_MAX_MD_SIZE];
+  memcpy(in, uuid, LIPSYNC_UUID_LEN);
+  for (int i = 0; i < 8; i++)
+    in[LIPSYNC_UUID_LEN + i] = (uint8_t)(v->clock >> (56 - 8 * i));
+  memcpy(in + LIPSYNC_UUID_LEN + 8, v->site, LIPSYNC_SITE_LEN);
+  in[ITEM_ENCODED_LEN - 1] = deleted ? 1 : 0;
+  if (!EVP_DigestInit_ex2(h->md_ctx, h->md, NULL) ||
+      !EVP_DigestUpdate(h->md_ctx, in, sizeof in) ||
+      !EVP_DigestFinal_ex(h->md_ctx, full, NULL))
+    return LIPSYNC_ERR_INTERNAL;
+  memcpy(out, full, LIPSYNC_DIGEST_LEN);
+  return 0;
+}
+
+void lipsync_item_digest(const lipsync_item *item,
+                         uint8_t out[LIPSYNC_DIGEST_LEN]) {
+  canon_hasher h;
+  memset(out, 0, LIPSYNC_DIGEST_LEN);
+  if (canon_hasher_init(&h) == 0)
+    canon_item_digest(&h, item->uuid, &item->version, item->deleted != 0,
+                      out);
+  canon_hasher_free(&h);
+}
+
+int lipsync_version_cmp(const lipsync_version *a, const lipsync_version *b) {
+  if (a->clock != b->clock)
+    return a->clock < b->clock ? -1 : 1;
+  return memcmp(a->site, b->site, LIPSYNC_SITE_LEN);
+}
+
 void canon_fp_init(canon_fp *fp) {
   memset(fp, 0, sizeof *fp);
 }

@@ -39,6 +39,12 @@ size_t canon_row_encode(canon_hasher *h, const lipsync_row *row);
 int canon_row_digest(canon_hasher *h, const lipsync_row *row,
                      uint8_t out[LIPSYNC_DIGEST_LEN]);
 
+/* Item digest (spec 8.1) of a row or tombstone with |uuid| and version
+ * |v|. Returns 0 or LIPSYNC_ERR_INTERNAL. */
+int canon_item_digest(canon_hasher *h, const uint8_t *uuid,
+                      const lipsync_version *v, bool deleted,
+                      uint8_t out[LIPSYNC_DIGEST_LEN]);
+
 /* Range fingerprint accumulator (spec 8.2): a sum of digests mod 2^128 and
  * a count, so items can be added and removed in any order. */
 typedef struct canon_fp {
