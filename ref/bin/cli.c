@@ -430,3 +430,47 @@ int cli_open_store(const char *prog, const char *db, lipsync_store **out) {
   }
   return 0;
 }
+
+int cli_parse_duration_ms(const char *text, uint64_t *ms) {
+  static const struct {
+    const char *suffix;
+    uint64_t ms;
+  } units[] = {{"", 1000},   {"ms", 1},      {"s", 1000},
+               {"m", 60000}, {"h", 3600000}, {"d", 86400000}};
+  char *end;
+  if (text[0] < '0' || text[0] > '9')
+    return -1;
+  errno = 0;
+  unsigned long long n = strtoull(text, &end, 10);
+  if (errno != 0)
+    return -1;
+  for (size_t i = 0; i < sizeof units / sizeof units[0]; i++)
+    if (strcmp(end, units[i].suffix) == 0) {
+      if (n > UINT64_MAX / units[i].ms)
+        return -1;
+      *ms = n * units[i].ms;
+      return 0;
+    }
+  return -1;
+}
+
+int cli_init_tables(const char *prog, const char *db, const char *const *tables,
+                    size_t ntables, int quiet) {
+  /* tables NULL: every table of the database */
+  lipsync_store *store = NULL;
+  char err[512];
+  if (cli_open_store(prog, db, &store) < 0)
+    return CLI_EXIT_DATABASE;
+  int rc = lipsync_store_init_tables(store, tables, ntables, err, sizeof err);
+  lipsync_store_free(store);
+  if (rc < 0) {
+    cli_sanitize(err);
+    fprintf(stderr, "%s: %s\n", prog, err);
+    return cli_exit_code(rc);
+  }
+  for (size_t i = 0; tables && i < ntables && !quiet; i++)
+    printf("%s: change capture installed\n", tables[i]);
+  if (!tables && !quiet)
+    printf("change capture installed on every table\n");
+  return CLI_EXIT_OK;
+}

@@ -106,6 +106,15 @@ int cli_parse_hostport(const char *text, int allow_port_zero, cli_hostport *out,
 int cli_parse_timeout(const char *text, int *timeout_ms);
 
 /* Parses a decimal integer in [min, max]. Returns 0 or -1. */
+/* Parses a duration: N (seconds), Nms, Ns, Nm, Nh or Nd, into
+ * milliseconds. Returns 0, or -1 if |text| is not one. */
+int cli_parse_duration_ms(const char *text, uint64_t *ms);
+
+/* Opens |db| and installs change capture on |tables| (--init). Prints
+ * what it did unless |quiet|, or the error. Returns the exit status. */
+int cli_init_tables(const char *prog, const char *db, const char *const *tables,
+                    size_t ntables, int quiet);
+
 int cli_parse_count(const char *text, long min, long max, long *out);
 
 /* ---- sockets and time ------------------------------------------------- */

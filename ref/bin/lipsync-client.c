@@ -35,6 +35,8 @@ typedef struct client_config {
   size_t ntables;
   int timeout_ms;
   int quiet;
+  int init;
+  lipsync_policy policy;
 } client_config;
 
 /* ---- options ---------------------------------------------------------- */
@@ -42,8 +44,9 @@ typedef struct client_config {
 static void usage(FILE *out, int full) {
   fprintf(out,
           "Usage: " PROG " --db DB --connect HOST:PORT --secret-file FILE\n"
-          "         --table NAME [--table NAME]... [--timeout SECONDS] "
-          "[--quiet]\n"
+          "         --table NAME [--table NAME]... [--policy POLICY]\n"
+          "         [--timeout SECONDS] [--quiet]\n"
+          "       " PROG " --db DB --init --table NAME [--table NAME]...\n"
           "       " PROG " --help | --version\n");
   if (!full) {
     fprintf(out, "Run '" PROG " --help' for details.\n");
@@ -51,9 +54,10 @@ static void usage(FILE *out, int full) {
   }
   fprintf(out,
           "\n"
-          "Syncs tables of the database at PATH with a lipsync-server: rows\n"
-          "missing on either side are copied over, so that both end up with\n"
-          "the union. On any failure neither database changes.\n"
+          "Syncs tables of the database DB with a lipsync-server: every row\n"
+          "inserted, updated or deleted on either side since the last sync\n"
+          "is carried over, so that both end up the same. On any failure\n"
+          "neither database changes.\n"
           "\n"
           "  --db DB              the database to sync: a SQLite file (must\n"
           "                       exist), or PostgreSQL as a postgresql://\n"
@@ -68,6 +72,13 @@ static void usage(FILE *out, int full) {
           "  --table NAME         a table to sync (repeat for several; all\n"
           "                       are synced in one transaction; on\n"
           "                       PostgreSQL SCHEMA.NAME, else public)\n"
+          "  --policy POLICY      a row changed on both sides since they\n"
+          "                       last synced keeps: lww, the later change\n"
+          "                       (default); server-wins, the server's;\n"
+          "                       client-wins, this side's\n"
+          "  --init               install change capture on the tables (as\n"
+          "                       the first sync would) and exit, without\n"
+          "                       connecting\n"
           "  --timeout SECONDS    give up when connecting takes, or the\n"
           "                       server stays silent, this long (default\n"
           "                       60; 0 = wait forever)\n"
@@ -87,6 +98,8 @@ enum {
   OPT_TABLE,
   OPT_TIMEOUT,
   OPT_QUIET,
+  OPT_POLICY,
+  OPT_INIT,
   OPT_HELP,
   OPT_VERSION
 };
@@ -98,6 +111,8 @@ static const struct option long_options[] = {
     {"table", required_argument, NULL, OPT_TABLE},
     {"timeout", required_argument, NULL, OPT_TIMEOUT},
     {"quiet", no_argument, NULL, OPT_QUIET},
+    {"policy", required_argument, NULL, OPT_POLICY},
+    {"init", no_argument, NULL, OPT_INIT},
     {"help", no_argument, NULL, OPT_HELP},
     {"version", no_argument, NULL, OPT_VERSION},
     {NULL, 0, NULL, 0}};
@@ -143,6 +158,13 @@ static int apply_option(client_config *config, int opt, const char *arg) {
   case OPT_QUIET:
     config->quiet = 1;
     return -1;
+  case OPT_POLICY:
+    if (lipsync_policy_parse(arg, &config->policy) < 0)
+      return usage_error("--policy takes lww, server-wins or client-wins");
+    return -1;
+  case OPT_INIT:
+    config->init = 1;
+    return -1;
   case OPT_HELP:
     usage(stdout, 1);
     return CLI_EXIT_OK;
@@ -171,7 +193,7 @@ static int parse_options(client_config *config, int argc, char **argv) {
     return usage_error("unexpected argument");
   if (config->db_path == NULL)
     return usage_error("missing --db");
-  if (config->server.host[0] == '\0')
+  if (config->server.host[0] == '\0' && !config->init)
     return usage_error("missing --connect");
   if (config->ntables == 0)
     return usage_error("missing --table");
@@ -319,6 +341,8 @@ static int run(const client_config *config, cli_secret *secret) {
                                  config->tables, config->ntables);
   /* The session keeps its own copy; ours has served its purpose. */
   cli_secret_wipe(secret);
+  if (rc == 0)
+    rc = lipsync_session_set_policy(session, config->policy);
   if (rc < 0) {
     fprintf(stderr, PROG ": cannot start session: %s\n", lipsync_strerror(rc));
     lipsync_store_free(store);
@@ -334,7 +358,10 @@ int main(int argc, char **argv) {
   client_config config;
   memset(&config, 0, sizeof config);
   int rc = parse_options(&config, argc, argv);
-  if (rc < 0) {
+  if (rc < 0 && config.init) {
+    rc = cli_init_tables(PROG, config.db_path, config.tables, config.ntables,
+                         config.quiet);
+  } else if (rc < 0) {
     cli_secret secret = {NULL, 0};
     char err[256];
     cli_ignore_sigpipe();

@@ -51,6 +51,8 @@ typedef struct server_config {
   int quiet;
   int timeout_ms;
   size_t max_clients;
+  uint64_t retention_ms;
+  int init;
   cli_secret secret;
 } server_config;
 
@@ -91,7 +93,8 @@ static void usage(FILE *out, int full) {
       out,
       "Usage: " PROG " --db DB --listen HOST:PORT --secret-file FILE\n"
       "         (--table NAME... | --all-tables) [--once] [--timeout SECONDS]\n"
-      "         [--max-clients N] [--quiet]\n"
+      "         [--max-clients N] [--tombstone-retention DURATION] [--quiet]\n"
+      "       " PROG " --db DB --init (--table NAME... | --all-tables)\n"
       "       " PROG " --help | --version\n");
   if (!full) {
     fprintf(out, "Run '" PROG " --help' for details.\n");
@@ -101,8 +104,9 @@ static void usage(FILE *out, int full) {
       out,
       "\n"
       "Serves LipSync clients: each client that proves it holds the shared\n"
-      "secret syncs the tables it names with the database at PATH, so that\n"
-      "both sides end up with the union of their rows.\n"
+      "secret syncs the tables it names with the database DB: the rows\n"
+      "inserted, updated and deleted on either side travel, so that both\n"
+      "sides end up the same.\n"
       "\n"
       "  --db DB             the database to serve: a SQLite file (must\n"
       "                      exist), or PostgreSQL as a postgresql:// URI\n"
@@ -126,6 +130,13 @@ static void usage(FILE *out, int full) {
       "                      in the kernel's listen backlog and are served as\n"
       "                      sessions end, or give up after their own "
       "timeout.\n"
+      "  --tombstone-retention DURATION\n"
+      "                      keep the mark a deleted row leaves this long\n"
+      "                      (N seconds, or Nms, Ns, Nm, Nh, Nd; default\n"
+      "                      30d); a client that stays away longer has its\n"
+      "                      rows deleted here since removed, not restored\n"
+      "  --init              install change capture on the tables (as the\n"
+      "                      first sync would) and exit, without listening\n"
       "  --quiet             do not log one line per session on stderr\n"
       "\n"
       "SIGINT or SIGTERM stops the server: it stops accepting, ends every\n"
@@ -144,6 +155,8 @@ enum {
   OPT_TIMEOUT,
   OPT_MAX_CLIENTS,
   OPT_QUIET,
+  OPT_RETENTION,
+  OPT_INIT,
   OPT_HELP,
   OPT_VERSION
 };
@@ -158,6 +171,8 @@ static const struct option long_options[] = {
     {"timeout", required_argument, NULL, OPT_TIMEOUT},
     {"max-clients", required_argument, NULL, OPT_MAX_CLIENTS},
     {"quiet", no_argument, NULL, OPT_QUIET},
+    {"tombstone-retention", required_argument, NULL, OPT_RETENTION},
+    {"init", no_argument, NULL, OPT_INIT},
     {"help", no_argument, NULL, OPT_HELP},
     {"version", no_argument, NULL, OPT_VERSION},
     {NULL, 0, NULL, 0}};
@@ -205,6 +220,14 @@ static int apply_option(server_config *config, int opt, const char *arg) {
   case OPT_QUIET:
     config->quiet = 1;
     return -1;
+  case OPT_RETENTION:
+    if (cli_parse_duration_ms(arg, &config->retention_ms) < 0)
+      return usage_error("--tombstone-retention takes a duration such as "
+                         "30d, 12h or 500ms");
+    return -1;
+  case OPT_INIT:
+    config->init = 1;
+    return -1;
   case OPT_HELP:
     usage(stdout, 1);
     return CLI_EXIT_OK;
@@ -221,6 +244,7 @@ static int apply_option(server_config *config, int opt, const char *arg) {
 static int parse_options(server_config *config, int argc, char **argv) {
   config->timeout_ms = DEFAULT_TIMEOUT_MS;
   config->max_clients = DEFAULT_MAX_CLIENTS;
+  config->retention_ms = LIPSYNC_DEFAULT_RETENTION_MS;
   config->tables = calloc((size_t)argc, sizeof *config->tables);
   if (config->tables == NULL)
     return CLI_EXIT_INTERNAL;
@@ -234,7 +258,7 @@ static int parse_options(server_config *config, int argc, char **argv) {
     return usage_error("unexpected argument");
   if (config->db_path == NULL)
     return usage_error("missing --db");
-  if (config->listen.host[0] == '\0')
+  if (config->listen.host[0] == '\0' && !config->init)
     return usage_error("missing --listen");
   if (config->ntables == 0 && !config->all_tables)
     return usage_error("name the tables to offer with --table or give "
@@ -374,6 +398,8 @@ static int serve_connection(connection *conn) {
   rc = lipsync_session_server_new(
       &session, store, config->secret.data, config->secret.len,
       (const char *const *)config->tables, config->ntables, config->all_tables);
+  if (rc == 0)
+    rc = lipsync_session_set_tombstone_retention(session, config->retention_ms);
   if (rc < 0) {
     log_line(conn, "%s failed: cannot start session: %s", conn->peer,
              lipsync_strerror(rc));
@@ -667,7 +693,12 @@ int main(int argc, char **argv) {
   srv.listen_fd = -1;
   srv.wake_pipe[0] = srv.wake_pipe[1] = -1;
   int rc = parse_options(&srv.config, argc, argv);
-  if (rc < 0) {
+  if (rc < 0 && srv.config.init) {
+    rc = cli_init_tables(
+        PROG, srv.config.db_path,
+        srv.config.all_tables ? NULL : (const char *const *)srv.config.tables,
+        srv.config.ntables, srv.config.quiet);
+  } else if (rc < 0) {
     char err[256];
     if (cli_secret_load(&srv.config.secret, srv.config.secret_file, PROG, err,
                         sizeof err) < 0) {

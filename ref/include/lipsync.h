@@ -468,10 +468,10 @@ int lipsync_session_set_tombstone_retention(lipsync_session *session,
                                             uint64_t ms);
 #define LIPSYNC_DEFAULT_RETENTION_MS (30ull * 24 * 3600 * 1000)
 
-/* Installs change capture on the |ntables| tables named by |tables| in one
- * transaction (what the first sync would do): UUIDs, items with initial
- * versions, triggers. On failure nothing changes and, when |errbuf| is not
- * NULL, the reason is copied into it. */
+/* Installs change capture on the |ntables| tables named by |tables| (NULL:
+ * every table of the store) in one transaction (what the first sync would do):
+ * UUIDs, items with initial versions, triggers. On failure nothing changes and,
+ * when |errbuf| is not NULL, the reason is copied into it. */
 int lipsync_store_init_tables(lipsync_store *store, const char *const *tables,
                               size_t ntables, char *errbuf, size_t errlen);
 

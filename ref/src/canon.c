@@ -167,8 +167,7 @@ void lipsync_item_digest(const lipsync_item *item,
   canon_hasher h;
   memset(out, 0, LIPSYNC_DIGEST_LEN);
   if (canon_hasher_init(&h) == 0)
-    canon_item_digest(&h, item->uuid, &item->version, item->deleted != 0,
-                      out);
+    canon_item_digest(&h, item->uuid, &item->version, item->deleted != 0, out);
   canon_hasher_free(&h);
 }
 

@@ -1,6 +1,7 @@
-/* items.c: the sorted (UUID, digest) snapshot of a table (items.h). */
+/* items.c: the sorted item snapshot of a table (items.h). */
 #include "items.h"
 
+#include "buf.h"
 #include "store.h"
 
 #include <stdio.h>
@@ -11,8 +12,8 @@ static int item_cmp(const void *a, const void *b) {
   return memcmp(a, b, LIPSYNC_UUID_LEN);
 }
 
-static int items_push(item_index *idx, const uint8_t *uuid,
-                      const uint8_t *digest) {
+static int items_push(item_index *idx, const lipsync_item *in, canon_hasher *h,
+                      bool with_base) {
   if (idx->n == idx->cap) {
     size_t cap = idx->cap ? idx->cap * 2 : 1024;
     item *v = realloc(idx->v, cap * sizeof *v);
@@ -21,8 +22,23 @@ static int items_push(item_index *idx, const uint8_t *uuid,
     idx->v = v;
     idx->cap = cap;
   }
-  memcpy(idx->v[idx->n].uuid, uuid, LIPSYNC_UUID_LEN);
-  memcpy(idx->v[idx->n].digest, digest, LIPSYNC_DIGEST_LEN);
+  item *it = &idx->v[idx->n];
+  memcpy(it->uuid, in->uuid, LIPSYNC_UUID_LEN);
+  memcpy(it->site, in->version.site, LIPSYNC_SITE_LEN);
+  it->clock = in->version.clock;
+  it->flags = in->deleted ? ITEM_DELETED : 0;
+  it->base = 0;
+  if (with_base && lipsync_version_cmp(&in->base, &in->version) != 0) {
+    if (vec_reserve((void **)&idx->bases, &idx->cap_bases, idx->nbases + 1,
+                    sizeof *idx->bases))
+      return LIPSYNC_ERR_NOMEM;
+    idx->bases[idx->nbases++] = in->base;
+    it->base = (uint32_t)idx->nbases;
+  }
+  int rc = canon_item_digest(h, it->uuid, &in->version, in->deleted != 0,
+                             it->digest);
+  if (rc)
+    return rc;
   idx->n++;
   return 0;
 }
@@ -62,25 +78,20 @@ static void items_sort(item *v, size_t n) {
 }
 
 int items_load(item_index *idx, lipsync_store *store, lipsync_table *table,
-               canon_hasher *h, char *errbuf, size_t errlen) {
+               canon_hasher *h, bool with_base, char *errbuf, size_t errlen) {
   lipsync_cursor *cur;
-  lipsync_row row;
-  uint8_t digest[LIPSYNC_DIGEST_LEN];
+  lipsync_item in;
   int rc;
 
   idx->n = 0;
-  rc = store_scan(store, table, NULL, NULL, &cur);
+  rc = store_scan_items(store, table, &cur);
   if (rc) {
     snprintf(errbuf, errlen, "%s", store_errmsg(store));
     return rc;
   }
-  while ((rc = store_next(store, cur, &row)) > 0) {
-    rc = canon_row_digest(h, &row, digest);
-    if (!rc)
-      rc = items_push(idx, row.uuid, digest);
-    if (rc)
+  while ((rc = store_next_item(store, cur, &in)) > 0)
+    if ((rc = items_push(idx, &in, h, with_base)) != 0)
       break;
-  }
   if (rc < 0) {
     snprintf(errbuf, errlen, "table %s: %s", table->name,
              rc == LIPSYNC_ERR_NOMEM ? "out of memory" : store_errmsg(store));
@@ -101,9 +112,61 @@ int items_load(item_index *idx, lipsync_store *store, lipsync_table *table,
   return 0;
 }
 
+int items_hide_old_tombstones(item_index *idx, uint64_t horizon,
+                              bool clean_only) {
+  size_t n = 0, k = 0;
+  for (size_t i = 0; i < idx->n; i++)
+    n += (idx->v[i].flags & ITEM_DELETED) && idx->v[i].clock < horizon &&
+         (!clean_only || idx->v[i].base == 0);
+  if (n == 0)
+    return 0;
+  idx->hidden = malloc(n * sizeof *idx->hidden);
+  if (!idx->hidden)
+    return LIPSYNC_ERR_NOMEM;
+  for (size_t i = 0; i < idx->n; i++) {
+    const item *it = &idx->v[i];
+    if ((it->flags & ITEM_DELETED) && it->clock < horizon &&
+        (!clean_only || it->base == 0))
+      memcpy(idx->hidden[idx->nhidden++], it->uuid, LIPSYNC_UUID_LEN);
+    else
+      idx->v[k++] = *it;
+  }
+  idx->n = k;
+  return 0;
+}
+
+bool items_hidden(const item_index *idx, const uint8_t *uuid) {
+  size_t lo = 0, hi = idx->nhidden;
+  while (lo < hi) {
+    size_t mid = lo + (hi - lo) / 2;
+    int c = memcmp(idx->hidden[mid], uuid, LIPSYNC_UUID_LEN);
+    if (c == 0)
+      return true;
+    if (c < 0)
+      lo = mid + 1;
+    else
+      hi = mid;
+  }
+  return false;
+}
+
 void items_free(item_index *idx) {
   free(idx->v);
+  free(idx->bases);
+  free(idx->hidden);
   memset(idx, 0, sizeof *idx);
+}
+
+void item_version(const item *it, lipsync_version *out) {
+  out->clock = it->clock;
+  memcpy(out->site, it->site, LIPSYNC_SITE_LEN);
+}
+
+void item_base(const item_index *idx, const item *it, lipsync_version *out) {
+  if (it->base)
+    *out = idx->bases[it->base - 1];
+  else
+    item_version(it, out);
 }
 
 size_t items_lower_bound(const item_index *idx, const uint8_t *uuid) {

@@ -34,6 +34,7 @@ void recon_table_free(lipsync_session *s, sync_table *t) {
   free(t->ranges);
   free(t->needs);
   free(t->pushes);
+  free(t->implicit);
   memset(t, 0, sizeof *t);
 }
 
@@ -83,6 +84,27 @@ static int add_range(lipsync_session *s, sync_table *t, const uint8_t *lower,
   return 0;
 }
 
+static int add_implicit(lipsync_session *s, sync_table *t,
+                        const uint8_t *uuid) {
+  if (vec_reserve((void **)&t->implicit, &t->cap_implicit, t->nimplicit + 1,
+                  sizeof *t->implicit))
+    return session_fail(s, LIPSYNC_ERR_NOMEM, "out of memory");
+  memcpy(t->implicit[t->nimplicit++], uuid, LIPSYNC_UUID_LEN);
+  return 0;
+}
+
+int recon_prepare(lipsync_session *s) {
+  for (size_t i = 0; i < s->ntables; i++) {
+    sync_table *t = &s->tables[i];
+    t->ctx.policy = s->policy;
+    t->ctx.horizon = s->horizon;
+    t->ctx.stale = t->last_sync != 0 && t->last_sync < s->horizon;
+    if (items_hide_old_tombstones(&t->items, s->horizon, !s->is_server))
+      return session_fail(s, LIPSYNC_ERR_NOMEM, "out of memory");
+  }
+  return 0;
+}
+
 /* The client's first turn: every table's whole UUID space. */
 int recon_start(lipsync_session *s) {
   pending_kind kind = s->split_threshold ? PENDING_FINGERPRINT : PENDING_ITEMS;
@@ -116,6 +138,8 @@ static bool uuid_below(const uint8_t *uuid, const uint8_t *upper) {
   return !upper || memcmp(uuid, upper, LIPSYNC_UUID_LEN) < 0;
 }
 
+static int only_mine(lipsync_session *s, sync_table *t, size_t lo, size_t hi);
+
 static int on_fingerprint(lipsync_session *s, sync_table *t,
                           const uint8_t *lower, const uint8_t *upper, size_t lo,
                           size_t hi, const Lipsync__Fingerprint *fp) {
@@ -131,7 +155,7 @@ static int on_fingerprint(lipsync_session *s, sync_table *t,
       memcmp(value, fp->value.data, LIPSYNC_DIGEST_LEN) == 0)
     return 0; /* this range is in sync */
   if (fp->count == 0)
-    return add_push(s, t, lo, hi); /* the peer has nothing here */
+    return only_mine(s, t, lo, hi); /* the peer has nothing here */
   size_t n = hi - lo;
   pending_kind kind = (s->split_threshold == 0 || n <= s->split_threshold)
                           ? PENDING_ITEMS
@@ -139,9 +163,92 @@ static int on_fingerprint(lipsync_session *s, sync_table *t,
   return add_range(s, t, lower, upper, kind, lo, hi);
 }
 
-/* Compares the peer's item list with my items [lo, hi) of the same range:
- * mine alone are sent, theirs alone are asked for, and a UUID on both sides
- * with different digests is a conflict. */
+/* My item |it| as a side of the decision. */
+static void my_side(const sync_table *t, const item *it, side_item *out) {
+  item_version(it, &out->version);
+  item_base(&t->items, it, &out->base);
+  out->deleted = (it->flags & ITEM_DELETED) != 0;
+}
+
+static bool version_valid(const Lipsync__Version *v) {
+  return v && v->site.len == LIPSYNC_SITE_LEN;
+}
+
+static void version_from_wire(const Lipsync__Version *in,
+                              lipsync_version *out) {
+  out->clock = in->clock;
+  memcpy(out->site, in->site.data, LIPSYNC_SITE_LEN);
+}
+
+/* The peer's item or row as a side of the decision; its base counts only
+ * when the peer is the client. */
+static int peer_side(lipsync_session *s, sync_table *t,
+                     const Lipsync__Version *version, bool deleted,
+                     const Lipsync__Version *base, side_item *out) {
+  if (!version_valid(version) || (base && !version_valid(base)))
+    return session_fail(s, LIPSYNC_ERR_PROTOCOL,
+                        "table %s: an item or row without a version, or "
+                        "with a site that is not %d bytes",
+                        t->name, LIPSYNC_SITE_LEN);
+  version_from_wire(version, &out->version);
+  if (base && s->is_server)
+    version_from_wire(base, &out->base);
+  else
+    out->base = out->version;
+  out->deleted = deleted;
+  if (version->clock > t->max_clock)
+    t->max_clock = version->clock;
+  return 0;
+}
+
+/* The decision between my item |mine| and the peer's |peer| (either may
+ * be NULL), from the client's and the server's points of view. */
+static decision decide_pair(const lipsync_session *s, const sync_table *t,
+                            const side_item *mine, const side_item *peer) {
+  return s->is_server ? decide(&t->ctx, peer, mine)
+                      : decide(&t->ctx, mine, peer);
+}
+
+static decision my_win(const lipsync_session *s) {
+  return s->is_server ? DECIDE_SERVER : DECIDE_CLIENT;
+}
+
+/* Applies the implicit tombstone T0 to my item |k| (a stale client). */
+static int apply_implicit(lipsync_session *s, sync_table *t, size_t k) {
+  side_item t0;
+  lipsync_row row;
+  decide_implicit_tombstone(&t->ctx, &t0);
+  memset(&row, 0, sizeof row);
+  memcpy(row.uuid, t->items.v[k].uuid, LIPSYNC_UUID_LEN);
+  row.version = t0.version;
+  row.deleted = 1;
+  int rc = store_update(s->store, t->handle, &row);
+  if (rc)
+    return session_fail(s, rc, "%s", store_errmsg(s->store));
+  t->items.v[k].flags |= ITEM_APPLIED;
+  return 0; /* below the horizon: not part of the final state */
+}
+
+/* My items [lo, hi), which the peer lacks: sent, unless a stale client's
+ * item loses to the implicit tombstone. */
+static int only_mine(lipsync_session *s, sync_table *t, size_t lo, size_t hi) {
+  if (s->is_server || !t->ctx.stale)
+    return add_push(s, t, lo, hi);
+  for (size_t k = lo; k < hi; k++) {
+    side_item mine;
+    my_side(t, &t->items.v[k], &mine);
+    int rc = decide_pair(s, t, &mine, NULL) == DECIDE_CLIENT
+                 ? add_push(s, t, k, k + 1)
+                 : apply_implicit(s, t, k);
+    if (rc)
+      return rc;
+  }
+  return 0;
+}
+
+/* Compares the peer's item list with my items [lo, hi) of the same range
+ * and queues, for each UUID, what the decision asks of me: send my row,
+ * ask for the peer's, or count a conflict (spec 8.3, 8.6). */
 static int on_item_list(lipsync_session *s, sync_table *t, const uint8_t *lower,
                         const uint8_t *upper, size_t lo, size_t hi,
                         const Lipsync__ItemList *list) {
@@ -150,10 +257,13 @@ static int on_item_list(lipsync_session *s, sync_table *t, const uint8_t *lower,
   for (size_t k = 0; k < list->n_items; k++) {
     const Lipsync__Item *it = list->items[k];
     const uint8_t *uuid = it->uuid.data;
+    side_item peer, mine;
     if (it->uuid.len != LIPSYNC_UUID_LEN)
       return session_fail(s, LIPSYNC_ERR_PROTOCOL,
                           "table %s: item with a %zu-byte UUID", t->name,
                           it->uuid.len);
+    if (peer_side(s, t, it->version, it->deleted, it->base_version, &peer))
+      return s->result;
     if ((prev && memcmp(prev, uuid, LIPSYNC_UUID_LEN) >= 0) ||
         (lower && memcmp(uuid, lower, LIPSYNC_UUID_LEN) < 0) ||
         !uuid_below(uuid, upper))
@@ -165,15 +275,26 @@ static int on_item_list(lipsync_session *s, sync_table *t, const uint8_t *lower,
     size_t start = i;
     while (i < hi && memcmp(t->items.v[i].uuid, uuid, LIPSYNC_UUID_LEN) < 0)
       i++;
-    if (add_push(s, t, start, i))
+    if (only_mine(s, t, start, i))
       return s->result;
-    if (i < hi && memcmp(t->items.v[i].uuid, uuid, LIPSYNC_UUID_LEN) == 0) {
+    bool both =
+        i < hi && memcmp(t->items.v[i].uuid, uuid, LIPSYNC_UUID_LEN) == 0;
+    if (both)
+      my_side(t, &t->items.v[i], &mine);
+    decision d = decide_pair(s, t, both ? &mine : NULL, &peer);
+    int rc = 0;
+    if (d == DECIDE_CONFLICT)
+      t->conflicts++;
+    else if (d == my_win(s))
+      rc = both ? add_push(s, t, i, i + 1) : add_implicit(s, t, uuid);
+    else if (d != DECIDE_NONE)
+      rc = add_need(s, t, uuid);
+    if (rc)
+      return rc;
+    if (both)
       i++;
-    } else if (add_need(s, t, uuid)) {
-      return s->result;
-    }
   }
-  return add_push(s, t, i, hi);
+  return only_mine(s, t, i, hi);
 }
 
 int recon_on_ranges(lipsync_session *s, const Lipsync__Ranges *m) {
@@ -259,46 +380,74 @@ static int decode_value(lipsync_session *s, const sync_table *t,
   }
 }
 
+/* Checks that the peer's row |in| wins over what I hold (spec 8.6), and
+ * applies it. */
+static int apply_row(lipsync_session *s, sync_table *t, const Lipsync__Row *in,
+                     lipsync_value *values) {
+  size_t ncol = t->handle->ncolumns;
+  lipsync_row row;
+  side_item peer, mine;
+  char text[37];
+  if (in->uuid.len != LIPSYNC_UUID_LEN ||
+      in->n_values != (in->deleted ? 0 : ncol))
+    return session_fail(s, LIPSYNC_ERR_PROTOCOL,
+                        "table %s: %s with a %zu-byte UUID and %zu values "
+                        "(expected 16 and %zu)",
+                        t->name, in->deleted ? "tombstone" : "row",
+                        in->uuid.len, in->n_values, in->deleted ? 0 : ncol);
+  if (peer_side(s, t, in->version, in->deleted, in->base_version, &peer))
+    return s->result;
+  memset(&row, 0, sizeof row);
+  memcpy(row.uuid, in->uuid.data, LIPSYNC_UUID_LEN);
+  lipsync_uuid_format(row.uuid, text);
+  size_t k = items_find(&t->items, row.uuid);
+  if (k != NOT_FOUND && (t->items.v[k].flags & ITEM_APPLIED))
+    return session_fail(s, LIPSYNC_ERR_PROTOCOL,
+                        "table %s: received row %s twice", t->name, text);
+  if (k != NOT_FOUND)
+    my_side(t, &t->items.v[k], &mine);
+  decision d = decide_pair(s, t, k != NOT_FOUND ? &mine : NULL, &peer);
+  if (d != (s->is_server ? DECIDE_CLIENT : DECIDE_SERVER))
+    return session_fail(s, LIPSYNC_ERR_PROTOCOL,
+                        "table %s: received row %s, whose version does not "
+                        "win over this side's",
+                        t->name, text);
+  for (size_t c = 0; c < in->n_values; c++)
+    if (decode_value(s, t, in->values[c], &values[c]))
+      return s->result;
+  row.nvalues = in->n_values;
+  row.values = values;
+  row.version = peer.version;
+  row.deleted = in->deleted;
+  int rc = k != NOT_FOUND || items_hidden(&t->items, row.uuid)
+               ? store_update(s->store, t->handle, &row)
+               : store_insert(s->store, t->handle, &row);
+  if (rc)
+    return session_fail(s, rc, "%s", store_errmsg(s->store));
+  if (k != NOT_FOUND)
+    t->items.v[k].flags |= ITEM_APPLIED;
+  if (!(in->deleted && peer.version.clock < s->horizon)) {
+    uint8_t digest[LIPSYNC_DIGEST_LEN];
+    if (canon_item_digest(&s->hasher, row.uuid, &row.version, row.deleted,
+                          digest))
+      return session_fail(s, LIPSYNC_ERR_INTERNAL, "hashing failed");
+    canon_fp_add(&t->applied, digest);
+  }
+  t->rows_received++;
+  return 0;
+}
+
 int recon_on_rows(lipsync_session *s, const Lipsync__Rows *m) {
   sync_table *t = frame_table(s, m->table, "Rows");
   if (!t)
     return s->result;
-  size_t ncol = t->handle->ncolumns;
   lipsync_value *values =
-      arena_alloc(&s->recv_arena, (ncol + 1) * sizeof *values);
+      arena_alloc(&s->recv_arena, (t->handle->ncolumns + 1) * sizeof *values);
   if (!values)
     return session_fail(s, LIPSYNC_ERR_NOMEM, "out of memory");
-  for (size_t r = 0; r < m->n_rows; r++) {
-    const Lipsync__Row *in = m->rows[r];
-    lipsync_row row;
-    char text[37];
-    if (in->uuid.len != LIPSYNC_UUID_LEN || in->n_values != ncol)
-      return session_fail(s, LIPSYNC_ERR_PROTOCOL,
-                          "table %s: row with a %zu-byte UUID and %zu values "
-                          "(expected 16 and %zu)",
-                          t->name, in->uuid.len, in->n_values, ncol);
-    memcpy(row.uuid, in->uuid.data, LIPSYNC_UUID_LEN);
-    if (items_find(&t->items, row.uuid) != NOT_FOUND) {
-      lipsync_uuid_format(row.uuid, text);
-      return session_fail(s, LIPSYNC_ERR_PROTOCOL,
-                          "table %s: received row %s, which this side "
-                          "already has",
-                          t->name, text);
-    }
-    for (size_t c = 0; c < ncol; c++)
-      if (decode_value(s, t, in->values[c], &values[c]))
-        return s->result;
-    row.nvalues = ncol;
-    row.values = values;
-    uint8_t digest[LIPSYNC_DIGEST_LEN];
-    int rc = store_insert(s->store, t->handle, &row);
-    if (rc)
-      return session_fail(s, rc, "%s", store_errmsg(s->store));
-    if (canon_row_digest(&s->hasher, &row, digest))
-      return session_fail(s, LIPSYNC_ERR_NOMEM, "out of memory");
-    canon_fp_add(&t->applied, digest);
-    t->rows_received++;
-  }
+  for (size_t r = 0; r < m->n_rows; r++)
+    if (apply_row(s, t, m->rows[r], values))
+      return s->result;
   if (s->progress)
     s->progress(s->progress_user, t->name, t->rows_sent, t->rows_received);
   return 0;
@@ -307,6 +456,36 @@ int recon_on_rows(lipsync_session *s, const Lipsync__Rows *m) {
 /* ------------------------------------------------------------------ */
 /* producing my turn                                                    */
 /* ------------------------------------------------------------------ */
+
+static Lipsync__Version *encode_version(arena *a, const lipsync_version *v) {
+  Lipsync__Version *out = arena_alloc(a, sizeof *out);
+  uint8_t *site = arena_memdup(a, v->site, LIPSYNC_SITE_LEN);
+  if (!out || !site)
+    return NULL;
+  lipsync__version__init(out);
+  out->clock = v->clock;
+  out->site.data = site;
+  out->site.len = LIPSYNC_SITE_LEN;
+  return out;
+}
+
+/* The version, deleted flag and (a client's, when it differs) base of my
+ * item |it| into |r|. Returns 0 or -1 on no memory. */
+static int encode_item_state(lipsync_session *s, const sync_table *t,
+                             const item *it, Lipsync__Version **version,
+                             protobuf_c_boolean *deleted,
+                             Lipsync__Version **base) {
+  lipsync_version v;
+  item_version(it, &v);
+  *version = encode_version(&s->send_arena, &v);
+  *deleted = (it->flags & ITEM_DELETED) != 0;
+  if (it->base && !s->is_server) {
+    *base = encode_version(&s->send_arena, &t->items.bases[it->base - 1]);
+    if (!*base)
+      return -1;
+  }
+  return *version ? 0 : -1;
+}
 
 static Lipsync__Range *new_range(lipsync_session *s, const uint8_t *lower,
                                  const uint8_t *upper) {
@@ -363,6 +542,9 @@ static Lipsync__Range *items_range(lipsync_session *s, sync_table *t,
     lipsync__item__init(it);
     it->uuid.data = t->items.v[i].uuid;
     it->uuid.len = LIPSYNC_UUID_LEN;
+    if (encode_item_state(s, t, &t->items.v[i], &it->version, &it->deleted,
+                          &it->base_version))
+      return NULL;
     ptrs[i - lo] = it;
   }
   list->n_items = hi - lo;
@@ -476,19 +658,32 @@ static int produce_needs(lipsync_session *s, sync_table *t, size_t index) {
   return session_emit(s, &f, t);
 }
 
-/* Copies |row| into the send arena as a protobuf Row. */
-static Lipsync__Row *encode_row(arena *a, const lipsync_row *row,
+/* Copies |row| (a tombstone if |row| is NULL) of my item |it| into the
+ * send arena as a protobuf Row. */
+static Lipsync__Row *encode_row(lipsync_session *s, const sync_table *t,
+                                const item *it, const lipsync_row *row,
                                 size_t *size) {
+  arena *a = &s->send_arena;
   Lipsync__Row *r = arena_alloc(a, sizeof *r);
+  if (!r)
+    return NULL;
+  lipsync__row__init(r);
+  if (encode_item_state(s, t, it, &r->version, &r->deleted, &r->base_version))
+    return NULL;
+  if (!row) {
+    r->uuid.data = arena_memdup(a, it->uuid, LIPSYNC_UUID_LEN);
+    r->uuid.len = LIPSYNC_UUID_LEN;
+    *size = 2 * LIPSYNC_UUID_LEN + 64;
+    return r->uuid.data ? r : NULL;
+  }
   Lipsync__Value *vals = arena_alloc(a, (row->nvalues + 1) * sizeof *vals);
   Lipsync__Value **ptrs = arena_alloc(a, (row->nvalues + 1) * sizeof *ptrs);
   uint8_t *uuid = arena_memdup(a, row->uuid, LIPSYNC_UUID_LEN);
-  if (!r || !vals || !ptrs || !uuid)
+  if (!vals || !ptrs || !uuid)
     return NULL;
-  lipsync__row__init(r);
   r->uuid.data = uuid;
   r->uuid.len = LIPSYNC_UUID_LEN;
-  *size = LIPSYNC_UUID_LEN + 8;
+  *size = LIPSYNC_UUID_LEN + 64;
   for (size_t i = 0; i < row->nvalues; i++) {
     const lipsync_value *v = &row->values[i];
     Lipsync__Value *out = &vals[i];
@@ -540,9 +735,10 @@ static int open_lookup(lipsync_session *s, sync_table *t) {
     size_t len = sp->hi - sp->lo;
     if (len > FETCH_SPAN_MAX || k + len > LOOKUP_BATCH)
       break;
-    for (size_t i = sp->lo; i < sp->hi; i++, k++)
-      memcpy(s->lookup + k * LIPSYNC_UUID_LEN, t->items.v[i].uuid,
-             LIPSYNC_UUID_LEN);
+    for (size_t i = sp->lo; i < sp->hi; i++)
+      if (!(t->items.v[i].flags & ITEM_DELETED))
+        memcpy(s->lookup + k++ * LIPSYNC_UUID_LEN, t->items.v[i].uuid,
+               LIPSYNC_UUID_LEN);
     end++;
   }
   g->cursor_end = end;
@@ -550,10 +746,21 @@ static int open_lookup(lipsync_session *s, sync_table *t) {
   return store_scan_uuids(s->store, t->handle, s->lookup, k, &g->cursor);
 }
 
-/* Reads the next row to push into |row|: 1 if there is one, 0 when every
- * span is sent, or an error. Long spans are read with a range scan, short
- * ones by UUID: in batches where the backend can, else one by one. */
-static int next_push(lipsync_session *s, sync_table *t, lipsync_row *row) {
+/* My item of a row a cursor returned, if it is one to send: not a row the
+ * peer sent in this session. */
+static const item *pushed_item(const sync_table *t, const lipsync_row *row) {
+  size_t k = items_find(&t->items, row->uuid);
+  if (k == NOT_FOUND || (t->items.v[k].flags & (ITEM_APPLIED | ITEM_DELETED)))
+    return NULL;
+  return &t->items.v[k];
+}
+
+/* Reads the next live row to push into |row| and its item into |*it|: 1
+ * if there is one, 0 when every span is sent, or an error. Long spans are
+ * read with a range scan, short ones by UUID: in batches where the backend
+ * can, else one by one. Tombstones are sent apart (produce_tombstones). */
+static int next_push(lipsync_session *s, sync_table *t, lipsync_row *row,
+                     const item **it) {
   turn_producer *g = &s->gen;
   int rc;
   for (;;) {
@@ -561,8 +768,7 @@ static int next_push(lipsync_session *s, sync_table *t, lipsync_row *row) {
       /* A range scan also meets rows the peer sent us in this session (a
        * Need answered late in a range); those it already has. */
       while ((rc = store_next(s->store, g->cursor, row)) > 0)
-        if (!g->cursor_is_range || !t->rows_received ||
-            items_find(&t->items, row->uuid) != NOT_FOUND)
+        if ((*it = pushed_item(t, row)) != NULL)
           return 1;
       if (rc < 0)
         return rc;
@@ -592,8 +798,11 @@ static int next_push(lipsync_session *s, sync_table *t, lipsync_row *row) {
       g->sub = sp->lo;
       g->sub_active = true;
     }
-    if (g->sub < sp->hi) {
-      rc = store_fetch(s->store, t->handle, t->items.v[g->sub++].uuid, row);
+    while (g->sub < sp->hi) {
+      *it = &t->items.v[g->sub++];
+      if ((*it)->flags & ITEM_DELETED)
+        continue;
+      rc = store_fetch(s->store, t->handle, (*it)->uuid, row);
       return rc ? rc : 1;
     }
     g->sub_active = false;
@@ -629,11 +838,57 @@ static int check_outgoing(lipsync_session *s, const sync_table *t,
   return 0;
 }
 
+static int emit_rows(lipsync_session *s, sync_table *t, size_t index,
+                     Lipsync__Row **rows, size_t n);
+
+/* The tombstones among the spans to push, then the implicit tombstones
+ * (spec 8.7), before any live row of the turn (spec 9.1). */
+static int produce_tombstones(lipsync_session *s, sync_table *t, size_t index) {
+  turn_producer *g = &s->gen;
+  Lipsync__Row **rows =
+      arena_alloc(&s->send_arena, ROWS_PER_FRAME * sizeof *rows);
+  size_t n = 0, size;
+  if (!rows)
+    return session_fail(s, LIPSYNC_ERR_NOMEM, "out of memory");
+  while (n < ROWS_PER_FRAME && g->pos < t->npushes + t->nimplicit) {
+    item tmp;
+    const item *it = NULL;
+    if (g->pos < t->npushes) {
+      const span *sp = &t->pushes[g->pos];
+      if (!g->sub_active) {
+        g->sub = sp->lo;
+        g->sub_active = true;
+      }
+      if (g->sub < sp->hi) {
+        it = &t->items.v[g->sub++];
+        if (!(it->flags & ITEM_DELETED))
+          continue;
+      } else {
+        g->sub_active = false;
+        g->pos++;
+        continue;
+      }
+    } else {
+      side_item t0;
+      decide_implicit_tombstone(&t->ctx, &t0);
+      memset(&tmp, 0, sizeof tmp);
+      memcpy(tmp.uuid, t->implicit[g->pos++ - t->npushes], LIPSYNC_UUID_LEN);
+      tmp.clock = t0.version.clock;
+      tmp.flags = ITEM_DELETED;
+      it = &tmp;
+    }
+    if (!(rows[n++] = encode_row(s, t, it, NULL, &size)))
+      return session_fail(s, LIPSYNC_ERR_NOMEM, "out of memory");
+  }
+  return emit_rows(s, t, index, rows, n);
+}
+
 static int produce_rows(lipsync_session *s, sync_table *t, size_t index) {
   Lipsync__Row **rows =
       arena_alloc(&s->send_arena, ROWS_PER_FRAME * sizeof *rows);
   size_t n = 0, bytes = 0;
   lipsync_row row;
+  const item *it = NULL;
   int rc = 0;
   /* fault injection (conformance self-test): is this the table's first Rows
    * frame of the turn? Then its first row is dropped below. */
@@ -642,11 +897,11 @@ static int produce_rows(lipsync_session *s, sync_table *t, size_t index) {
   if (!rows)
     return session_fail(s, LIPSYNC_ERR_NOMEM, "out of memory");
   while (n < ROWS_PER_FRAME && bytes < ROW_BYTES_PER_FRAME &&
-         (rc = next_push(s, t, &row)) > 0) {
+         (rc = next_push(s, t, &row, &it)) > 0) {
     size_t size;
     if (check_outgoing(s, t, &row))
       return s->result;
-    if (!(rows[n] = encode_row(&s->send_arena, &row, &size)))
+    if (!(rows[n] = encode_row(s, t, it, &row, &size)))
       return session_fail(s, LIPSYNC_ERR_NOMEM, "out of memory");
     n++;
     bytes += size;
@@ -655,6 +910,11 @@ static int produce_rows(lipsync_session *s, sync_table *t, size_t index) {
     return session_fail(s, rc, "table %s: %s", t->name, store_errmsg(s->store));
   if (skip && n > 0) /* fault injection: conformance self-test */
     rows++, n--;
+  return emit_rows(s, t, index, rows, n);
+}
+
+static int emit_rows(lipsync_session *s, sync_table *t, size_t index,
+                     Lipsync__Row **rows, size_t n) {
   if (n == 0)
     return 0;
   Lipsync__Frame f = LIPSYNC__FRAME__INIT;
@@ -683,6 +943,7 @@ static int end_turn(lipsync_session *s) {
     s->tables[i].nranges = 0;
     s->tables[i].nneeds = 0;
     s->tables[i].npushes = 0;
+    s->tables[i].nimplicit = 0;
   }
   /* After a quiet turn the peer owes us its Verify, not another turn. */
   s->state = s->gen.sent_requests ? ST_PEER_TURN : ST_WAIT_VERIFY;
@@ -699,10 +960,12 @@ int recon_produce(lipsync_session *s) {
     sync_table *t = &s->tables[g->table];
     size_t todo = g->stage == 0   ? t->nranges
                   : g->stage == 1 ? t->nneeds
+                  : g->stage == 2 ? t->npushes + t->nimplicit
                                   : t->npushes;
     if (g->pos < todo) {
       int rc = g->stage == 0   ? produce_ranges(s, t, g->table)
                : g->stage == 1 ? produce_needs(s, t, g->table)
+               : g->stage == 2 ? produce_tombstones(s, t, g->table)
                                : produce_rows(s, t, g->table);
       arena_reset(&s->send_arena);
       if (rc)
@@ -711,7 +974,7 @@ int recon_produce(lipsync_session *s) {
     }
     g->pos = 0;
     g->sub_active = false;
-    if (++g->stage == 3) {
+    if (++g->stage == 4) {
       g->stage = 0;
       g->table++;
     }

@@ -6,6 +6,7 @@
  * storage is reached only through the store wrappers of store.h.
  */
 #include "fault.h"
+#include "hlc.h"
 #include "session_int.h"
 #include "store.h"
 
@@ -31,6 +32,7 @@ static lipsync_session *session_alloc(lipsync_store *store, const void *secret,
   s->min_version = LIPSYNC_PROTOCOL_MIN;
   s->max_version = LIPSYNC_PROTOCOL_MAX;
   s->split_threshold = DEFAULT_SPLIT_THRESHOLD;
+  s->retention_ms = LIPSYNC_DEFAULT_RETENTION_MS;
   frame_reader_init(&s->reader);
   arena_init(&s->recv_arena);
   arena_init(&s->send_arena);
@@ -356,8 +358,8 @@ static int snapshot_tables(lipsync_session *s) {
     int rc = store_prepare_table(s->store, t->handle);
     if (rc)
       return session_fail(s, rc, "%s", store_errmsg(s->store));
-    rc = items_load(&t->items, s->store, t->handle, &s->hasher, detail,
-                    sizeof detail);
+    rc = items_load(&t->items, s->store, t->handle, &s->hasher, !s->is_server,
+                    detail, sizeof detail);
     if (rc)
       return session_fail(s, rc, "%s", detail);
   }
@@ -369,6 +371,7 @@ static int send_open_tables(lipsync_session *s) {
   Lipsync__OpenTables m = LIPSYNC__OPEN_TABLES__INIT;
   arena *a = &s->send_arena;
   m.n_tables = s->ntables;
+  m.policy = (Lipsync__Policy)s->policy;
   m.tables = arena_alloc(a, s->ntables * sizeof *m.tables);
   for (size_t i = 0; m.tables && i < s->ntables; i++) {
     const lipsync_table *t = s->tables[i].handle;
@@ -392,6 +395,7 @@ static int send_open_tables(lipsync_session *s) {
     canon_schema_fingerprint(t->columns, t->ncolumns, fp);
     ts->fingerprint.data = fp;
     ts->fingerprint.len = CANON_SCHEMA_FP_LEN;
+    ts->last_sync = s->tables[i].last_sync = t->last_sync;
     m.tables[i] = ts;
   }
   if (a->failed) {
@@ -479,6 +483,11 @@ static bool schemas_match(const lipsync_table *t, const Lipsync__TableSchema *m,
 static int check_open_tables(lipsync_session *s, const Lipsync__OpenTables *m) {
   if (m->n_tables == 0)
     return session_fail(s, LIPSYNC_ERR_PROTOCOL, "OpenTables names no table");
+  if ((unsigned)m->policy > LIPSYNC_POLICY_CLIENT_WINS)
+    return session_fail(s, LIPSYNC_ERR_PROTOCOL,
+                        "OpenTables names conflict policy %d, which is not "
+                        "defined",
+                        (int)m->policy);
   for (size_t i = 0; i < m->n_tables; i++) {
     const Lipsync__TableSchema *ts = m->tables[i];
     lipsync_column *cols = calloc(ts->n_columns + 1, sizeof *cols);
@@ -545,8 +554,20 @@ static int on_open_tables(lipsync_session *s, const Lipsync__OpenTables *m) {
       return session_fail(s, LIPSYNC_ERR_SCHEMA_MISMATCH, "%s", msg);
   if (snapshot_tables(s))
     return s->result;
+  lipsync_version now;
+  if ((rc = store_tick(s->store, &now)) != 0)
+    return session_fail(s, rc, "%s", store_errmsg(s->store));
+  s->policy = (lipsync_policy)m->policy;
+  s->server_clock = now.clock;
+  s->horizon = hlc_horizon(hlc_wall_ms(), s->retention_ms);
+  for (size_t i = 0; i < s->ntables; i++)
+    s->tables[i].last_sync = m->tables[i]->last_sync;
+  if (recon_prepare(s))
+    return s->result;
   Lipsync__Frame f = LIPSYNC__FRAME__INIT;
   Lipsync__TablesOpened to = LIPSYNC__TABLES_OPENED__INIT;
+  to.horizon = s->horizon;
+  to.clock = s->server_clock;
   f.body_case = LIPSYNC__FRAME__BODY_TABLES_OPENED;
   f.tables_opened = &to;
   if (session_emit(s, &f, NULL))
@@ -564,9 +585,15 @@ static int on_open_tables(lipsync_session *s, const Lipsync__OpenTables *m) {
  * A backend stores each value exactly or refuses it (lipsync_store_methods
  * insert), so this is the fingerprint of the table as it now stands,
  * without reading it back. */
-static void final_state(sync_table *t) {
+static void final_state(lipsync_session *s, sync_table *t) {
   canon_fp fp;
-  items_fingerprint(&t->items, 0, t->items.n, &fp);
+  canon_fp_init(&fp);
+  for (size_t i = 0; i < t->items.n; i++) {
+    const item *it = &t->items.v[i];
+    if (!(it->flags & ITEM_APPLIED) &&
+        !((it->flags & ITEM_DELETED) && it->clock < s->horizon))
+      canon_fp_add(&fp, it->digest);
+  }
   canon_fp_merge(&fp, &t->applied);
   t->final_count = fp.count;
   canon_fp_final(&fp, t->final_fp);
@@ -584,13 +611,21 @@ int session_send_verify(lipsync_session *s) {
   }
   /* Everything received must be in the transaction, checked, before this
    * side vouches for it: once both Verify agree, the server commits. */
-  if ((rc = store_flush(s->store)) != 0) {
+  for (size_t i = 0; i < s->ntables && !rc; i++) {
+    sync_table *t = &s->tables[i];
+    lipsync_finish fin = {.max_clock = t->max_clock,
+                          .horizon = s->horizon,
+                          .as_client = !s->is_server,
+                          .server_clock = s->server_clock};
+    rc = store_finish_table(s->store, t->handle, &fin);
+  }
+  if (rc || (rc = store_flush(s->store)) != 0) {
     rc = session_fail(s, rc, "%s", store_errmsg(s->store));
     goto out;
   }
   for (size_t i = 0; i < s->ntables; i++) {
     sync_table *t = &s->tables[i];
-    final_state(t);
+    final_state(s, t);
     lipsync__table_state__init(&states[i]);
     states[i].count = t->final_count;
     states[i].fingerprint.data = t->final_fp;
@@ -612,7 +647,7 @@ out:
 }
 
 /* Both Verify frames are known: decide, identically on both sides. */
-static int decide(lipsync_session *s, const Lipsync__Verify *peer) {
+static int decide_outcome(lipsync_session *s, const Lipsync__Verify *peer) {
   char msg[400];
   size_t off = 0;
   if (peer->n_tables != s->ntables)
@@ -670,7 +705,7 @@ static int commit(lipsync_session *s) {
 static int on_verify(lipsync_session *s, const Lipsync__Verify *m) {
   if (!s->verify_sent && session_send_verify(s))
     return s->result;
-  if (decide(s, m))
+  if (decide_outcome(s, m))
     return s->result;
   if (!s->is_server) {
     s->state = ST_WAIT_COMMITTED;
@@ -739,8 +774,13 @@ static int dispatch(lipsync_session *s, const Lipsync__Frame *f) {
       return on_open_tables(s, f->open_tables);
     break;
   case ST_WAIT_TABLES_OPENED:
-    if (b == LIPSYNC__FRAME__BODY_TABLES_OPENED)
+    if (b == LIPSYNC__FRAME__BODY_TABLES_OPENED) {
+      s->horizon = f->tables_opened->horizon;
+      s->server_clock = f->tables_opened->clock;
+      if (recon_prepare(s))
+        return s->result;
       return recon_start(s);
+    }
     break;
   case ST_PEER_TURN:
     if (b == LIPSYNC__FRAME__BODY_RANGES)
@@ -916,6 +956,30 @@ int lipsync_session_set_versions(lipsync_session *s, uint32_t min,
     return LIPSYNC_ERR_INVALID_ARGUMENT;
   s->min_version = min;
   s->max_version = max;
+  return 0;
+}
+
+int lipsync_session_set_policy(lipsync_session *s, lipsync_policy policy) {
+  if (s->is_server || (unsigned)policy > LIPSYNC_POLICY_CLIENT_WINS)
+    return LIPSYNC_ERR_INVALID_ARGUMENT;
+  s->policy = policy;
+  return 0;
+}
+
+int lipsync_policy_parse(const char *text, lipsync_policy *out) {
+  static const char *const names[] = {"lww", "server-wins", "client-wins"};
+  for (int i = 0; i < 3; i++)
+    if (strcmp(text, names[i]) == 0) {
+      *out = (lipsync_policy)i;
+      return 0;
+    }
+  return LIPSYNC_ERR_INVALID_ARGUMENT;
+}
+
+int lipsync_session_set_tombstone_retention(lipsync_session *s, uint64_t ms) {
+  if (!s->is_server)
+    return LIPSYNC_ERR_INVALID_ARGUMENT;
+  s->retention_ms = ms;
   return 0;
 }
 

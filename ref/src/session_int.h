@@ -10,6 +10,7 @@
 #include "auth.h"
 #include "buf.h"
 #include "canon.h"
+#include "decide.h"
 #include "frame.h"
 #include "items.h"
 
@@ -60,8 +61,13 @@ typedef struct sync_table {
   size_t nneeds, cap_needs;
   span *pushes; /* rows to send the peer */
   size_t npushes, cap_pushes;
+  uint8_t (*implicit)[LIPSYNC_UUID_LEN]; /* server: T0 tombstones to send */
+  size_t nimplicit, cap_implicit;
 
-  canon_fp applied;   /* rows received and applied */
+  decide_ctx ctx;     /* policy, horizon and staleness of this table */
+  uint64_t last_sync; /* the client's, from its store or OpenTables */
+  uint64_t max_clock; /* highest clock received */
+  canon_fp applied;   /* visible items of the rows received and applied */
   uint64_t conflicts; /* found by me, in item lists the peer sent */
   uint64_t rows_sent, rows_received, bytes_sent, bytes_received;
   uint64_t final_count;
@@ -71,7 +77,8 @@ typedef struct sync_table {
 /* Where the lazy producer of my turn stands. */
 typedef struct turn_producer {
   size_t table;
-  int stage; /* 0 ranges, 1 needs, 2 pushes, per table; then EndTurn */
+  int stage; /* 0 ranges, 1 needs, 2 tombstones, 3 rows, per table; then
+               EndTurn */
   size_t pos;
   size_t sub; /* next item inside ranges[pos] or pushes[pos] */
   bool sub_active;
@@ -103,6 +110,12 @@ struct lipsync_session {
   sync_table *tables;
   size_t ntables;
   bool txn_open;
+
+  /* versions (spec 8.6, 8.7) */
+  lipsync_policy policy;
+  uint64_t retention_ms; /* server */
+  uint64_t horizon;
+  uint64_t server_clock;
 
   /* reconciliation */
   bool peer_turn_requests; /* the peer's current turn held Ranges or Need */
@@ -142,6 +155,9 @@ int session_emit(lipsync_session *s, Lipsync__Frame *f, sync_table *table);
 int session_send_verify(lipsync_session *s);
 
 /* reconcile.c */
+/* After TablesOpened: hides old tombstones and sets each table's decision
+ * context from s->policy and s->horizon. */
+int recon_prepare(lipsync_session *s);
 int recon_start(lipsync_session *s);
 int recon_on_ranges(lipsync_session *s, const Lipsync__Ranges *m);
 int recon_on_rows(lipsync_session *s, const Lipsync__Rows *m);

@@ -2,6 +2,8 @@
 #include "store.h"
 
 #include <ctype.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 void lipsync_store_free(lipsync_store *store) {
@@ -44,4 +46,37 @@ int lipsync_store_open(lipsync_store **out, const char *db, char *errbuf,
   if (lipsync_db_is_postgres(db))
     return lipsync_store_pg_open(out, db, errbuf, errlen);
   return lipsync_store_sqlite_open(out, db, errbuf, errlen);
+}
+
+int lipsync_store_init_tables(lipsync_store *store, const char *const *tables,
+                              size_t ntables, char *errbuf, size_t errlen) {
+  int rc = store_begin(store);
+  char **names = NULL;
+  if (rc == 0 && !tables) { /* every table: copies, as opening may reuse */
+    const char *const *all;
+    if ((rc = store_list_tables(store, &all, &ntables)) == 0 &&
+        !(names = calloc(ntables + 1, sizeof *names)))
+      rc = LIPSYNC_ERR_NOMEM;
+    for (size_t i = 0; rc == 0 && i < ntables; i++)
+      if (!(names[i] = strdup(all[i])))
+        rc = LIPSYNC_ERR_NOMEM;
+    tables = (const char *const *)names;
+  }
+  for (size_t i = 0; rc == 0 && i < ntables; i++) {
+    lipsync_table *t;
+    if ((rc = store_open_table(store, tables[i], &t)) == 0)
+      rc = store_prepare_table(store, t);
+  }
+  for (size_t i = 0; names && i < ntables; i++)
+    free(names[i]);
+  free(names);
+  if (rc == 0)
+    rc = store_flush(store);
+  if (rc == 0)
+    rc = store_commit(store);
+  if (rc && errbuf && errlen)
+    snprintf(errbuf, errlen, "%s", store_errmsg(store));
+  if (rc)
+    store_rollback(store);
+  return rc;
 }

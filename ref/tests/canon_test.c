@@ -122,7 +122,9 @@ static void test_value_edges(void) {
 static void test_row_digest_covers_uuid_and_order(void) {
   lipsync_value v1[2] = {tu_int(1), tu_text("x")};
   lipsync_value v2[2] = {tu_text("x"), tu_int(1)};
-  lipsync_row a = {{0}, 2, v1}, b = {{0}, 2, v2}, c = {{1}, 2, v1};
+  lipsync_row a = {.uuid = {0}, .nvalues = 2, .values = v1};
+  lipsync_row b = {.uuid = {0}, .nvalues = 2, .values = v2};
+  lipsync_row c = {.uuid = {1}, .nvalues = 2, .values = v1};
   uint8_t da[16], db[16], dc[16];
   lipsync_row_digest(&a, da);
   lipsync_row_digest(&b, db);

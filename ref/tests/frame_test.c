@@ -169,9 +169,13 @@ static void test_table_messages_round_trip(void) {
   Lipsync__Fingerprint fp = LIPSYNC__FINGERPRINT__INIT;
   bin(&fp.value, U2, 16);
   fp.count = 123456789012ULL;
+  Lipsync__Version ver = LIPSYNC__VERSION__INIT;
+  ver.clock = 0x0123456789abcdefULL;
+  bin(&ver.site, U2, 16);
   Lipsync__Item it = LIPSYNC__ITEM__INIT;
   bin(&it.uuid, U1, 16);
-  bin(&it.digest, U2, 16);
+  it.version = &ver;
+  it.deleted = 1;
   Lipsync__Item *itp[] = {&it};
   Lipsync__ItemList il = LIPSYNC__ITEM_LIST__INIT;
   il.n_items = 1;
@@ -200,7 +204,12 @@ static void test_table_messages_round_trip(void) {
   CU_ASSERT_EQUAL(d->ranges->ranges[0]->fingerprint->count, 123456789012ULL);
   CU_ASSERT_EQUAL(d->ranges->ranges[1]->summary_case,
                   LIPSYNC__RANGE__SUMMARY_ITEMS);
-  CU_ASSERT_TRUE(bin_eq(d->ranges->ranges[1]->items->items[0]->digest, U2, 16));
+  const Lipsync__Item *got = d->ranges->ranges[1]->items->items[0];
+  CU_ASSERT_PTR_NOT_NULL_FATAL(got->version);
+  CU_ASSERT_EQUAL(got->version->clock, 0x0123456789abcdefULL);
+  CU_ASSERT_TRUE(bin_eq(got->version->site, U2, 16));
+  CU_ASSERT_TRUE(got->deleted);
+  CU_ASSERT_PTR_NULL(got->base_version);
   frame_reader_reset(&r);
   arena_reset(&a);
 

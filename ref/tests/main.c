@@ -18,7 +18,7 @@ static int (*const registrations[])(void) = {
     register_canon_tests,        register_vectors_tests,
     register_frame_tests,        register_auth_tests,
     register_store_sqlite_tests, register_store_pg_tests,
-    register_session_tests,
+    register_session_tests,      register_versions_tests,
 };
 
 static void list_tests(FILE *out) {

@@ -24,6 +24,7 @@ int register_session_tests(void);
 int register_store_sqlite_tests(void);
 int register_store_pg_tests(void);
 int register_vectors_tests(void);
+int register_versions_tests(void);
 
 /* One test of a suite; an array of them ends with {NULL, NULL}. */
 typedef struct tu_test {
