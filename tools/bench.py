@@ -10,7 +10,10 @@ database, then measures in one run:
     empty table with the same schema: what this machine's SQLite needs to
     write those rows at all, the floor for any sync;
   - their ratio, the bytes on the wire, and the peak RSS of each process;
-  - a second sync right after the first, when nothing has changed.
+  - a second sync right after the first, when nothing has changed;
+  - a third after updating 1,000 random rows and deleting 1,000 others on
+    the client: its time and bytes next to the initial sync's, and the rows
+    each side applied, which must be exactly the 2,000 changed.
 
 Figures only: nothing here passes or fails, except that a sync that fails
 makes the benchmark exit non-zero.
@@ -373,6 +376,60 @@ def report_pg(n, copy_s, sync):
          f"{mb(sync['client_rss'])} / {mb(sync['server_rss'])}")
 
 
+CHANGED = 1000  # rows updated, and rows deleted, before the third sync
+
+
+def change_client(path, n):
+    """Updates CHANGED random rows and deletes CHANGED others, as an
+    application would: through its own connection, captured by LipSync's
+    triggers. Returns (updated uuids, deleted uuids)."""
+    db = connect(path)
+    k = min(CHANGED, n // 2)
+    picked = [r[0] for r in db.execute(
+        f"SELECT _lipsync_uuid FROM {TABLE} ORDER BY random() LIMIT ?",
+        (2 * k,))]
+    updated, deleted = picked[:k], picked[k:]
+    with db:
+        db.executemany(f"UPDATE {TABLE} SET population = population + 1,"
+                       " name = name || ' (updated)' WHERE _lipsync_uuid = ?",
+                       [(u,) for u in updated])
+        db.executemany(f"DELETE FROM {TABLE} WHERE _lipsync_uuid = ?",
+                       [(u,) for u in deleted])
+    db.close()
+    return updated, deleted
+
+
+def check_changes(path, n, updated, deleted):
+    db = connect(path)
+    have = db.execute(f"SELECT count(*) FROM {TABLE}").fetchone()[0]
+    marked = db.execute(f"SELECT count(*) FROM {TABLE}"
+                        " WHERE name LIKE '% (updated)'").fetchone()[0]
+    db.close()
+    if have != n - len(deleted) or marked != len(updated):
+        raise BenchError(f"after the third sync the server holds {have:,}"
+                         f" rows, {marked:,} of them updated; expected"
+                         f" {n - len(deleted):,} and {len(updated):,}")
+
+
+def report_changes(first, third, nchanged):
+    width = 48
+
+    def line(label, value):
+        print(f"  {label:<{width}}{value}")
+
+    print()
+    line(f"sync after {CHANGED:,} updates + {CHANGED:,} deletes",
+         f"{third['seconds']:.2f} s   (initial sync {first['seconds']:.2f} s)")
+    line("  bytes on the wire (client out / in)",
+         f"{third['bytes_out']:,} / {third['bytes_in']:,}   (initial"
+         f" {first['bytes_out']:,} / {first['bytes_in']:,})")
+    line("  rows applied by the server / the client",
+         f"{third['rows_sent']:,} / {third['rows_received']:,}"
+         f"   (changed: {nchanged:,} / 0)")
+    line("  its peak RSS client / server",
+         f"{mb(third['client_rss'])} / {mb(third['server_rss'])}")
+
+
 def report(n, copy_s, rowwise_s, first, second):
     width = 48
 
@@ -521,6 +578,17 @@ def bench(args, cities, work):
         raise BenchError("the second sync moved rows although nothing had"
                          " changed")
     report(n, copy_s, rowwise_s, first, second)
+
+    updated, deleted = change_client(str(client_db), n)
+    os.sync()
+    third = Sync(args.bin, work, secret, "third").run()
+    nchanged = len(updated) + len(deleted)
+    if third["rows_sent"] != nchanged or third["rows_received"]:
+        raise BenchError(f"the third sync sent {third['rows_sent']:,} rows"
+                         f" and received {third['rows_received']:,};"
+                         f" expected {nchanged:,} and 0")
+    check_changes(str(work / "server.db"), n, updated, deleted)
+    report_changes(first, third, nchanged)
 
     if "LIPSYNC_PG_CONNINFO" not in os.environ:
         print("\n  PostgreSQL: skipped, LIPSYNC_PG_CONNINFO is not set"

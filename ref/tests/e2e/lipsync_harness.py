@@ -505,6 +505,11 @@ class SqliteDatabase:
         finally:
             db.close()
 
+    def run_sql(self, statement):
+        """Runs |statement| (a write an application might make, in SQL
+        both backends accept) through a connection of its own."""
+        self.execute(statement)
+
     def insert(self, table, columns, rows, uuids=None):
         names = [n for n, _ in columns]
         if uuids is not None:
@@ -601,6 +606,9 @@ class PgDatabase:
 
     def sql(self, statement, stdin=None, extra=()):
         return psql(self.conninfo, statement, stdin, extra)
+
+    def run_sql(self, statement):
+        self.sql(statement)
 
     @staticmethod
     def qualified(table):

@@ -93,6 +93,15 @@ class CommandLineTest(SyncTestCase):
                       secret, "--table", "t", "--table", "t"]),
             (CLIENT, ["--connect", "127.0.0.1:9", "--secret-file", secret,
                       "--table", "t", "extra"]),
+            (CLIENT, ["--db", db, "--connect", "127.0.0.1:9", "--secret-file",
+                      secret, "--table", "t", "--policy", "newest"]),
+            (CLIENT, ["--db", db, "--init"]),
+            (SERVER, ["--db", db, "--listen", "127.0.0.1:0", "--secret-file",
+                      secret, "--all-tables", "--tombstone-retention",
+                      "5 weeks"]),
+            (SERVER, ["--db", db, "--listen", "127.0.0.1:0", "--secret-file",
+                      secret, "--all-tables", "--tombstone-retention", "-1"]),
+            (SERVER, ["--db", db, "--init"]),
         ]
         for binary, args in cases:
             with self.subTest(binary=binary.name, args=args):
@@ -531,6 +540,109 @@ class SyncPairTests:
         self.assertEqual(parse_summary(r.stdout), {"cities": (0, 0)})
         self.assertEqual(self.client_db.rows("cities"), [])
         self.assertEqual(self.server_db.rows("cities"), [])
+
+    def test_updates_and_deletes_travel(self):
+        self.client_db.create_table("cities", rows=self.cities[:500])
+        self.server_db.create_table("cities", rows=self.cities[500:1000])
+        server = self.start_server(self.server_db)
+        self.sync(self.client_db, server)
+        ids = [r[0] for r in self.cities[:1000]]
+        # The client updates 10 rows and deletes 5 that came from the
+        # server; the server updates 3 others and deletes 4 of the client's.
+        self.client_db.run_sql(
+            "UPDATE cities SET population = population + 7 WHERE city_id IN "
+            f"({', '.join(map(str, ids[:10]))})")
+        self.client_db.run_sql(
+            f"DELETE FROM cities WHERE city_id IN "
+            f"({', '.join(map(str, ids[500:505]))})")
+        self.server_db.run_sql(
+            "UPDATE cities SET name = name || ' (renamed)' WHERE city_id IN "
+            f"({', '.join(map(str, ids[600:603]))})")
+        self.server_db.run_sql(
+            f"DELETE FROM cities WHERE city_id IN "
+            f"({', '.join(map(str, ids[20:24]))})")
+        r = self.sync(self.client_db, server)
+        self.assertEqual(parse_summary(r.stdout), {"cities": (15, 7)})
+        expected = []
+        for c in self.cities[:1000]:
+            if c[0] in ids[500:505] or c[0] in ids[20:24]:
+                continue
+            if c[0] in ids[:10]:
+                c = c[:6] + (c[6] + 7,) + c[7:]
+            if c[0] in ids[600:603]:
+                c = c[:1] + (c[1] + " (renamed)",) + c[2:]
+            expected.append(c)
+        self.assertCities(self.client_db, expected)
+        self.assertCities(self.server_db, expected)
+        self.assertSynced(self.client_db, self.server_db)
+        # Nothing comes back, and nothing moves twice.
+        r = self.sync(self.client_db, server)
+        self.assertEqual(parse_summary(r.stdout), {"cities": (0, 0)})
+
+    def test_conflict_policies(self):
+        self.client_db.create_table("cities", rows=self.cities[:50])
+        self.server_db.create_table("cities")
+        server = self.start_server(self.server_db)
+        self.sync(self.client_db, server)
+        first, second = self.cities[0][0], self.cities[1][0]
+
+        def edit(db, city, value):
+            db.run_sql(f"UPDATE cities SET population = {value} "
+                       f"WHERE city_id = {city}")
+            time.sleep(0.01)  # distinct, ordered clocks
+
+        def population(db, city):
+            return [r[6] for r in db.select("cities", CITY_NAMES, "city_id")
+                    if r[0] == city][0]
+
+        # lww (the default): the later change wins, whichever side made it.
+        edit(self.server_db, first, 111)
+        edit(self.client_db, first, 222)
+        edit(self.client_db, second, 333)
+        edit(self.server_db, second, 444)
+        self.sync(self.client_db, server)
+        for db in (self.client_db, self.server_db):
+            self.assertEqual(population(db, first), 222)
+            self.assertEqual(population(db, second), 444)
+        # server-wins and client-wins: the named side, whatever the order.
+        for policy, winner in (("server-wins", self.server_db),
+                               ("client-wins", self.client_db)):
+            edit(self.server_db, first, 1)
+            edit(self.client_db, first, 2)
+            edit(self.client_db, second, 3)
+            edit(self.server_db, second, 4)
+            self.sync(self.client_db, server, extra=("--policy", policy))
+            want = (1, 4) if winner is self.server_db else (2, 3)
+            for db in (self.client_db, self.server_db):
+                self.assertEqual((population(db, first),
+                                  population(db, second)), want, policy)
+        self.assertSynced(self.client_db, self.server_db)
+
+    def test_init_installs_capture(self):
+        self.client_db.create_table("cities", rows=self.cities[:20])
+
+        def init():
+            return subprocess.run(
+                [str(CLIENT), "--db", str(self.client_db), "--init",
+                 "--table", "cities"], capture_output=True, text=True,
+                env=clean_env(), timeout=60)
+
+        r = init()
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertEqual(r.stdout, "cities: change capture installed\n")
+        self.assertEqual(len(set(self.client_db.uuids("cities"))), 20)
+        before = self.client_db.snapshot()
+        self.assertEqual(init().returncode, 0)  # a second time changes nothing
+        self.assertEqual(self.client_db.snapshot(), before)
+        # A delete made before the first sync travels as a tombstone.
+        self.client_db.run_sql(
+            f"DELETE FROM cities WHERE city_id = {self.cities[0][0]}")
+        self.server_db.create_table("cities")
+        server = self.start_server(self.server_db)
+        r = self.sync(self.client_db, server)
+        self.assertEqual(parse_summary(r.stdout), {"cities": (20, 0)})
+        self.assertCities(self.server_db, self.cities[1:20])
+        self.assertSynced(self.client_db, self.server_db)
 
     def test_table_without_uuid_column_gets_one(self):
         # Neither side has UUIDs yet: each gives its own rows fresh ones
