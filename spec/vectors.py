@@ -3,9 +3,10 @@
 
 An independent implementation, from the text of spec/lipsync.md, of the
 canonical value encoding (section 7), the canonical forms of typed columns
-(7.4), the row digest (8.1), the fingerprint (8.2), the canonical column
-types (6.2), the schema fingerprint (6.3), the framing (4) and the
-handshake MACs (5.3). Protobuf is encoded by hand.
+(7.4), the row digest, versions, clock ticks and item digest (8.1, 6.7),
+the fingerprint (8.2), the canonical column types (6.2), the schema
+fingerprint (6.3), the framing (4) and the handshake MACs (5.3). Protobuf
+is encoded by hand.
 
     python3 spec/vectors.py                      print Appendix A (Markdown)
     python3 spec/vectors.py --check FILE         compare FILE's Appendix A
@@ -105,6 +106,48 @@ def canon_row(uuid, values):
 
 def row_digest(uuid, values):
     return sha256(canon_row(uuid, values))[:16]
+
+
+# ---------------------------------------------------------------------------
+# Versions and items (spec 8.1, 6.7). A version is a pair (clock, site):
+# clock an unsigned 64-bit integer, site 16 bytes.
+
+U64_MAX = (1 << 64) - 1
+ZERO_SITE = bytes(16)
+ZERO_VERSION = (0, ZERO_SITE)
+
+
+def hlc(wall_ms, counter):
+    """The clock of wall-clock milliseconds |wall_ms| and |counter|."""
+    assert 0 <= counter < (1 << 16) and 0 <= wall_ms < (1 << 48)
+    return wall_ms << 16 | counter
+
+
+def tick(last, wall_ms):
+    """A new clock value: never below last + 1, nor below wall_ms << 16."""
+    return min(max(last + 1, wall_ms << 16), U64_MAX)
+
+
+def version_enc(v):
+    clock, site = v
+    assert 0 <= clock <= U64_MAX and len(site) == 16
+    return u64be(clock) + site
+
+
+def version_cmp(a, b):
+    """-1, 0, 1: clock first (unsigned), then site bytewise (unsigned)."""
+    ka = (a[0], a[1])
+    kb = (b[0], b[1])
+    return (ka > kb) - (ka < kb)
+
+
+def item_enc(uuid, v, deleted):
+    assert len(uuid) == 16
+    return uuid + version_enc(v) + (b"\x01" if deleted else b"\x00")
+
+
+def item_digest(uuid, v, deleted):
+    return sha256(item_enc(uuid, v, deleted))[:16]
 
 
 # ---------------------------------------------------------------------------
@@ -653,13 +696,28 @@ def pb_server_hello(version, features, nonce):
     return out + f_bytes(3, nonce)
 
 
+def pb_version(v):
+    return f_varint(1, v[0]) + f_bytes(2, v[1])
+
+
+def pb_item(item):
+    """(uuid, digest): an Item of an earlier draft, with the withdrawn
+    field 2; (uuid, version, deleted, base or None): an Item."""
+    if len(item) == 2:
+        return f_bytes(1, item[0]) + f_bytes(2, item[1])
+    u, v, deleted, base = item
+    out = f_bytes(1, u) + f_msg(3, pb_version(v)) + f_varint(4, int(deleted))
+    if base is not None:
+        out += f_msg(5, pb_version(base))
+    return out
+
+
 def pb_range(lower, upper, summary):
     out = f_bytes(1, lower) + f_bytes(2, upper)
     if summary[0] == "fingerprint":
         out += f_msg(3, f_bytes(1, summary[1]) + f_varint(2, summary[2]))
     else:
-        items = b"".join(f_msg(1, f_bytes(1, u) + f_bytes(2, d))
-                         for u, d in summary[1])
+        items = b"".join(f_msg(1, pb_item(it)) for it in summary[1])
         out += f_msg(4, items)
     return out
 
@@ -669,8 +727,14 @@ def pb_ranges(table, ranges):
                                          for r in ranges)
 
 
-def pb_row(uuid, values):
-    return f_bytes(1, uuid) + b"".join(f_msg(2, pb_value(v)) for v in values)
+def pb_row(uuid, values, version=None, deleted=False, base=None):
+    out = f_bytes(1, uuid) + b"".join(f_msg(2, pb_value(v)) for v in values)
+    if version is not None:
+        out += f_msg(3, pb_version(version))
+    out += f_varint(4, int(deleted))
+    if base is not None:
+        out += f_msg(5, pb_version(base))
+    return out
 
 
 def pb_rows(table, rows):
@@ -689,17 +753,25 @@ def pb_verify(states):
     return out
 
 
-def pb_open_tables(tables):
-    """tables: [(name, [(column name, declared type)])]"""
+POLICIES = {"LWW": 0, "SERVER_WINS": 1, "CLIENT_WINS": 2}
+
+
+def pb_open_tables(tables, policy="LWW"):
+    """tables: [(name, [(column name, declared type)], last_sync)]"""
     out = b""
-    for name, declared in tables:
+    for name, declared, last_sync in tables:
         cols = canonical_columns(declared)
         ts = f_bytes(1, name.encode("utf-8"))
         for n, t in cols:
             ts += f_msg(2, f_bytes(1, n) + f_bytes(2, t.encode("ascii")))
         ts += f_bytes(3, schema_fingerprint(cols))
+        ts += f_varint(4, last_sync)
         out += f_msg(1, ts)
-    return out
+    return out + f_varint(2, POLICIES[policy])
+
+
+def pb_tables_opened(horizon, clock):
+    return f_varint(1, horizon) + f_varint(2, clock)
 
 
 def pb_error(code, message, min_v=0, max_v=0):
@@ -853,8 +925,82 @@ ROWS = [
     ("V-ROW-4", "cities", U4,
      [("blob", b"\x00\xff"), ("text", b"a\x00b"), ("integer", -1)]),
     ("V-ROW-5", "(a table with no column but _lipsync_uuid)", U5, []),
+    ("V-ROW-6", "cities (the row of V-ROW-3 after an update)", U3,
+     [real(15.93), ("text", "Genève".encode("utf-8")), ("integer", 203856)]),
 ]
 DIGEST = {r[0]: row_digest(r[2], r[3]) for r in ROWS}
+
+# Versions of Appendix B. The server's wall clock reads MS0 when it opens
+# the table; the client last synced the table two days earlier.
+MS0 = 1767225600000  # 2026-01-01T00:00:00Z
+HOUR = 3600 * 1000
+DAY = 24 * HOUR
+RETENTION = 30 * DAY
+SITE_C = bytes(range(0xC0, 0xD0))  # the client's site id
+SITE_S = bytes(range(0xE0, 0xF0))  # the server's site id
+VA2 = (hlc(MS0 - 10 * DAY, 0), SITE_S)  # server: U2 inserted
+LAST_SYNC = hlc(MS0 - 2 * DAY, 0)  # TablesOpened.clock of the last sync
+VC2 = (hlc(MS0 - 2 * HOUR, 0), SITE_C)  # client: U2 deleted
+VC1 = (hlc(MS0 - 2 * HOUR, 1), SITE_C)  # client: U1 inserted
+VA3 = (0, DIGEST["V-ROW-3"])  # U3 existed before capture was installed
+VS3 = (hlc(MS0 - HOUR, 0), SITE_S)  # server: U3 updated
+SERVER_CLOCK = tick(VS3[0], MS0)  # TablesOpened.clock of this sync
+HORIZON = (MS0 - RETENTION) << 16
+assert SERVER_CLOCK == hlc(MS0, 0) and LAST_SYNC >= HORIZON
+
+# V-VERSION-n: description, wall ms, counter, site.
+VERSIONS = [
+    ("V-VERSION-1", "the client deletes U2 (Appendix B)",
+     MS0 - 2 * HOUR, 0, SITE_C),
+    ("V-VERSION-2", "the client's next tick, in the same millisecond: it "
+     "inserts U1", MS0 - 2 * HOUR, 1, SITE_C),
+    ("V-VERSION-3", "the initial version of the row of V-ROW-3: clock 0, "
+     "site its row digest", 0, 0, DIGEST["V-ROW-3"]),
+    ("V-VERSION-4", "the zero version (none)", 0, 0, ZERO_SITE),
+    ("V-VERSION-5", "the highest clock", (1 << 48) - 1, 0xFFFF, SITE_S),
+]
+
+# V-ORDER-n: version a, version b; the table shows version_cmp(a, b).
+ORDER = [
+    ((hlc(MS0, 0), SITE_S), (hlc(MS0, 1), SITE_C), "smaller clock first, "
+     "whatever the sites"),
+    ((hlc(MS0, 1), SITE_C), (hlc(MS0, 1), SITE_S), "equal clocks: site "
+     "bytewise"),
+    ((hlc(MS0, 1), SITE_C), (hlc(MS0, 1), SITE_C), "equal"),
+    ((1 << 63, SITE_C), ((1 << 63) - 1, SITE_C), "clocks are unsigned"),
+    ((5, bytes([0x80]) + bytes(15)), (5, bytes([0x7F]) + bytes([0xFF]) * 15),
+     "site bytes are unsigned"),
+    ((0, DIGEST["V-ROW-1"]), (1, ZERO_SITE), "an initial version is below "
+     "every tick"),
+    ((0, DIGEST["V-ROW-1"]), ZERO_VERSION, "the zero version is the lowest"),
+]
+
+# V-TICK-n: last, wall ms; the table shows tick(last, wall ms).
+TICKS = [
+    (0, MS0, "a first tick: the wall clock"),
+    (hlc(MS0, 0), MS0, "the same millisecond: the counter"),
+    (hlc(MS0, 5), MS0 - 1000, "the wall clock went back: last + 1"),
+    (hlc(MS0, 7), MS0 + 1, "the wall clock moved on: counter 0"),
+    (hlc(MS0, 0xFFFF), MS0, "the counter carries into the milliseconds"),
+    (hlc(MS0 + 1000, 0), MS0, "a clock ahead (observed from a peer) stays "
+     "ahead"),
+]
+
+# V-ITEM-n: description, uuid, version, deleted.
+ITEMS = [
+    ("V-ITEM-1", "client, Appendix B: U1 inserted (V-VERSION-2)", U1, VC1,
+     False),
+    ("V-ITEM-2", "client, Appendix B: U2 deleted (V-VERSION-1), a "
+     "tombstone", U2, VC2, True),
+    ("V-ITEM-3", "client, Appendix B: U3 with its initial version "
+     "(V-VERSION-3)", U3, VA3, False),
+    ("V-ITEM-4", "server, Appendix B: U2", U2, VA2, False),
+    ("V-ITEM-5", "server, Appendix B: U3 updated", U3, VS3, False),
+    ("V-ITEM-6", "V-ITEM-1 as a tombstone: only the last byte of the "
+     "input differs", U1, VC1, True),
+]
+ITEM = {i[0]: i for i in ITEMS}
+IDIGEST = {i[0]: item_digest(i[2], i[3], i[4]) for i in ITEMS}
 
 WRAP_A = bytes.fromhex("ff" * 16)
 WRAP_B = bytes.fromhex("00" * 15 + "02")
@@ -871,7 +1017,16 @@ FPS = [
      [DIGEST["V-ROW-3"], DIGEST["V-ROW-1"], DIGEST["V-ROW-2"]]),
     ("V-FP-6", "two synthetic digests whose sum wraps past 2^128",
      [WRAP_A, WRAP_B]),
+    ("V-FP-7", "the client's items before the sync of Appendix B: V-ITEM-1, "
+     "V-ITEM-2, V-ITEM-3",
+     [IDIGEST["V-ITEM-1"], IDIGEST["V-ITEM-2"], IDIGEST["V-ITEM-3"]]),
+    ("V-FP-8", "the server's items before the sync of Appendix B: "
+     "V-ITEM-4, V-ITEM-5", [IDIGEST["V-ITEM-4"], IDIGEST["V-ITEM-5"]]),
+    ("V-FP-9", "both sides' items after the sync of Appendix B: V-ITEM-1, "
+     "V-ITEM-2, V-ITEM-5",
+     [IDIGEST["V-ITEM-1"], IDIGEST["V-ITEM-2"], IDIGEST["V-ITEM-5"]]),
 ]
+FP = {f[0]: fingerprint(f[2]) for f in FPS}
 
 # V-TYPE-n is the n-th entry: never reorder or remove one, only append.
 TYPES = [
@@ -1060,7 +1215,8 @@ def frames():
     fp4 = fingerprint(FPS[3][2])
     return [
         ("V-FRAME-1", "EndTurn", frame("end_turn", b"")),
-        ("V-FRAME-2", "TablesOpened", frame("tables_opened", b"")),
+        ("V-FRAME-2", "TablesOpened{} (horizon 0, clock 0)",
+         frame("tables_opened", b"")),
         ("V-FRAME-3", "Committed", frame("committed", b"")),
         ("V-FRAME-4", 'Error{code: 4 (VERSION_MISMATCH), message: '
          '"no common version", min_version: 1, max_version: 1}',
@@ -1090,9 +1246,53 @@ def frames():
          "conflicts: 0}]}", frame("verify", pb_verify([(3, fp4, 0)]))),
         ("V-FRAME-12", "OpenTables{tables: [{name: \"cities\", columns: "
          "V-SCHEMA-1, fingerprint: V-SCHEMA-1}]}",
-         frame("open_tables", pb_open_tables([("cities", CITIES_DECLARED)]))),
+         frame("open_tables", pb_open_tables([("cities", CITIES_DECLARED,
+                                               0)]))),
         ("V-FRAME-13", "Rows{table: 0, rows: [V-ROW-3]}",
          frame("rows", pb_rows(0, [(U3, ROWS[2][3])]))),
+        ("V-FRAME-14", "OpenTables{tables: [{name: \"cities\", columns: "
+         "V-SCHEMA-1, fingerprint: V-SCHEMA-1, last_sync: %d}], policy: LWW}"
+         % LAST_SYNC,
+         frame("open_tables", pb_open_tables(
+             [("cities", CITIES_DECLARED, LAST_SYNC)]))),
+        ("V-FRAME-15", "TablesOpened{horizon: %d, clock: %d}"
+         % (HORIZON, SERVER_CLOCK),
+         frame("tables_opened", pb_tables_opened(HORIZON, SERVER_CLOCK))),
+        ("V-FRAME-16", "Ranges{table: 0, ranges: [{lower: empty, upper: "
+         "empty, fingerprint: {value: V-FP-7, count: 3}}]}",
+         frame("ranges", pb_ranges(0, [(b"", b"", (
+             "fingerprint", FP["V-FP-7"], 3))]))),
+        ("V-FRAME-17", "Ranges{table: 0, ranges: [{lower: empty, upper: "
+         "empty, items: [V-ITEM-4, V-ITEM-5]}]} (from the server: no "
+         "base_version)",
+         frame("ranges", pb_ranges(0, [(b"", b"", ("items", [
+             (U2, VA2, False, None), (U3, VS3, False, None)]))]))),
+        ("V-FRAME-18", "Rows{table: 0, rows: [{uuid: U2, version: "
+         "V-VERSION-1, deleted: true, base_version: V-ITEM-4's}, {uuid: U1, "
+         "values: V-ROW-1, version: V-VERSION-2, base_version: V-VERSION-4}]}",
+         frame("rows", f_varint(1, 0)
+               + f_msg(2, pb_row(U2, [], VC2, True, VA2))
+               + f_msg(2, pb_row(U1, ROWS[0][3], VC1, False,
+                                 ZERO_VERSION)))),
+        ("V-FRAME-19", "Rows{table: 0, rows: [{uuid: U3, values: V-ROW-6, "
+         "version: V-ITEM-5's}]}",
+         frame("rows", f_varint(1, 0)
+               + f_msg(2, pb_row(U3, ROWS[5][3], VS3)))),
+        ("V-FRAME-20", "Verify{tables: [{count: 3, fingerprint: V-FP-9, "
+         "conflicts: 0}]}",
+         frame("verify", pb_verify([(3, FP["V-FP-9"], 0)]))),
+        ("V-FRAME-21", "OpenTables{tables: [{name: \"cities\", columns: "
+         "V-SCHEMA-1, fingerprint: V-SCHEMA-1}], policy: SERVER_WINS} "
+         "(last_sync 0: never synced)",
+         frame("open_tables", pb_open_tables(
+             [("cities", CITIES_DECLARED, 0)], "SERVER_WINS"))),
+        ("V-FRAME-22", "Ranges{table: 0, ranges: [{lower: empty, upper: "
+         "empty, items: [V-ITEM-1 with base_version V-VERSION-4, V-ITEM-2 "
+         "with base_version V-ITEM-4's, V-ITEM-3]}]} (from the client: "
+         "V-ITEM-3 is clean, no base_version)",
+         frame("ranges", pb_ranges(0, [(b"", b"", ("items", [
+             (U1, VC1, False, ZERO_VERSION), (U2, VC2, True, VA2),
+             (U3, VA3, False, None)]))]))),
     ]
 
 
@@ -1193,7 +1393,10 @@ def generate():
     w("### A.3 Fingerprints (section 8.2)")
     w("")
     para("`acc` is the sum of the digests modulo 2^128; `input` is "
-      "`acc || u64be(count)`, the 24 bytes hashed.")
+      "`acc || u64be(count)`, the 24 bytes hashed. V-FP-1 to V-FP-6 "
+      "exercise the formula on 16-byte digests of any origin (row digests "
+      "of A.2, two synthetic ones); V-FP-7 to V-FP-9 are fingerprints of "
+      "item sets, summing item digests (A.12), as sessions compute them.")
     w("")
     for vid, desc, digests in FPS:
         w("```")
@@ -1246,7 +1449,16 @@ def generate():
     w("")
     para("Complete frames: the 4-byte length prefix and the encoded `Frame`. "
       "U1, U2, U3 and U5 are the UUIDs of V-ROW-1, V-ROW-2, V-ROW-3 and "
-      "V-ROW-5. Appendix B uses V-FRAME-1, 3, 5, 6, 8, 10, 11, 12 and 13.")
+      "V-ROW-5. Appendix B uses V-FRAME-1, 3, 10 and 14 to 20.")
+    w("")
+    para("V-FRAME-6, V-FRAME-8, V-FRAME-9 and V-FRAME-13 carry Items and Rows "
+         "without a version (and V-FRAME-6 the withdrawn `Item` field 2): "
+         "they show the encoding of values and ranges, but a receiver fails "
+         "with PROTOCOL_ERROR on each of them (LS-ITEM-2, LS-VERSION-6). "
+         "Likewise V-FP-3 and V-FP-4 in V-FRAME-5 and V-FRAME-11 are "
+         "fingerprints of row digests, which no session computes any more. "
+         "V-FRAME-2 is a TablesOpened whose fields all have their default "
+         "value.")
     w("")
     for vid, desc, fr in frames():
         w("```")
@@ -1315,6 +1527,74 @@ def generate():
             i, typ, v[0].upper(), show_form_value(v), "yes" if ok else "no",
             note))
     w("")
+
+    w("### A.10 Versions (sections 6.7, 8.1)")
+    w("")
+    para("`clock` is `wall ms << 16 | counter` (LS-VERSION-2), in decimal "
+         "and as `u64be(clock)`; `encoding` is the canonical encoding "
+         "`u64be(clock) || site` (LS-VERSION-1); `Version` is the protobuf "
+         "encoding of the `Version` message. The client's site id in "
+         "Appendix B is `c0c1...cf`, the server's `e0e1...ef`.")
+    w("")
+    for vid, desc, ms, counter, site in VERSIONS:
+        v = (hlc(ms, counter), site)
+        w("```")
+        w("%s  %s" % (vid, desc))
+        w("wall ms".ljust(20) + str(ms))
+        w("counter".ljust(20) + str(counter))
+        w("clock".ljust(20) + str(v[0]))
+        L.extend(hexblock("clock (u64be)", u64be(v[0])))
+        L.extend(hexblock("site", site))
+        L.extend(hexblock("encoding", version_enc(v)))
+        L.extend(hexblock("Version", pb_version(v)))
+        w("```")
+        w("")
+
+    w("### A.11 Version order and clock ticks (sections 6.7, 8.1)")
+    w("")
+    para("Each V-ORDER row compares version a with version b (LS-VERSION-1): "
+         "`<` if a orders before b, `=` if they are equal, `>` if a orders "
+         "after b. Clocks are in decimal, sites in hexadecimal.")
+    w("")
+    w("| ID | a clock | a site | b clock | b site | order | note |")
+    w("|---|---|---|---|---|---|---|")
+    for i, (a, b, note) in enumerate(ORDER, 1):
+        c = version_cmp(a, b)
+        assert version_cmp(b, a) == -c
+        w("| V-ORDER-%d | `%d` | `%s` | `%d` | `%s` | `%s` | %s |" % (
+            i, a[0], hx(a[1]), b[0], hx(b[1]), "<=>"[c + 1], note))
+    w("")
+    para("Each V-TICK row is a local change (LS-VERSION-2): the clock state "
+         "`last` and the wall clock in milliseconds before it, and the new "
+         "clock, `max(last + 1, wall ms << 16)`, which is also the new "
+         "`last`. Values in decimal.")
+    w("")
+    w("| ID | last | wall ms | new clock | note |")
+    w("|---|---|---|---|---|")
+    for i, (last, ms, note) in enumerate(TICKS, 1):
+        new = tick(last, ms)
+        assert new > last and new >= ms << 16
+        w("| V-TICK-%d | `%d` | `%d` | `%d` | %s |" % (i, last, ms, new,
+                                                     note))
+    w("")
+
+    w("### A.12 Items and item digests (section 8.1)")
+    w("")
+    para("`input` is `uuid || u64be(clock) || site || u8(deleted)`, the 41 "
+         "bytes hashed; `digest` is the item digest (LS-ITEM-1). A base "
+         "version plays no part in it.")
+    w("")
+    for vid, desc, u, v, deleted in ITEMS:
+        w("```")
+        w("%s  %s" % (vid, desc))
+        L.extend(hexblock("uuid", u))
+        w("clock".ljust(20) + str(v[0]))
+        L.extend(hexblock("site", v[1]))
+        w("deleted".ljust(20) + ("1" if deleted else "0"))
+        L.extend(hexblock("input", item_enc(u, v, deleted)))
+        L.extend(hexblock("digest", IDIGEST[vid]))
+        w("```")
+        w("")
 
     while L and L[-1] == "":
         L.pop()

@@ -3,7 +3,8 @@
  * the spec itself, so the reference implementation and the document cannot
  * drift apart: canonical values (src/canon.c), row digests, fingerprints,
  * schema fingerprints, column types, frames (src/frame.c), malformed input
- * (src/session.c) and the handshake MACs (src/auth.c).
+ * (src/session.c), the handshake MACs (src/auth.c), and versions, their
+ * order and item digests (src/canon.c).
  *
  * The spec is found at $LIPSYNC_SPEC, else spec/lipsync.md (tests run from
  * the repository root).
@@ -493,6 +494,109 @@ static void test_auth(void) {
   CU_ASSERT(count_prefix("V-AUTH-") >= 1);
 }
 
+/* Reads an unsigned decimal into |out|; 0 on success. */
+static int parse_u64(const char *s, uint64_t *out) {
+  char *end;
+  if (!s || !*s)
+    return -1;
+  *out = strtoull(s, &end, 10);
+  return *end == '\0' ? 0 : -1;
+}
+
+/* A.10: a version's clock layout, canonical encoding and Version message. */
+static void test_versions(void) {
+  for (size_t i = 0; i < V.n; i++) {
+    const vector *v = &V.v[i];
+    if (strncmp(v->id, "V-VERSION-", 10) != 0)
+      continue;
+    uint64_t ms, counter, clock;
+    uint8_t site[16], enc[24], pb[64], u64[8];
+    CU_ASSERT_EQUAL_FATAL(parse_u64(field(v, "wall ms"), &ms), 0);
+    CU_ASSERT_EQUAL_FATAL(parse_u64(field(v, "counter"), &counter), 0);
+    CU_ASSERT_EQUAL_FATAL(parse_u64(field(v, "clock"), &clock), 0);
+    CU_ASSERT_EQUAL(clock, ms << 16 | counter);
+    CU_ASSERT_EQUAL_FATAL(field_hex(v, "clock (u64be)", u64, sizeof u64), 8);
+    CU_ASSERT_EQUAL_FATAL(field_hex(v, "site", site, sizeof site), 16);
+    CU_ASSERT_EQUAL_FATAL(field_hex(v, "encoding", enc, sizeof enc), 24);
+    for (int k = 0; k < 8; k++) {
+      CU_ASSERT_EQUAL(u64[k], (uint8_t)(clock >> (56 - 8 * k)));
+      CU_ASSERT_EQUAL(enc[k], u64[k]);
+    }
+    CU_ASSERT_EQUAL(memcmp(enc + 8, site, 16), 0);
+    size_t pblen = field_hex(v, "Version", pb, sizeof pb);
+    Lipsync__Version *m = lipsync__version__unpack(NULL, pblen, pb);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(m);
+    CU_ASSERT_EQUAL(m->clock, clock);
+    CU_ASSERT_TRUE(m->site.len == 16 && memcmp(m->site.data, site, 16) == 0);
+    uint8_t repacked[64];
+    CU_ASSERT_EQUAL(lipsync__version__pack(m, repacked), pblen);
+    CU_ASSERT_EQUAL(memcmp(repacked, pb, pblen), 0);
+    lipsync__version__free_unpacked(m, NULL);
+  }
+  CU_ASSERT(count_prefix("V-VERSION-") >= 4);
+}
+
+/* A.11: the order of versions (lipsync_version_cmp), both ways round. */
+static void test_version_order(void) {
+  int seen = 0;
+  for (size_t i = 0; i < V.nrows; i++) {
+    char cells[8][256];
+    if (strncmp(V.table_rows[i], "| V-ORDER-", 10) != 0)
+      continue;
+    CU_ASSERT_EQUAL_FATAL(table_cells(V.table_rows[i], cells, 8), 7);
+    lipsync_version a, b;
+    CU_ASSERT_EQUAL_FATAL(parse_u64(cells[1], &a.clock), 0);
+    CU_ASSERT_EQUAL_FATAL(tu_unhex(cells[2], a.site, 16), 16);
+    CU_ASSERT_EQUAL_FATAL(parse_u64(cells[3], &b.clock), 0);
+    CU_ASSERT_EQUAL_FATAL(tu_unhex(cells[4], b.site, 16), 16);
+    int expect = cells[5][0] == '<' ? -1 : cells[5][0] == '>' ? 1 : 0;
+    CU_ASSERT_FATAL(strchr("<=>", cells[5][0]) != NULL && cells[5][1] == 0);
+    int got = lipsync_version_cmp(&a, &b), back = lipsync_version_cmp(&b, &a);
+    if ((got > 0) - (got < 0) != expect || (back > 0) - (back < 0) != -expect)
+      CU_FAIL(cells[0]);
+    seen++;
+  }
+  CU_ASSERT(seen >= 5);
+}
+
+/* A.12: the item digest of live rows and tombstones; the base plays no
+ * part. */
+static void test_items(void) {
+  for (size_t i = 0; i < V.n; i++) {
+    const vector *v = &V.v[i];
+    if (strncmp(v->id, "V-ITEM-", 7) != 0)
+      continue;
+    lipsync_item item;
+    uint8_t input[41], digest[16], got[16];
+    uint64_t deleted;
+    memset(&item, 0, sizeof item);
+    field_hex(v, "uuid", item.uuid, sizeof item.uuid);
+    CU_ASSERT_EQUAL_FATAL(parse_u64(field(v, "clock"), &item.version.clock),
+                          0);
+    CU_ASSERT_EQUAL_FATAL(field_hex(v, "site", item.version.site, 16), 16);
+    CU_ASSERT_EQUAL_FATAL(parse_u64(field(v, "deleted"), &deleted), 0);
+    CU_ASSERT_FATAL(deleted <= 1);
+    item.deleted = (int)deleted;
+    CU_ASSERT_EQUAL_FATAL(field_hex(v, "input", input, sizeof input), 41);
+    field_hex(v, "digest", digest, sizeof digest);
+    /* The input is uuid || u64be(clock) || site || u8(deleted). */
+    CU_ASSERT_EQUAL(memcmp(input, item.uuid, 16), 0);
+    for (int k = 0; k < 8; k++)
+      CU_ASSERT_EQUAL(input[16 + k],
+                      (uint8_t)(item.version.clock >> (56 - 8 * k)));
+    CU_ASSERT_EQUAL(memcmp(input + 24, item.version.site, 16), 0);
+    CU_ASSERT_EQUAL(input[40], item.deleted);
+    lipsync_item_digest(&item, got);
+    if (memcmp(got, digest, 16) != 0)
+      CU_FAIL(v->id);
+    memset(item.base.site, 0x5a, sizeof item.base.site);
+    item.base.clock = 12345;
+    lipsync_item_digest(&item, got);
+    CU_ASSERT_EQUAL(memcmp(got, digest, 16), 0);
+  }
+  CU_ASSERT(count_prefix("V-ITEM-") >= 2);
+}
+
 int register_vectors_tests(void) {
   static const tu_test tests[] = {
       {"A.1 canonical values", test_values},
@@ -503,6 +607,9 @@ int register_vectors_tests(void) {
       {"A.6 frames decode and re-encode", test_frames},
       {"A.7 malformed input", test_malformed},
       {"A.8 handshake MACs", test_auth},
+      {"A.10 versions", test_versions},
+      {"A.11 version order", test_version_order},
+      {"A.12 item digests", test_items},
       {NULL, NULL}};
   CU_pSuite s = CU_add_suite("vectors", suite_init, suite_clean);
   if (!s)
