@@ -99,6 +99,7 @@ int recon_prepare(lipsync_session *s) {
     t->ctx.policy = s->policy;
     t->ctx.horizon = s->horizon;
     t->ctx.stale = t->last_sync != 0 && t->last_sync < s->horizon;
+    t->max_clock = s->server_clock; /* observed too (spec LS-VERSION-3) */
     if (items_hide_old_tombstones(&t->items, s->horizon, !s->is_server))
       return session_fail(s, LIPSYNC_ERR_NOMEM, "out of memory");
   }

@@ -12,6 +12,7 @@
 #include "auth.h"
 #include "canon.h"
 #include "frame.h"
+#include "hlc.h"
 #include "test_util.h"
 
 #include <CUnit/CUnit.h>
@@ -559,6 +560,25 @@ static void test_version_order(void) {
   CU_ASSERT(seen >= 5);
 }
 
+/* A.11: clock ticks (hlc_tick), the rule every backend's capture follows. */
+static void test_ticks(void) {
+  int seen = 0;
+  for (size_t i = 0; i < V.nrows; i++) {
+    char cells[8][256];
+    if (strncmp(V.table_rows[i], "| V-TICK-", 9) != 0)
+      continue;
+    CU_ASSERT_EQUAL_FATAL(table_cells(V.table_rows[i], cells, 8), 5);
+    uint64_t last, wall, next;
+    CU_ASSERT_EQUAL_FATAL(parse_u64(cells[1], &last), 0);
+    CU_ASSERT_EQUAL_FATAL(parse_u64(cells[2], &wall), 0);
+    CU_ASSERT_EQUAL_FATAL(parse_u64(cells[3], &next), 0);
+    if (hlc_tick(last, wall) != next)
+      CU_FAIL(cells[0]);
+    seen++;
+  }
+  CU_ASSERT(seen >= 5);
+}
+
 /* A.12: the item digest of live rows and tombstones; the base plays no
  * part. */
 static void test_items(void) {
@@ -609,6 +629,7 @@ int register_vectors_tests(void) {
       {"A.8 handshake MACs", test_auth},
       {"A.10 versions", test_versions},
       {"A.11 version order", test_version_order},
+      {"A.11 clock ticks", test_ticks},
       {"A.12 item digests", test_items},
       {NULL, NULL}};
   CU_pSuite s = CU_add_suite("vectors", suite_init, suite_clean);
