@@ -24,6 +24,11 @@
  *
  * Every statement waits for its result in short polls, so interrupt()
  * from another thread cancels a lock wait at once (PQcancel).
+ *
+ * Change capture (store methods version 2) lives beside: its objects and
+ * the clock in store_pg_capture.c, items and update() in store_pg_items.c.
+ * The sync transaction sets lipsync.applying = 'on', which the capture
+ * triggers check, so the rows it writes get no new version.
  */
 #include "buf.h"
 #include "canon.h"
