@@ -24,11 +24,17 @@
  *
  * Every statement waits for its result in short polls, so interrupt()
  * from another thread cancels a lock wait at once (PQcancel).
+ *
+ * Change capture (store methods version 2) lives beside: its objects and
+ * the clock in store_pg_capture.c, items and update() in store_pg_items.c.
+ * The sync transaction sets lipsync.applying = 'on', which the capture
+ * triggers check, so the rows it writes get no new version.
  */
 #include "buf.h"
 #include "canon.h"
 #include "errbuf.h"
 #include "pg_types.h"
+#include "store_pg_int.h"
 
 #include <errno.h>
 #include <libpq-fe.h>
@@ -40,13 +46,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define UUID_TEXT_LEN 36
-#define ERRMSG_SIZE 1024
 #define DEFAULT_SCHEMA "public"
 /* How long a sync waits for another's lock (spec LS-OPEN-6). */
 #define LOCK_TIMEOUT "30 s"
-/* NAMEDATALEN - 1. */
-#define MAX_IDENTIFIER 63
 /* A cursor's first batch is small, for tables of large rows; later ones
  * hold about FETCH_TARGET_BYTES. */
 #define FETCH_FIRST_ROWS 100
@@ -58,6 +60,9 @@
  * ends early to check them. */
 #define JSONB_BATCH_BYTES (4u << 20)
 #define JSONB_BATCH_VALUES 10000
+/* Items and deletes wait for the next statement, up to these bounds. */
+#define ITEMS_BATCH_BYTES (8u << 20)
+#define DELETE_BATCH 1000
 /* Waiting for a result: poll interval, and how often an interrupted store
  * repeats its cancel request (one that reaches the server between two
  * statements is lost). */
@@ -74,102 +79,15 @@ static const char begin_sql[] =
     " SET LOCAL DateStyle = 'ISO, YMD';"
     " SET LOCAL IntervalStyle = 'postgres';"
     " SET LOCAL extra_float_digits = 3;"
-    " SET LOCAL client_encoding = 'UTF8'";
-
-typedef struct pg_store pg_store;
-typedef struct pg_table pg_table;
-typedef struct pg_cursor pg_cursor;
-
-/* A jsonb value sent in the current COPY, to be checked at its end; the
- * k-th one's text is the k-th element of the store's |jsonb_array|. */
-typedef struct jsonb_item {
-  uint8_t uuid[LIPSYNC_UUID_LEN];
-  size_t column;
-} jsonb_item;
-
-struct pg_store {
-  lipsync_store base;
-  PGconn *conn;
-  bool owns_conn;
-  /* True while a transaction this store began is open: rollback must never
-   * end a transaction of the caller of wrap. */
-  bool in_txn;
-  bool no_cancel;       /* rolling back: never cancel that */
-  bool was_nonblocking; /* the caller's mode, restored when the sync ends */
-  PGcancel *cancel;
-  atomic_int interrupted; /* set by interrupt(), from any thread */
-  pg_table *tables;       /* opened since the last commit or rollback */
-  unsigned cursor_seq;    /* names cursors */
-  unsigned statement_seq; /* names prepared statements */
-  bytebuf deallocs;       /* "DEALLOCATE ...;" for them, at the end */
-  bytebuf closes;         /* "CLOSE ...;" for closed cursors, sent later */
-  PGresult *fetched;      /* the last fetch's row lives here */
-
-  /* The COPY in progress, if |copy_table|. Row k of it is line k + 1 of
-   * the stream; its UUID is at copy_uuids + 16 k, so that an error the
-   * server reports for a line names the row. */
-  pg_table *copy_table;
-  bytebuf copy_buf;
-  bytebuf copy_uuids;
-  size_t copy_rows;
-  bytebuf jsonb_array; /* binary text[]: header, then (length, bytes)... */
-  jsonb_item *jsonb;
-  size_t njsonb, jsonb_cap;
-
-  char **names; /* the last list_tables answer */
-  size_t nnames;
-  char errmsg[ERRMSG_SIZE];
-};
-
-struct pg_table {
-  lipsync_table base;
-  pg_store *store;
-  pg_table *next;
-  char *name;    /* the client's name */
-  char *relname; /* the table part */
-  char *qname;   /* "schema"."table", quoted */
-  char *oid;     /* as text */
-  bool partitioned;
-  lipsync_column *columns; /* canonical order; the names are owned */
-  pgtype *types;           /* per canonical column */
-  char **type_names;       /* per canonical column: format_type() */
-  size_t *uuid_slot;       /* per column: its scratch slot, or NO_SLOT */
-  size_t nuuid;            /* columns of type uuid */
-  bool has_uuid;           /* a _lipsync_uuid column of type uuid exists */
-  bool index_pending;      /* its index is built later: the table was empty */
-  char *uuid_bad_type;     /* the type of a _lipsync_uuid that is not uuid */
-  char *select_sql;        /* SELECT <columns>, _lipsync_uuid FROM <table> */
-  char *copy_sql;
-  char fetch_stmt[32]; /* the prepared lookup by UUID, once there is one */
-  size_t batch_rows;   /* rows the next FETCH asks for */
-  lipsync_value *fetch_values;
-  char *fetch_scratch;
-  pg_cursor *cursors;
-};
-
-#define NO_SLOT ((size_t)-1)
-
-struct pg_cursor {
-  lipsync_cursor base;
-  pg_table *table;
-  pg_cursor *next;
-  char name[32];
-  PGresult *res; /* the current batch */
-  int row, nrows;
-  bool last_batch;    /* the server has no more rows, and closes it */
-  int status;         /* 0 while rows remain, 1 at the end, or the error */
-  bool server_closed; /* its CLOSE is sent or queued */
-  char *scratch;      /* uuid columns' text */
-  lipsync_value values[];
-};
+    " SET LOCAL client_encoding = 'UTF8';"
+    /* The capture triggers leave alone the rows the sync writes. */
+    " SET LOCAL lipsync.applying = 'on'";
 
 /* ------------------------------------------------------------------ */
 /* Errors                                                               */
 /* ------------------------------------------------------------------ */
 
-static int fail(pg_store *s, int code, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static int fail(pg_store *s, int code, const char *fmt, ...) {
+int pgs_fail(pg_store *s, int code, const char *fmt, ...) {
   va_list ap;
   va_start(ap, fmt);
   errbuf_vformat(s->errmsg, sizeof s->errmsg, fmt, ap);
@@ -177,8 +95,8 @@ static int fail(pg_store *s, int code, const char *fmt, ...) {
   return code;
 }
 
-static int fail_nomem(pg_store *s) {
-  return fail(s, LIPSYNC_ERR_NOMEM, "out of memory");
+int pgs_fail_nomem(pg_store *s) {
+  return pgs_fail(s, LIPSYNC_ERR_NOMEM, "out of memory");
 }
 
 /* Copies libpq's message for one line of ours: no newlines at the end,
@@ -194,12 +112,12 @@ static void one_line(const char *msg, char *out, size_t outlen) {
   out[n] = '\0';
 }
 
-static bool is_interrupted(pg_store *s) {
+bool pgs_is_interrupted(pg_store *s) {
   return atomic_load(&s->interrupted) != 0;
 }
 
-static int fail_interrupted(pg_store *s) {
-  return fail(s, LIPSYNC_ERR_SHUTTING_DOWN, "interrupted: stopping");
+int pgs_fail_interrupted(pg_store *s) {
+  return pgs_fail(s, LIPSYNC_ERR_SHUTTING_DOWN, "interrupted: stopping");
 }
 
 /* "table t: what: " or "what: ". */
@@ -213,8 +131,8 @@ static void context_prefix(char *out, size_t outlen, const char *table,
 
 /* Fails with PostgreSQL's message for |res| (NULL: the connection's), its
  * primary message and DETAIL. */
-static int fail_pg(pg_store *s, const PGresult *res, const char *table,
-                   const char *what) {
+int pgs_fail_pg(pg_store *s, const PGresult *res, const char *table,
+                const char *what) {
   char prefix[256], msg[768];
   const char *state = res ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
   const char *primary =
@@ -223,9 +141,9 @@ static int fail_pg(pg_store *s, const PGresult *res, const char *table,
       res ? PQresultErrorField(res, PG_DIAG_MESSAGE_DETAIL) : NULL;
 
   context_prefix(prefix, sizeof prefix, table, what);
-  if (is_interrupted(s))
-    return fail(s, LIPSYNC_ERR_SHUTTING_DOWN, "%s: interrupted: stopping",
-                prefix);
+  if (pgs_is_interrupted(s))
+    return pgs_fail(s, LIPSYNC_ERR_SHUTTING_DOWN, "%s: interrupted: stopping",
+                    prefix);
   if (primary)
     one_line(primary, msg, sizeof msg);
   else if (res && PQresultStatus(res) != PGRES_FATAL_ERROR &&
@@ -244,9 +162,9 @@ static int fail_pg(pg_store *s, const PGresult *res, const char *table,
   if (detail && *detail) {
     char d[512];
     one_line(detail, d, sizeof d);
-    return fail(s, code, "%s: %s: %s", prefix, msg, d);
+    return pgs_fail(s, code, "%s: %s: %s", prefix, msg, d);
   }
-  return fail(s, code, "%s: %s", prefix, msg);
+  return pgs_fail(s, code, "%s: %s", prefix, msg);
 }
 
 /* ------------------------------------------------------------------ */
@@ -260,7 +178,7 @@ static PGresult *next_result(pg_store *s) {
   unsigned polls = 0;
   bool cancelled = false;
   while (PQisBusy(s->conn)) {
-    if (is_interrupted(s) && !s->no_cancel && s->cancel &&
+    if (pgs_is_interrupted(s) && !s->no_cancel && s->cancel &&
         (!cancelled || polls % RECANCEL_POLLS == 0)) {
       char buf[256];
       PQcancel(s->cancel, buf, sizeof buf);
@@ -312,16 +230,16 @@ static PGresult *finish(pg_store *s) {
 }
 
 /* Runs |sql|, one or more statements, in text format. */
-static PGresult *run(pg_store *s, const char *sql) {
+PGresult *pgs_run(pg_store *s, const char *sql) {
   if (!PQsendQuery(s->conn, sql))
     return NULL;
   return finish(s);
 }
 
 /* Runs the one statement |sql| with |n| binary parameters. */
-static PGresult *run_params(pg_store *s, const char *sql, int n,
-                            const Oid *types, const char *const *values,
-                            const int *lengths, int result_format) {
+PGresult *pgs_run_params(pg_store *s, const char *sql, int n, const Oid *types,
+                         const char *const *values, const int *lengths,
+                         int result_format) {
   int formats[2] = {1, 1};
   if (!PQsendQueryParams(s->conn, sql, n, types, values, lengths,
                          n ? formats : NULL, result_format))
@@ -330,32 +248,30 @@ static PGresult *run_params(pg_store *s, const char *sql, int n,
 }
 
 /* 0 if |r| has status |want|, else the failure, described. Clears |r|. */
-static int expect(pg_store *s, PGresult *r, ExecStatusType want,
-                  const char *table, const char *what) {
+int pgs_expect(pg_store *s, PGresult *r, ExecStatusType want, const char *table,
+               const char *what) {
   int rc = 0;
   if (!r || PQresultStatus(r) != want)
-    rc = fail_pg(s, r, table, what);
+    rc = pgs_fail_pg(s, r, table, what);
   PQclear(r);
   return rc;
 }
 
 /* Runs |sql| (statements returning no rows) on behalf of |table|. */
-static int exec_sql(pg_store *s, const char *sql, const char *table,
-                    const char *what) {
-  return expect(s, run(s, sql), PGRES_COMMAND_OK, table, what);
+int pgs_exec_sql(pg_store *s, const char *sql, const char *table,
+                 const char *what) {
+  return pgs_expect(s, pgs_run(s, sql), PGRES_COMMAND_OK, table, what);
 }
 
 /* ------------------------------------------------------------------ */
 /* SQL text                                                             */
 /* ------------------------------------------------------------------ */
 
-static int put(bytebuf *b, const char *text) {
+int pgs_put(bytebuf *b, const char *text) {
   return bytebuf_append(b, text, strlen(text));
 }
 
-static int putf(bytebuf *b, const char *fmt, ...)
-    __attribute__((format(printf, 2, 3)));
-static int putf(bytebuf *b, const char *fmt, ...) {
+int pgs_putf(bytebuf *b, const char *fmt, ...) {
   va_list ap;
   va_start(ap, fmt);
   int n = vsnprintf(NULL, 0, fmt, ap);
@@ -375,7 +291,7 @@ static int putf(bytebuf *b, const char *fmt, ...) {
 
 /* The bytes of |b| as a string (NUL-terminated, not counted), or NULL if
  * no room was left for the NUL. */
-static const char *cstr(bytebuf *b) {
+const char *pgs_cstr(bytebuf *b) {
   if (bytebuf_append(b, "", 1) != 0)
     return NULL;
   b->len--;
@@ -384,20 +300,20 @@ static const char *cstr(bytebuf *b) {
 
 /* A malloc'd copy of the string in |b|, which is freed; NULL if memory ran
  * out. */
-static char *take_cstr(bytebuf *b, int rc) {
+char *pgs_take_cstr(bytebuf *b, int rc) {
   char *out = NULL;
-  if (rc == 0 && cstr(b))
+  if (rc == 0 && pgs_cstr(b))
     out = strdup((const char *)b->data);
   bytebuf_free(b);
   return out;
 }
 
 /* Appends |name| quoted as an identifier. */
-static int put_ident(pg_store *s, bytebuf *b, const char *name) {
+int pgs_put_ident(pg_store *s, bytebuf *b, const char *name) {
   char *q = PQescapeIdentifier(s->conn, name, strlen(name));
   if (!q)
     return LIPSYNC_ERR_NOMEM;
-  int rc = put(b, q);
+  int rc = pgs_put(b, q);
   PQfreemem(q);
   return rc;
 }
@@ -408,7 +324,7 @@ static void queue_close(pg_store *s, pg_cursor *c) {
   if (c->server_closed)
     return;
   c->server_closed = true;
-  if (putf(&s->closes, "CLOSE \"%s\"; ", c->name) != 0)
+  if (pgs_putf(&s->closes, "CLOSE \"%s\"; ", c->name) != 0)
     s->closes.len = 0; /* no memory: the transaction's end closes it */
 }
 
@@ -416,9 +332,10 @@ static void queue_close(pg_store *s, pg_cursor *c) {
 static int flush_closes(pg_store *s) {
   if (!s->closes.len)
     return 0;
-  if (!cstr(&s->closes))
-    return fail_nomem(s);
-  int rc = exec_sql(s, (const char *)s->closes.data, NULL, "closing cursors");
+  if (!pgs_cstr(&s->closes))
+    return pgs_fail_nomem(s);
+  int rc =
+      pgs_exec_sql(s, (const char *)s->closes.data, NULL, "closing cursors");
   s->closes.len = 0;
   return rc;
 }
@@ -429,6 +346,7 @@ static int flush_closes(pg_store *s) {
 
 static void copy_reset(pg_store *s) {
   s->copy_table = NULL;
+  s->copy_stage = false;
   s->copy_buf.len = 0;
   s->copy_uuids.len = 0;
   s->copy_rows = 0;
@@ -436,18 +354,28 @@ static void copy_reset(pg_store *s) {
   s->njsonb = 0;
 }
 
-static int copy_begin(pg_store *s, pg_table *t) {
-  PGresult *r = run(s, t->copy_sql);
+/* Starts a COPY into |t|, or into its staging table when |stage|, once
+ * the one in progress, if another, has ended. */
+static int copy_begin(pg_store *s, pg_table *t, bool stage) {
+  int rc;
+  if (s->copy_table == t && s->copy_stage == stage)
+    return 0;
+  if ((rc = pgs_copy_end(s)) != 0 ||
+      (stage && (rc = pgs_stage_ensure(s, t)) != 0))
+    return rc;
+  PGresult *r = pgs_run(s, stage ? t->stage_copy_sql : t->copy_sql);
   if (!r || PQresultStatus(r) != PGRES_COPY_IN)
-    return expect(s, r, PGRES_COPY_IN, t->name, "insert");
+    return pgs_expect(s, r, PGRES_COPY_IN, t->name,
+                      stage ? "update" : "insert");
   PQclear(r);
   copy_reset(s);
   s->copy_table = t;
+  s->copy_stage = stage;
   return 0;
 }
 
 /* Hands the buffered rows to libpq. Returns false if the COPY failed: the
- * server has reported an error, which copy_end() collects. */
+ * server has reported an error, which pgs_copy_end() collects. */
 static bool copy_send(pg_store *s) {
   if (s->copy_buf.len == 0)
     return true;
@@ -479,7 +407,7 @@ static int fail_copy(pg_store *s, pg_table *t, const PGresult *r) {
 
   if (line && copy_row(s, strtoul(line + 7, NULL, 10), uuid))
     snprintf(what, sizeof what, "row %s", uuid);
-  rc = fail_pg(s, r, t->name, what);
+  rc = pgs_fail_pg(s, r, t->name, what);
   if (rc == LIPSYNC_ERR_STORAGE && state &&
       (strncmp(state, "22", 2) == 0 || strcmp(state, "54001") == 0))
     rc = LIPSYNC_ERR_INVALID_VALUE;
@@ -509,18 +437,18 @@ static int check_jsonb(pg_store *s, pg_table *t) {
   }
   const char *values[1] = {(const char *)h};
   int lengths[1] = {(int)s->jsonb_array.len};
-  r = run_params(s, sql, 1, types, values, lengths, 0);
+  r = pgs_run_params(s, sql, 1, types, values, lengths, 0);
   if (!r || PQresultStatus(r) != PGRES_TUPLES_OK)
-    return expect(s, r, PGRES_TUPLES_OK, t->name, "checking jsonb values");
+    return pgs_expect(s, r, PGRES_TUPLES_OK, t->name, "checking jsonb values");
   rc = 0;
   if (PQntuples(r) > 0) {
     unsigned long index = strtoul(PQgetvalue(r, 0, 0), NULL, 10);
     char uuid[37], stored[64];
     if (index < 1 || index > s->njsonb) {
       PQclear(r);
-      return fail(s, LIPSYNC_ERR_STORAGE,
-                  "table %s: checking jsonb values: unexpected result",
-                  t->name);
+      return pgs_fail(s, LIPSYNC_ERR_STORAGE,
+                      "table %s: checking jsonb values: unexpected result",
+                      t->name);
     }
     const jsonb_item *item = &s->jsonb[index - 1];
     lipsync_value v = {.type = LIPSYNC_TEXT};
@@ -529,11 +457,11 @@ static int check_jsonb(pg_store *s, pg_table *t) {
     v.u.bytes.len = strlen(text);
     errbuf_describe_value(&v, stored, sizeof stored);
     lipsync_uuid_format(item->uuid, uuid);
-    rc = fail(s, LIPSYNC_ERR_INVALID_VALUE,
-              "table %s: row %s: column %s (jsonb) cannot store its value "
-              "exactly: it is not in jsonb's normalized form (jsonb would "
-              "store %s)",
-              t->name, uuid, t->columns[item->column].name, stored);
+    rc = pgs_fail(s, LIPSYNC_ERR_INVALID_VALUE,
+                  "table %s: row %s: column %s (jsonb) cannot store its value "
+                  "exactly: it is not in jsonb's normalized form (jsonb would "
+                  "store %s)",
+                  t->name, uuid, t->columns[item->column].name, stored);
   }
   PQclear(r);
   return rc;
@@ -541,9 +469,10 @@ static int check_jsonb(pg_store *s, pg_table *t) {
 
 /* Ends the COPY in progress, if any, before another statement: sends the
  * rest, then takes the server's verdict on the whole stream, then checks
- * its jsonb values. */
-static int copy_end(pg_store *s) {
+ * its jsonb values, then applies staged rows. */
+static int copy_end_stream(pg_store *s) {
   pg_table *t = s->copy_table;
+  bool stage = s->copy_stage;
   PGresult *r;
   int rc = 0;
   if (!t)
@@ -557,7 +486,31 @@ static int copy_end(pg_store *s) {
   if (rc == 0 && s->njsonb)
     rc = check_jsonb(s, t);
   copy_reset(s);
+  if (rc == 0 && stage)
+    rc = pgs_stage_merge(s, t);
   return rc;
+}
+
+int pgs_copy_end(pg_store *s) {
+  int rc = copy_end_stream(s);
+  for (pg_table *t = s->tables; t && !rc; t = t->next)
+    rc = pgs_items_flush(s, t);
+  return rc;
+}
+
+int pgs_copy_lines(pg_store *s, pg_table *t, const char *copy_sql,
+                   const bytebuf *lines, const char *what) {
+  PGresult *r = pgs_run(s, copy_sql);
+  if (!r || PQresultStatus(r) != PGRES_COPY_IN)
+    return pgs_expect(s, r, PGRES_COPY_IN, t->name, what);
+  PQclear(r);
+  int sent = 1;
+  for (size_t off = 0; off < lines->len && sent == 1; off += COPY_CHUNK) {
+    size_t n = lines->len - off < COPY_CHUNK ? lines->len - off : COPY_CHUNK;
+    sent = PQputCopyData(s->conn, (const char *)lines->data + off, (int)n);
+  }
+  PQputCopyEnd(s->conn, sent == 1 ? NULL : "incomplete COPY data");
+  return pgs_expect(s, finish(s), PGRES_COMMAND_OK, t->name, what);
 }
 
 /* Ends the COPY in progress with an error, for rollback. */
@@ -607,6 +560,14 @@ static void table_free(pg_table *t) {
   free(t->relname);
   free(t->qname);
   free(t->oid);
+  free(t->schema);
+  free(t->meta_qname);
+  free(t->items_sql);
+  free(t->stage_qname);
+  free(t->stage_copy_sql);
+  bytebuf_free(&t->items_new);
+  bytebuf_free(&t->items_set);
+  bytebuf_free(&t->deletes);
   free(t);
 }
 
@@ -621,6 +582,10 @@ static void free_tables(pg_store *s) {
   s->closes.len = 0;
   PQclear(s->fetched);
   s->fetched = NULL;
+  /* A new transaction checks again; the staging tables went with the
+   * last. */
+  s->capture_ready = false;
+  s->item_stage_ready = false;
 }
 
 /* Splits |name| at its first '.' into a schema and a table; no '.' means
@@ -634,7 +599,7 @@ static int split_name(pg_store *s, pg_table *t, char **schema) {
     *schema = strdup(DEFAULT_SCHEMA);
     t->relname = strdup(t->name);
   }
-  return *schema && t->relname ? 0 : fail_nomem(s);
+  return *schema && t->relname ? 0 : pgs_fail_nomem(s);
 }
 
 static bool is_system_schema(const char *schema) {
@@ -669,28 +634,28 @@ static int find_table(pg_store *s, pg_table *t, const char *schema) {
   int rc = 0;
 
   if (is_system_schema(schema))
-    return fail(s, LIPSYNC_ERR_UNKNOWN_TABLE,
-                "no table %s (PostgreSQL's system tables cannot be synced)",
-                t->name);
+    return pgs_fail(s, LIPSYNC_ERR_UNKNOWN_TABLE,
+                    "no table %s (PostgreSQL's system tables cannot be synced)",
+                    t->name);
   /* PostgreSQL would cut a longer name short, and find another table. */
   if (!*t->relname || !*schema || strlen(t->relname) > MAX_IDENTIFIER ||
       strlen(schema) > MAX_IDENTIFIER)
-    return fail(s, LIPSYNC_ERR_UNKNOWN_TABLE, "no table %s", t->name);
+    return pgs_fail(s, LIPSYNC_ERR_UNKNOWN_TABLE, "no table %s", t->name);
   /* Text parameters sent as binary: the same bytes. */
-  r = run_params(s, sql, 2, NULL, values, lengths, 0);
+  r = pgs_run_params(s, sql, 2, NULL, values, lengths, 0);
   if (!r || PQresultStatus(r) != PGRES_TUPLES_OK)
-    return expect(s, r, PGRES_TUPLES_OK, t->name, "looking up the table");
+    return pgs_expect(s, r, PGRES_TUPLES_OK, t->name, "looking up the table");
   if (PQntuples(r) == 0) {
-    rc = fail(s, LIPSYNC_ERR_UNKNOWN_TABLE, "no table %s", t->name);
+    rc = pgs_fail(s, LIPSYNC_ERR_UNKNOWN_TABLE, "no table %s", t->name);
   } else {
     char kind = PQgetvalue(r, 0, 1)[0];
     if (kind != 'r' && kind != 'p')
-      rc = fail(s, LIPSYNC_ERR_UNKNOWN_TABLE,
-                "no table %s (%s cannot be synced)", t->name,
-                relkind_name(kind));
+      rc = pgs_fail(s, LIPSYNC_ERR_UNKNOWN_TABLE,
+                    "no table %s (%s cannot be synced)", t->name,
+                    relkind_name(kind));
     t->partitioned = kind == 'p';
     if (!rc && !(t->oid = strdup(PQgetvalue(r, 0, 0))))
-      rc = fail_nomem(s);
+      rc = pgs_fail_nomem(s);
   }
   PQclear(r);
   return rc;
@@ -713,7 +678,7 @@ static int take_column(pg_store *s, pg_table *t, PGresult *r, int i,
     if (oid == PGTYPE_OID_UUID)
       t->has_uuid = true;
     else if (!(t->uuid_bad_type = strdup(type_name)))
-      return fail_nomem(s);
+      return pgs_fail_nomem(s);
     return 0;
   }
   /* Generated columns are not canonical columns (LS-TABLE-3): the server
@@ -721,17 +686,17 @@ static int take_column(pg_store *s, pg_table *t, PGresult *r, int i,
   if (generated)
     return 0;
   if (!pgtype_from_oid(oid, typmod, citext, &type))
-    return fail(s, LIPSYNC_ERR_SCHEMA_MISMATCH,
-                "table %s: column %s has type %s, which has no canonical "
-                "type and cannot be synced",
-                t->name, name, type_name);
+    return pgs_fail(s, LIPSYNC_ERR_SCHEMA_MISMATCH,
+                    "table %s: column %s has type %s, which has no canonical "
+                    "type and cannot be synced",
+                    t->name, name, type_name);
   cols[*n].name = strdup(name);
   cols[*n].type = pgtype_canonical(type.kind);
   names[*n] = strdup(type_name);
   types[*n] = type;
   (*n)++;
   if (!cols[*n - 1].name || !names[*n - 1])
-    return fail_nomem(s);
+    return pgs_fail_nomem(s);
   return 0;
 }
 
@@ -745,36 +710,36 @@ static int lock_and_read_columns(pg_store *s, pg_table *t) {
   size_t n = 0, total;
   int rc;
 
-  rc = put(&sql, "LOCK TABLE ");
+  rc = pgs_put(&sql, "LOCK TABLE ");
   if (!rc)
-    rc = put(&sql, t->qname);
+    rc = pgs_put(&sql, t->qname);
   if (!rc)
-    rc = putf(&sql,
-              " IN SHARE ROW EXCLUSIVE MODE;"
-              " SELECT a.attname, a.atttypid, a.atttypmod,"
-              " a.attgenerated <> '', ty.typname = 'citext' AND"
-              " ty.typtype = 'b', pg_catalog.format_type(a.atttypid,"
-              " a.atttypmod) FROM pg_catalog.pg_attribute a"
-              " JOIN pg_catalog.pg_type ty ON ty.oid = a.atttypid"
-              " WHERE a.attrelid = %s AND a.attnum > 0",
-              t->oid);
+    rc = pgs_putf(&sql,
+                  " IN SHARE ROW EXCLUSIVE MODE;"
+                  " SELECT a.attname, a.atttypid, a.atttypmod,"
+                  " a.attgenerated <> '', ty.typname = 'citext' AND"
+                  " ty.typtype = 'b', pg_catalog.format_type(a.atttypid,"
+                  " a.atttypmod) FROM pg_catalog.pg_attribute a"
+                  " JOIN pg_catalog.pg_type ty ON ty.oid = a.atttypid"
+                  " WHERE a.attrelid = %s AND a.attnum > 0",
+                  t->oid);
   if (!rc)
-    rc = put(&sql, " AND NOT a.attisdropped ORDER BY a.attnum");
-  if (rc || !cstr(&sql)) {
+    rc = pgs_put(&sql, " AND NOT a.attisdropped ORDER BY a.attnum");
+  if (rc || !pgs_cstr(&sql)) {
     bytebuf_free(&sql);
-    return fail_nomem(s);
+    return pgs_fail_nomem(s);
   }
-  r = run(s, (const char *)sql.data);
+  r = pgs_run(s, (const char *)sql.data);
   bytebuf_free(&sql);
   if (!r || PQresultStatus(r) != PGRES_TUPLES_OK)
-    return expect(s, r, PGRES_TUPLES_OK, t->name, "locking the table");
+    return pgs_expect(s, r, PGRES_TUPLES_OK, t->name, "locking the table");
 
   total = (size_t)PQntuples(r);
   cols = calloc(total + 1, sizeof *cols);
   types = calloc(total + 1, sizeof *types);
   names = calloc(total + 1, sizeof *names);
   if (!cols || !types || !names)
-    rc = fail_nomem(s);
+    rc = pgs_fail_nomem(s);
   for (size_t i = 0; i < total && !rc; i++)
     rc = take_column(s, t, r, (int)i, cols, types, names, &n);
   PQclear(r);
@@ -786,7 +751,7 @@ static int lock_and_read_columns(pg_store *s, pg_table *t) {
   t->types = calloc(n + 1, sizeof *t->types);
   t->type_names = calloc(n + 1, sizeof *t->type_names);
   if (!rc && (!t->columns || !t->types || !t->type_names))
-    rc = fail_nomem(s);
+    rc = pgs_fail_nomem(s);
   if (!rc) {
     memcpy(t->columns, cols, n * sizeof *cols);
     canon_sort_columns(t->columns, n);
@@ -818,29 +783,29 @@ static int lock_and_read_columns(pg_store *s, pg_table *t) {
  */
 static int build_statements(pg_store *s, pg_table *t) {
   bytebuf sel = {0}, copy = {0};
-  int rc = put(&sel, "SELECT ");
+  int rc = pgs_put(&sel, "SELECT ");
   if (!rc)
-    rc = putf(&copy, "COPY %s (", t->qname);
+    rc = pgs_putf(&copy, "COPY %s (", t->qname);
   t->nuuid = 0;
   for (size_t i = 0; i < t->base.ncolumns && !rc; i++) {
     t->uuid_slot[i] = t->types[i].kind == PGTYPE_UUID ? t->nuuid++ : NO_SLOT;
-    rc = put_ident(s, &sel, t->columns[i].name);
+    rc = pgs_put_ident(s, &sel, t->columns[i].name);
     if (!rc && pgtype_select_as_text(t->types[i].kind))
-      rc = put(&sel, "::pg_catalog.text");
+      rc = pgs_put(&sel, "::pg_catalog.text");
     if (!rc)
-      rc = put(&sel, ", ");
+      rc = pgs_put(&sel, ", ");
     if (!rc)
-      rc = put_ident(s, &copy, t->columns[i].name);
+      rc = pgs_put_ident(s, &copy, t->columns[i].name);
     if (!rc)
-      rc = put(&copy, ", ");
+      rc = pgs_put(&copy, ", ");
   }
   if (!rc)
-    rc = putf(&sel, "\"%s\" FROM %s", LIPSYNC_UUID_COLUMN, t->qname);
+    rc = pgs_putf(&sel, "\"%s\" FROM %s", LIPSYNC_UUID_COLUMN, t->qname);
   if (!rc)
-    rc = putf(&copy, "\"%s\") FROM STDIN", LIPSYNC_UUID_COLUMN);
-  t->select_sql = take_cstr(&sel, rc);
-  t->copy_sql = take_cstr(&copy, rc);
-  return t->select_sql && t->copy_sql ? 0 : fail_nomem(s);
+    rc = pgs_putf(&copy, "\"%s\") FROM STDIN", LIPSYNC_UUID_COLUMN);
+  t->select_sql = pgs_take_cstr(&sel, rc);
+  t->copy_sql = pgs_take_cstr(&copy, rc);
+  return t->select_sql && t->copy_sql ? 0 : pgs_fail_nomem(s);
 }
 
 static int pg_store_open_table(lipsync_store *store, const char *name,
@@ -852,10 +817,10 @@ static int pg_store_open_table(lipsync_store *store, const char *name,
   int rc;
 
   *out = NULL;
-  if (is_interrupted(s))
-    return fail_interrupted(s);
+  if (pgs_is_interrupted(s))
+    return pgs_fail_interrupted(s);
   if (!name)
-    return fail(s, LIPSYNC_ERR_INVALID_ARGUMENT, "no table name");
+    return pgs_fail(s, LIPSYNC_ERR_INVALID_ARGUMENT, "no table name");
   for (t = s->tables; t; t = t->next) {
     if (strcmp(t->name, name) == 0) {
       *out = &t->base;
@@ -863,29 +828,29 @@ static int pg_store_open_table(lipsync_store *store, const char *name,
     }
   }
   if (!s->in_txn)
-    return fail(s, LIPSYNC_ERR_INTERNAL,
-                "open_table %s: no transaction is open", name);
-  if ((rc = copy_end(s)) != 0)
+    return pgs_fail(s, LIPSYNC_ERR_INTERNAL,
+                    "open_table %s: no transaction is open", name);
+  if ((rc = pgs_copy_end(s)) != 0)
     return rc;
 
   t = calloc(1, sizeof *t);
   if (!t)
-    return fail_nomem(s);
+    return pgs_fail_nomem(s);
   t->store = s;
   t->batch_rows = FETCH_FIRST_ROWS;
   if (!(t->name = strdup(name))) {
-    rc = fail_nomem(s);
+    rc = pgs_fail_nomem(s);
     goto fail;
   }
   if ((rc = split_name(s, t, &schema)) != 0)
     goto fail;
-  rc = put_ident(s, &q, schema);
+  rc = pgs_put_ident(s, &q, schema);
   if (!rc)
-    rc = put(&q, ".");
+    rc = pgs_put(&q, ".");
   if (!rc)
-    rc = put_ident(s, &q, t->relname);
-  if (!(t->qname = take_cstr(&q, rc))) {
-    rc = fail_nomem(s);
+    rc = pgs_put_ident(s, &q, t->relname);
+  if (!(t->qname = pgs_take_cstr(&q, rc))) {
+    rc = pgs_fail_nomem(s);
     goto fail;
   }
   if ((rc = find_table(s, t, schema)) != 0)
@@ -896,16 +861,19 @@ static int pg_store_open_table(lipsync_store *store, const char *name,
   t->uuid_slot = calloc(n + 1, sizeof *t->uuid_slot);
   t->fetch_values = calloc(n + 1, sizeof *t->fetch_values);
   if (!t->uuid_slot || !t->fetch_values) {
-    rc = fail_nomem(s);
+    rc = pgs_fail_nomem(s);
     goto fail;
   }
   if ((rc = build_statements(s, t)) != 0)
     goto fail;
   if (!(t->fetch_scratch = malloc(37 * (t->nuuid + 1)))) {
-    rc = fail_nomem(s);
+    rc = pgs_fail_nomem(s);
     goto fail;
   }
-  free(schema);
+  t->schema = schema;
+  schema = NULL;
+  if ((rc = pgs_capture_last_sync(s, t)) != 0)
+    goto fail;
   t->base.name = t->name;
   t->base.columns = t->columns;
   t->next = s->tables;
@@ -931,7 +899,7 @@ static int find_uuid_index(pg_store *s, pg_table *t, const char *index_name,
                            index_facts *facts) {
   bytebuf sql = {0};
   PGresult *r;
-  int rc = putf(
+  int rc = pgs_putf(
       &sql,
       "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_index i"
       " JOIN pg_catalog.pg_attribute a ON a.attrelid = i.indrelid"
@@ -944,23 +912,23 @@ static int find_uuid_index(pg_store *s, pg_table *t, const char *index_name,
       " NOT EXISTS (SELECT 1 FROM %s)",
       t->oid, LIPSYNC_UUID_COLUMN, t->partitioned ? "true" : "false", t->oid,
       t->qname);
-  if (rc || !cstr(&sql)) {
+  if (rc || !pgs_cstr(&sql)) {
     bytebuf_free(&sql);
-    return fail_nomem(s);
+    return pgs_fail_nomem(s);
   }
   const char *values[1] = {index_name};
   int lengths[1] = {(int)strlen(index_name)};
-  r = run_params(s, (const char *)sql.data, 1, NULL, values, lengths, 0);
+  r = pgs_run_params(s, (const char *)sql.data, 1, NULL, values, lengths, 0);
   bytebuf_free(&sql);
   if (!r || PQresultStatus(r) != PGRES_TUPLES_OK)
-    return expect(s, r, PGRES_TUPLES_OK, t->name,
-                  "looking for the " LIPSYNC_UUID_COLUMN " index");
+    return pgs_expect(s, r, PGRES_TUPLES_OK, t->name,
+                      "looking for the " LIPSYNC_UUID_COLUMN " index");
   if (PQntuples(r) != 1 || PQnfields(r) != 3) {
     PQclear(r);
-    return fail(s, LIPSYNC_ERR_STORAGE,
-                "table %s: looking for the " LIPSYNC_UUID_COLUMN
-                " index: unexpected result",
-                t->name);
+    return pgs_fail(s, LIPSYNC_ERR_STORAGE,
+                    "table %s: looking for the " LIPSYNC_UUID_COLUMN
+                    " index: unexpected result",
+                    t->name);
   }
   facts->found = PQgetvalue(r, 0, 0)[0] == 't';
   facts->name_free = PQgetvalue(r, 0, 1)[0] == 't';
@@ -999,30 +967,30 @@ static int ensure_uuid_index(pg_store *s, pg_table *t, bool may_defer) {
     t->index_pending = true;
     return 0;
   }
-  rc = put(&sql, t->partitioned ? "CREATE INDEX " : "CREATE UNIQUE INDEX ");
+  rc = pgs_put(&sql, t->partitioned ? "CREATE INDEX " : "CREATE UNIQUE INDEX ");
   if (!rc && facts.name_free && fits)
-    rc = put_ident(s, &sql, index_name);
+    rc = pgs_put_ident(s, &sql, index_name);
   if (!rc)
-    rc = put(&sql, " ON ");
+    rc = pgs_put(&sql, " ON ");
   if (!rc)
-    rc = put(&sql, t->qname);
+    rc = pgs_put(&sql, t->qname);
   if (!rc)
-    rc = put(&sql, " (\"" LIPSYNC_UUID_COLUMN "\")");
-  if (rc || !cstr(&sql)) {
+    rc = pgs_put(&sql, " (\"" LIPSYNC_UUID_COLUMN "\")");
+  if (rc || !pgs_cstr(&sql)) {
     bytebuf_free(&sql);
-    return fail_nomem(s);
+    return pgs_fail_nomem(s);
   }
-  r = run(s, (const char *)sql.data);
+  r = pgs_run(s, (const char *)sql.data);
   bytebuf_free(&sql);
   if (r && PQresultStatus(r) == PGRES_COMMAND_OK) {
     PQclear(r);
     return 0;
   }
   const char *state = r ? PQresultErrorField(r, PG_DIAG_SQLSTATE) : NULL;
-  rc = fail_pg(s, r, t->name,
-               state && strcmp(state, "23505") == 0
-                   ? "duplicate " LIPSYNC_UUID_COLUMN " values"
-                   : "creating the " LIPSYNC_UUID_COLUMN " index");
+  rc = pgs_fail_pg(s, r, t->name,
+                   state && strcmp(state, "23505") == 0
+                       ? "duplicate " LIPSYNC_UUID_COLUMN " values"
+                       : "creating the " LIPSYNC_UUID_COLUMN " index");
   PQclear(r);
   return rc;
 }
@@ -1039,7 +1007,7 @@ static int build_pending_index(pg_store *s, pg_table *t) {
   for (pg_cursor *c = t->cursors; c; c = c->next)
     if (!c->server_closed)
       return 0;
-  if ((rc = copy_end(s)) != 0 || (rc = flush_closes(s)) != 0)
+  if ((rc = copy_end_stream(s)) != 0 || (rc = flush_closes(s)) != 0)
     return rc;
   t->index_pending = false;
   return ensure_uuid_index(s, t, false);
@@ -1051,53 +1019,54 @@ static int pg_store_prepare_table(lipsync_store *store, lipsync_table *table) {
   bytebuf sql = {0};
   int rc;
 
-  if (is_interrupted(s))
-    return fail_interrupted(s);
+  if (pgs_is_interrupted(s))
+    return pgs_fail_interrupted(s);
   if (t->uuid_bad_type)
-    return fail(s, LIPSYNC_ERR_STORAGE,
-                "table %s: column " LIPSYNC_UUID_COLUMN
-                " has type %s; it must be uuid",
-                t->name, t->uuid_bad_type);
-  if ((rc = copy_end(s)) != 0)
+    return pgs_fail(s, LIPSYNC_ERR_STORAGE,
+                    "table %s: column " LIPSYNC_UUID_COLUMN
+                    " has type %s; it must be uuid",
+                    t->name, t->uuid_bad_type);
+  if ((rc = pgs_copy_end(s)) != 0)
     return rc;
   /* A new column gets a fresh UUID in every row as the table is rewritten
    * once, cheaper than adding it empty and updating every row. */
   if (!t->has_uuid) {
-    rc = put(&sql, "ALTER TABLE ");
+    rc = pgs_put(&sql, "ALTER TABLE ");
     if (!rc)
-      rc = put(&sql, t->qname);
+      rc = pgs_put(&sql, t->qname);
+    /* The default stays: rows inserted later get one too. */
     if (!rc)
-      rc = put(&sql, " ADD COLUMN \"" LIPSYNC_UUID_COLUMN
-                     "\" pg_catalog.uuid DEFAULT pg_catalog.gen_random_uuid();"
-                     " ALTER TABLE ");
-    if (!rc)
-      rc = put(&sql, t->qname);
-    if (!rc)
-      rc = put(&sql, " ALTER COLUMN \"" LIPSYNC_UUID_COLUMN "\" DROP DEFAULT");
+      rc = pgs_put(&sql,
+                   " ADD COLUMN \"" LIPSYNC_UUID_COLUMN
+                   "\" pg_catalog.uuid DEFAULT pg_catalog.gen_random_uuid()");
   } else {
-    rc = put(&sql, "UPDATE ");
+    rc = pgs_put(&sql, "UPDATE ");
     if (!rc)
-      rc = put(&sql, t->qname);
+      rc = pgs_put(&sql, t->qname);
     if (!rc)
-      rc = put(&sql,
-               " SET \"" LIPSYNC_UUID_COLUMN
-               "\" = pg_catalog.gen_random_uuid() WHERE \"" LIPSYNC_UUID_COLUMN
-               "\" IS NULL");
+      rc = pgs_put(
+          &sql, " SET \"" LIPSYNC_UUID_COLUMN
+                "\" = pg_catalog.gen_random_uuid() WHERE \"" LIPSYNC_UUID_COLUMN
+                "\" IS NULL");
   }
-  if (rc || !cstr(&sql)) {
+  if (rc || !pgs_cstr(&sql)) {
     bytebuf_free(&sql);
-    return fail_nomem(s);
+    return pgs_fail_nomem(s);
   }
-  rc = exec_sql(s, (const char *)sql.data, t->name,
-                t->has_uuid ? "giving rows a UUID"
-                            : "adding " LIPSYNC_UUID_COLUMN);
+  PGresult *r = pgs_run(s, (const char *)sql.data);
   bytebuf_free(&sql);
+  /* Rows given a UUID now were written with capture off: repair. */
+  t->uuids_given = t->has_uuid && r && PQresultStatus(r) == PGRES_COMMAND_OK &&
+                   strcmp(PQcmdTuples(r), "0") != 0;
+  rc = pgs_expect(s, r, PGRES_COMMAND_OK, t->name,
+                  t->has_uuid ? "giving rows a UUID"
+                              : "adding " LIPSYNC_UUID_COLUMN);
   if (rc)
     return rc;
   t->has_uuid = true;
-  if (t->index_pending)
-    return 0;
-  return ensure_uuid_index(s, t, true);
+  if (!t->index_pending && (rc = ensure_uuid_index(s, t, true)) != 0)
+    return rc;
+  return pgs_capture_prepare(s, t);
 }
 
 /* ------------------------------------------------------------------ */
@@ -1105,10 +1074,10 @@ static int pg_store_prepare_table(lipsync_store *store, lipsync_table *table) {
 /* ------------------------------------------------------------------ */
 
 static int not_prepared(pg_store *s, pg_table *t, const char *what) {
-  return fail(s, LIPSYNC_ERR_STORAGE,
-              "table %s: %s: the table has no " LIPSYNC_UUID_COLUMN
-              " column (prepare_table adds it)",
-              t->name, what);
+  return pgs_fail(s, LIPSYNC_ERR_STORAGE,
+                  "table %s: %s: the table has no " LIPSYNC_UUID_COLUMN
+                  " column (prepare_table adds it)",
+                  t->name, what);
 }
 
 /* Fills |row| from tuple |tup| of |r|: the columns in canonical order, then
@@ -1120,8 +1089,8 @@ static int read_row(pg_table *t, const PGresult *r, int tup,
   char uuid[37], why[160];
 
   if (PQgetisnull(r, tup, n) || PQgetlength(r, tup, n) != LIPSYNC_UUID_LEN)
-    return fail(s, LIPSYNC_ERR_STORAGE,
-                "table %s: a row has no " LIPSYNC_UUID_COLUMN, t->name);
+    return pgs_fail(s, LIPSYNC_ERR_STORAGE,
+                    "table %s: a row has no " LIPSYNC_UUID_COLUMN, t->name);
   memcpy(row->uuid, PQgetvalue(r, tup, n), LIPSYNC_UUID_LEN);
   for (int i = 0; i < n; i++) {
     lipsync_value *v = &values[i];
@@ -1135,8 +1104,8 @@ static int read_row(pg_table *t, const PGresult *r, int tup,
         slot == NO_SLOT ? NULL : scratch + 37 * slot, v, why, sizeof why);
     if (rc) {
       lipsync_uuid_format(row->uuid, uuid);
-      return fail(s, rc, "table %s: row %s: column %s: %s", t->name, uuid,
-                  t->columns[i].name, why);
+      return pgs_fail(s, rc, "table %s: row %s: column %s: %s", t->name, uuid,
+                      t->columns[i].name, why);
     }
   }
   row->nvalues = (size_t)n;
@@ -1150,12 +1119,12 @@ static int take_batch(pg_cursor *c, PGresult *r, size_t asked) {
   pg_table *t = c->table;
   pg_store *s = t->store;
   if (!r || PQresultStatus(r) != PGRES_TUPLES_OK)
-    return expect(s, r, PGRES_TUPLES_OK, t->name, "scan");
-  if (PQnfields(r) != (int)t->base.ncolumns + 1 ||
+    return pgs_expect(s, r, PGRES_TUPLES_OK, t->name, "scan");
+  if (PQnfields(r) != (c->items ? ITEM_FIELDS : (int)t->base.ncolumns + 1) ||
       (PQnfields(r) && PQfformat(r, 0) != 1)) {
     PQclear(r);
-    return fail(s, LIPSYNC_ERR_STORAGE, "table %s: scan: unexpected result",
-                t->name);
+    return pgs_fail(s, LIPSYNC_ERR_STORAGE, "table %s: scan: unexpected result",
+                    t->name);
   }
   c->res = r;
   c->row = 0;
@@ -1165,7 +1134,7 @@ static int take_batch(pg_cursor *c, PGresult *r, size_t asked) {
    * cursor would keep the index build of an empty table waiting. */
   if (c->last_batch)
     queue_close(s, c);
-  if (c->nrows > 0) {
+  if (c->nrows > 0 && !c->items) {
     size_t per_row = PQresultMemorySize(r) / (size_t)c->nrows;
     size_t rows = FETCH_TARGET_BYTES / (per_row ? per_row : 1);
     t->batch_rows = rows < 1                ? 1
@@ -1185,29 +1154,29 @@ static PGresult *run_with_closes(pg_store *s, bytebuf *sql) {
       return NULL;
     memcpy(s->closes.data + n, sql->data, sql->len);
     s->closes.data[n + sql->len] = '\0';
-    r = run(s, (const char *)s->closes.data);
+    r = pgs_run(s, (const char *)s->closes.data);
     s->closes.len = 0;
     return r;
   }
-  if (!cstr(sql))
+  if (!pgs_cstr(sql))
     return NULL;
-  return run(s, (const char *)sql->data);
+  return pgs_run(s, (const char *)sql->data);
 }
 
 static int fetch_batch(pg_cursor *c) {
   pg_table *t = c->table;
   pg_store *s = t->store;
   bytebuf sql = {0};
-  size_t asked = t->batch_rows;
+  size_t asked = c->items ? FETCH_MAX_ROWS : t->batch_rows;
   int rc;
 
-  if ((rc = copy_end(s)) != 0)
+  if ((rc = pgs_copy_end(s)) != 0)
     return rc;
   PQclear(c->res);
   c->res = NULL;
-  if (putf(&sql, "FETCH %zu FROM \"%s\"", asked, c->name) != 0) {
+  if (pgs_putf(&sql, "FETCH %zu FROM \"%s\"", asked, c->name) != 0) {
     bytebuf_free(&sql);
-    return fail_nomem(s);
+    return pgs_fail_nomem(s);
   }
   PGresult *r = run_with_closes(s, &sql);
   bytebuf_free(&sql);
@@ -1216,42 +1185,45 @@ static int fetch_batch(pg_cursor *c) {
 
 /* Declares a cursor over the table's rows matching |where| (SQL, may be
  * empty) and fetches its first batch. */
-static int open_scan(pg_store *s, pg_table *t, const char *where,
-                     bool needs_index, lipsync_cursor **out) {
-  size_t n = t->base.ncolumns, asked = t->batch_rows;
+int pgs_open_scan(pg_store *s, pg_table *t, const char *select,
+                  const char *where, bool items, bool needs_index,
+                  lipsync_cursor **out) {
+  size_t n = t->base.ncolumns, asked = items ? FETCH_MAX_ROWS : t->batch_rows;
   bytebuf sql = {0};
   pg_cursor *c;
   int rc;
 
   *out = NULL;
-  if (is_interrupted(s))
-    return fail_interrupted(s);
+  if (pgs_is_interrupted(s))
+    return pgs_fail_interrupted(s);
   if (!t->has_uuid)
     return not_prepared(s, t, "scan");
   if (needs_index && (rc = build_pending_index(s, t)) != 0)
     return rc;
-  if ((rc = copy_end(s)) != 0)
+  if ((rc = pgs_copy_end(s)) != 0)
     return rc;
   c = calloc(1, sizeof *c + n * sizeof c->values[0]);
   if (!c)
-    return fail_nomem(s);
+    return pgs_fail_nomem(s);
   c->base.table = &t->base;
   c->table = t;
+  c->items = items;
   snprintf(c->name, sizeof c->name, "lipsync_cursor_%u", ++s->cursor_seq);
   c->scratch = malloc(37 * (t->nuuid + 1));
   rc = c->scratch
-           ? putf(&sql, "DECLARE \"%s\" BINARY NO SCROLL CURSOR FOR ", c->name)
+           ? pgs_putf(&sql, "DECLARE \"%s\" BINARY NO SCROLL CURSOR FOR ",
+                      c->name)
            : LIPSYNC_ERR_NOMEM;
   if (!rc)
-    rc = put(&sql, t->select_sql);
+    rc = pgs_put(&sql, select);
   if (!rc)
-    rc = put(&sql, where);
+    rc = pgs_put(&sql, where);
   if (!rc)
-    rc = putf(&sql, "; FETCH %zu FROM \"%s\"", asked, c->name);
+    rc = pgs_putf(&sql, "; FETCH %zu FROM \"%s\"", asked, c->name);
   if (rc) {
     bytebuf_free(&sql);
     cursor_free(c);
-    return fail_nomem(s);
+    return pgs_fail_nomem(s);
   }
   PGresult *r = run_with_closes(s, &sql);
   bytebuf_free(&sql);
@@ -1283,8 +1255,9 @@ static int pg_store_scan(lipsync_store *store, lipsync_table *table,
     snprintf(where + len, sizeof where - len, " %s \"%s\" < '%s'",
              lower ? "AND" : "WHERE", LIPSYNC_UUID_COLUMN, bound);
   }
-  return open_scan((pg_store *)store, (pg_table *)table, where, lower || upper,
-                   out);
+  pg_table *t = (pg_table *)table;
+  return pgs_open_scan((pg_store *)store, t, t->select_sql, where, false,
+                       lower || upper, out);
 }
 
 /* One query for a batch of lookups: a round trip per row would dominate a
@@ -1295,33 +1268,33 @@ static int pg_store_scan_uuids(lipsync_store *store, lipsync_table *table,
   pg_store *s = (pg_store *)store;
   bytebuf where = {0};
   char text[37];
-  int rc = putf(&where, " WHERE \"%s\" = ANY ('{", LIPSYNC_UUID_COLUMN);
+  int rc = pgs_putf(&where, " WHERE \"%s\" = ANY ('{", LIPSYNC_UUID_COLUMN);
   for (size_t i = 0; i < n && !rc; i++) {
     lipsync_uuid_format(uuids + i * LIPSYNC_UUID_LEN, text);
-    rc = putf(&where, "%s%s", i ? "," : "", text);
+    rc = pgs_putf(&where, "%s%s", i ? "," : "", text);
   }
   if (!rc)
-    rc = put(&where, "}'::uuid[])");
+    rc = pgs_put(&where, "}'::uuid[])");
   if (!rc)
     rc = bytebuf_append(&where, "", 1);
   if (rc) {
     bytebuf_free(&where);
-    return fail_nomem(s);
+    return pgs_fail_nomem(s);
   }
-  rc = open_scan(s, (pg_table *)table, (const char *)where.data, true, out);
+  rc = pgs_open_scan(s, (pg_table *)table, ((pg_table *)table)->select_sql,
+                     (const char *)where.data, false, true, out);
   bytebuf_free(&where);
   return rc;
 }
 
-static int pg_store_next(lipsync_cursor *cursor, lipsync_row *row) {
-  pg_cursor *c = (pg_cursor *)cursor;
+int pgs_cursor_step(pg_cursor *c) {
   pg_table *t = c->table;
   int rc;
 
   if (c->status)
     return c->status > 0 ? 0 : c->status;
-  if (is_interrupted(t->store))
-    return c->status = fail_interrupted(t->store);
+  if (pgs_is_interrupted(t->store))
+    return c->status = pgs_fail_interrupted(t->store);
   while (c->row >= c->nrows) {
     if (c->last_batch) {
       c->status = 1;
@@ -1330,6 +1303,15 @@ static int pg_store_next(lipsync_cursor *cursor, lipsync_row *row) {
     if ((rc = fetch_batch(c)) != 0)
       return c->status = rc;
   }
+  return 1;
+}
+
+static int pg_store_next(lipsync_cursor *cursor, lipsync_row *row) {
+  pg_cursor *c = (pg_cursor *)cursor;
+  pg_table *t = c->table;
+  int rc = pgs_cursor_step(c);
+  if (rc != 1)
+    return rc;
   rc = read_row(t, c->res, c->row++, c->values, c->scratch, row);
   if (rc)
     return c->status = rc;
@@ -1363,22 +1345,22 @@ static int prepare_fetch(pg_store *s, pg_table *t) {
   bytebuf sql = {0};
   int rc;
   snprintf(name, sizeof name, "lipsync_fetch_%u", ++s->statement_seq);
-  rc = put(&sql, t->select_sql);
+  rc = pgs_put(&sql, t->select_sql);
   if (!rc)
-    rc = put(&sql, " WHERE \"" LIPSYNC_UUID_COLUMN "\" = $1");
+    rc = pgs_put(&sql, " WHERE \"" LIPSYNC_UUID_COLUMN "\" = $1");
   /* Room to note the DEALLOCATE, so that success cannot fail to. */
   if (!rc)
     rc = bytebuf_reserve(&s->deallocs, sizeof name + 16);
-  if (rc || !cstr(&sql)) {
+  if (rc || !pgs_cstr(&sql)) {
     bytebuf_free(&sql);
-    return fail_nomem(s);
+    return pgs_fail_nomem(s);
   }
   rc = PQsendPrepare(s->conn, name, (const char *)sql.data, 1, types)
-           ? expect(s, finish(s), PGRES_COMMAND_OK, t->name, "fetch")
-           : fail_pg(s, NULL, t->name, "fetch");
+           ? pgs_expect(s, finish(s), PGRES_COMMAND_OK, t->name, "fetch")
+           : pgs_fail_pg(s, NULL, t->name, "fetch");
   bytebuf_free(&sql);
   if (rc == 0) {
-    putf(&s->deallocs, "DEALLOCATE \"%s\"; ", name);
+    pgs_putf(&s->deallocs, "DEALLOCATE \"%s\"; ", name);
     memcpy(t->fetch_stmt, name, sizeof name);
   }
   return rc;
@@ -1395,11 +1377,11 @@ static int pg_store_fetch(lipsync_store *store, lipsync_table *table,
   PGresult *r;
   int rc;
 
-  if (is_interrupted(s))
-    return fail_interrupted(s);
+  if (pgs_is_interrupted(s))
+    return pgs_fail_interrupted(s);
   if (!t->has_uuid)
     return not_prepared(s, t, "fetch");
-  if ((rc = build_pending_index(s, t)) != 0 || (rc = copy_end(s)) != 0)
+  if ((rc = build_pending_index(s, t)) != 0 || (rc = pgs_copy_end(s)) != 0)
     return rc;
   PQclear(s->fetched); /* the previous fetched row lives until here */
   s->fetched = NULL;
@@ -1411,12 +1393,13 @@ static int pg_store_fetch(lipsync_store *store, lipsync_table *table,
   else
     r = finish(s);
   if (!r || PQresultStatus(r) != PGRES_TUPLES_OK)
-    return expect(s, r, PGRES_TUPLES_OK, t->name, "fetch");
+    return pgs_expect(s, r, PGRES_TUPLES_OK, t->name, "fetch");
   if (PQntuples(r) == 0) {
     char text[37];
     PQclear(r);
     lipsync_uuid_format(uuid, text);
-    return fail(s, LIPSYNC_ERR_NOT_FOUND, "table %s: no row %s", t->name, text);
+    return pgs_fail(s, LIPSYNC_ERR_NOT_FOUND, "table %s: no row %s", t->name,
+                    text);
   }
   s->fetched = r;
   return read_row(t, r, 0, t->fetch_values, t->fetch_scratch, row);
@@ -1468,9 +1451,10 @@ static int encode_row(pg_store *s, pg_table *t, const lipsync_row *row,
     const lipsync_value *v = &row->values[i];
     if (!pgtype_check(&t->types[i], v, why, sizeof why)) {
       errbuf_describe_value(v, value, sizeof value);
-      rc = fail(s, LIPSYNC_ERR_INVALID_VALUE,
-                "table %s: row %s: column %s (%s) cannot store %s: %s", t->name,
-                key, t->columns[i].name, t->type_names[i], value, why);
+      rc = pgs_fail(s, LIPSYNC_ERR_INVALID_VALUE,
+                    "table %s: row %s: column %s (%s) cannot store %s: %s",
+                    t->name, key, t->columns[i].name, t->type_names[i], value,
+                    why);
       break;
     }
     rc = pgtype_copy_append(&s->copy_buf, &t->types[i], v);
@@ -1479,12 +1463,12 @@ static int encode_row(pg_store *s, pg_table *t, const lipsync_row *row,
     if (!rc && t->types[i].kind == PGTYPE_JSONB && v->type != LIPSYNC_NULL)
       rc = queue_jsonb(s, row->uuid, i, v);
     if (rc)
-      rc = fail_nomem(s);
+      rc = pgs_fail_nomem(s);
   }
   if (!rc && (bytebuf_append(&s->copy_buf, key, UUID_TEXT_LEN) != 0 ||
               bytebuf_append(&s->copy_buf, "\n", 1) != 0 ||
               bytebuf_append(&s->copy_uuids, row->uuid, LIPSYNC_UUID_LEN) != 0))
-    rc = fail_nomem(s);
+    rc = pgs_fail_nomem(s);
   if (rc) {
     s->copy_buf.len = mark;
     s->jsonb_array.len = jsonb_mark;
@@ -1497,38 +1481,79 @@ static int encode_row(pg_store *s, pg_table *t, const lipsync_row *row,
   return 0;
 }
 
+/* Adds |row| to the COPY into |t| (or its staging table, when |stage|),
+ * and its item to |items|. */
+static int write_row(pg_store *s, pg_table *t, const lipsync_row *row,
+                     bool stage, bytebuf *items) {
+  const char *what = stage ? "update" : "insert";
+  char key[37];
+  int rc;
+
+  if (row->nvalues != t->base.ncolumns)
+    return pgs_fail(s, LIPSYNC_ERR_INVALID_ARGUMENT,
+                    "table %s: a row of %zu values for %zu columns", t->name,
+                    row->nvalues, t->base.ncolumns);
+  if ((rc = copy_begin(s, t, stage)) != 0)
+    return rc;
+  lipsync_uuid_format(row->uuid, key);
+  if ((rc = encode_row(s, t, row, key)) != 0)
+    return rc;
+  if (pgs_item_line(items, row->uuid, &row->version, false) != 0)
+    return pgs_fail_nomem(s);
+  if (s->copy_buf.len >= COPY_CHUNK && !copy_send(s)) {
+    /* The server has refused the stream: take its reason. */
+    rc = pgs_copy_end(s);
+    return rc ? rc
+              : pgs_fail(s, LIPSYNC_ERR_STORAGE, "table %s: %s: COPY failed",
+                         t->name, what);
+  }
+  if (s->jsonb_array.len >= JSONB_BATCH_BYTES ||
+      s->njsonb >= JSONB_BATCH_VALUES || items->len >= ITEMS_BATCH_BYTES)
+    return pgs_copy_end(s);
+  return 0;
+}
+
+/* A live row goes into the COPY of the table, its item into the next COPY
+ * of items; a tombstone is an item alone. */
 static int pg_store_insert(lipsync_store *store, lipsync_table *table,
                            const lipsync_row *row) {
   pg_store *s = (pg_store *)store;
   pg_table *t = (pg_table *)table;
-  char key[37];
-  int rc;
 
-  if (is_interrupted(s))
-    return fail_interrupted(s);
-  if (row->nvalues != t->base.ncolumns)
-    return fail(s, LIPSYNC_ERR_INVALID_ARGUMENT,
-                "table %s: a row of %zu values for %zu columns", t->name,
-                row->nvalues, t->base.ncolumns);
+  if (pgs_is_interrupted(s))
+    return pgs_fail_interrupted(s);
   if (!t->has_uuid)
     return not_prepared(s, t, "insert");
-  if (s->copy_table != t) {
-    if ((rc = copy_end(s)) != 0 || (rc = copy_begin(s, t)) != 0)
-      return rc;
-  }
-  lipsync_uuid_format(row->uuid, key);
-  if ((rc = encode_row(s, t, row, key)) != 0)
+  if (!row->deleted)
+    return write_row(s, t, row, false, &t->items_new);
+  if (pgs_item_line(&t->items_new, row->uuid, &row->version, true) != 0)
+    return pgs_fail_nomem(s);
+  return t->items_new.len >= ITEMS_BATCH_BYTES ? pgs_copy_end(s) : 0;
+}
+
+/* A live row goes through the table's staging table (store_pg_items.c
+ * merges it, writing only rows that differ); a tombstone's row is deleted
+ * before any later row of the table is written. Items are upserted. */
+static int pg_store_update(lipsync_store *store, lipsync_table *table,
+                           const lipsync_row *row) {
+  pg_store *s = (pg_store *)store;
+  pg_table *t = (pg_table *)table;
+  int rc;
+
+  if (pgs_is_interrupted(s))
+    return pgs_fail_interrupted(s);
+  if (!t->has_uuid)
+    return not_prepared(s, t, "update");
+  if (!row->deleted)
+    return write_row(s, t, row, true, &t->items_set);
+  if (s->copy_table == t && (rc = pgs_copy_end(s)) != 0)
     return rc;
-  if (s->copy_buf.len >= COPY_CHUNK && !copy_send(s)) {
-    /* The server has refused the stream: take its reason. */
-    rc = copy_end(s);
-    return rc ? rc
-              : fail(s, LIPSYNC_ERR_STORAGE, "table %s: insert: COPY failed",
-                     t->name);
-  }
-  if (s->jsonb_array.len >= JSONB_BATCH_BYTES ||
-      s->njsonb >= JSONB_BATCH_VALUES)
-    return copy_end(s);
+  if (bytebuf_append(&t->deletes, row->uuid, LIPSYNC_UUID_LEN) != 0 ||
+      pgs_item_line(&t->items_set, row->uuid, &row->version, true) != 0)
+    return pgs_fail_nomem(s);
+  if (t->deletes.len >= DELETE_BATCH * LIPSYNC_UUID_LEN ||
+      t->items_set.len >= ITEMS_BATCH_BYTES)
+    return pgs_copy_end(s);
   return 0;
 }
 
@@ -1556,30 +1581,39 @@ static void restore_blocking(pg_store *s) {
  * ended: they would outlive it on the connection. */
 static void end_statements(pg_store *s) {
   if (s->deallocs.len && PQtransactionStatus(s->conn) == PQTRANS_IDLE &&
-      cstr(&s->deallocs))
-    PQclear(run(s, (const char *)s->deallocs.data));
+      pgs_cstr(&s->deallocs))
+    PQclear(pgs_run(s, (const char *)s->deallocs.data));
   s->deallocs.len = 0;
 }
 
 static int pg_store_begin(lipsync_store *store) {
   pg_store *s = (pg_store *)store;
   int rc;
-  if (is_interrupted(s))
-    return fail_interrupted(s);
+  if (pgs_is_interrupted(s))
+    return pgs_fail_interrupted(s);
   if (s->in_txn)
-    return fail(s, LIPSYNC_ERR_INTERNAL, "a transaction is already open");
+    return pgs_fail(s, LIPSYNC_ERR_INTERNAL, "a transaction is already open");
   if (PQstatus(s->conn) != CONNECTION_OK)
-    return fail_pg(s, NULL, NULL, "begin");
+    return pgs_fail_pg(s, NULL, NULL, "begin");
   /* The caller's own transaction is not ours to commit. */
   if (PQtransactionStatus(s->conn) != PQTRANS_IDLE)
-    return fail(s, LIPSYNC_ERR_STORAGE,
-                "begin: the connection is already in a transaction");
+    return pgs_fail(s, LIPSYNC_ERR_STORAGE,
+                    "begin: the connection is already in a transaction");
   use_blocking(s);
-  rc = exec_sql(s, begin_sql, NULL, "begin");
+  rc = pgs_exec_sql(s, begin_sql, NULL, "begin");
   /* A failed SET leaves an open transaction for rollback to end. */
   s->in_txn = PQtransactionStatus(s->conn) != PQTRANS_IDLE;
   restore_blocking(s);
   return rc;
+}
+
+/* Ends the COPY, builds the indexes set aside (whose duplicates are
+ * clearer than those of items), then writes items. */
+static int end_writes(pg_store *s) {
+  int rc = copy_end_stream(s);
+  for (pg_table *t = s->tables; t && !rc; t = t->next)
+    rc = build_pending_index(s, t);
+  return rc ? rc : pgs_copy_end(s);
 }
 
 /* Ends the COPY in progress (with its checks) and builds every index set
@@ -1588,12 +1622,9 @@ static int pg_store_begin(lipsync_store *store) {
  * may already have committed. */
 static int pg_store_flush(lipsync_store *store) {
   pg_store *s = (pg_store *)store;
-  if (is_interrupted(s))
-    return fail_interrupted(s);
-  int rc = copy_end(s);
-  for (pg_table *t = s->tables; t && !rc; t = t->next)
-    rc = build_pending_index(s, t);
-  return rc;
+  if (pgs_is_interrupted(s))
+    return pgs_fail_interrupted(s);
+  return end_writes(s);
 }
 
 static int pg_store_commit(lipsync_store *store) {
@@ -1601,36 +1632,34 @@ static int pg_store_commit(lipsync_store *store) {
   PGresult *r;
   int rc;
 
-  if (is_interrupted(s))
-    return fail_interrupted(s);
+  if (pgs_is_interrupted(s))
+    return pgs_fail_interrupted(s);
   if (!s->in_txn)
-    return fail(s, LIPSYNC_ERR_INTERNAL, "commit: no transaction is open");
+    return pgs_fail(s, LIPSYNC_ERR_INTERNAL, "commit: no transaction is open");
   /* Commit ends every cursor: those still open must not keep an index
    * from being built first. */
   for (pg_table *t = s->tables; t; t = t->next)
     for (pg_cursor *c = t->cursors; c; c = c->next)
       queue_close(s, c);
-  rc = copy_end(s);
-  for (pg_table *t = s->tables; t && !rc; t = t->next)
-    rc = build_pending_index(s, t);
+  rc = end_writes(s);
   free_tables(s);
   if (rc)
     return rc;
   /* COMMIT of a failed transaction rolls it back, and says so only in its
    * command tag. */
   if (PQtransactionStatus(s->conn) == PQTRANS_INERROR)
-    return fail(s, LIPSYNC_ERR_STORAGE,
-                "commit: a statement of the transaction failed; it can "
-                "only be rolled back");
-  r = run(s, "COMMIT");
+    return pgs_fail(s, LIPSYNC_ERR_STORAGE,
+                    "commit: a statement of the transaction failed; it can "
+                    "only be rolled back");
+  r = pgs_run(s, "COMMIT");
   if (r && PQresultStatus(r) == PGRES_COMMAND_OK &&
       strcmp(PQcmdStatus(r), "COMMIT") != 0) {
     PQclear(r);
-    rc = fail(s, LIPSYNC_ERR_STORAGE,
-              "commit: the transaction was rolled "
-              "back");
+    rc = pgs_fail(s, LIPSYNC_ERR_STORAGE,
+                  "commit: the transaction was rolled "
+                  "back");
   } else {
-    rc = expect(s, r, PGRES_COMMAND_OK, NULL, "commit");
+    rc = pgs_expect(s, r, PGRES_COMMAND_OK, NULL, "commit");
   }
   s->in_txn = PQtransactionStatus(s->conn) != PQTRANS_IDLE;
   if (!s->in_txn)
@@ -1648,9 +1677,9 @@ static int pg_store_rollback(lipsync_store *store) {
   if (s->in_txn) {
     PGTransactionStatusType st = PQtransactionStatus(s->conn);
     if (st == PQTRANS_INTRANS || st == PQTRANS_INERROR)
-      rc = exec_sql(s, "ROLLBACK", NULL, "rollback");
+      rc = pgs_exec_sql(s, "ROLLBACK", NULL, "rollback");
     else if (st != PQTRANS_IDLE)
-      rc = fail_pg(s, NULL, NULL, "rollback");
+      rc = pgs_fail_pg(s, NULL, NULL, "rollback");
   }
   s->in_txn = false;
   end_statements(s);
@@ -1683,6 +1712,9 @@ static int pg_store_list_tables(lipsync_store *store, const char *const **names,
       " WHERE c.relkind IN ('r', 'p') AND NOT c.relispartition"
       " AND n.nspname <> 'information_schema'"
       " AND pg_catalog.left(n.nspname, 3) <> 'pg_'"
+      /* change capture's own tables */
+      " AND n.nspname <> '_lipsync'"
+      " AND pg_catalog.left(c.relname, 8) <> '_lipsync'"
       " AND pg_catalog.strpos(n.nspname, '.') = 0";
   pg_store *s = (pg_store *)store;
   PGresult *r;
@@ -1691,19 +1723,19 @@ static int pg_store_list_tables(lipsync_store *store, const char *const **names,
   *names = NULL;
   *count = 0;
   free_names(s);
-  if (is_interrupted(s))
-    return fail_interrupted(s);
-  if ((rc = copy_end(s)) != 0)
+  if (pgs_is_interrupted(s))
+    return pgs_fail_interrupted(s);
+  if ((rc = pgs_copy_end(s)) != 0)
     return rc;
   use_blocking(s);
-  r = run(s, sql);
+  r = pgs_run(s, sql);
   restore_blocking(s);
   if (!r || PQresultStatus(r) != PGRES_TUPLES_OK)
-    return expect(s, r, PGRES_TUPLES_OK, NULL, "listing tables");
+    return pgs_expect(s, r, PGRES_TUPLES_OK, NULL, "listing tables");
   size_t n = (size_t)PQntuples(r);
   s->names = calloc(n + 1, sizeof *s->names);
   if (!s->names)
-    rc = fail_nomem(s);
+    rc = pgs_fail_nomem(s);
   for (size_t i = 0; i < n && !rc; i++) {
     const char *schema = PQgetvalue(r, (int)i, 0);
     const char *rel = PQgetvalue(r, (int)i, 1);
@@ -1711,7 +1743,7 @@ static int pg_store_list_tables(lipsync_store *store, const char *const **names,
     size_t len = strlen(schema) + strlen(rel) + 2;
     char *name = malloc(len);
     if (!name) {
-      rc = fail_nomem(s);
+      rc = pgs_fail_nomem(s);
       break;
     }
     if (plain)
@@ -1781,6 +1813,11 @@ static const lipsync_store_methods pg_store_methods = {
     .interrupt = pg_store_interrupt,
     .scan_uuids = pg_store_scan_uuids,
     .flush = pg_store_flush,
+    .update = pg_store_update,
+    .scan_items = pgs_scan_items,
+    .next_item = pgs_next_item,
+    .finish_table = pgs_finish_table,
+    .tick = pgs_tick,
 };
 
 static int store_new(PGconn *conn, bool owns_conn, pg_store **out) {

@@ -9,6 +9,7 @@
  * Each test works in a schema of its own, dropped at the end, so tests can
  * share a database.
  */
+#include "canon.h"
 #include "pg_types.h"
 #include "store.h"
 #include "test_util.h"
@@ -236,10 +237,8 @@ static lipsync_table *begin_prepared(fixture *fx, const char *table) {
 static int insert_row(lipsync_store *store, lipsync_table *t,
                       const uint8_t *uuid, const lipsync_value *values,
                       size_t n) {
-  lipsync_row row;
+  lipsync_row row = {.nvalues = n, .values = values};
   memcpy(row.uuid, uuid, LIPSYNC_UUID_LEN);
-  row.nvalues = n;
-  row.values = values;
   return store_insert(store, t, &row);
 }
 
@@ -879,12 +878,12 @@ static void test_prepare_adds_uuids_and_rollback_undoes(void) {
                          -1),
                   100);
   CU_ASSERT_EQUAL(count_rows(fx.store, t, NULL, NULL), 100);
-  /* The column has no default left behind. */
+  /* The column keeps its default, for rows inserted later. */
   CU_ASSERT_EQUAL(FX_INT(&fx,
                          "SELECT count(*) FROM pg_attrdef WHERE adrelid ="
                          " '{S}.cities'::regclass",
                          -1),
-                  0);
+                  1);
 
   /* Preparing again changes nothing. */
   CU_ASSERT_EQUAL(store_prepare_table(fx.store, t), 0);
@@ -1793,7 +1792,8 @@ static void test_index_of_empty_table(void) {
   CU_ASSERT_EQUAL(store_commit(fx.store), 0);
 
   /* Built at commit, where it finds duplicates. */
-  FX_EXEC(&fx, "DROP TABLE {S}.e; CREATE TABLE {S}.e(a int)");
+  FX_EXEC(&fx, "DROP TABLE {S}.e, {S}._lipsync_meta_e;"
+               " CREATE TABLE {S}.e(a int)");
   t = begin_prepared(&fx, "e");
   if (!t)
     goto out;
@@ -1817,7 +1817,7 @@ static void test_index_of_empty_table(void) {
     w[1] = (uint8_t)(k >> 8);
     CU_ASSERT_EQUAL(insert_row(fx.store, t, w, &v, 1), 0);
   }
-  CU_ASSERT_EQUAL(store_scan(fx.store, t, NULL, NULL, &c), 0);
+  CU_ASSERT_EQUAL_FATAL(store_scan(fx.store, t, NULL, NULL, &c), 0);
   CU_ASSERT_EQUAL(store_next(fx.store, c, &row), 1);
   memset(u, 0, sizeof u);
   CU_ASSERT_EQUAL(store_fetch(fx.store, t, u, &row), 0);
@@ -2451,6 +2451,361 @@ static void test_forms_match_server(void) {
   PQfinish(conn);
 }
 
+/* ------------------------------------------------------------------ */
+/* Change capture (design5.md)                                          */
+/* ------------------------------------------------------------------ */
+
+/* The item of the row with a = |a|: "clock deleted" as text. */
+#define ITEM_OF(fx, a)                                                         \
+  FX_TEXT((fx), "SELECT m.clock || ' ' || m.deleted FROM {S}._lipsync_meta_t"  \
+                " m JOIN {S}.t USING (_lipsync_uuid) WHERE t.a = " a)
+
+static long long clock_of(fixture *fx, const char *uuid) {
+  char sql[300];
+  snprintf(sql, sizeof sql,
+           "SELECT clock FROM {S}._lipsync_meta_t WHERE uuid = '%s'", uuid);
+  return FX_INT(fx, sql, -1);
+}
+
+static void test_capture_other_connection(void) {
+  fixture fx;
+  PGconn *app = NULL;
+  char *u = NULL;
+  if (!fx_open(&fx, "CREATE TABLE {S}.t(a int, b text)"))
+    goto out;
+  if (!begin_prepared(&fx, "t"))
+    goto out;
+  CU_ASSERT_EQUAL(store_commit(fx.store), 0);
+  app = PG_CONNECT();
+  if (!app)
+    goto out;
+  char *q = expand(&fx, "INSERT INTO {S}.t(a, b) VALUES (1, 'x')");
+  PG_EXEC(app, q);
+  free(q);
+  u = FX_TEXT(&fx, "SELECT _lipsync_uuid FROM {S}.t WHERE a = 1");
+  CU_ASSERT_PTR_NOT_NULL_FATAL(u);
+  long long c1 = clock_of(&fx, u);
+  CU_ASSERT(c1 > 0);
+  CU_ASSERT_EQUAL(FX_INT(&fx,
+                         "SELECT count(*) FROM {S}._lipsync_meta_t m,"
+                         " _lipsync.state s WHERE m.site = s.site AND NOT"
+                         " m.deleted AND m.base_clock = 0 AND m.base_site IS"
+                         " NULL",
+                         -1),
+                  1);
+  q = expand(&fx, "UPDATE {S}.t SET b = 'y'");
+  PG_EXEC(app, q);
+  free(q);
+  long long c2 = clock_of(&fx, u);
+  CU_ASSERT(c2 > c1);
+  /* No value changes: no new version. */
+  q = expand(&fx, "UPDATE {S}.t SET b = 'y'");
+  PG_EXEC(app, q);
+  free(q);
+  CU_ASSERT_EQUAL(clock_of(&fx, u), c2);
+  /* A rolled back change leaves the item alone. */
+  q = expand(&fx, "BEGIN; UPDATE {S}.t SET b = 'z'; ROLLBACK");
+  PG_EXEC(app, q);
+  free(q);
+  CU_ASSERT_EQUAL(clock_of(&fx, u), c2);
+  /* The UUID cannot change. */
+  q = expand(&fx, "UPDATE {S}.t SET _lipsync_uuid = gen_random_uuid()");
+  PGresult *r = PQexec(app, q);
+  free(q);
+  CU_ASSERT_EQUAL(PQresultStatus(r), PGRES_FATAL_ERROR);
+  CU_ASSERT(contains(PQresultErrorMessage(r),
+                     "the _lipsync_uuid of a row cannot change"));
+  PQclear(r);
+  q = expand(&fx, "DELETE FROM {S}.t");
+  PG_EXEC(app, q);
+  free(q);
+  CU_ASSERT(clock_of(&fx, u) > c2);
+  CU_ASSERT_EQUAL(FX_INT(&fx,
+                         "SELECT count(*) FROM {S}._lipsync_meta_t WHERE"
+                         " deleted",
+                         -1),
+                  1);
+  /* Two writers at once: neither waits for the other's commit. */
+  PG_EXEC(app, "BEGIN");
+  q = expand(&fx, "INSERT INTO {S}.t(a) VALUES (2)");
+  PG_EXEC(app, q);
+  free(q);
+  q = expand(&fx, "INSERT INTO {S}.t(a) VALUES (3)");
+  PG_EXEC(fx.conn, "SET statement_timeout = '5s'");
+  CU_ASSERT(pg_exec_at(fx.conn, q, __FILE__, __LINE__));
+  free(q);
+  PG_EXEC(app, "COMMIT");
+  CU_ASSERT_EQUAL(FX_INT(&fx,
+                         "SELECT count(DISTINCT clock) FROM"
+                         " {S}._lipsync_meta_t WHERE NOT deleted",
+                         -1),
+                  2);
+out:
+  free(u);
+  if (app)
+    PQfinish(app);
+  fx_close(&fx);
+}
+
+static lipsync_version version_of(uint64_t clock, uint8_t site_byte) {
+  lipsync_version v;
+  v.clock = clock;
+  memset(v.site, site_byte, sizeof v.site);
+  return v;
+}
+
+static void test_store_writes_not_captured(void) {
+  fixture fx;
+  lipsync_table *t;
+  uint8_t u1[LIPSYNC_UUID_LEN], u2[LIPSYNC_UUID_LEN], u3[LIPSYNC_UUID_LEN];
+  lipsync_value v1[2] = {tu_int(1), tu_text("one")};
+  lipsync_value v2[2] = {tu_int(2), tu_text("two")};
+  lipsync_value v2b[2] = {tu_int(2), tu_text("TWO")};
+  uuid_fill(u1, 0x11);
+  uuid_fill(u2, 0x22);
+  uuid_fill(u3, 0x33);
+  if (!fx_open(&fx, "CREATE TABLE {S}.t(a int, b text);"
+                    " CREATE TABLE {S}.n(k int); INSERT INTO {S}.n VALUES (0);"
+                    " CREATE FUNCTION {S}.cnt() RETURNS trigger LANGUAGE"
+                    " plpgsql AS $$ BEGIN UPDATE {S}.n SET k = k + 1;"
+                    " RETURN NULL; END $$;"))
+    goto out;
+  t = begin_prepared(&fx, "t");
+  if (!t)
+    goto out;
+  FX_EXEC(&fx, "CREATE TRIGGER cnt AFTER UPDATE ON {S}.t FOR EACH ROW"
+               " EXECUTE FUNCTION {S}.cnt()");
+  lipsync_row row = {.nvalues = 2, .values = v1};
+  memcpy(row.uuid, u1, 16);
+  row.version = version_of(100, 0xA1);
+  CU_ASSERT_EQUAL(store_insert(fx.store, t, &row), 0);
+  row.values = v2;
+  memcpy(row.uuid, u2, 16);
+  row.version = version_of(200, 0xA2);
+  CU_ASSERT_EQUAL(store_insert(fx.store, t, &row), 0);
+  lipsync_row tomb = {.version = version_of(300, 0xA3), .deleted = 1};
+  memcpy(tomb.uuid, u3, 16);
+  CU_ASSERT_EQUAL(store_insert(fx.store, t, &tomb), 0);
+  CU_ASSERT_EQUAL(store_flush(fx.store), 0);
+  CU_ASSERT_EQUAL(store_commit(fx.store), 0);
+  CU_ASSERT_EQUAL(FX_INT(&fx,
+                         "SELECT count(*) FROM {S}._lipsync_meta_t WHERE"
+                         " (clock, deleted, get_byte(site, 0)) IN"
+                         " ((100, false, 161), (200, false, 162),"
+                         " (300, true, 163))",
+                         -1),
+                  3);
+  CU_ASSERT_EQUAL(FX_INT(&fx,
+                         "SELECT count(*) FROM {S}._lipsync_meta_t WHERE"
+                         " clock IN (100, 200, 300) AND base_clock = 0",
+                         -1),
+                  3);
+
+  /* Items and update. */
+  t = begin_prepared(&fx, "t");
+  if (!t)
+    goto out;
+  lipsync_cursor *c = NULL;
+  lipsync_item item;
+  size_t n = 0, dead = 0;
+  CU_ASSERT_EQUAL_FATAL(store_scan_items(fx.store, t, &c), 0);
+  while (store_next_item(fx.store, c, &item) == 1) {
+    n++;
+    dead += item.deleted != 0;
+    if (item.uuid[0] == 0x22) {
+      CU_ASSERT_EQUAL(item.version.clock, 200);
+      CU_ASSERT_EQUAL(item.version.site[15], 0xA2);
+      CU_ASSERT_EQUAL(item.base.clock, 0);
+    }
+  }
+  store_close_cursor(fx.store, c);
+  CU_ASSERT_EQUAL(n, 3);
+  CU_ASSERT_EQUAL(dead, 1);
+  /* Equal values: no write; different: one; a tombstone deletes. */
+  row.values = v1;
+  memcpy(row.uuid, u1, 16);
+  row.version = version_of(101, 0xB1);
+  CU_ASSERT_EQUAL(store_update(fx.store, t, &row), 0);
+  row.values = v2b;
+  memcpy(row.uuid, u2, 16);
+  row.version = version_of(201, 0xB2);
+  CU_ASSERT_EQUAL(store_update(fx.store, t, &row), 0);
+  row.values = v1;
+  memcpy(row.uuid, u3, 16);
+  row.version = version_of(301, 0xB3);
+  CU_ASSERT_EQUAL(store_update(fx.store, t, &row), 0);
+  tomb.version = version_of(102, 0xC1);
+  memcpy(tomb.uuid, u1, 16);
+  CU_ASSERT_EQUAL(store_update(fx.store, t, &tomb), 0);
+  CU_ASSERT_EQUAL(store_flush(fx.store), 0);
+  CU_ASSERT_EQUAL(store_commit(fx.store), 0);
+  CU_ASSERT_EQUAL(FX_INT(&fx, "SELECT k FROM {S}.n", -1), 1);
+  CU_ASSERT_EQUAL(FX_INT(&fx, "SELECT count(*) FROM {S}.t WHERE b = 'TWO'", -1),
+                  1);
+  CU_ASSERT_EQUAL(FX_INT(&fx, "SELECT count(*) FROM {S}.t", -1), 2);
+  CU_ASSERT_EQUAL(FX_INT(&fx,
+                         "SELECT count(*) FROM {S}._lipsync_meta_t WHERE"
+                         " (clock, deleted) IN ((102, true), (201, false),"
+                         " (301, false)) AND base_clock = 0",
+                         -1),
+                  3);
+out:
+  fx_close(&fx);
+}
+
+static void test_initial_versions_and_repair(void) {
+  fixture fx;
+  lipsync_table *t;
+  canon_hasher h;
+  if (!fx_open(&fx, "CREATE TABLE {S}.t(a int, b text);"
+                    " INSERT INTO {S}.t VALUES (1, 'x'), (2, NULL)"))
+    goto out;
+  t = begin_prepared(&fx, "t");
+  if (!t)
+    goto out;
+  CU_ASSERT_EQUAL_FATAL(canon_hasher_init(&h), 0);
+  lipsync_cursor *c = NULL;
+  lipsync_row row;
+  size_t n = 0;
+  CU_ASSERT_EQUAL_FATAL(store_scan(fx.store, t, NULL, NULL, &c), 0);
+  while (store_next(fx.store, c, &row) == 1) {
+    uint8_t d[16];
+    char sql[300], uuid[37], hex[33];
+    CU_ASSERT_EQUAL(canon_row_digest(&h, &row, d), 0);
+    lipsync_uuid_format(row.uuid, uuid);
+    tu_hex(d, 16, hex);
+    snprintf(sql, sizeof sql,
+             "SELECT count(*) FROM {S}._lipsync_meta_t WHERE uuid = '%s'"
+             " AND clock = 0 AND site = '\\x%s' AND NOT deleted",
+             uuid, hex);
+    CU_ASSERT_EQUAL(FX_INT(&fx, sql, -1), 1);
+    n++;
+  }
+  store_close_cursor(fx.store, c);
+  canon_hasher_free(&h);
+  CU_ASSERT_EQUAL(n, 2);
+  CU_ASSERT_EQUAL(store_commit(fx.store), 0);
+  /* Rows inserted without a UUID get one, and a version. */
+  FX_EXEC(&fx, "INSERT INTO {S}.t(a) VALUES (3)");
+  CU_ASSERT_EQUAL(FX_INT(&fx,
+                         "SELECT count(*) FROM {S}._lipsync_meta_t m JOIN"
+                         " {S}.t ON t._lipsync_uuid = m.uuid WHERE a = 3 AND"
+                         " clock > 0",
+                         -1),
+                  1);
+  /* Changes with capture off, repaired by the next prepare. */
+  FX_EXEC(&fx, "BEGIN; SET LOCAL lipsync.applying = 'on';"
+               " DELETE FROM {S}.t WHERE a = 1;"
+               " INSERT INTO {S}.t(a) VALUES (4); INSERT INTO {S}.t(a) VALUES"
+               " (5); COMMIT");
+  CU_ASSERT_EQUAL(FX_INT(&fx, "SELECT count(*) FROM {S}._lipsync_meta_t", -1),
+                  3);
+  t = begin_prepared(&fx, "t");
+  if (!t)
+    goto out;
+  CU_ASSERT_EQUAL(store_commit(fx.store), 0);
+  CU_ASSERT_EQUAL(FX_INT(&fx,
+                         "SELECT count(*) FROM {S}._lipsync_meta_t WHERE"
+                         " NOT deleted AND clock > 0",
+                         -1),
+                  3);
+  CU_ASSERT_EQUAL(FX_INT(&fx,
+                         "SELECT count(*) FROM {S}._lipsync_meta_t WHERE"
+                         " deleted AND clock > 0",
+                         -1),
+                  1);
+  CU_ASSERT_EQUAL(FX_INT(&fx,
+                         "SELECT count(*) FROM {S}.t LEFT JOIN"
+                         " {S}._lipsync_meta_t m ON m.uuid = _lipsync_uuid"
+                         " WHERE m.uuid IS NULL OR m.deleted",
+                         -1),
+                  0);
+out:
+  fx_close(&fx);
+}
+
+static void test_finish_and_tick(void) {
+  fixture fx;
+  lipsync_table *t;
+  lipsync_version a, b;
+  char name[256];
+  if (!fx_open(&fx, "CREATE TABLE {S}.t(a int)"))
+    goto out;
+  t = begin_prepared(&fx, "t");
+  if (!t)
+    goto out;
+  CU_ASSERT_EQUAL(t->last_sync, 0);
+  CU_ASSERT_EQUAL(store_tick(fx.store, &a), 0);
+  CU_ASSERT_EQUAL(store_tick(fx.store, &b), 0);
+  CU_ASSERT(b.clock > a.clock);
+  CU_ASSERT(memcmp(a.site, b.site, 16) == 0);
+  /* Later than the wall clock's milliseconds << 16. */
+  CU_ASSERT(a.clock >> 16 > 1700000000000ull);
+  lipsync_row tomb = {.version = version_of(5, 1), .deleted = 1};
+  uuid_fill(tomb.uuid, 0x44);
+  CU_ASSERT_EQUAL(store_insert(fx.store, t, &tomb), 0);
+  lipsync_value v = tu_int(7);
+  lipsync_row row = {.nvalues = 1, .values = &v};
+  row.version = version_of(b.clock + 1000000, 2);
+  uuid_fill(row.uuid, 0x55);
+  CU_ASSERT_EQUAL(store_insert(fx.store, t, &row), 0);
+  lipsync_finish f = {.max_clock = b.clock + 5000000,
+                      .horizon = 6,
+                      .as_client = 1,
+                      .server_clock = 4242};
+  CU_ASSERT_EQUAL(store_finish_table(fx.store, t, &f), 0);
+  CU_ASSERT_EQUAL(store_tick(fx.store, &a), 0);
+  CU_ASSERT(a.clock > b.clock + 5000000);
+  CU_ASSERT_EQUAL(store_commit(fx.store), 0);
+  CU_ASSERT_EQUAL(FX_INT(&fx, "SELECT count(*) FROM {S}._lipsync_meta_t", -1),
+                  1);
+  CU_ASSERT_EQUAL(FX_INT(&fx,
+                         "SELECT count(*) FROM {S}._lipsync_meta_t WHERE"
+                         " base_clock = clock AND base_site = site",
+                         -1),
+                  1);
+  CU_ASSERT_EQUAL(store_begin(fx.store), 0);
+  CU_ASSERT_EQUAL(
+      store_open_table(fx.store, tname(&fx, "t", name, sizeof name), &t), 0);
+  if (t)
+    CU_ASSERT_EQUAL(t->last_sync, 4242);
+  CU_ASSERT_EQUAL(store_rollback(fx.store), 0);
+  /* Neither the registry nor item tables are listed. */
+  const char *const *names;
+  size_t count;
+  CU_ASSERT_EQUAL(store_list_tables(fx.store, &names, &count), 0);
+  for (size_t i = 0; i < count; i++)
+    CU_ASSERT(strstr(names[i], "_lipsync") == NULL);
+out:
+  fx_close(&fx);
+}
+
+static void test_long_name_refused(void) {
+  fixture fx;
+  lipsync_table *t = NULL;
+  char name[256];
+  if (!fx_open(&fx, "CREATE TABLE {S}.a123456789012345678901234567890123456789"
+                    "0123456789012(a int)"))
+    goto out;
+  CU_ASSERT_EQUAL(store_begin(fx.store), 0);
+  CU_ASSERT_EQUAL(
+      store_open_table(fx.store,
+                       tname(&fx,
+                             "a1234567890123456789012345678901234567890123456"
+                             "789012",
+                             name, sizeof name),
+                       &t),
+      0);
+  if (t) {
+    CU_ASSERT_EQUAL(store_prepare_table(fx.store, t),
+                    LIPSYNC_ERR_SCHEMA_MISMATCH);
+    CU_ASSERT(contains(store_errmsg(fx.store), "too long"));
+  }
+  store_rollback(fx.store);
+out:
+  fx_close(&fx);
+}
+
 int register_store_pg_tests(void) {
   static const tu_test forms[] = {
       {"decimal forms", test_decimal_forms},
@@ -2492,6 +2847,11 @@ int register_store_pg_tests(void) {
       {"many rows", test_many_rows},
       {"second sync waits", test_second_sync_waits},
       {"interrupt ends a lock wait", test_interrupt_ends_lock_wait},
+      {"capture from another connection", test_capture_other_connection},
+      {"store writes are not captured", test_store_writes_not_captured},
+      {"initial versions and repair", test_initial_versions_and_repair},
+      {"finish_table and tick", test_finish_and_tick},
+      {"name too long for capture", test_long_name_refused},
       {NULL, NULL},
   };
   int rc = tu_add_suite("pg_types", forms);

@@ -1,0 +1,288 @@
+/*
+ * store_pg_items.c: the items of the PostgreSQL backend (one row of a
+ * table's "_lipsync_meta_<table>" per UUID) as a sync reads and writes
+ * them, and the rows update() writes.
+ *
+ * Writes wait in buffers for the next statement (pgs_copy_end): the rows
+ * deleted by tombstones (one DELETE per batch), the items of new UUIDs
+ * (one COPY), and the items update() replaces (a COPY into a temporary
+ * table, then one upsert that keeps each base). update()'s live rows
+ * stream through a COPY into a temporary staging table shaped like the
+ * user table; pgs_stage_merge then updates the rows whose text differs
+ * (so an equal row is not written and fires no trigger) and inserts those
+ * missing, with no ON CONFLICT, which a partitioned table's non-unique
+ * UUID index could not serve.
+ */
+#include "store_pg_int.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define ITEM_STAGE "pg_temp._lipsync_item_stage"
+
+int pgs_item_line(bytebuf *out, const uint8_t uuid[LIPSYNC_UUID_LEN],
+                  const lipsync_version *v, bool deleted) {
+  static const char hex[] = "0123456789abcdef";
+  char key[37], site[2 * LIPSYNC_SITE_LEN + 1];
+  lipsync_uuid_format(uuid, key);
+  for (size_t i = 0; i < LIPSYNC_SITE_LEN; i++) {
+    site[2 * i] = hex[v->site[i] >> 4];
+    site[2 * i + 1] = hex[v->site[i] & 15];
+  }
+  site[2 * LIPSYNC_SITE_LEN] = '\0';
+  /* COPY's text format: "\\x" is bytea's "\x". */
+  return pgs_putf(out, "%s\t%llu\t\\\\x%s\t%c\n", key,
+                  (unsigned long long)v->clock, site, deleted ? 't' : 'f');
+}
+
+/* Deletes the rows of the buffered UUIDs. */
+static int flush_deletes(pg_store *s, pg_table *t) {
+  bytebuf sql = {0};
+  char text[37];
+  size_t n = t->deletes.len / LIPSYNC_UUID_LEN;
+  int rc = pgs_putf(
+      &sql, "DELETE FROM %s WHERE \"" LIPSYNC_UUID_COLUMN "\" = ANY ('{",
+      t->qname);
+  for (size_t i = 0; i < n && !rc; i++) {
+    lipsync_uuid_format(t->deletes.data + i * LIPSYNC_UUID_LEN, text);
+    rc = pgs_putf(&sql, "%s%s", i ? "," : "", text);
+  }
+  if (!rc)
+    rc = pgs_put(&sql, "}'::pg_catalog.uuid[])");
+  t->deletes.len = 0;
+  if (rc || !pgs_cstr(&sql)) {
+    bytebuf_free(&sql);
+    return pgs_fail_nomem(s);
+  }
+  rc = pgs_exec_sql(s, (const char *)sql.data, t->name, "deleting rows");
+  bytebuf_free(&sql);
+  return rc;
+}
+
+static int flush_new(pg_store *s, pg_table *t) {
+  bytebuf sql = {0};
+  int rc = pgs_putf(&sql, "COPY %s (uuid, clock, site, deleted) FROM STDIN",
+                    t->meta_qname);
+  if (rc || !pgs_cstr(&sql))
+    rc = pgs_fail_nomem(s);
+  else
+    rc = pgs_copy_lines(s, t, (const char *)sql.data, &t->items_new,
+                        "recording versions");
+  t->items_new.len = 0;
+  bytebuf_free(&sql);
+  return rc;
+}
+
+static int flush_set(pg_store *s, pg_table *t) {
+  bytebuf sql = {0};
+  int rc = 0;
+  if (!s->item_stage_ready) {
+    rc = pgs_exec_sql(s,
+                      "CREATE TEMPORARY TABLE IF NOT EXISTS"
+                      " _lipsync_item_stage (uuid uuid, clock bigint,"
+                      " site bytea, deleted boolean) ON COMMIT DROP",
+                      t->name, "recording versions");
+    if (rc) {
+      t->items_set.len = 0;
+      return rc;
+    }
+    s->item_stage_ready = true;
+  }
+  rc = pgs_copy_lines(s, t,
+                      "COPY " ITEM_STAGE " (uuid, clock, site, deleted)"
+                      " FROM STDIN",
+                      &t->items_set, "recording versions");
+  t->items_set.len = 0;
+  if (!rc)
+    rc = pgs_putf(&sql,
+                  "INSERT INTO %s AS m (uuid, clock, site, deleted)"
+                  " SELECT uuid, clock, site, deleted FROM " ITEM_STAGE
+                  " ON CONFLICT (uuid) DO UPDATE SET clock = EXCLUDED.clock,"
+                  " site = EXCLUDED.site, deleted = EXCLUDED.deleted;"
+                  " TRUNCATE " ITEM_STAGE,
+                  t->meta_qname);
+  if (!rc && !pgs_cstr(&sql))
+    rc = LIPSYNC_ERR_NOMEM;
+  if (rc == LIPSYNC_ERR_NOMEM)
+    rc = pgs_fail_nomem(s);
+  if (!rc)
+    rc = pgs_exec_sql(s, (const char *)sql.data, t->name, "recording versions");
+  bytebuf_free(&sql);
+  return rc;
+}
+
+int pgs_items_flush(pg_store *s, pg_table *t) {
+  int rc = 0;
+  if (t->deletes.len)
+    rc = flush_deletes(s, t);
+  if (!rc && t->items_new.len)
+    rc = flush_new(s, t);
+  if (!rc && t->items_set.len)
+    rc = flush_set(s, t);
+  if (rc) {
+    t->deletes.len = 0;
+    t->items_new.len = 0;
+    t->items_set.len = 0;
+  }
+  return rc;
+}
+
+/* ", " between the canonical columns, each as |prefix|"name". */
+static int put_columns(pg_store *s, pg_table *t, bytebuf *b,
+                       const char *prefix) {
+  int rc = 0;
+  for (size_t i = 0; i < t->base.ncolumns && !rc; i++) {
+    rc = pgs_putf(b, "%s%s", i ? ", " : "", prefix);
+    if (!rc)
+      rc = pgs_put_ident(s, b, t->columns[i].name);
+  }
+  return rc;
+}
+
+int pgs_stage_ensure(pg_store *s, pg_table *t) {
+  bytebuf sql = {0}, name = {0};
+  int rc;
+
+  if (t->stage_qname)
+    return 0;
+  /* One per table and transaction; the transaction's end drops it. */
+  rc = pgs_putf(&name, "pg_temp.\"_lipsync_stage_%u\"", ++s->statement_seq);
+  char *qname = pgs_take_cstr(&name, rc);
+  if (!qname)
+    return pgs_fail_nomem(s);
+  rc = pgs_putf(&sql, "CREATE TEMPORARY TABLE %s ON COMMIT DROP AS SELECT ",
+                qname + strlen("pg_temp."));
+  if (!rc)
+    rc = put_columns(s, t, &sql, "");
+  if (!rc)
+    rc = pgs_putf(&sql, "%s\"" LIPSYNC_UUID_COLUMN "\" FROM %s WITH NO DATA",
+                  t->base.ncolumns ? ", " : "", t->qname);
+  if (rc || !pgs_cstr(&sql)) {
+    free(qname);
+    bytebuf_free(&sql);
+    return pgs_fail_nomem(s);
+  }
+  rc = pgs_exec_sql(s, (const char *)sql.data, t->name, "update");
+  bytebuf_free(&sql);
+  if (rc) {
+    free(qname);
+    return rc;
+  }
+  /* The COPY of the table with the staging table's name. */
+  rc = pgs_putf(&sql, "COPY %s%s", qname,
+                t->copy_sql + strlen("COPY ") + strlen(t->qname));
+  t->stage_copy_sql = pgs_take_cstr(&sql, rc);
+  t->stage_qname = qname;
+  return t->stage_copy_sql ? 0 : pgs_fail_nomem(s);
+}
+
+int pgs_stage_merge(pg_store *s, pg_table *t) {
+  bytebuf sql = {0};
+  int rc = 0;
+  /* Only rows whose text differs: no write, no trigger for an equal row
+   * (and text, unlike =, tells 1.0 from 1.00 and 'A' from 'a'). */
+  if (t->base.ncolumns) {
+    rc = pgs_putf(&sql, "UPDATE %s AS t SET ", t->qname);
+    for (size_t i = 0; i < t->base.ncolumns && !rc; i++) {
+      rc = pgs_put(&sql, i ? ", " : "");
+      if (!rc)
+        rc = pgs_put_ident(s, &sql, t->columns[i].name);
+      if (!rc)
+        rc = pgs_put(&sql, " = s.");
+      if (!rc)
+        rc = pgs_put_ident(s, &sql, t->columns[i].name);
+    }
+    if (!rc)
+      rc = pgs_putf(&sql,
+                    " FROM %s AS s WHERE t.\"" LIPSYNC_UUID_COLUMN
+                    "\" = s.\"" LIPSYNC_UUID_COLUMN "\" AND ROW(",
+                    t->stage_qname);
+    if (!rc)
+      rc = put_columns(s, t, &sql, "t.");
+    if (!rc)
+      rc = pgs_put(&sql, ")::pg_catalog.text IS DISTINCT FROM ROW(");
+    if (!rc)
+      rc = put_columns(s, t, &sql, "s.");
+    if (!rc)
+      rc = pgs_put(&sql, ")::pg_catalog.text; ");
+  }
+  if (!rc)
+    rc = pgs_putf(&sql, "INSERT INTO %s (", t->qname);
+  if (!rc)
+    rc = put_columns(s, t, &sql, "");
+  if (!rc)
+    rc = pgs_putf(&sql, "%s\"" LIPSYNC_UUID_COLUMN "\") SELECT ",
+                  t->base.ncolumns ? ", " : "");
+  if (!rc)
+    rc = put_columns(s, t, &sql, "s.");
+  if (!rc)
+    rc = pgs_putf(
+        &sql,
+        "%ss.\"" LIPSYNC_UUID_COLUMN "\" FROM %s AS s WHERE NOT"
+        " EXISTS (SELECT 1 FROM %s AS t WHERE t.\"" LIPSYNC_UUID_COLUMN
+        "\" = s.\"" LIPSYNC_UUID_COLUMN "\"); TRUNCATE %s",
+        t->base.ncolumns ? ", " : "", t->stage_qname, t->qname, t->stage_qname);
+  if (rc || !pgs_cstr(&sql)) {
+    bytebuf_free(&sql);
+    return pgs_fail_nomem(s);
+  }
+  rc = pgs_exec_sql(s, (const char *)sql.data, t->name, "update");
+  bytebuf_free(&sql);
+  return rc;
+}
+
+int pgs_scan_items(lipsync_store *store, lipsync_table *table,
+                   lipsync_cursor **out) {
+  pg_store *s = (pg_store *)store;
+  pg_table *t = (pg_table *)table;
+  *out = NULL;
+  if (!t->items_sql)
+    return pgs_fail(s, LIPSYNC_ERR_STORAGE,
+                    "table %s: scan_items: the table is not prepared", t->name);
+  return pgs_open_scan(s, t, t->items_sql, "", true, false, out);
+}
+
+static uint64_t be64(const char *p) {
+  uint64_t v = 0;
+  for (int i = 0; i < 8; i++)
+    v = v << 8 | (uint8_t)p[i];
+  return v;
+}
+
+/* A version from binary bigint |clock| and bytea |site| fields. */
+static bool read_version(const PGresult *r, int tup, int col,
+                         lipsync_version *v) {
+  memset(v, 0, sizeof *v);
+  if (PQgetisnull(r, tup, col))
+    return true;
+  if (PQgetlength(r, tup, col) != 8)
+    return false;
+  v->clock = be64(PQgetvalue(r, tup, col));
+  if (PQgetisnull(r, tup, col + 1))
+    return true;
+  if (PQgetlength(r, tup, col + 1) != LIPSYNC_SITE_LEN)
+    return false;
+  memcpy(v->site, PQgetvalue(r, tup, col + 1), LIPSYNC_SITE_LEN);
+  return true;
+}
+
+int pgs_next_item(lipsync_cursor *cursor, lipsync_item *item) {
+  pg_cursor *c = (pg_cursor *)cursor;
+  int rc = pgs_cursor_step(c);
+  if (rc != 1)
+    return rc;
+  const PGresult *r = c->res;
+  int tup = c->row++;
+  memset(item, 0, sizeof *item);
+  bool ok =
+      !PQgetisnull(r, tup, 0) && PQgetlength(r, tup, 0) == LIPSYNC_UUID_LEN &&
+      PQgetlength(r, tup, 3) == 1 && read_version(r, tup, 1, &item->version) &&
+      read_version(r, tup, 4, &item->base);
+  if (!ok)
+    return c->status = pgs_fail(c->table->store, LIPSYNC_ERR_STORAGE,
+                                "table %s: a malformed item", c->table->name);
+  memcpy(item->uuid, PQgetvalue(r, tup, 0), LIPSYNC_UUID_LEN);
+  item->deleted = PQgetvalue(r, tup, 3)[0] != 0;
+  return 1;
+}
