@@ -372,6 +372,21 @@ static int install_triggers(sqlite_store *s, sqlite_table *t) {
   return rc;
 }
 
+static int drop_triggers(sqlite_store *s, sqlite_table *t) {
+  int rc = 0;
+  for (int i = 0; i < NTRIGGERS && !rc; i++)
+    rc = sq_exec_for_table(
+        s, t,
+        sqlite3_mprintf("DROP TRIGGER IF EXISTS main.\"%w%w\"",
+                        trigger_prefix[i], t->name),
+        "setting a trigger aside");
+  return rc;
+}
+
+int sq_capture_resume(sqlite_store *s, sqlite_table *t) {
+  return install_triggers(s, t);
+}
+
 /* ------------------------------------------------------------------ */
 /* Items: initial versions and repair                                   */
 /* ------------------------------------------------------------------ */
@@ -531,7 +546,13 @@ int sq_capture_prepare(sqlite_store *s, sqlite_table *t) {
     if (!rc && disagree)
       rc = repair_items(s, t);
   }
-  if (!rc)
+  /* A bulk load into an empty table runs without triggers (each would make
+   * every insert open a statement journal), as without its indexes; both
+   * come back before anything reads the table, at flush or commit: no other
+   * connection can write meanwhile. */
+  if (!rc && t->index_pending)
+    rc = drop_triggers(s, t);
+  else if (!rc)
     rc = install_triggers(s, t);
   if (!rc)
     rc = sq_exec_for_table(
@@ -546,8 +567,8 @@ int sq_capture_prepare(sqlite_store *s, sqlite_table *t) {
               "marking the sync");
     s->applying = rc == 0;
   }
-  /* Items of rows bulk-loaded into an empty table wait in a temporary
-   * table and join the metadata table in UUID order (items.c). */
+  /* Items of rows bulk-loaded into an empty table wait in memory and join
+   * the metadata table in UUID order (items.c). */
   if (!rc && t->index_pending)
     t->staging = true;
   return rc;

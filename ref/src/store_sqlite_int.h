@@ -143,6 +143,8 @@ void sq_set_big_cache(sqlite_store *s, bool on);
 int sq_capture_prepare(sqlite_store *s, sqlite_table *t);
 /* Sets t->base.last_sync from the registry (0 if none). */
 int sq_capture_read_last_sync(sqlite_store *s, sqlite_table *t);
+/* Installs the triggers set aside during a bulk load (staging). */
+int sq_capture_resume(sqlite_store *s, sqlite_table *t);
 /* Resets the applying flag before COMMIT. */
 int sq_capture_end(sqlite_store *s);
 int sq_capture_tick(sqlite_store *s, lipsync_version *out);

@@ -147,7 +147,7 @@ int sq_items_unstage(sqlite_store *s, sqlite_table *t) {
   free(t->staged);
   t->staged = NULL;
   t->staged_cap = 0;
-  return rc;
+  return rc ? rc : sq_capture_resume(s, t);
 }
 
 /* INSERT INTO T(c..., uuid) VALUES (...) ON CONFLICT(uuid) DO UPDATE SET

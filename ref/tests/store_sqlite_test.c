@@ -1828,6 +1828,19 @@ static void test_capture_other_connection(void) {
   /* The clock follows the wall clock: ms << 16. */
   CU_ASSERT((c1 >> 16) > 1700000000000LL);
 
+  /* One tick per insert, though the trigger gives the row its UUID with an
+   * UPDATE: with the clock ahead of the wall clock, exactly one more. */
+  TU_EXEC(tc.app, "UPDATE _lipsync_state SET clock = 1 << 61;"
+                  "INSERT INTO t(a) VALUES (9)");
+  CU_ASSERT_EQUAL(TU_QUERY_INT(tc.app,
+                               "SELECT m.clock = (1 << 61) + 1 FROM"
+                               " _lipsync_meta_t m JOIN t ON m.uuid ="
+                               " t._lipsync_uuid WHERE t.a = 9",
+                               -1),
+                  1);
+  CU_ASSERT_EQUAL(state_clock(tc.app), ((int64_t)1 << 61) + 1);
+  c1 = state_clock(tc.app);
+
   /* UPDATE that changes a value: a later version. */
   TU_EXEC(tc.app, "UPDATE t SET b = 'deux' WHERE a = 2");
   c2 = item_int(tc.app, "t", "clock", where, -1);
@@ -1853,7 +1866,7 @@ static void test_capture_other_connection(void) {
   TU_EXEC(tc.app, "DELETE FROM t WHERE a = 2");
   CU_ASSERT(item_int(tc.app, "t", "clock", where, -1) > c4);
   CU_ASSERT_EQUAL(item_int(tc.app, "t", "deleted", where, -1), 1);
-  CU_ASSERT_EQUAL(TU_QUERY_INT(tc.app, "SELECT count(*) FROM t", -1), 1);
+  CU_ASSERT_EQUAL(TU_QUERY_INT(tc.app, "SELECT count(*) FROM t", -1), 2);
 
   /* INSERT with the UUID of the tombstone: live again, later version. */
   c1 = item_int(tc.app, "t", "clock", where, -1);
@@ -1864,7 +1877,7 @@ static void test_capture_other_connection(void) {
   CU_ASSERT(item_int(tc.app, "t", "clock", where, -1) > c1);
   CU_ASSERT_EQUAL(item_int(tc.app, "t", "deleted", where, -1), 0);
   CU_ASSERT_EQUAL(
-      TU_QUERY_INT(tc.app, "SELECT count(*) FROM _lipsync_meta_t", -1), 2);
+      TU_QUERY_INT(tc.app, "SELECT count(*) FROM _lipsync_meta_t", -1), 3);
 out:
   free(uuid);
   tc_close(&tc);
@@ -2454,8 +2467,19 @@ static void test_bulk_items(void) {
       TU_QUERY_INT(fx.db, "SELECT count(*) FROM _lipsync_meta_t", -1), N);
   CU_ASSERT_EQUAL(TU_QUERY_INT(fx.db, "SELECT count(*) FROM t", -1),
                   N - N / 10);
-  CU_ASSERT_EQUAL(
-      TU_QUERY_INT(fx.db, "SELECT count(*) FROM sqlite_temp_schema", -1), 0);
+  /* The triggers set aside during the load are back, and capture. */
+  CU_ASSERT_EQUAL(TU_QUERY_INT(fx.db,
+                               "SELECT count(*) FROM sqlite_schema WHERE"
+                               " type = 'trigger' AND tbl_name = 't'",
+                               -1),
+                  4);
+  TU_EXEC(fx.db, "INSERT INTO t(a) VALUES (2)");
+  CU_ASSERT_EQUAL(TU_QUERY_INT(fx.db,
+                               "SELECT count(*) FROM _lipsync_meta_t m JOIN t"
+                               " ON t._lipsync_uuid = m.uuid WHERE t.a = 2"
+                               " AND m.clock > 1000000",
+                               -1),
+                  1);
 
   /* Into an empty table again (every row deleted): an item that exists. */
   TU_EXEC(fx.db, "DELETE FROM t");
@@ -2469,8 +2493,14 @@ static void test_bulk_items(void) {
   CU_ASSERT_EQUAL(apply_row(fx.store, t, u, &v, 1, version_of(1, 1), 0, false),
                   0);
   CU_ASSERT_EQUAL(store_flush(fx.store), LIPSYNC_ERR_STORAGE);
+  CU_ASSERT(contains(store_errmsg(fx.store), "UNIQUE"));
   CU_ASSERT_EQUAL(store_rollback(fx.store), 0);
   CU_ASSERT_EQUAL(TU_QUERY_INT(fx.db, "SELECT count(*) FROM t", -1), 0);
+  CU_ASSERT_EQUAL(TU_QUERY_INT(fx.db,
+                               "SELECT count(*) FROM sqlite_schema WHERE"
+                               " type = 'trigger' AND tbl_name = 't'",
+                               -1),
+                  4);
 out:
   fx_close(&fx);
 }
