@@ -392,62 +392,48 @@ int sq_capture_resume(sqlite_store *s, sqlite_table *t) {
 /* ------------------------------------------------------------------ */
 
 /* Gives every row of |t| its initial version (clock 0, site = the row
- * digest), in UUID order so the metadata table grows at its end. */
+ * digest). The rows are read in table order and their items sorted in
+ * memory, as a bulk load's are: a read in UUID order would visit the
+ * table's pages at random. */
 static int initial_versions(sqlite_store *s, sqlite_table *t) {
-  sqlite3_stmt *rows = NULL, *ins = NULL;
+  sqlite3_stmt *rows = NULL;
   lipsync_value *values = NULL;
   canon_hasher h;
-  char *sql;
   int rc;
 
   if (canon_hasher_init(&h) != 0)
     return sq_fail_nomem(s);
   values = calloc(t->base.ncolumns + 1, sizeof *values);
-  sql = sqlite3_mprintf("%s ORDER BY t.\"%w\"", t->select_sql,
-                        LIPSYNC_UUID_COLUMN);
-  if (!values || !sql) {
+  if (!values) {
     rc = sq_fail_nomem(s);
     goto out;
   }
-  rc = sq_prepare(s, sql, &rows);
-  sqlite3_free(sql);
-  if (rc != SQLITE_OK) {
+  if (sq_prepare(s, t->select_sql, &rows) != SQLITE_OK) {
     rc = sq_fail_db(s, t->name, "reading the rows");
     goto out;
   }
-  sql = sqlite3_mprintf("INSERT INTO main.\"%w\"(uuid, clock, site, deleted)"
-                        " VALUES (?1, 0, ?2, 0)",
-                        t->meta_name);
-  rc = sql ? sq_prepare(s, sql, &ins) : SQLITE_NOMEM;
-  sqlite3_free(sql);
-  if (rc != SQLITE_OK) {
-    rc = sql ? sq_fail_db(s, t->name, "initial versions") : sq_fail_nomem(s);
-    goto out;
-  }
+  sq_set_big_cache(s, true);
+  t->staging = true;
   rc = 0;
   while (!rc && (rc = sqlite3_step(rows)) == SQLITE_ROW) {
     lipsync_row row;
-    uint8_t digest[LIPSYNC_DIGEST_LEN];
-    size_t n = t->base.ncolumns;
     memset(&row, 0, sizeof row);
     rc = sq_read_row(t, rows, values, &row);
-    if (!rc && canon_row_digest(&h, &row, digest) != 0)
+    if (!rc && canon_row_digest(&h, &row, row.version.site) != 0)
       rc = sq_fail_nomem(s);
-    if (rc)
-      break;
-    sqlite3_bind_value(ins, 1, sqlite3_column_value(rows, (int)n));
-    sqlite3_bind_blob(ins, 2, digest, LIPSYNC_DIGEST_LEN, SQLITE_TRANSIENT);
-    rc = sqlite3_step(ins) == SQLITE_DONE
-             ? 0
-             : sq_fail_db(s, t->name, "initial versions");
-    sqlite3_reset(ins);
+    if (!rc)
+      rc = sq_items_insert(s, t, &row);
   }
   if (rc == SQLITE_DONE)
     rc = 0;
   else if (rc > 0)
     rc = sq_fail_db(s, t->name, "reading the rows");
+  sqlite3_finalize(rows); /* before the items are written */
+  rows = NULL;
+  if (!rc)
+    rc = sq_items_write_staged(s, t);
+  t->staging = false;
 out:
-  sqlite3_finalize(ins);
   sqlite3_finalize(rows);
   free(values);
   canon_hasher_free(&h);

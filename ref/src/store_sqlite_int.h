@@ -157,7 +157,9 @@ int sq_check_clock(sqlite_store *s, sqlite_table *t, uint64_t clock);
 
 /* Writes the item of a row insert() added (or a tombstone). */
 int sq_items_insert(sqlite_store *s, sqlite_table *t, const lipsync_row *row);
-/* Moves the staged items of a bulk load into the metadata table. */
+/* Writes the staged items into the metadata table, in UUID order. */
+int sq_items_write_staged(sqlite_store *s, sqlite_table *t);
+/* Ends a bulk load: writes its staged items and installs the triggers. */
 int sq_items_unstage(sqlite_store *s, sqlite_table *t);
 int sq_items_update(sqlite_store *s, sqlite_table *t, const lipsync_row *row);
 int sq_items_scan(sqlite_store *s, sqlite_table *t, sqlite_cursor **out);

@@ -138,15 +138,20 @@ int sq_items_insert(sqlite_store *s, sqlite_table *t, const lipsync_row *row) {
   return write_item(s, t, t->meta_insert, row);
 }
 
+int sq_items_write_staged(sqlite_store *s, sqlite_table *t) {
+  int rc = write_staged(s, t);
+  free(t->staged);
+  t->staged = NULL;
+  t->staged_cap = 0;
+  return rc;
+}
+
 int sq_items_unstage(sqlite_store *s, sqlite_table *t) {
   int rc;
   if (!t->staging)
     return 0;
   t->staging = false;
-  rc = write_staged(s, t);
-  free(t->staged);
-  t->staged = NULL;
-  t->staged_cap = 0;
+  rc = sq_items_write_staged(s, t);
   return rc ? rc : sq_capture_resume(s, t);
 }
 
