@@ -17,9 +17,14 @@
  * becomes NULL anywhere). A sync must never change a value silently, so
  * insert refuses every value that would not read back exactly as given; see
  * value_survives_affinity().
+ *
+ * Beside every row of a prepared table lives its item (version, deleted
+ * flag, base): store_sqlite_capture.c installs the tables and triggers that
+ * keep them, store_sqlite_items.c writes and reads them.
  */
 #include "canon.h"
 #include "errbuf.h"
+#include "store_sqlite_int.h"
 
 #include <math.h>
 #include <stdatomic.h>
@@ -30,8 +35,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define UUID_TEXT_LEN 36
-#define ERRMSG_SIZE 1024
 /* Long enough for the busiest sync to finish its commit. */
 #define BUSY_TIMEOUT_MS 30000
 /* Page cache of a connection the store opens while it inserts: 32 MiB.
@@ -42,21 +45,6 @@
 #define BIG_CACHE_PRAGMA "PRAGMA cache_size = -32768"
 #define DEFAULT_CACHE_PRAGMA "PRAGMA cache_size = -2000"
 
-/*
- * What a column does to a value stored in it, as far as that can change the
- * value. SQLite's INTEGER and NUMERIC affinities store values alike, so they
- * share KIND_NUMERIC.
- */
-typedef enum column_kind {
-  KIND_BLOB,    /* no affinity: every value is stored as given */
-  KIND_TEXT,    /* numbers become text */
-  KIND_NUMERIC, /* numeric text becomes a number, integral reals integers */
-  KIND_REAL,    /* numeric text and integers become reals */
-  KIND_ROWID    /* INTEGER PRIMARY KEY: an alias of the rowid */
-} column_kind;
-
-/* Scan statements by the bounds they take: bit 0 lower, bit 1 upper. */
-#define SCAN_SHAPES 4
 static const char *const scan_where[SCAN_SHAPES] = {
     "",
     " WHERE t.\"" LIPSYNC_UUID_COLUMN "\" >= ?1",
@@ -65,72 +53,13 @@ static const char *const scan_where[SCAN_SHAPES] = {
     "\" < ?2",
 };
 
-typedef struct sqlite_store sqlite_store;
-typedef struct sqlite_table sqlite_table;
-typedef struct sqlite_cursor sqlite_cursor;
-
-struct sqlite_store {
-  lipsync_store base;
-  sqlite3 *db;
-  bool owns_db;
-  /* True while a transaction this store began is open: rollback must never
-   * end a transaction that belongs to the caller of wrap. */
-  bool in_txn;
-  bool big_cache;         /* the insert-time page cache is in force */
-  atomic_int interrupted; /* set by interrupt(), from any thread */
-  sqlite_table *tables;   /* opened since the last commit or rollback */
-  char **names;           /* the last list_tables answer */
-  size_t nnames;
-  char errmsg[ERRMSG_SIZE];
-};
-
-struct sqlite_table {
-  lipsync_table base;
-  sqlite_store *store;
-  sqlite_table *next;
-  char *name;
-  lipsync_column *columns; /* canonical order; the names are owned */
-  column_kind *kinds;      /* per canonical column */
-  char *select_sql;        /* SELECT <columns>, _lipsync_uuid FROM <table> */
-  /* Statements are prepared on first use: before prepare_table the table
-   * may have no _lipsync_uuid to name. */
-  sqlite3_stmt *idle_scan[SCAN_SHAPES]; /* reset, ready for the next scan */
-  sqlite3_stmt *fetch_stmt;
-  sqlite3_stmt *insert_stmt;
-  lipsync_value *fetch_values;
-  sqlite_cursor *cursors; /* open scans */
-  /* The table was empty when prepared: its indexes were dropped, to be
-   * built once before a lookup needs them or at commit (rebuild_indexes),
-   * from the CREATE statements in |deferred|. */
-  bool index_pending;
-  char **deferred;
-  size_t ndeferred;
-  /* Bound with SQLITE_STATIC, so they live as long as the statements. */
-  char fetch_key[UUID_TEXT_LEN + 1];
-  char insert_key[UUID_TEXT_LEN + 1];
-};
-
-struct sqlite_cursor {
-  lipsync_cursor base;
-  sqlite_table *table;
-  sqlite_cursor *next;
-  sqlite3_stmt *stmt;
-  int shape;
-  int status; /* 0 while rows remain, 1 at the end, or the error */
-  char lower[UUID_TEXT_LEN + 1];
-  char upper[UUID_TEXT_LEN + 1];
-  lipsync_value values[]; /* one per column, reused for every row */
-};
-
 static const uint8_t empty_bytes[1];
 
 /* ------------------------------------------------------------------ */
 /* Errors                                                               */
 /* ------------------------------------------------------------------ */
 
-static int fail(sqlite_store *s, int code, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static int fail(sqlite_store *s, int code, const char *fmt, ...) {
+int sq_fail(sqlite_store *s, int code, const char *fmt, ...) {
   va_list ap;
   va_start(ap, fmt);
   errbuf_vformat(s->errmsg, sizeof s->errmsg, fmt, ap);
@@ -138,24 +67,24 @@ static int fail(sqlite_store *s, int code, const char *fmt, ...) {
   return code;
 }
 
-static int code_from_sqlite(int rc) {
+int sq_code(int rc) {
   return (rc & 0xFF) == SQLITE_NOMEM ? LIPSYNC_ERR_NOMEM : LIPSYNC_ERR_STORAGE;
 }
 
 /* Fails with SQLite's message for the last call on |s|'s connection. */
-static int fail_sqlite(sqlite_store *s, const char *table, const char *what) {
+int sq_fail_db(sqlite_store *s, const char *table, const char *what) {
   int rc = sqlite3_extended_errcode(s->db);
   if (atomic_load(&s->interrupted))
-    return fail(s, LIPSYNC_ERR_SHUTTING_DOWN, "%s: interrupted: stopping",
-                what);
+    return sq_fail(s, LIPSYNC_ERR_SHUTTING_DOWN, "%s: interrupted: stopping",
+                   what);
   const char *msg = sqlite3_errmsg(s->db);
   if (table)
-    return fail(s, code_from_sqlite(rc), "table %s: %s: %s", table, what, msg);
-  return fail(s, code_from_sqlite(rc), "%s: %s", what, msg);
+    return sq_fail(s, sq_code(rc), "table %s: %s: %s", table, what, msg);
+  return sq_fail(s, sq_code(rc), "%s: %s", what, msg);
 }
 
-static int fail_nomem(sqlite_store *s) {
-  return fail(s, LIPSYNC_ERR_NOMEM, "out of memory");
+int sq_fail_nomem(sqlite_store *s) {
+  return sq_fail(s, LIPSYNC_ERR_NOMEM, "out of memory");
 }
 
 /* ------------------------------------------------------------------ */
@@ -290,7 +219,7 @@ static column_kind kind_of(const char *type, bool strict) {
 /* Tables and cursors                                                   */
 /* ------------------------------------------------------------------ */
 
-static int prepare(sqlite_store *s, const char *sql, sqlite3_stmt **out) {
+int sq_prepare(sqlite_store *s, const char *sql, sqlite3_stmt **out) {
   return sqlite3_prepare_v3(s->db, sql, -1, SQLITE_PREPARE_PERSISTENT, out,
                             NULL);
 }
@@ -319,8 +248,9 @@ static void table_free(sqlite_table *t) {
     t->cursors = c->next;
     cursor_free(c, false);
   }
-  for (int i = 0; i < SCAN_SHAPES; i++)
+  for (int i = 0; i <= ITEM_SHAPE; i++)
     sqlite3_finalize(t->idle_scan[i]);
+  sq_items_free(t);
   sqlite3_finalize(t->fetch_stmt);
   sqlite3_finalize(t->insert_stmt);
   free_deferred(t);
@@ -331,6 +261,7 @@ static void table_free(sqlite_table *t) {
   free(t->kinds);
   free(t->fetch_values);
   sqlite3_free(t->select_sql);
+  sqlite3_free(t->meta_name);
   free(t->name);
   free(t);
 }
@@ -354,25 +285,29 @@ static int find_table(sqlite_store *s, const char *name) {
 
   /* SQLite reserves these names whatever their case. */
   if (sqlite3_strnicmp(name, "sqlite_", 7) == 0)
-    return fail(s, LIPSYNC_ERR_UNKNOWN_TABLE,
-                "no table %s (SQLite's internal tables cannot be synced)",
-                name);
-  if (prepare(s, sql, &st) != SQLITE_OK)
-    return fail_sqlite(s, name, "looking up the table");
+    return sq_fail(s, LIPSYNC_ERR_UNKNOWN_TABLE,
+                   "no table %s (SQLite's internal tables cannot be synced)",
+                   name);
+  /* Nor can the tables of change capture. */
+  if (sqlite3_strnicmp(name, "_lipsync_", 9) == 0)
+    return sq_fail(s, LIPSYNC_ERR_UNKNOWN_TABLE,
+                   "no table %s (LipSync's own tables cannot be synced)", name);
+  if (sq_prepare(s, sql, &st) != SQLITE_OK)
+    return sq_fail_db(s, name, "looking up the table");
   sqlite3_bind_text(st, 1, name, -1, SQLITE_STATIC);
   rc = sqlite3_step(st);
   if (rc == SQLITE_ROW)
     rootpage = sqlite3_column_int64(st, 0);
   else if (rc != SQLITE_DONE)
-    fail_sqlite(s, name, "looking up the table");
+    sq_fail_db(s, name, "looking up the table");
   sqlite3_finalize(st);
   if (rc == SQLITE_DONE)
-    return fail(s, LIPSYNC_ERR_UNKNOWN_TABLE, "no table %s", name);
+    return sq_fail(s, LIPSYNC_ERR_UNKNOWN_TABLE, "no table %s", name);
   if (rc != SQLITE_ROW)
-    return code_from_sqlite(rc);
+    return sq_code(rc);
   if (rootpage == 0)
-    return fail(s, LIPSYNC_ERR_UNKNOWN_TABLE,
-                "no table %s (virtual tables cannot be synced)", name);
+    return sq_fail(s, LIPSYNC_ERR_UNKNOWN_TABLE,
+                   "no table %s (virtual tables cannot be synced)", name);
   return 0;
 }
 
@@ -383,16 +318,16 @@ static int query_flag(sqlite_store *s, const char *name, const char *sql,
   sqlite3_stmt *st;
   int rc;
   *out = false;
-  if (prepare(s, sql, &st) != SQLITE_OK)
-    return fail_sqlite(s, name, "reading the schema");
+  if (sq_prepare(s, sql, &st) != SQLITE_OK)
+    return sq_fail_db(s, name, "reading the schema");
   sqlite3_bind_text(st, 1, name, -1, SQLITE_STATIC);
   rc = sqlite3_step(st);
   if (rc == SQLITE_ROW)
     *out = sqlite3_column_int(st, 0) != 0;
   else if (rc != SQLITE_DONE)
-    fail_sqlite(s, name, "reading the schema");
+    sq_fail_db(s, name, "reading the schema");
   sqlite3_finalize(st);
-  return rc == SQLITE_ROW || rc == SQLITE_DONE ? 0 : code_from_sqlite(rc);
+  return rc == SQLITE_ROW || rc == SQLITE_DONE ? 0 : sq_code(rc);
 }
 
 /* True if the table is STRICT. SQLite without pragma_table_list (before
@@ -402,7 +337,7 @@ static bool table_is_strict(sqlite_store *s, const char *name) {
                             " WHERE schema = 'main'";
   sqlite3_stmt *st;
   bool strict = false;
-  if (prepare(s, sql, &st) != SQLITE_OK)
+  if (sq_prepare(s, sql, &st) != SQLITE_OK)
     return false;
   sqlite3_bind_text(st, 1, name, -1, SQLITE_STATIC);
   if (sqlite3_step(st) == SQLITE_ROW)
@@ -425,15 +360,15 @@ static int read_columns(sqlite_store *s, sqlite_table *t) {
   const char **affinity = NULL;
   int rc, err = 0;
 
-  if (prepare(s, sql, &st) != SQLITE_OK)
-    return fail_sqlite(s, t->name, "reading the columns");
+  if (sq_prepare(s, sql, &st) != SQLITE_OK)
+    return sq_fail_db(s, t->name, "reading the columns");
   sqlite3_bind_text(st, 1, t->name, -1, SQLITE_STATIC);
   while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
     const char *name = (const char *)sqlite3_column_text(st, 0);
     const char *type = (const char *)sqlite3_column_text(st, 1);
     int pk = sqlite3_column_int(st, 2), hidden = sqlite3_column_int(st, 3);
     if (!name) {
-      err = fail_nomem(s);
+      err = sq_fail_nomem(s);
       break;
     }
     if (pk)
@@ -450,7 +385,7 @@ static int read_columns(sqlite_store *s, sqlite_table *t) {
       size_t ncap = cap ? cap * 2 : 8;
       lipsync_column *cols = realloc(t->columns, ncap * sizeof *cols);
       if (!cols) {
-        err = fail_nomem(s);
+        err = sq_fail_nomem(s);
         break;
       }
       t->columns = cols;
@@ -463,14 +398,14 @@ static int read_columns(sqlite_store *s, sqlite_table *t) {
       const char **grown = realloc(affinity, acap * sizeof *affinity);
       if (!grown) {
         free((char *)t->columns[n].name);
-        err = fail_nomem(s);
+        err = sq_fail_nomem(s);
         break;
       }
       affinity = grown;
     }
     affinity[n] = canon_affinity_from_declared(type);
     if (!t->columns[n].name) {
-      err = fail_nomem(s);
+      err = sq_fail_nomem(s);
       break;
     }
     if (pk)
@@ -478,7 +413,7 @@ static int read_columns(sqlite_store *s, sqlite_table *t) {
     t->base.ncolumns = ++n;
   }
   if (!err && rc != SQLITE_DONE)
-    err = fail_sqlite(s, t->name, "reading the columns");
+    err = sq_fail_db(s, t->name, "reading the columns");
   sqlite3_finalize(st);
   if (err) {
     free(affinity);
@@ -510,7 +445,7 @@ static int read_columns(sqlite_store *s, sqlite_table *t) {
   if (!names || !t->kinds) {
     free(names);
     free(affinity);
-    return fail_nomem(s);
+    return sq_fail_nomem(s);
   }
   for (size_t i = 0; i < n; i++)
     names[i] = t->columns[i].name;
@@ -554,7 +489,7 @@ static int sqlite_store_open_table(lipsync_store *store, const char *name,
 
   *out = NULL;
   if (!name)
-    return fail(s, LIPSYNC_ERR_INVALID_ARGUMENT, "no table name");
+    return sq_fail(s, LIPSYNC_ERR_INVALID_ARGUMENT, "no table name");
   for (t = s->tables; t; t = t->next) {
     if (strcmp(t->name, name) == 0) {
       *out = &t->base;
@@ -567,11 +502,11 @@ static int sqlite_store_open_table(lipsync_store *store, const char *name,
 
   t = calloc(1, sizeof *t);
   if (!t)
-    return fail_nomem(s);
+    return sq_fail_nomem(s);
   t->store = s;
   t->name = strdup(name);
   if (!t->name) {
-    rc = fail_nomem(s);
+    rc = sq_fail_nomem(s);
     goto fail;
   }
   rc = read_columns(s, t);
@@ -579,10 +514,14 @@ static int sqlite_store_open_table(lipsync_store *store, const char *name,
     goto fail;
   t->fetch_values = calloc(t->base.ncolumns + 1, sizeof *t->fetch_values);
   t->select_sql = build_select(s, t);
-  if (!t->fetch_values || !t->select_sql) {
-    rc = fail_nomem(s);
+  t->meta_name = sqlite3_mprintf("_lipsync_meta_%s", name);
+  if (!t->fetch_values || !t->select_sql || !t->meta_name) {
+    rc = sq_fail_nomem(s);
     goto fail;
   }
+  rc = sq_capture_read_last_sync(s, t);
+  if (rc)
+    goto fail;
   t->base.name = t->name;
   t->base.columns = t->columns;
   t->next = s->tables;
@@ -596,19 +535,19 @@ fail:
 }
 
 /* Runs |sql| (from sqlite3_mprintf, freed here) on behalf of |t|. */
-static int exec_for_table(sqlite_store *s, sqlite_table *t, char *sql,
-                          const char *what) {
+int sq_exec_for_table(sqlite_store *s, sqlite_table *t, char *sql,
+                      const char *what) {
   int rc;
   if (!sql)
-    return fail_nomem(s);
+    return sq_fail_nomem(s);
   rc = sqlite3_exec(s->db, sql, NULL, NULL, NULL);
   sqlite3_free(sql);
-  return rc == SQLITE_OK ? 0 : fail_sqlite(s, t->name, what);
+  return rc == SQLITE_OK ? 0 : sq_fail_db(s, t->name, what);
 }
 
 /* A name that reaches the rowid of |t|'s rows, unless columns shadow all
  * three. Only used to point at a row in error messages. */
-static const char *rowid_name(const sqlite_table *t) {
+const char *sq_rowid_name(const sqlite_table *t) {
   static const char *const names[] = {"rowid", "_rowid_", "oid"};
   for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
     bool taken = false;
@@ -628,7 +567,7 @@ static const char *rowid_name(const sqlite_table *t) {
  * classes.
  */
 static int check_uuids(sqlite_store *s, sqlite_table *t) {
-  const char *rowid = rowid_name(t);
+  const char *rowid = sq_rowid_name(t);
   sqlite3_stmt *st = NULL;
   int rc;
 
@@ -639,14 +578,14 @@ static int check_uuids(sqlite_store *s, sqlite_table *t) {
         LIPSYNC_UUID_COLUMN, with_rowid ? ", t." : "", with_rowid ? rowid : "",
         t->name, LIPSYNC_UUID_COLUMN);
     if (!sql)
-      return fail_nomem(s);
+      return sq_fail_nomem(s);
     rc = sqlite3_prepare_v2(s->db, sql, -1, &st, NULL);
     sqlite3_free(sql);
     if (rc == SQLITE_OK)
       break;
     /* A WITHOUT ROWID table has no rowid to name: retry without it. */
     if (!with_rowid)
-      return fail_sqlite(s, t->name, "checking _lipsync_uuid");
+      return sq_fail_db(s, t->name, "checking _lipsync_uuid");
   }
   rc = sqlite3_step(st);
   if (rc == SQLITE_ROW) {
@@ -656,17 +595,18 @@ static int check_uuids(sqlite_store *s, sqlite_table *t) {
                           q ? (size_t)sqlite3_column_bytes(st, 0) : 0, value,
                           sizeof value);
     if (sqlite3_column_count(st) > 1)
-      rc = fail(s, LIPSYNC_ERR_STORAGE,
-                "table %s: row %lld has a malformed " LIPSYNC_UUID_COLUMN " %s",
-                t->name, (long long)sqlite3_column_int64(st, 1), value);
+      rc = sq_fail(s, LIPSYNC_ERR_STORAGE,
+                   "table %s: row %lld has a malformed " LIPSYNC_UUID_COLUMN
+                   " %s",
+                   t->name, (long long)sqlite3_column_int64(st, 1), value);
     else
-      rc = fail(s, LIPSYNC_ERR_STORAGE,
-                "table %s: a row has a malformed " LIPSYNC_UUID_COLUMN " %s",
-                t->name, value);
+      rc = sq_fail(s, LIPSYNC_ERR_STORAGE,
+                   "table %s: a row has a malformed " LIPSYNC_UUID_COLUMN " %s",
+                   t->name, value);
   } else if (rc == SQLITE_DONE) {
     rc = 0;
   } else {
-    rc = fail_sqlite(s, t->name, "checking _lipsync_uuid");
+    rc = sq_fail_db(s, t->name, "checking _lipsync_uuid");
   }
   sqlite3_finalize(st);
   return rc;
@@ -686,12 +626,13 @@ static int fail_duplicates(sqlite_store *s, sqlite_table *t) {
     errbuf_describe_bytes(u ? u : empty_bytes,
                           u ? (size_t)sqlite3_column_bytes(st, 0) : 0, value,
                           sizeof value);
-    fail(s, rc,
-         "table %s: duplicate " LIPSYNC_UUID_COLUMN
-         " values ('%s' appears %lld times)",
-         t->name, value, (long long)sqlite3_column_int64(st, 1));
+    sq_fail(s, rc,
+            "table %s: duplicate " LIPSYNC_UUID_COLUMN
+            " values ('%s' appears %lld times)",
+            t->name, value, (long long)sqlite3_column_int64(st, 1));
   } else {
-    fail(s, rc, "table %s: duplicate " LIPSYNC_UUID_COLUMN " values", t->name);
+    sq_fail(s, rc, "table %s: duplicate " LIPSYNC_UUID_COLUMN " values",
+            t->name);
   }
   sqlite3_finalize(st);
   sqlite3_free(sql);
@@ -716,14 +657,14 @@ static int create_uuid_index(sqlite_store *s, sqlite_table *t) {
                               t->name, LIPSYNC_UUID_COLUMN, t->name,
                               LIPSYNC_UUID_COLUMN);
   if (!sql)
-    return fail_nomem(s);
+    return sq_fail_nomem(s);
   int rc = sqlite3_exec(s->db, sql, NULL, NULL, NULL);
   sqlite3_free(sql);
   if (rc == SQLITE_OK)
     return 0;
   if ((rc & 0xFF) == SQLITE_CONSTRAINT)
     return fail_duplicates(s, t);
-  return fail_sqlite(s, t->name, "creating the _lipsync_uuid index");
+  return sq_fail_db(s, t->name, "creating the _lipsync_uuid index");
 }
 
 static void free_deferred(sqlite_table *t) {
@@ -744,8 +685,8 @@ static int defer_indexes(sqlite_store *s, sqlite_table *t) {
   sqlite3_stmt *st;
   char **drops = NULL;
   int rc;
-  if (prepare(s, sql, &st) != SQLITE_OK)
-    return fail_sqlite(s, t->name, "reading the schema");
+  if (sq_prepare(s, sql, &st) != SQLITE_OK)
+    return sq_fail_db(s, t->name, "reading the schema");
   sqlite3_bind_text(st, 1, t->name, -1, SQLITE_STATIC);
   while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
     size_t n = t->ndeferred;
@@ -770,14 +711,14 @@ static int defer_indexes(sqlite_store *s, sqlite_table *t) {
   }
   sqlite3_finalize(st); /* the schema cannot change under a live read */
   if (rc == SQLITE_NOMEM)
-    rc = fail_nomem(s);
+    rc = sq_fail_nomem(s);
   else if (rc != SQLITE_DONE)
-    rc = fail_sqlite(s, t->name, "reading the schema");
+    rc = sq_fail_db(s, t->name, "reading the schema");
   else
     rc = 0;
   for (size_t i = 0; i < t->ndeferred; i++) {
     if (!rc && sqlite3_exec(s->db, drops[i], NULL, NULL, NULL) != SQLITE_OK)
-      rc = fail_sqlite(s, t->name, "setting an index aside");
+      rc = sq_fail_db(s, t->name, "setting an index aside");
     sqlite3_free(drops[i]);
   }
   free(drops);
@@ -800,7 +741,7 @@ static int rebuild_indexes(sqlite_store *s, sqlite_table *t) {
         strstr(sqlite3_errmsg(s->db), "." LIPSYNC_UUID_COLUMN))
       rc = fail_duplicates(s, t);
     else
-      rc = fail_sqlite(s, t->name, "rebuilding an index");
+      rc = sq_fail_db(s, t->name, "rebuilding an index");
   }
   free_deferred(t);
   bool found = false;
@@ -810,8 +751,9 @@ static int rebuild_indexes(sqlite_store *s, sqlite_table *t) {
 }
 
 /* Builds the indexes set aside before a lookup by UUID. */
-static int need_uuid_index(sqlite_store *s, sqlite_table *t) {
-  return rebuild_indexes(s, t);
+int sq_need_index(sqlite_store *s, sqlite_table *t) {
+  int rc = rebuild_indexes(s, t);
+  return rc ? rc : sq_items_unstage(s, t);
 }
 
 static int table_is_empty(sqlite_store *s, sqlite_table *t, bool *empty) {
@@ -819,16 +761,16 @@ static int table_is_empty(sqlite_store *s, sqlite_table *t, bool *empty) {
   sqlite3_stmt *st = NULL;
   int rc;
   if (!sql)
-    return fail_nomem(s);
-  rc = prepare(s, sql, &st);
+    return sq_fail_nomem(s);
+  rc = sq_prepare(s, sql, &st);
   sqlite3_free(sql);
   if (rc != SQLITE_OK)
-    return fail_sqlite(s, t->name, "reading the table");
+    return sq_fail_db(s, t->name, "reading the table");
   rc = sqlite3_step(st);
   *empty = rc == SQLITE_DONE;
   sqlite3_finalize(st);
   if (rc != SQLITE_ROW && rc != SQLITE_DONE)
-    return fail_sqlite(s, t->name, "reading the table");
+    return sq_fail_db(s, t->name, "reading the table");
   return 0;
 }
 
@@ -846,22 +788,24 @@ static int sqlite_store_prepare_table(lipsync_store *store,
   if (rc)
     return rc;
   if (!has_column) {
-    rc = exec_for_table(s, t,
-                        sqlite3_mprintf("ALTER TABLE main.\"%w\""
-                                        " ADD COLUMN \"%w\" TEXT",
-                                        t->name, LIPSYNC_UUID_COLUMN),
-                        "adding _lipsync_uuid");
+    rc = sq_exec_for_table(s, t,
+                           sqlite3_mprintf("ALTER TABLE main.\"%w\""
+                                           " ADD COLUMN \"%w\" TEXT",
+                                           t->name, LIPSYNC_UUID_COLUMN),
+                           "adding _lipsync_uuid");
     if (rc)
       return rc;
   }
-  rc = exec_for_table(s, t,
-                      sqlite3_mprintf("UPDATE main.\"%w\" SET \"%w\" ="
-                                      " lipsync_uuid4() WHERE \"%w\" IS NULL",
-                                      t->name, LIPSYNC_UUID_COLUMN,
-                                      LIPSYNC_UUID_COLUMN),
-                      "giving rows a UUID");
+  rc = sq_exec_for_table(
+      s, t,
+      sqlite3_mprintf("UPDATE main.\"%w\" SET \"%w\" ="
+                      " lipsync_uuid4() WHERE \"%w\" IS NULL",
+                      t->name, LIPSYNC_UUID_COLUMN, LIPSYNC_UUID_COLUMN),
+      "giving rows a UUID");
   if (rc)
     return rc;
+  /* Rows written with capture off: their items need repair. */
+  t->gave_uuids = sqlite3_changes(s->db) > 0;
   rc = check_uuids(s, t);
   if (rc)
     return rc;
@@ -873,17 +817,19 @@ static int sqlite_store_prepare_table(lipsync_store *store,
     return rc;
   if (empty && !t->index_pending) {
     t->index_pending = true;
-    return defer_indexes(s, t);
+    rc = defer_indexes(s, t);
+  } else if (!t->index_pending) {
+    rc = has_uuid_index(s, t, &found);
+    if (rc == 0 && !found)
+      rc = create_uuid_index(s, t);
   }
-  if ((rc = has_uuid_index(s, t, &found)) != 0 || found)
-    return rc;
-  return create_uuid_index(s, t);
+  return rc ? rc : sq_capture_prepare(s, t);
 }
 
 /* Fills |row| from the current row of |st|: the columns in canonical order,
  * then the UUID. The values point into |st|. */
-static int read_row(sqlite_table *t, sqlite3_stmt *st, lipsync_value *values,
-                    lipsync_row *row) {
+int sq_read_row(sqlite_table *t, sqlite3_stmt *st, lipsync_value *values,
+                lipsync_row *row) {
   sqlite_store *s = t->store;
   int n = (int)t->base.ncolumns;
 
@@ -903,7 +849,7 @@ static int read_row(sqlite_table *t, sqlite3_stmt *st, lipsync_value *values,
       /* Text first, then its length: the length of the UTF-8 form. */
       p = sqlite3_column_text(st, i);
       if (!p)
-        return fail_nomem(s);
+        return sq_fail_nomem(s);
       v->type = LIPSYNC_TEXT;
       v->u.bytes.data = p;
       v->u.bytes.len = (size_t)sqlite3_column_bytes(st, i);
@@ -915,7 +861,7 @@ static int read_row(sqlite_table *t, sqlite3_stmt *st, lipsync_value *values,
       /* An empty blob comes back as NULL; only a non-empty one means no
        * memory. */
       if (!p && v->u.bytes.len)
-        return fail_nomem(s);
+        return sq_fail_nomem(s);
       v->u.bytes.data = p ? p : empty_bytes;
       break;
     default:
@@ -934,9 +880,10 @@ static int read_row(sqlite_table *t, sqlite3_stmt *st, lipsync_value *values,
     char value[64];
     errbuf_describe_bytes((const uint8_t *)(u ? u : ""), u ? ulen : 0, value,
                           sizeof value);
-    return fail(s, LIPSYNC_ERR_STORAGE,
-                "table %s: a row has a malformed " LIPSYNC_UUID_COLUMN " '%s'",
-                t->name, value);
+    return sq_fail(s, LIPSYNC_ERR_STORAGE,
+                   "table %s: a row has a malformed " LIPSYNC_UUID_COLUMN
+                   " '%s'",
+                   t->name, value);
   }
   row->nvalues = (size_t)n;
   row->values = values;
@@ -954,13 +901,13 @@ static int sqlite_store_scan(lipsync_store *store, lipsync_table *table,
 
   *out = NULL;
   if (shape) {
-    int rc = need_uuid_index(s, t);
+    int rc = sq_need_index(s, t);
     if (rc)
       return rc;
   }
   c = calloc(1, sizeof *c + n * sizeof c->values[0]);
   if (!c)
-    return fail_nomem(s);
+    return sq_fail_nomem(s);
   c->base.table = &t->base;
   c->table = t;
   c->shape = shape;
@@ -969,11 +916,11 @@ static int sqlite_store_scan(lipsync_store *store, lipsync_table *table,
   if (!c->stmt) {
     char *sql = sqlite3_mprintf("%s%s", t->select_sql, scan_where[shape]);
     bool built = sql != NULL;
-    int rc = built ? prepare(s, sql, &c->stmt) : SQLITE_NOMEM;
+    int rc = built ? sq_prepare(s, sql, &c->stmt) : SQLITE_NOMEM;
     sqlite3_free(sql);
     if (rc != SQLITE_OK) {
       free(c);
-      return built ? fail_sqlite(s, t->name, "scan") : fail_nomem(s);
+      return built ? sq_fail_db(s, t->name, "scan") : sq_fail_nomem(s);
     }
   }
   /* Lowercase text order is the byte order of the UUIDs. */
@@ -1000,14 +947,14 @@ static int sqlite_store_next(lipsync_cursor *cursor, lipsync_row *row) {
     return c->status > 0 ? 0 : c->status;
   rc = sqlite3_step(c->stmt);
   if (rc == SQLITE_ROW) {
-    rc = read_row(t, c->stmt, c->values, row);
+    rc = sq_read_row(t, c->stmt, c->values, row);
     if (rc == 0)
       return 1;
     c->status = rc;
     return rc;
   }
   /* Stepping again after the end would restart the scan. */
-  c->status = rc == SQLITE_DONE ? 1 : fail_sqlite(t->store, t->name, "scan");
+  c->status = rc == SQLITE_DONE ? 1 : sq_fail_db(t->store, t->name, "scan");
   return c->status > 0 ? 0 : c->status;
 }
 
@@ -1031,17 +978,17 @@ static int sqlite_store_fetch(lipsync_store *store, lipsync_table *table,
   sqlite_table *t = (sqlite_table *)table;
   int rc;
 
-  if ((rc = need_uuid_index(s, t)) != 0)
+  if ((rc = sq_need_index(s, t)) != 0)
     return rc;
   if (!t->fetch_stmt) {
     char *sql = sqlite3_mprintf("%s WHERE t.\"%w\" = ?1", t->select_sql,
                                 LIPSYNC_UUID_COLUMN);
     if (!sql)
-      return fail_nomem(s);
-    rc = prepare(s, sql, &t->fetch_stmt);
+      return sq_fail_nomem(s);
+    rc = sq_prepare(s, sql, &t->fetch_stmt);
     sqlite3_free(sql);
     if (rc != SQLITE_OK)
-      return fail_sqlite(s, t->name, "fetch");
+      return sq_fail_db(s, t->name, "fetch");
   } else {
     /* The previous fetched row stays valid until this call. */
     sqlite3_reset(t->fetch_stmt);
@@ -1051,13 +998,13 @@ static int sqlite_store_fetch(lipsync_store *store, lipsync_table *table,
                     SQLITE_STATIC);
   rc = sqlite3_step(t->fetch_stmt);
   if (rc == SQLITE_ROW)
-    return read_row(t, t->fetch_stmt, t->fetch_values, row);
+    return sq_read_row(t, t->fetch_stmt, t->fetch_values, row);
   if (rc == SQLITE_DONE) {
     sqlite3_reset(t->fetch_stmt);
-    return fail(s, LIPSYNC_ERR_NOT_FOUND, "table %s: no row %s", t->name,
-                t->fetch_key);
+    return sq_fail(s, LIPSYNC_ERR_NOT_FOUND, "table %s: no row %s", t->name,
+                   t->fetch_key);
   }
-  rc = fail_sqlite(s, t->name, "fetch");
+  rc = sq_fail_db(s, t->name, "fetch");
   sqlite3_reset(t->fetch_stmt);
   return rc;
 }
@@ -1076,37 +1023,37 @@ static int prepare_insert(sqlite_store *s, sqlite_table *t) {
   sqlite3_str_appendall(sql, "?)");
   text = sqlite3_str_finish(sql);
   if (!text)
-    return fail_nomem(s);
-  rc = prepare(s, text, &t->insert_stmt);
+    return sq_fail_nomem(s);
+  rc = sq_prepare(s, text, &t->insert_stmt);
   sqlite3_free(text);
-  return rc == SQLITE_OK ? 0 : fail_sqlite(s, t->name, "insert");
+  return rc == SQLITE_OK ? 0 : sq_fail_db(s, t->name, "insert");
 }
 
 /* Refuses a value |t|'s column |i| cannot store exactly. */
-static int check_value(sqlite_store *s, sqlite_table *t, size_t i,
-                       const lipsync_value *v) {
+int sq_check_value(sqlite_store *s, sqlite_table *t, size_t i,
+                   const lipsync_value *v) {
   const char *why;
   char value[96];
 
   if (v->type == LIPSYNC_TEXT &&
       !canon_utf8_valid(v->u.bytes.data, v->u.bytes.len))
-    return fail(s, LIPSYNC_ERR_INVALID_VALUE,
-                "table %s: row %s: column %s: TEXT is not valid UTF-8", t->name,
-                t->insert_key, t->columns[i].name);
+    return sq_fail(s, LIPSYNC_ERR_INVALID_VALUE,
+                   "table %s: row %s: column %s: TEXT is not valid UTF-8",
+                   t->name, t->insert_key, t->columns[i].name);
   if ((unsigned)v->type > LIPSYNC_BLOB)
-    return fail(s, LIPSYNC_ERR_INVALID_ARGUMENT,
-                "table %s: row %s: column %s: unknown value type %d", t->name,
-                t->insert_key, t->columns[i].name, (int)v->type);
+    return sq_fail(s, LIPSYNC_ERR_INVALID_ARGUMENT,
+                   "table %s: row %s: column %s: unknown value type %d",
+                   t->name, t->insert_key, t->columns[i].name, (int)v->type);
   if (value_survives_affinity(t->kinds[i], v, &why))
     return 0;
   errbuf_describe_value(v, value, sizeof value);
-  return fail(s, LIPSYNC_ERR_INVALID_VALUE,
-              "table %s: row %s: column %s (%s) cannot store %s exactly: %s",
-              t->name, t->insert_key, t->columns[i].name, t->columns[i].type,
-              value, why);
+  return sq_fail(s, LIPSYNC_ERR_INVALID_VALUE,
+                 "table %s: row %s: column %s (%s) cannot store %s exactly: %s",
+                 t->name, t->insert_key, t->columns[i].name, t->columns[i].type,
+                 value, why);
 }
 
-static int bind_value(sqlite3_stmt *st, int i, const lipsync_value *v) {
+int sq_bind_value(sqlite3_stmt *st, int i, const lipsync_value *v) {
   const void *data = v->u.bytes.data ? v->u.bytes.data : empty_bytes;
   switch (v->type) {
   case LIPSYNC_INTEGER:
@@ -1128,7 +1075,7 @@ static int bind_value(sqlite3_stmt *st, int i, const lipsync_value *v) {
 
 /* The code for a failed insert: a value SQLite refused to store is an
  * invalid value, anything else a storage error. */
-static int insert_error_code(int rc) {
+int sq_insert_error(int rc) {
 #ifdef SQLITE_CONSTRAINT_DATATYPE
   if (rc == SQLITE_CONSTRAINT_DATATYPE) /* a STRICT column */
     return LIPSYNC_ERR_INVALID_VALUE;
@@ -1138,7 +1085,7 @@ static int insert_error_code(int rc) {
   case SQLITE_TOOBIG:
     return LIPSYNC_ERR_INVALID_VALUE;
   default:
-    return code_from_sqlite(rc);
+    return sq_code(rc);
   }
 }
 
@@ -1147,7 +1094,7 @@ static int insert_error_code(int rc) {
  * and reads its pages back), and SQLite's default the rest of the time, so
  * a sync that only reads stays small. A caller's connection is left as the
  * caller set it. */
-static void set_big_cache(sqlite_store *s, bool on) {
+void sq_set_big_cache(sqlite_store *s, bool on) {
   if (!s->owns_db || s->big_cache == on)
     return;
   sqlite3_exec(s->db, on ? BIG_CACHE_PRAGMA : DEFAULT_CACHE_PRAGMA, NULL, NULL,
@@ -1163,38 +1110,42 @@ static int sqlite_store_insert(lipsync_store *store, lipsync_table *table,
   sqlite3_stmt *st;
   int rc;
 
+  if (row->deleted)
+    return sq_items_insert(s, t, row); /* a tombstone: the item alone */
   if (row->nvalues != n)
-    return fail(s, LIPSYNC_ERR_INVALID_ARGUMENT,
-                "table %s: a row of %zu values for %zu columns", t->name,
-                row->nvalues, n);
+    return sq_fail(s, LIPSYNC_ERR_INVALID_ARGUMENT,
+                   "table %s: a row of %zu values for %zu columns", t->name,
+                   row->nvalues, n);
+  if ((rc = sq_check_clock(s, t, row->version.clock)) != 0)
+    return rc;
   if (!t->insert_stmt && (rc = prepare_insert(s, t)) != 0)
     return rc;
-  set_big_cache(s, true);
+  sq_set_big_cache(s, true);
   st = t->insert_stmt;
   lipsync_uuid_format(row->uuid, t->insert_key);
   for (size_t i = 0; i < n; i++) {
     const lipsync_value *v = &row->values[i];
-    rc = check_value(s, t, i, v);
+    rc = sq_check_value(s, t, i, v);
     if (rc)
       return rc;
-    rc = bind_value(st, (int)i + 1, v);
+    rc = sq_bind_value(st, (int)i + 1, v);
     if (rc != SQLITE_OK)
-      return fail(s, insert_error_code(rc), "table %s: row %s: column %s: %s",
-                  t->name, t->insert_key, t->columns[i].name,
-                  sqlite3_errstr(rc));
+      return sq_fail(s, sq_insert_error(rc), "table %s: row %s: column %s: %s",
+                     t->name, t->insert_key, t->columns[i].name,
+                     sqlite3_errstr(rc));
   }
   sqlite3_bind_text(st, (int)n + 1, t->insert_key, UUID_TEXT_LEN,
                     SQLITE_STATIC);
   rc = sqlite3_step(st);
   if (rc != SQLITE_DONE) {
     int ext = sqlite3_extended_errcode(s->db);
-    rc = fail(s, insert_error_code(ext), "table %s: row %s: %s", t->name,
-              t->insert_key, sqlite3_errmsg(s->db));
+    rc = sq_fail(s, sq_insert_error(ext), "table %s: row %s: %s", t->name,
+                 t->insert_key, sqlite3_errmsg(s->db));
     sqlite3_reset(st);
     return rc;
   }
   sqlite3_reset(st);
-  return 0;
+  return sq_items_insert(s, t, row);
 }
 
 /* ------------------------------------------------------------------ */
@@ -1203,7 +1154,7 @@ static int sqlite_store_insert(lipsync_store *store, lipsync_table *table,
 
 static int exec_simple(sqlite_store *s, const char *sql, const char *what) {
   if (sqlite3_exec(s->db, sql, NULL, NULL, NULL) != SQLITE_OK)
-    return fail_sqlite(s, NULL, what);
+    return sq_fail_db(s, NULL, what);
   return 0;
 }
 
@@ -1211,7 +1162,7 @@ static int sqlite_store_begin(lipsync_store *store) {
   sqlite_store *s = (sqlite_store *)store;
   int rc;
   if (s->in_txn)
-    return fail(s, LIPSYNC_ERR_INTERNAL, "a transaction is already open");
+    return sq_fail(s, LIPSYNC_ERR_INTERNAL, "a transaction is already open");
   /* IMMEDIATE takes the write lock now, so syncs into one database take
    * turns (waiting up to the busy timeout) instead of failing midway. */
   rc = exec_simple(s, "BEGIN IMMEDIATE", "begin");
@@ -1226,7 +1177,7 @@ static int sqlite_store_flush(lipsync_store *store) {
   sqlite_store *s = (sqlite_store *)store;
   int rc = 0;
   for (sqlite_table *t = s->tables; t && !rc; t = t->next)
-    rc = need_uuid_index(s, t);
+    rc = sq_need_index(s, t);
   return rc;
 }
 
@@ -1234,16 +1185,21 @@ static int sqlite_store_commit(lipsync_store *store) {
   sqlite_store *s = (sqlite_store *)store;
   int rc = 0;
   for (sqlite_table *t = s->tables; t && !rc; t = t->next)
-    rc = need_uuid_index(s, t);
+    rc = sq_need_index(s, t);
   free_tables(s);
   if (rc) {
-    set_big_cache(s, false);
+    sq_set_big_cache(s, false);
     return rc;
   }
   if (!s->in_txn)
-    return fail(s, LIPSYNC_ERR_INTERNAL, "commit: no transaction is open");
+    return sq_fail(s, LIPSYNC_ERR_INTERNAL, "commit: no transaction is open");
+  rc = sq_capture_end(s);
+  if (rc) {
+    sq_set_big_cache(s, false);
+    return rc;
+  }
   rc = exec_simple(s, "COMMIT", "commit");
-  set_big_cache(s, false);
+  sq_set_big_cache(s, false);
   /* A failed COMMIT may leave the transaction open (busy) for rollback. */
   s->in_txn = !sqlite3_get_autocommit(s->db);
   return rc;
@@ -1257,7 +1213,8 @@ static int sqlite_store_rollback(lipsync_store *store) {
   if (s->in_txn && !sqlite3_get_autocommit(s->db))
     rc = exec_simple(s, "ROLLBACK", "rollback");
   s->in_txn = false;
-  set_big_cache(s, false);
+  s->applying = false;
+  sq_set_big_cache(s, false);
   return rc;
 }
 
@@ -1277,9 +1234,11 @@ static int sqlite_store_list_tables(lipsync_store *store,
   static const char *const queries[] = {
       "SELECT name FROM pragma_table_list WHERE schema = 'main'"
       " AND type = 'table' AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\'"
+      " AND name NOT LIKE '\\_lipsync\\_%' ESCAPE '\\'"
       " ORDER BY name",
       "SELECT name FROM main.sqlite_schema WHERE type = 'table'"
       " AND rootpage > 0 AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\'"
+      " AND name NOT LIKE '\\_lipsync\\_%' ESCAPE '\\'"
       " ORDER BY name",
   };
   sqlite_store *s = (sqlite_store *)store;
@@ -1293,7 +1252,7 @@ static int sqlite_store_list_tables(lipsync_store *store,
   for (size_t i = 0; i < 2 && rc != SQLITE_OK; i++)
     rc = sqlite3_prepare_v2(s->db, queries[i], -1, &st, NULL);
   if (rc != SQLITE_OK)
-    return fail_sqlite(s, NULL, "listing tables");
+    return sq_fail_db(s, NULL, "listing tables");
   while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
     const char *name = (const char *)sqlite3_column_text(st, 0);
     if (s->nnames == cap) {
@@ -1314,8 +1273,8 @@ static int sqlite_store_list_tables(lipsync_store *store,
     *count = s->nnames;
     return 0;
   }
-  rc =
-      rc == SQLITE_ROW ? fail_nomem(s) : fail_sqlite(s, NULL, "listing tables");
+  rc = rc == SQLITE_ROW ? sq_fail_nomem(s)
+                        : sq_fail_db(s, NULL, "listing tables");
   sqlite3_finalize(st);
   free_names(s);
   return rc;
@@ -1350,6 +1309,33 @@ static int busy_wait(void *arg, int attempt) {
   return 1;
 }
 
+static int sqlite_store_update(lipsync_store *store, lipsync_table *table,
+                               const lipsync_row *row) {
+  return sq_items_update((sqlite_store *)store, (sqlite_table *)table, row);
+}
+
+static int sqlite_store_scan_items(lipsync_store *store, lipsync_table *table,
+                                   lipsync_cursor **out) {
+  sqlite_cursor *c = NULL;
+  int rc = sq_items_scan((sqlite_store *)store, (sqlite_table *)table, &c);
+  *out = c ? &c->base : NULL;
+  return rc;
+}
+
+static int sqlite_store_next_item(lipsync_cursor *cursor, lipsync_item *item) {
+  return sq_items_next((sqlite_cursor *)cursor, item);
+}
+
+static int sqlite_store_finish_table(lipsync_store *store, lipsync_table *table,
+                                     const lipsync_finish *finish) {
+  return sq_capture_finish((sqlite_store *)store, (sqlite_table *)table,
+                           finish);
+}
+
+static int sqlite_store_tick(lipsync_store *store, lipsync_version *out) {
+  return sq_capture_tick((sqlite_store *)store, out);
+}
+
 static const lipsync_store_methods sqlite_store_methods = {
     .version = LIPSYNC_STORE_METHODS_VERSION,
     .name = "sqlite",
@@ -1368,6 +1354,11 @@ static const lipsync_store_methods sqlite_store_methods = {
     .destroy = sqlite_store_destroy,
     .interrupt = sqlite_store_interrupt,
     .flush = sqlite_store_flush,
+    .update = sqlite_store_update,
+    .scan_items = sqlite_store_scan_items,
+    .next_item = sqlite_store_next_item,
+    .finish_table = sqlite_store_finish_table,
+    .tick = sqlite_store_tick,
 };
 
 /* lipsync_uuid4(): a fresh random version 4 UUID in canonical text form,
@@ -1428,7 +1419,7 @@ static int store_new(sqlite3 *db, bool owns_db, sqlite_store **out) {
                                     NULL, sql_uuid_valid, NULL, NULL, NULL);
   if (rc != SQLITE_OK) {
     free(s);
-    return code_from_sqlite(rc);
+    return sq_code(rc);
   }
   *out = s;
   return 0;
@@ -1490,7 +1481,7 @@ int lipsync_store_sqlite_open(lipsync_store **out, const char *path,
   if (rc != SQLITE_OK) {
     errbuf_format(errbuf, errlen, "cannot open %s: %s", path,
                   db ? sqlite3_errmsg(db) : sqlite3_errstr(rc));
-    code = code_from_sqlite(rc);
+    code = sq_code(rc);
     goto fail_db;
   }
   sqlite3_busy_timeout(db, BUSY_TIMEOUT_MS);
@@ -1500,7 +1491,7 @@ int lipsync_store_sqlite_open(lipsync_store **out, const char *path,
     if (rc != SQLITE_OK) {
       errbuf_format(errbuf, errlen, "cannot open %s: %s", path,
                     sqlite3_errmsg(db));
-      code = code_from_sqlite(rc);
+      code = sq_code(rc);
       goto fail_db;
     }
   }

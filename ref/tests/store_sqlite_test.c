@@ -55,7 +55,7 @@ static lipsync_table *begin_prepared(fixture *fx, const char *name) {
 
 static int insert_row(fixture *fx, lipsync_table *t, const uint8_t *uuid,
                       const lipsync_value *values, size_t n) {
-  lipsync_row row;
+  lipsync_row row = {.nvalues = 0};
   memcpy(row.uuid, uuid, LIPSYNC_UUID_LEN);
   row.nvalues = n;
   row.values = values;
@@ -90,7 +90,7 @@ static void uuid_fill(uint8_t uuid[LIPSYNC_UUID_LEN], uint8_t b) {
 static size_t count_rows(fixture *fx, lipsync_table *t, const uint8_t *lower,
                          const uint8_t *upper) {
   lipsync_cursor *c = NULL;
-  lipsync_row row;
+  lipsync_row row = {.nvalues = 0};
   size_t n = 0;
   int rc = store_scan(fx->store, t, lower, upper, &c);
   CU_ASSERT_EQUAL(rc, 0);
@@ -228,7 +228,7 @@ out:
 static void test_generated_column_skipped(void) {
   fixture fx;
   lipsync_table *t = NULL;
-  lipsync_row row;
+  lipsync_row row = {.nvalues = 0};
   uint8_t uuid[LIPSYNC_UUID_LEN];
   lipsync_value v = tu_int(21);
   if (!fx_open(&fx, "CREATE TABLE g(a INTEGER, twice INTEGER AS (a * 2),"
@@ -255,7 +255,7 @@ static void test_quoted_names(void) {
   const char *name = "we\"ird Tåble";
   fixture fx;
   lipsync_table *t;
-  lipsync_row row;
+  lipsync_row row = {.nvalues = 0};
   lipsync_cursor *c = NULL;
   uint8_t uuid[LIPSYNC_UUID_LEN];
   lipsync_value v[5];
@@ -593,7 +593,7 @@ static void check_range(fixture *fx, lipsync_table *t, const uint8_t *lower,
                         const uint8_t *upper, int line) {
   bool seen[NSCAN] = {false};
   lipsync_cursor *c = NULL;
-  lipsync_row row;
+  lipsync_row row = {.nvalues = 0};
   int rc, wrong = 0;
   if (store_scan(fx->store, t, lower, upper, &c) != 0) {
     CU_assertImplementation(CU_FALSE, (unsigned)line, "scan", __FILE__, "",
@@ -703,7 +703,7 @@ static void test_fetch(void) {
   fixture fx;
   lipsync_table *t = scan_fixture(&fx);
   uint8_t uuid[LIPSYNC_UUID_LEN];
-  lipsync_row row;
+  lipsync_row row = {.nvalues = 0};
   if (!t)
     goto out;
   scan_uuid(5, uuid);
@@ -766,7 +766,7 @@ static void test_scan_before_prepare_fails_cleanly(void) {
   fixture fx;
   lipsync_table *t = NULL;
   lipsync_cursor *c = NULL;
-  lipsync_row row;
+  lipsync_row row = {.nvalues = 0};
   uint8_t uuid[LIPSYNC_UUID_LEN];
   if (!fx_open(&fx, "CREATE TABLE n(a)"))
     goto out;
@@ -810,7 +810,7 @@ static void test_insert_edge_values(void) {
   lipsync_value rows[NROWS][NCOLS];
   uint8_t uuids[NROWS][LIPSYNC_UUID_LEN];
   lipsync_cursor *c = NULL;
-  lipsync_row row;
+  lipsync_row row = {.nvalues = 0};
   int rc, scanned = 0;
 
   if (!big || !fx_open(&fx, "CREATE TABLE e(i INTEGER, r REAL, x TEXT,"
@@ -1167,7 +1167,7 @@ static void test_affinity_matches_sqlite(void) {
     for (size_t i = 0; t && i < nv; i++) {
       const lipsync_value *v = &corpus[i];
       uint8_t uuid[LIPSYNC_UUID_LEN];
-      lipsync_row row;
+      lipsync_row row = {.nvalues = 0};
       char what[160], vs[96];
       bool kept = oracle && sqlite_keeps(oracle, decl, strict, v);
       lipsync_uuid_generate(uuid);
@@ -1235,7 +1235,7 @@ static void test_strict_table(void) {
   lipsync_table *t;
   uint8_t uuid[LIPSYNC_UUID_LEN];
   lipsync_value v[2];
-  lipsync_row row;
+  lipsync_row row = {.nvalues = 0};
   if (sqlite3_libversion_number() < 3037000)
     return; /* no STRICT tables */
   if (!fx_open(&fx, "CREATE TABLE s(a ANY, i INT) STRICT"))
@@ -1315,7 +1315,7 @@ static void test_deferred_index(void) {
   lipsync_table *t;
   uint8_t uuid[LIPSYNC_UUID_LEN];
   lipsync_value v[1] = {{0}};
-  lipsync_row row;
+  lipsync_row row = {.nvalues = 0};
   const char *count_index = "SELECT count(*) FROM sqlite_schema WHERE "
                             "type = 'index' AND tbl_name = 'd'";
   if (!fx_open(&fx, "CREATE TABLE d(x INTEGER);"
@@ -1535,7 +1535,7 @@ static void test_second_writer_waits(void) {
   lipsync_store *first = NULL, *second = NULL;
   sqlite3 *db2 = NULL;
   lipsync_table *t = NULL;
-  lipsync_row row;
+  lipsync_row row = {.nvalues = 0};
   uint8_t uuid[LIPSYNC_UUID_LEN];
   lipsync_value v = tu_int(99);
   committer later;
@@ -1607,7 +1607,7 @@ static void test_without_rowid_table(void) {
   lipsync_table *t;
   uint8_t uuid[LIPSYNC_UUID_LEN];
   lipsync_value v[2] = {tu_text("k9"), tu_real(0.5)};
-  lipsync_row row;
+  lipsync_row row = {.nvalues = 0};
   if (!fx_open(&fx, "CREATE TABLE w(k TEXT PRIMARY KEY, v REAL) WITHOUT ROWID;"
                     "INSERT INTO w VALUES ('k1', 1.5), ('k2', NULL);"))
     goto out;
@@ -1632,7 +1632,7 @@ static void test_utf16_database(void) {
   lipsync_table *t;
   uint8_t uuid[LIPSYNC_UUID_LEN];
   lipsync_value v[2] = {tu_textn(text, sizeof text - 1), tu_text("")};
-  lipsync_row row;
+  lipsync_row row = {.nvalues = 0};
   /* Text is stored as UTF-16 and comes back as the same UTF-8. */
   if (!fx_open(&fx, "PRAGMA encoding = 'UTF-16le'; CREATE TABLE x(a TEXT, b)"))
     goto out;
@@ -1654,7 +1654,7 @@ static void test_many_rows(void) {
   fixture fx;
   lipsync_table *t;
   lipsync_cursor *c = NULL;
-  lipsync_row row;
+  lipsync_row row = {.nvalues = 0};
   int64_t sum = 0;
   size_t n = 0, in_ranges = 0;
   if (!fx_open(&fx, "CREATE TABLE big(v INTEGER, name TEXT)"))
@@ -1699,6 +1699,821 @@ out:
   fx_close(&fx);
 }
 
+/* ------------------------------------------------------------------ */
+/* Change capture (version 2)                                           */
+/* ------------------------------------------------------------------ */
+
+static lipsync_version version_of(uint64_t clock, uint8_t site_byte) {
+  lipsync_version v;
+  v.clock = clock;
+  memset(v.site, site_byte, sizeof v.site);
+  return v;
+}
+
+/* Applies a row through insert (|update| false) or update. */
+static int apply_row(lipsync_store *store, lipsync_table *t,
+                     const uint8_t *uuid, const lipsync_value *values, size_t n,
+                     lipsync_version v, int deleted, bool update) {
+  lipsync_row row = {.nvalues = deleted ? 0 : n};
+  memcpy(row.uuid, uuid, LIPSYNC_UUID_LEN);
+  row.values = deleted ? NULL : values;
+  row.version = v;
+  row.deleted = deleted;
+  int rc = update ? store_update(store, t, &row) : store_insert(store, t, &row);
+  if (rc)
+    fprintf(stderr, "\n  apply: %s\n", store_errmsg(store));
+  return rc;
+}
+
+/* An integer from the item of table |table| selected by |where|. */
+static int64_t item_int(sqlite3 *db, const char *table, const char *expr,
+                        const char *where, int64_t dflt) {
+  char *sql = sqlite3_mprintf("SELECT %s FROM \"_lipsync_meta_%w\" WHERE %s",
+                              expr, table, where);
+  int64_t v = TU_QUERY_INT(db, sql, dflt);
+  sqlite3_free(sql);
+  return v;
+}
+
+static int64_t state_clock(sqlite3 *db) {
+  return TU_QUERY_INT(db, "SELECT clock FROM _lipsync_state", -1);
+}
+
+/* Begins, opens, prepares and commits |name| in |store|. */
+static bool prepare_commit(lipsync_store *store, const char *name) {
+  lipsync_table *t = NULL;
+  int rc = store_begin(store);
+  if (!rc)
+    rc = store_open_table(store, name, &t);
+  if (!rc)
+    rc = store_prepare_table(store, t);
+  if (!rc)
+    rc = store_commit(store);
+  if (rc) {
+    fprintf(stderr, "\n  %s: %s\n", name, store_errmsg(store));
+    store_rollback(store);
+  }
+  CU_ASSERT_EQUAL(rc, 0);
+  return rc == 0;
+}
+
+/* A file database seen by the store's connection and by a second, plain
+ * one (no LipSync SQL functions): the application. */
+typedef struct two_conns {
+  char dir[256];
+  sqlite3 *db, *app;
+  lipsync_store *store;
+} two_conns;
+
+static bool tc_open(two_conns *tc, const char *setup_sql) {
+  char path[512];
+  tc->db = tc->app = NULL;
+  tc->store = NULL;
+  if (!tu_tmpdir(tc->dir, sizeof tc->dir))
+    return false;
+  tu_path(path, sizeof path, tc->dir, "capture.db");
+  tc->db = TU_DB_OPEN(path);
+  tc->app = TU_DB_OPEN(path);
+  if (!tc->db || !tc->app || !TU_EXEC(tc->app, setup_sql))
+    return false;
+  CU_ASSERT_EQUAL(lipsync_store_sqlite_wrap(&tc->store, tc->db), 0);
+  return tc->store != NULL;
+}
+
+static void tc_close(two_conns *tc) {
+  lipsync_store_free(tc->store);
+  sqlite3_close(tc->db);
+  sqlite3_close(tc->app);
+  tu_rmdir(tc->dir);
+}
+
+/* Every INSERT, UPDATE and DELETE of another connection gets a new version
+ * in its own transaction; no-op updates and rolled-back writes none. */
+static void test_capture_other_connection(void) {
+  two_conns tc;
+  int64_t c1, c2, c3, c4;
+  char *uuid = NULL, where[80];
+  if (!tc_open(&tc, "CREATE TABLE t(a INTEGER, b);"
+                    "INSERT INTO t(a, b) VALUES (1, 'one');"))
+    goto out;
+  if (!prepare_commit(tc.store, "t"))
+    goto out;
+  CU_ASSERT_EQUAL(
+      TU_QUERY_INT(tc.app, "SELECT applying FROM _lipsync_state", -1), 0);
+  CU_ASSERT_EQUAL(TU_QUERY_INT(tc.app,
+                               "SELECT length(site) FROM"
+                               " _lipsync_state",
+                               -1),
+                  16);
+
+  /* INSERT without a UUID: the trigger gives one (version 4) and an item. */
+  TU_EXEC(tc.app, "INSERT INTO t(a, b) VALUES (2, 'two')");
+  uuid = TU_QUERY_TEXT(tc.app, "SELECT _lipsync_uuid FROM t WHERE a = 2");
+  CU_ASSERT_PTR_NOT_NULL_FATAL(uuid);
+  uint8_t raw[LIPSYNC_UUID_LEN];
+  CU_ASSERT_EQUAL(lipsync_uuid_parse(uuid, strlen(uuid), raw), 0);
+  CU_ASSERT_EQUAL(raw[6] >> 4, 4);
+  CU_ASSERT_EQUAL(raw[8] >> 6, 2);
+  snprintf(where, sizeof where, "uuid = '%s'", uuid);
+  c1 = item_int(tc.app, "t", "clock", where, -1);
+  CU_ASSERT(c1 > 0);
+  CU_ASSERT_EQUAL(c1, state_clock(tc.app));
+  CU_ASSERT_EQUAL(item_int(tc.app, "t", "deleted", where, -1), 0);
+  CU_ASSERT_EQUAL(item_int(tc.app, "t", "base_clock", where, -1), 0);
+  CU_ASSERT_EQUAL(item_int(tc.app, "t", "base_site IS NULL", where, -1), 1);
+  CU_ASSERT_EQUAL(item_int(tc.app, "t",
+                           "site = (SELECT site FROM _lipsync_state)", where,
+                           -1),
+                  1);
+  /* The clock follows the wall clock: ms << 16. */
+  CU_ASSERT((c1 >> 16) > 1700000000000LL);
+
+  /* One tick per insert, though the trigger gives the row its UUID with an
+   * UPDATE: with the clock ahead of the wall clock, exactly one more. */
+  TU_EXEC(tc.app, "UPDATE _lipsync_state SET clock = 1 << 61;"
+                  "INSERT INTO t(a) VALUES (9)");
+  CU_ASSERT_EQUAL(TU_QUERY_INT(tc.app,
+                               "SELECT m.clock = (1 << 61) + 1 FROM"
+                               " _lipsync_meta_t m JOIN t ON m.uuid ="
+                               " t._lipsync_uuid WHERE t.a = 9",
+                               -1),
+                  1);
+  CU_ASSERT_EQUAL(state_clock(tc.app), ((int64_t)1 << 61) + 1);
+  c1 = state_clock(tc.app);
+
+  /* UPDATE that changes a value: a later version. */
+  TU_EXEC(tc.app, "UPDATE t SET b = 'deux' WHERE a = 2");
+  c2 = item_int(tc.app, "t", "clock", where, -1);
+  CU_ASSERT(c2 > c1);
+  /* UPDATE that changes nothing: no new version. */
+  TU_EXEC(tc.app, "UPDATE t SET b = 'deux', a = 2 WHERE a = 2");
+  CU_ASSERT_EQUAL(item_int(tc.app, "t", "clock", where, -1), c2);
+  CU_ASSERT_EQUAL(state_clock(tc.app), c2);
+  /* 2 and 2.0 are equal in SQL but not the same value. */
+  TU_EXEC(tc.app, "UPDATE t SET b = 2 WHERE a = 2");
+  c3 = item_int(tc.app, "t", "clock", where, -1);
+  TU_EXEC(tc.app, "UPDATE t SET b = 2.0 WHERE a = 2");
+  c4 = item_int(tc.app, "t", "clock", where, -1);
+  CU_ASSERT(c3 > c2 && c4 > c3);
+
+  /* A rolled-back write leaves the item and clock as they were. */
+  TU_EXEC(tc.app, "BEGIN; UPDATE t SET b = 'x' WHERE a = 2;"
+                  " DELETE FROM t WHERE a = 1; ROLLBACK");
+  CU_ASSERT_EQUAL(item_int(tc.app, "t", "clock", where, -1), c4);
+  CU_ASSERT_EQUAL(state_clock(tc.app), c4);
+
+  /* DELETE: a tombstone with a later version. */
+  TU_EXEC(tc.app, "DELETE FROM t WHERE a = 2");
+  CU_ASSERT(item_int(tc.app, "t", "clock", where, -1) > c4);
+  CU_ASSERT_EQUAL(item_int(tc.app, "t", "deleted", where, -1), 1);
+  CU_ASSERT_EQUAL(TU_QUERY_INT(tc.app, "SELECT count(*) FROM t", -1), 2);
+
+  /* INSERT with the UUID of the tombstone: live again, later version. */
+  c1 = item_int(tc.app, "t", "clock", where, -1);
+  char *sql = sqlite3_mprintf(
+      "INSERT INTO t(a, b, _lipsync_uuid) VALUES (3, 'three', %Q)", uuid);
+  TU_EXEC(tc.app, sql);
+  sqlite3_free(sql);
+  CU_ASSERT(item_int(tc.app, "t", "clock", where, -1) > c1);
+  CU_ASSERT_EQUAL(item_int(tc.app, "t", "deleted", where, -1), 0);
+  CU_ASSERT_EQUAL(
+      TU_QUERY_INT(tc.app, "SELECT count(*) FROM _lipsync_meta_t", -1), 3);
+out:
+  free(uuid);
+  tc_close(&tc);
+}
+
+/* A row's UUID never changes, even while the store applies rows; setting
+ * one from NULL is allowed. */
+static void test_uuid_change_refused(void) {
+  fixture fx;
+  lipsync_table *t;
+  sqlite3_stmt *st = NULL;
+  if (!fx_open(&fx, "CREATE TABLE t(a)"))
+    goto out;
+  TU_EXEC(fx.db, "INSERT INTO t VALUES (1)");
+  if (!prepare_commit(fx.store, "t"))
+    goto out;
+  CU_ASSERT_EQUAL(sqlite3_prepare_v2(fx.db,
+                                     "UPDATE t SET _lipsync_uuid ="
+                                     " '00000000-0000-4000-8000-000000000000'",
+                                     -1, &st, NULL),
+                  SQLITE_OK);
+  CU_ASSERT_EQUAL(sqlite3_step(st), SQLITE_CONSTRAINT);
+  CU_ASSERT(contains(sqlite3_errmsg(fx.db),
+                     "lipsync: the _lipsync_uuid of a row cannot change"));
+  sqlite3_finalize(st);
+  /* Unchanged, and an equal value is no change. */
+  TU_EXEC(fx.db, "UPDATE t SET _lipsync_uuid = _lipsync_uuid");
+  t = begin_prepared(&fx, "t");
+  if (!t)
+    goto out;
+  CU_ASSERT_NOT_EQUAL(sqlite3_exec(fx.db,
+                                   "UPDATE t SET _lipsync_uuid ="
+                                   " '00000000-0000-4000-8000-000000000000'",
+                                   NULL, NULL, NULL),
+                      SQLITE_OK);
+  /* A row written while applying may lack a UUID: setting one is fine. */
+  TU_EXEC(fx.db, "INSERT INTO t(a) VALUES (2);"
+                 "UPDATE t SET _lipsync_uuid ="
+                 " '00000000-0000-4000-8000-000000000002' WHERE a = 2");
+  CU_ASSERT_EQUAL(TU_QUERY_INT(fx.db,
+                               "SELECT count(*) FROM t WHERE _lipsync_uuid ="
+                               " '00000000-0000-4000-8000-000000000002'",
+                               -1),
+                  1);
+  CU_ASSERT_EQUAL(store_rollback(fx.store), 0);
+out:
+  fx_close(&fx);
+}
+
+/* Rows existing when capture is installed get (clock 0, row digest). */
+static void test_initial_versions(void) {
+  fixture fx;
+  lipsync_table *t;
+  lipsync_cursor *c = NULL;
+  lipsync_row row = {.nvalues = 0};
+  size_t n = 0;
+  if (!fx_open(&fx, "CREATE TABLE t(a INTEGER, b TEXT);"
+                    "INSERT INTO t VALUES (1, 'x'), (2, NULL), (3, 'z');"))
+    goto out;
+  t = begin_prepared(&fx, "t");
+  if (!t)
+    goto out;
+  CU_ASSERT_EQUAL(TU_QUERY_INT(fx.db,
+                               "SELECT count(*) FROM _lipsync_meta_t"
+                               " WHERE clock = 0 AND deleted = 0"
+                               " AND base_clock = 0",
+                               -1),
+                  3);
+  CU_ASSERT_EQUAL(store_scan(fx.store, t, NULL, NULL, &c), 0);
+  while (c && store_next(fx.store, c, &row) == 1) {
+    uint8_t digest[LIPSYNC_DIGEST_LEN];
+    char text[37], hex[33], where[64];
+    lipsync_row_digest(&row, digest);
+    lipsync_uuid_format(row.uuid, text);
+    tu_hex(digest, sizeof digest, hex);
+    snprintf(where, sizeof where, "uuid = '%s'", text);
+    char *expr = sqlite3_mprintf("lower(hex(site)) = lower('%s')", hex);
+    CU_ASSERT_EQUAL(item_int(fx.db, "t", expr, where, -1), 1);
+    sqlite3_free(expr);
+    n++;
+  }
+  store_close_cursor(fx.store, c);
+  CU_ASSERT_EQUAL(n, 3);
+  CU_ASSERT_EQUAL(store_commit(fx.store), 0);
+  /* The state was created with a clock that never ticked. */
+  CU_ASSERT_EQUAL(state_clock(fx.db), 0);
+out:
+  fx_close(&fx);
+}
+
+/* insert and update keep the peer's version and make none of their own;
+ * applying is set only inside the store's transaction. */
+static void test_apply_not_captured(void) {
+  fixture fx;
+  lipsync_table *t;
+  uint8_t u1[LIPSYNC_UUID_LEN], u2[LIPSYNC_UUID_LEN];
+  lipsync_value v[2] = {tu_int(7), tu_text("seven")};
+  lipsync_version v1 = version_of(1000, 0xA1), v2 = version_of(2000, 0xB2);
+  if (!fx_open(&fx, "CREATE TABLE t(a INTEGER, b TEXT)"))
+    goto out;
+  if (!prepare_commit(fx.store, "t"))
+    goto out;
+  int64_t clock0 = state_clock(fx.db);
+  uuid_fill(u1, 0x11);
+  uuid_fill(u2, 0x22);
+  t = begin_prepared(&fx, "t");
+  if (!t)
+    goto out;
+  CU_ASSERT_EQUAL(
+      TU_QUERY_INT(fx.db, "SELECT applying FROM _lipsync_state", -1), 1);
+  CU_ASSERT_EQUAL(apply_row(fx.store, t, u1, v, 2, v1, 0, false), 0);
+  CU_ASSERT_EQUAL(apply_row(fx.store, t, u2, NULL, 0, v2, 1, false), 0);
+  CU_ASSERT_EQUAL(store_commit(fx.store), 0);
+  CU_ASSERT_EQUAL(
+      TU_QUERY_INT(fx.db, "SELECT applying FROM _lipsync_state", -1), 0);
+  CU_ASSERT_EQUAL(state_clock(fx.db), clock0);
+  CU_ASSERT_EQUAL(TU_QUERY_INT(fx.db, "SELECT count(*) FROM t", -1), 1);
+  CU_ASSERT_EQUAL(
+      TU_QUERY_INT(fx.db,
+                   "SELECT clock FROM _lipsync_meta_t WHERE uuid ="
+                   " '11111111-1111-1111-1111-111111111111' AND deleted = 0"
+                   " AND site = x'a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1'"
+                   " AND base_clock = 0 AND base_site IS NULL",
+                   -1),
+      1000);
+  CU_ASSERT_EQUAL(
+      TU_QUERY_INT(fx.db,
+                   "SELECT clock FROM _lipsync_meta_t WHERE uuid ="
+                   " '22222222-2222-2222-2222-222222222222' AND deleted = 1"
+                   " AND site = x'b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2'",
+                   -1),
+      2000);
+
+  /* update: the row changes, the item takes the version, no tick. */
+  v[1] = tu_text("SEVEN");
+  t = begin_prepared(&fx, "t");
+  if (!t)
+    goto out;
+  CU_ASSERT_EQUAL(apply_row(fx.store, t, u1, v, 2, v2, 0, true), 0);
+  CU_ASSERT_EQUAL(store_commit(fx.store), 0);
+  CU_ASSERT_EQUAL(state_clock(fx.db), clock0);
+  CU_ASSERT_EQUAL(
+      TU_QUERY_INT(fx.db, "SELECT count(*) FROM t WHERE b = 'SEVEN'", -1), 1);
+  CU_ASSERT_EQUAL(TU_QUERY_INT(fx.db,
+                               "SELECT clock FROM _lipsync_meta_t WHERE uuid ="
+                               " '11111111-1111-1111-1111-111111111111'",
+                               -1),
+                  2000);
+  /* A clock SQLite cannot order is refused. */
+  t = begin_prepared(&fx, "t");
+  if (t) {
+    lipsync_row row = {.nvalues = 2, .values = v};
+    memcpy(row.uuid, u1, LIPSYNC_UUID_LEN);
+    row.version = version_of(UINT64_MAX, 1);
+    CU_ASSERT_EQUAL(store_update(fx.store, t, &row), LIPSYNC_ERR_INVALID_VALUE);
+    CU_ASSERT(contains(store_errmsg(fx.store), "out of range"));
+  }
+  store_rollback(fx.store);
+out:
+  fx_close(&fx);
+}
+
+/* update writes the user row only when a value differs (no UPDATE
+ * trigger fires otherwise), deletes it for a tombstone, and re-inserts it
+ * after one; the base is kept. */
+static void test_update_rows(void) {
+  fixture fx;
+  lipsync_table *t;
+  uint8_t u[LIPSYNC_UUID_LEN];
+  lipsync_value v[2] = {tu_int(1), tu_text("abc")};
+  if (!fx_open(&fx, "CREATE TABLE t(a INTEGER, b COLLATE NOCASE);"
+                    "CREATE TABLE counts(updates INTEGER, inserts INTEGER);"
+                    "INSERT INTO counts VALUES (0, 0);"
+                    "CREATE TRIGGER cu AFTER UPDATE ON t BEGIN"
+                    " UPDATE counts SET updates = updates + 1; END;"
+                    "CREATE TRIGGER ci AFTER INSERT ON t BEGIN"
+                    " UPDATE counts SET inserts = inserts + 1; END;"))
+    goto out;
+  uuid_fill(u, 0x33);
+  t = begin_prepared(&fx, "t");
+  if (!t)
+    goto out;
+  CU_ASSERT_EQUAL(apply_row(fx.store, t, u, v, 2, version_of(10, 1), 0, false),
+                  0);
+  CU_ASSERT_EQUAL(store_finish_table(fx.store, t,
+                                     &(lipsync_finish){.max_clock = 10,
+                                                       .as_client = 1,
+                                                       .server_clock = 5}),
+                  0);
+  /* Equal values: no user UPDATE, but the item takes the version. */
+  CU_ASSERT_EQUAL(apply_row(fx.store, t, u, v, 2, version_of(11, 2), 0, true),
+                  0);
+  CU_ASSERT_EQUAL(TU_QUERY_INT(fx.db, "SELECT updates FROM counts", -1), 0);
+  CU_ASSERT_EQUAL(item_int(fx.db, "t", "clock", "1", -1), 11);
+  CU_ASSERT_EQUAL(item_int(fx.db, "t", "base_clock", "1", -1), 10);
+  /* 'ABC' equals 'abc' under NOCASE, but it is another value. */
+  v[1] = tu_text("ABC");
+  CU_ASSERT_EQUAL(apply_row(fx.store, t, u, v, 2, version_of(12, 2), 0, true),
+                  0);
+  CU_ASSERT_EQUAL(TU_QUERY_INT(fx.db, "SELECT updates FROM counts", -1), 1);
+  CU_ASSERT_EQUAL(TU_QUERY_INT(fx.db,
+                               "SELECT count(*) FROM t WHERE b = 'ABC' COLLATE"
+                               " BINARY",
+                               -1),
+                  1);
+  /* 1 and 1.0 compare equal, but 1.0 is a REAL. */
+  v[1] = tu_real(1.0);
+  CU_ASSERT_EQUAL(apply_row(fx.store, t, u, v, 2, version_of(13, 2), 0, true),
+                  0);
+  CU_ASSERT_EQUAL(TU_QUERY_INT(fx.db, "SELECT updates FROM counts", -1), 2);
+  v[1] = tu_int(1);
+  CU_ASSERT_EQUAL(apply_row(fx.store, t, u, v, 2, version_of(14, 2), 0, true),
+                  0);
+  CU_ASSERT_EQUAL(TU_QUERY_INT(fx.db, "SELECT updates FROM counts", -1), 3);
+  CU_ASSERT_EQUAL(
+      TU_QUERY_INT(fx.db, "SELECT typeof(b) = 'integer' FROM t", -1), 1);
+  /* A tombstone deletes the row and keeps the base. */
+  CU_ASSERT_EQUAL(
+      apply_row(fx.store, t, u, NULL, 0, version_of(15, 3), 1, true), 0);
+  CU_ASSERT_EQUAL(TU_QUERY_INT(fx.db, "SELECT count(*) FROM t", -1), 0);
+  CU_ASSERT_EQUAL(item_int(fx.db, "t", "deleted", "1", -1), 1);
+  CU_ASSERT_EQUAL(item_int(fx.db, "t", "clock", "1", -1), 15);
+  CU_ASSERT_EQUAL(item_int(fx.db, "t", "base_clock", "1", -1), 10);
+  /* A second tombstone for a row already gone is fine. */
+  CU_ASSERT_EQUAL(
+      apply_row(fx.store, t, u, NULL, 0, version_of(16, 3), 1, true), 0);
+  /* Live again: the row is inserted. */
+  v[1] = tu_text("back");
+  CU_ASSERT_EQUAL(apply_row(fx.store, t, u, v, 2, version_of(17, 4), 0, true),
+                  0);
+  CU_ASSERT_EQUAL(TU_QUERY_INT(fx.db,
+                               "SELECT count(*) FROM t WHERE b ="
+                               " 'back' AND _lipsync_uuid ="
+                               " '33333333-3333-3333-3333-333333333333'",
+                               -1),
+                  1);
+  CU_ASSERT_EQUAL(item_int(fx.db, "t", "deleted", "1", -1), 0);
+  CU_ASSERT_EQUAL(item_int(fx.db, "t", "clock", "1", -1), 17);
+  CU_ASSERT_EQUAL(TU_QUERY_INT(fx.db, "SELECT inserts FROM counts", -1), 2);
+  CU_ASSERT_EQUAL(store_commit(fx.store), 0);
+  CU_ASSERT_EQUAL(
+      TU_QUERY_INT(fx.db, "SELECT count(*) FROM _lipsync_meta_t", -1), 1);
+out:
+  fx_close(&fx);
+}
+
+/* scan_items lists every item, tombstones and bases included. */
+static void test_scan_items(void) {
+  fixture fx;
+  lipsync_table *t;
+  lipsync_cursor *c = NULL;
+  lipsync_item item;
+  uint8_t u[LIPSYNC_UUID_LEN];
+  lipsync_value v = tu_int(5);
+  int rc, live = 0, dead = 0, based = 0;
+  if (!fx_open(&fx, "CREATE TABLE t(a INTEGER)"))
+    goto out;
+  t = begin_prepared(&fx, "t");
+  if (!t)
+    goto out;
+  for (int i = 1; i <= 4; i++) {
+    uuid_fill(u, (uint8_t)i);
+    CU_ASSERT_EQUAL(apply_row(fx.store, t, u, &v, 1,
+                              version_of((uint64_t)i << 20, (uint8_t)i), i == 4,
+                              false),
+                    0);
+  }
+  /* Items inserted into an empty table wait in a staging table: a scan
+   * sees them all the same. */
+  CU_ASSERT_EQUAL(store_scan_items(fx.store, t, &c), 0);
+  while (c && (rc = store_next_item(fx.store, c, &item)) == 1) {
+    CU_ASSERT_EQUAL(item.version.clock, (uint64_t)item.uuid[0] << 20);
+    CU_ASSERT_EQUAL(item.version.site[15], item.uuid[0]);
+    CU_ASSERT_EQUAL(item.base.clock, 0);
+    CU_ASSERT_EQUAL(item.base.site[0], 0);
+    if (item.deleted)
+      dead++;
+    else
+      live++;
+  }
+  store_close_cursor(fx.store, c);
+  CU_ASSERT(live == 3 && dead == 1);
+  CU_ASSERT_EQUAL(
+      store_finish_table(fx.store, t,
+                         &(lipsync_finish){.as_client = 1, .server_clock = 9}),
+      0);
+  CU_ASSERT_EQUAL(store_commit(fx.store), 0);
+  t = begin_prepared(&fx, "t");
+  if (!t)
+    goto out;
+  CU_ASSERT_EQUAL(t->last_sync, 9);
+  /* Twice, so the statement goes back to the table and is reused. */
+  for (int pass = 0; pass < 2; pass++) {
+    live = dead = based = 0;
+    CU_ASSERT_EQUAL(store_scan_items(fx.store, t, &c), 0);
+    while (c && store_next_item(fx.store, c, &item) == 1) {
+      based += lipsync_version_cmp(&item.base, &item.version) == 0;
+      live += !item.deleted;
+    }
+    store_close_cursor(fx.store, c);
+    CU_ASSERT(based == 4 && live == 3);
+  }
+  /* A corrupt item is an error, not a crash. */
+  TU_EXEC(fx.db, "UPDATE _lipsync_meta_t SET site = x'00' WHERE clock ="
+                 " 1048576");
+  CU_ASSERT_EQUAL(store_scan_items(fx.store, t, &c), 0);
+  while (c && (rc = store_next_item(fx.store, c, &item)) == 1)
+    ;
+  CU_ASSERT_EQUAL(rc, LIPSYNC_ERR_STORAGE);
+  CU_ASSERT(contains(store_errmsg(fx.store), "16 bytes"));
+  store_close_cursor(fx.store, c);
+  store_rollback(fx.store);
+out:
+  fx_close(&fx);
+}
+
+/* Rows changed while capture was off (triggers quiet): prepare notices
+ * the counts disagree and gives every disagreeing item a fresh version. */
+static void test_repair_items(void) {
+  fixture fx;
+  int64_t before, after;
+  if (!fx_open(&fx, "CREATE TABLE t(k TEXT PRIMARY KEY, a);"
+                    "INSERT INTO t(k) VALUES ('r1'), ('r2'), ('r3'), ('x');"))
+    goto out;
+  if (!prepare_commit(fx.store, "t"))
+    goto out;
+  TU_EXEC(fx.db, "DELETE FROM t WHERE k = 'x'"); /* a tombstone */
+  TU_EXEC(fx.db, "CREATE TABLE saved AS SELECT _lipsync_uuid AS u FROM t"
+                 " WHERE 0;"
+                 "INSERT INTO saved SELECT uuid FROM _lipsync_meta_t WHERE"
+                 " deleted");
+  before = state_clock(fx.db);
+  /* Capture off: write as if applying, without items. */
+  TU_EXEC(fx.db, "BEGIN; UPDATE _lipsync_state SET applying = 1;"
+                 "INSERT INTO t(k, _lipsync_uuid) VALUES"
+                 " ('r4', '44444444-4444-4444-8444-444444444444');"
+                 "INSERT INTO t(k) VALUES ('nouuid');"
+                 "DELETE FROM t WHERE k = 'r1';"
+                 "INSERT INTO t(k, _lipsync_uuid) SELECT 'x', u FROM saved;"
+                 "UPDATE _lipsync_state SET applying = 0; COMMIT;");
+  CU_ASSERT_EQUAL(
+      TU_QUERY_INT(fx.db, "SELECT count(*) FROM _lipsync_meta_t", -1), 4);
+  if (!prepare_commit(fx.store, "t"))
+    goto out;
+  after = state_clock(fx.db);
+  CU_ASSERT(after > before);
+  /* r4 and the row without a UUID: new items; r1: a tombstone; x: live. */
+  CU_ASSERT_EQUAL(TU_QUERY_INT(fx.db,
+                               "SELECT count(*) FROM _lipsync_meta_t m JOIN t"
+                               " ON t._lipsync_uuid = m.uuid WHERE NOT"
+                               " m.deleted",
+                               -1),
+                  5);
+  CU_ASSERT_EQUAL(
+      TU_QUERY_INT(fx.db, "SELECT count(*) FROM _lipsync_meta_t", -1), 6);
+  CU_ASSERT_EQUAL(TU_QUERY_INT(fx.db,
+                               "SELECT count(*) FROM _lipsync_meta_t WHERE"
+                               " deleted AND uuid NOT IN (SELECT"
+                               " _lipsync_uuid FROM t)",
+                               -1),
+                  1);
+  char *sql = sqlite3_mprintf("SELECT count(*) FROM _lipsync_meta_t WHERE"
+                              " clock = %lld",
+                              (long long)after);
+  CU_ASSERT_EQUAL(TU_QUERY_INT(fx.db, sql, -1), 4); /* r4, nouuid, r1, x */
+  sqlite3_free(sql);
+  /* r2 and r3 keep their initial versions. */
+  CU_ASSERT_EQUAL(TU_QUERY_INT(fx.db,
+                               "SELECT count(*) FROM _lipsync_meta_t"
+                               " WHERE clock = 0",
+                               -1),
+                  2);
+  /* Agreeing again: the next prepare changes nothing. */
+  if (!prepare_commit(fx.store, "t"))
+    goto out;
+  CU_ASSERT_EQUAL(state_clock(fx.db), after);
+out:
+  fx_close(&fx);
+}
+
+/* finish_table: observe, purge, and as a client record base and
+ * last_sync; as a server the base stays. */
+static void test_finish_table(void) {
+  fixture fx;
+  lipsync_table *t;
+  uint8_t u[LIPSYNC_UUID_LEN];
+  lipsync_value v = tu_int(1);
+  uint64_t far = (uint64_t)1 << 60;
+  if (!fx_open(&fx, "CREATE TABLE t(a INTEGER); INSERT INTO t VALUES (0)"))
+    goto out;
+  t = begin_prepared(&fx, "t");
+  if (!t)
+    goto out;
+  CU_ASSERT_EQUAL(t->last_sync, 0);
+  for (int i = 1; i <= 4; i++) {
+    uuid_fill(u, (uint8_t)i);
+    CU_ASSERT_EQUAL(apply_row(fx.store, t, u, &v, 1,
+                              version_of((uint64_t)i * 100, 1), i <= 2, false),
+                    0);
+  }
+  /* As a server: tombstones below 150 go (clock 100), the clock observes,
+   * the base stays zero. */
+  CU_ASSERT_EQUAL(
+      store_finish_table(fx.store, t,
+                         &(lipsync_finish){.max_clock = far, .horizon = 150}),
+      0);
+  CU_ASSERT_EQUAL(
+      TU_QUERY_INT(fx.db, "SELECT count(*) FROM _lipsync_meta_t", -1), 4);
+  CU_ASSERT_EQUAL(TU_QUERY_INT(fx.db,
+                               "SELECT count(*) FROM _lipsync_meta_t"
+                               " WHERE deleted",
+                               -1),
+                  1);
+  CU_ASSERT_EQUAL(state_clock(fx.db), (int64_t)far);
+  CU_ASSERT_EQUAL(TU_QUERY_INT(fx.db,
+                               "SELECT count(*) FROM _lipsync_meta_t"
+                               " WHERE base_clock <> 0",
+                               -1),
+                  0);
+  /* The clock never goes back. */
+  CU_ASSERT_EQUAL(
+      store_finish_table(fx.store, t, &(lipsync_finish){.max_clock = 5}), 0);
+  CU_ASSERT_EQUAL(state_clock(fx.db), (int64_t)far);
+  /* As a client: base := version for every item, last_sync recorded. */
+  CU_ASSERT_EQUAL(
+      store_finish_table(
+          fx.store, t,
+          &(lipsync_finish){.horizon = 0, .as_client = 1, .server_clock = 777}),
+      0);
+  CU_ASSERT_EQUAL(TU_QUERY_INT(fx.db,
+                               "SELECT count(*) FROM _lipsync_meta_t"
+                               " WHERE base_clock = clock AND"
+                               " base_site IS site",
+                               -1),
+                  4);
+  CU_ASSERT_EQUAL(t->last_sync, 777);
+  CU_ASSERT_EQUAL(store_commit(fx.store), 0);
+  CU_ASSERT_EQUAL(TU_QUERY_INT(fx.db,
+                               "SELECT last_sync FROM _lipsync_tables"
+                               " WHERE name = 't'",
+                               -1),
+                  777);
+  /* A later local write ticks past the observed clock. */
+  TU_EXEC(fx.db, "UPDATE t SET a = 2 WHERE a = 0");
+  CU_ASSERT(state_clock(fx.db) > (int64_t)far);
+  /* Purging every tombstone: a huge horizon. */
+  t = begin_prepared(&fx, "t");
+  if (!t)
+    goto out;
+  CU_ASSERT_EQUAL(t->last_sync, 777);
+  CU_ASSERT_EQUAL(
+      store_finish_table(fx.store, t, &(lipsync_finish){.horizon = UINT64_MAX}),
+      0);
+  CU_ASSERT_EQUAL(TU_QUERY_INT(fx.db,
+                               "SELECT count(*) FROM _lipsync_meta_t"
+                               " WHERE deleted",
+                               -1),
+                  0);
+  CU_ASSERT_EQUAL(store_commit(fx.store), 0);
+out:
+  fx_close(&fx);
+}
+
+/* tick: later than every version made or observed, with the site; it
+ * creates the state in a database that has none. */
+static void test_tick(void) {
+  fixture fx;
+  lipsync_version a, b;
+  if (!fx_open(&fx, NULL))
+    goto out;
+  CU_ASSERT_EQUAL(store_tick(fx.store, &a), 0);
+  CU_ASSERT((a.clock >> 16) > 1700000000000ULL);
+  CU_ASSERT_EQUAL(
+      TU_QUERY_INT(fx.db, "SELECT count(*) FROM _lipsync_state", -1), 1);
+  for (int i = 0; i < 100; i++) {
+    CU_ASSERT_EQUAL(store_tick(fx.store, &b), 0);
+    CU_ASSERT(b.clock > a.clock);
+    CU_ASSERT_EQUAL(memcmp(a.site, b.site, LIPSYNC_SITE_LEN), 0);
+    a = b;
+  }
+  /* A clock ahead of the wall clock: the counter goes on from it. */
+  TU_EXEC(fx.db, "UPDATE _lipsync_state SET clock = 1 << 61");
+  CU_ASSERT_EQUAL(store_tick(fx.store, &b), 0);
+  CU_ASSERT_EQUAL(b.clock, ((uint64_t)1 << 61) + 1);
+  CU_ASSERT_EQUAL(state_clock(fx.db), (int64_t)b.clock);
+  /* The site is random, not zero. */
+  CU_ASSERT_EQUAL(
+      TU_QUERY_INT(fx.db,
+                   "SELECT hex(site) = hex(x'00000000000000000000000000000000')"
+                   " FROM _lipsync_state",
+                   -1),
+      0);
+out:
+  fx_close(&fx);
+}
+
+/* A WITHOUT ROWID table is captured through its primary key. */
+static void test_capture_without_rowid(void) {
+  fixture fx;
+  if (!fx_open(&fx, "CREATE TABLE w(k TEXT PRIMARY KEY, v) WITHOUT ROWID;"
+                    "INSERT INTO w VALUES ('a', 1);"))
+    goto out;
+  if (!prepare_commit(fx.store, "w"))
+    goto out;
+  TU_EXEC(fx.db, "INSERT INTO w(k, v) VALUES ('b', 2)");
+  CU_ASSERT_EQUAL(TU_QUERY_INT(fx.db,
+                               "SELECT count(*) FROM w JOIN _lipsync_meta_w m"
+                               " ON m.uuid = w._lipsync_uuid WHERE k = 'b'"
+                               " AND m.clock > 0",
+                               -1),
+                  1);
+  TU_EXEC(fx.db, "UPDATE w SET v = 3 WHERE k = 'a'");
+  TU_EXEC(fx.db, "DELETE FROM w WHERE k = 'b'");
+  CU_ASSERT_EQUAL(TU_QUERY_INT(fx.db,
+                               "SELECT count(*) FROM _lipsync_meta_w WHERE"
+                               " clock > 0",
+                               -1),
+                  2);
+  CU_ASSERT_EQUAL(TU_QUERY_INT(fx.db,
+                               "SELECT count(*) FROM _lipsync_meta_w WHERE"
+                               " deleted",
+                               -1),
+                  1);
+out:
+  fx_close(&fx);
+}
+
+/* The capture tables stay out of list_tables and open_table, and a second
+ * prepare of an unchanged table leaves the schema alone; a new column is
+ * compared by the UPDATE trigger once prepare has run again. */
+static void test_capture_schema(void) {
+  fixture fx;
+  lipsync_table *t = NULL;
+  const char *const *names;
+  size_t n;
+  if (!fx_open(&fx, "CREATE TABLE t(a); INSERT INTO t VALUES (1)"))
+    goto out;
+  if (!prepare_commit(fx.store, "t"))
+    goto out;
+  CU_ASSERT_EQUAL(store_list_tables(fx.store, &names, &n), 0);
+  CU_ASSERT(n == 1 && strcmp(names[0], "t") == 0);
+  CU_ASSERT_EQUAL(store_begin(fx.store), 0);
+  CU_ASSERT_EQUAL(store_open_table(fx.store, "_lipsync_state", &t),
+                  LIPSYNC_ERR_UNKNOWN_TABLE);
+  CU_ASSERT_EQUAL(store_open_table(fx.store, "_LIPSYNC_META_t", &t),
+                  LIPSYNC_ERR_UNKNOWN_TABLE);
+  CU_ASSERT_EQUAL(store_rollback(fx.store), 0);
+  CU_ASSERT_EQUAL(
+      TU_QUERY_INT(
+          fx.db,
+          "SELECT (SELECT group_concat(name, ' ') FROM (SELECT name FROM"
+          " sqlite_schema WHERE type = 'trigger' ORDER BY name))"
+          " = '_lipsync_del_t _lipsync_ins_t _lipsync_upd_t"
+          " _lipsync_uuid_t'",
+          -1),
+      1);
+  int64_t version = TU_QUERY_INT(fx.db, "PRAGMA schema_version", -1);
+  if (!prepare_commit(fx.store, "t"))
+    goto out;
+  CU_ASSERT_EQUAL(TU_QUERY_INT(fx.db, "PRAGMA schema_version", -1), version);
+
+  TU_EXEC(fx.db, "ALTER TABLE t ADD COLUMN b");
+  if (!prepare_commit(fx.store, "t"))
+    goto out;
+  int64_t c = item_int(fx.db, "t", "clock", "1", -1);
+  TU_EXEC(fx.db, "UPDATE t SET b = 'new'");
+  CU_ASSERT(item_int(fx.db, "t", "clock", "1", -1) > c);
+out:
+  fx_close(&fx);
+}
+
+/* The first sync into an empty table: items staged, then joined in UUID
+ * order; a duplicate item is reported by flush. */
+static void test_bulk_items(void) {
+  enum { N = 5000 };
+  fixture fx;
+  lipsync_table *t;
+  lipsync_value v = tu_int(1);
+  uint8_t u[LIPSYNC_UUID_LEN];
+  if (!fx_open(&fx, "CREATE TABLE t(a INTEGER)"))
+    goto out;
+  t = begin_prepared(&fx, "t");
+  if (!t)
+    goto out;
+  for (int i = 0; i < N; i++) {
+    lipsync_uuid_generate(u);
+    if (apply_row(fx.store, t, u, &v, 1, version_of((uint64_t)i + 1, 7),
+                  i % 10 == 0, false) != 0) {
+      CU_FAIL("insert");
+      break;
+    }
+  }
+  CU_ASSERT_EQUAL(store_flush(fx.store), 0);
+  CU_ASSERT_EQUAL(store_commit(fx.store), 0);
+  CU_ASSERT_EQUAL(
+      TU_QUERY_INT(fx.db, "SELECT count(*) FROM _lipsync_meta_t", -1), N);
+  CU_ASSERT_EQUAL(TU_QUERY_INT(fx.db, "SELECT count(*) FROM t", -1),
+                  N - N / 10);
+  /* The triggers set aside during the load are back, and capture. */
+  CU_ASSERT_EQUAL(TU_QUERY_INT(fx.db,
+                               "SELECT count(*) FROM sqlite_schema WHERE"
+                               " type = 'trigger' AND tbl_name = 't'",
+                               -1),
+                  4);
+  TU_EXEC(fx.db, "INSERT INTO t(a) VALUES (2)");
+  CU_ASSERT_EQUAL(TU_QUERY_INT(fx.db,
+                               "SELECT count(*) FROM _lipsync_meta_t m JOIN t"
+                               " ON t._lipsync_uuid = m.uuid WHERE t.a = 2"
+                               " AND m.clock > 1000000",
+                               -1),
+                  1);
+
+  /* Into an empty table again (every row deleted): an item that exists. */
+  TU_EXEC(fx.db, "DELETE FROM t");
+  t = begin_prepared(&fx, "t");
+  if (!t)
+    goto out;
+  char *text = TU_QUERY_TEXT(fx.db, "SELECT uuid FROM _lipsync_meta_t LIMIT 1");
+  CU_ASSERT_PTR_NOT_NULL_FATAL(text);
+  CU_ASSERT_EQUAL(lipsync_uuid_parse(text, strlen(text), u), 0);
+  free(text);
+  CU_ASSERT_EQUAL(apply_row(fx.store, t, u, &v, 1, version_of(1, 1), 0, false),
+                  0);
+  CU_ASSERT_EQUAL(store_flush(fx.store), LIPSYNC_ERR_STORAGE);
+  CU_ASSERT(contains(store_errmsg(fx.store), "UNIQUE"));
+  CU_ASSERT_EQUAL(store_rollback(fx.store), 0);
+  CU_ASSERT_EQUAL(TU_QUERY_INT(fx.db, "SELECT count(*) FROM t", -1), 0);
+  CU_ASSERT_EQUAL(TU_QUERY_INT(fx.db,
+                               "SELECT count(*) FROM sqlite_schema WHERE"
+                               " type = 'trigger' AND tbl_name = 't'",
+                               -1),
+                  4);
+out:
+  fx_close(&fx);
+}
+
 int register_store_sqlite_tests(void) {
   static const tu_test tests[] = {
       {"open unknown table", test_open_unknown_table},
@@ -1737,6 +2552,18 @@ int register_store_sqlite_tests(void) {
       {"WITHOUT ROWID table", test_without_rowid_table},
       {"UTF-16 database", test_utf16_database},
       {"many rows", test_many_rows},
+      {"capture from another connection", test_capture_other_connection},
+      {"UUID change refused", test_uuid_change_refused},
+      {"initial versions", test_initial_versions},
+      {"applied rows are not captured", test_apply_not_captured},
+      {"update rows", test_update_rows},
+      {"scan items", test_scan_items},
+      {"repair items", test_repair_items},
+      {"finish table", test_finish_table},
+      {"tick", test_tick},
+      {"capture WITHOUT ROWID", test_capture_without_rowid},
+      {"capture schema", test_capture_schema},
+      {"bulk items", test_bulk_items},
       {NULL, NULL},
   };
   return tu_add_suite("store_sqlite", tests);

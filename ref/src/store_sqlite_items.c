@@ -1,0 +1,352 @@
+/*
+ * store_sqlite_items.c: the items (the rows of "_lipsync_meta_T") that the
+ * SQLite backend's insert and update write for the peer's rows, the update
+ * of a row that already has an item, and scan_items.
+ *
+ * The session writes rows under _lipsync_state.applying = 1, so the
+ * capture triggers stay quiet and each item takes the version the peer
+ * sent. A bulk load into an empty table (the first sync of a million rows)
+ * would insert its items in random UUID order into the metadata table's
+ * B-tree, several times slower than in order; they wait in memory instead
+ * and join the metadata table sorted, in batches, when the indexes set
+ * aside are built (sq_need_index) as its rows' indexes do.
+ */
+#include "store_sqlite_int.h"
+
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* Prepares the statement sqlite3_mprintf() formats from |fmt| (%w and %q
+ * are SQLite's, so the compiler cannot check the format). */
+static int prepare_mprintf(sqlite_store *s, sqlite_table *t, sqlite3_stmt **out,
+                           const char *what, const char *fmt, ...) {
+  va_list ap;
+  char *sql;
+  int rc;
+  va_start(ap, fmt);
+  sql = sqlite3_vmprintf(fmt, ap);
+  va_end(ap);
+  if (!sql)
+    return sq_fail_nomem(s);
+  rc = sq_prepare(s, sql, out);
+  sqlite3_free(sql);
+  return rc == SQLITE_OK ? 0 : sq_fail_db(s, t->name, what);
+}
+
+/* Binds ?1 uuid (t->insert_key), ?2 clock, ?3 site, ?4 deleted, runs |st|
+ * and resets it. */
+static int write_item(sqlite_store *s, sqlite_table *t, sqlite3_stmt *st,
+                      const lipsync_row *row) {
+  int rc;
+  sqlite3_bind_text(st, 1, t->insert_key, UUID_TEXT_LEN, SQLITE_STATIC);
+  sqlite3_bind_int64(st, 2, (sqlite3_int64)row->version.clock);
+  sqlite3_bind_blob(st, 3, row->version.site, LIPSYNC_SITE_LEN,
+                    SQLITE_TRANSIENT);
+  sqlite3_bind_int(st, 4, row->deleted ? 1 : 0);
+  rc = sqlite3_step(st);
+  if (rc != SQLITE_DONE)
+    rc = sq_fail(s, sq_code(sqlite3_extended_errcode(s->db)),
+                 "table %s: item %s: %s", t->name, t->insert_key,
+                 sqlite3_errmsg(s->db));
+  else
+    rc = 0;
+  sqlite3_reset(st);
+  return rc;
+}
+
+/* An item waiting to join the metadata table. */
+struct sq_staged_item {
+  uint8_t uuid[LIPSYNC_UUID_LEN];
+  uint8_t site[LIPSYNC_SITE_LEN];
+  uint64_t clock;
+  int deleted;
+};
+
+/* Items sorted and written at most this many at a time (12 MiB): each
+ * batch goes into the metadata table in UUID order. */
+#define STAGE_MAX ((size_t)1 << 18)
+
+static int prepare_meta_insert(sqlite_store *s, sqlite_table *t) {
+  if (t->meta_insert)
+    return 0;
+  return prepare_mprintf(s, t, &t->meta_insert, "inserting an item",
+                         "INSERT INTO main.\"%w\"(uuid, clock, site,"
+                         " deleted) VALUES (?1, ?2, ?3, ?4)",
+                         t->meta_name);
+}
+
+static int staged_cmp(const void *a, const void *b) {
+  return memcmp(a, b, LIPSYNC_UUID_LEN);
+}
+
+/* Writes the staged items in UUID order and empties the stage. */
+static int write_staged(sqlite_store *s, sqlite_table *t) {
+  int rc = 0;
+  if (t->nstaged == 0)
+    return 0;
+  if ((rc = prepare_meta_insert(s, t)) != 0)
+    return rc;
+  qsort(t->staged, t->nstaged, sizeof *t->staged, staged_cmp);
+  for (size_t i = 0; i < t->nstaged && !rc; i++) {
+    const struct sq_staged_item *it = &t->staged[i];
+    lipsync_row row = {.nvalues = 0};
+    memcpy(row.uuid, it->uuid, LIPSYNC_UUID_LEN);
+    memcpy(row.version.site, it->site, LIPSYNC_SITE_LEN);
+    row.version.clock = it->clock;
+    row.deleted = it->deleted;
+    lipsync_uuid_format(row.uuid, t->insert_key);
+    rc = write_item(s, t, t->meta_insert, &row);
+  }
+  t->nstaged = 0;
+  return rc;
+}
+
+static int stage_item(sqlite_store *s, sqlite_table *t,
+                      const lipsync_row *row) {
+  struct sq_staged_item *it;
+  int rc;
+  if (t->nstaged == STAGE_MAX && (rc = write_staged(s, t)) != 0)
+    return rc;
+  if (t->nstaged == t->staged_cap) {
+    size_t cap = t->staged_cap ? t->staged_cap * 2 : 1024;
+    struct sq_staged_item *grown = realloc(t->staged, cap * sizeof *grown);
+    if (!grown)
+      return sq_fail_nomem(s);
+    t->staged = grown;
+    t->staged_cap = cap;
+  }
+  it = &t->staged[t->nstaged++];
+  memcpy(it->uuid, row->uuid, LIPSYNC_UUID_LEN);
+  memcpy(it->site, row->version.site, LIPSYNC_SITE_LEN);
+  it->clock = row->version.clock;
+  it->deleted = row->deleted != 0;
+  return 0;
+}
+
+int sq_items_insert(sqlite_store *s, sqlite_table *t, const lipsync_row *row) {
+  int rc;
+
+  if ((rc = sq_check_clock(s, t, row->version.clock)) != 0)
+    return rc;
+  if (t->staging)
+    return stage_item(s, t, row);
+  if ((rc = prepare_meta_insert(s, t)) != 0)
+    return rc;
+  lipsync_uuid_format(row->uuid, t->insert_key);
+  return write_item(s, t, t->meta_insert, row);
+}
+
+int sq_items_write_staged(sqlite_store *s, sqlite_table *t) {
+  int rc = write_staged(s, t);
+  free(t->staged);
+  t->staged = NULL;
+  t->staged_cap = 0;
+  return rc;
+}
+
+int sq_items_unstage(sqlite_store *s, sqlite_table *t) {
+  int rc;
+  if (!t->staging)
+    return 0;
+  t->staging = false;
+  rc = sq_items_write_staged(s, t);
+  return rc ? rc : sq_capture_resume(s, t);
+}
+
+/* INSERT INTO T(c..., uuid) VALUES (...) ON CONFLICT(uuid) DO UPDATE SET
+ * c = excluded.c, ... WHERE some value differs: an UPDATE (and the user's
+ * UPDATE triggers) only for a row that changes. */
+static int prepare_update(sqlite_store *s, sqlite_table *t) {
+  sqlite3_str *sql = sqlite3_str_new(s->db);
+  size_t n = t->base.ncolumns;
+  char *text;
+  int rc;
+
+  sqlite3_str_appendf(sql, "INSERT INTO main.\"%w\"(", t->name);
+  for (size_t i = 0; i < n; i++)
+    sqlite3_str_appendf(sql, "\"%w\", ", t->columns[i].name);
+  sqlite3_str_appendf(sql, "\"%w\") VALUES (", LIPSYNC_UUID_COLUMN);
+  for (size_t i = 0; i < n; i++)
+    sqlite3_str_appendall(sql, "?, ");
+  sqlite3_str_appendf(sql, "?) ON CONFLICT(\"%w\") DO ", LIPSYNC_UUID_COLUMN);
+  if (n == 0) {
+    sqlite3_str_appendall(sql, "NOTHING");
+  } else {
+    sqlite3_str_appendall(sql, "UPDATE SET ");
+    for (size_t i = 0; i < n; i++)
+      sqlite3_str_appendf(sql, "%s\"%w\" = excluded.\"%w\"", i ? ", " : "",
+                          t->columns[i].name, t->columns[i].name);
+    sqlite3_str_appendall(sql, " WHERE 0");
+    for (size_t i = 0; i < n; i++) {
+      const char *c = t->columns[i].name;
+      sqlite3_str_appendf(sql,
+                          " OR \"%w\".\"%w\" IS NOT excluded.\"%w\""
+                          " COLLATE BINARY OR typeof(\"%w\".\"%w\") <>"
+                          " typeof(excluded.\"%w\")",
+                          t->name, c, c, t->name, c, c);
+    }
+  }
+  text = sqlite3_str_finish(sql);
+  if (!text)
+    return sq_fail_nomem(s);
+  rc = sq_prepare(s, text, &t->update_stmt);
+  sqlite3_free(text);
+  return rc == SQLITE_OK ? 0 : sq_fail_db(s, t->name, "update");
+}
+
+static int write_row(sqlite_store *s, sqlite_table *t, const lipsync_row *row) {
+  size_t n = t->base.ncolumns;
+  sqlite3_stmt *st;
+  int rc;
+
+  if (row->nvalues != n)
+    return sq_fail(s, LIPSYNC_ERR_INVALID_ARGUMENT,
+                   "table %s: a row of %zu values for %zu columns", t->name,
+                   row->nvalues, n);
+  if (!t->update_stmt && (rc = prepare_update(s, t)) != 0)
+    return rc;
+  st = t->update_stmt;
+  for (size_t i = 0; i < n; i++) {
+    const lipsync_value *v = &row->values[i];
+    if ((rc = sq_check_value(s, t, i, v)) != 0)
+      return rc;
+    rc = sq_bind_value(st, (int)i + 1, v);
+    if (rc != SQLITE_OK)
+      return sq_fail(s, sq_insert_error(rc), "table %s: row %s: column %s: %s",
+                     t->name, t->insert_key, t->columns[i].name,
+                     sqlite3_errstr(rc));
+  }
+  sqlite3_bind_text(st, (int)n + 1, t->insert_key, UUID_TEXT_LEN,
+                    SQLITE_STATIC);
+  rc = sqlite3_step(st);
+  if (rc != SQLITE_DONE)
+    rc = sq_fail(s, sq_insert_error(sqlite3_extended_errcode(s->db)),
+                 "table %s: row %s: %s", t->name, t->insert_key,
+                 sqlite3_errmsg(s->db));
+  else
+    rc = 0;
+  sqlite3_reset(st);
+  return rc;
+}
+
+static int delete_row(sqlite_store *s, sqlite_table *t) {
+  int rc;
+  if (!t->delete_stmt &&
+      (rc = prepare_mprintf(s, t, &t->delete_stmt, "delete",
+                            "DELETE FROM main.\"%w\" WHERE \"%w\" = ?1",
+                            t->name, LIPSYNC_UUID_COLUMN)) != 0)
+    return rc;
+  sqlite3_bind_text(t->delete_stmt, 1, t->insert_key, UUID_TEXT_LEN,
+                    SQLITE_STATIC);
+  rc = sqlite3_step(t->delete_stmt);
+  rc = rc == SQLITE_DONE ? 0 : sq_fail_db(s, t->name, "delete");
+  sqlite3_reset(t->delete_stmt);
+  return rc;
+}
+
+int sq_items_update(sqlite_store *s, sqlite_table *t, const lipsync_row *row) {
+  int rc;
+
+  if ((rc = sq_check_clock(s, t, row->version.clock)) != 0 ||
+      (rc = sq_need_index(s, t)) != 0)
+    return rc;
+  lipsync_uuid_format(row->uuid, t->insert_key);
+  rc = row->deleted ? delete_row(s, t) : write_row(s, t, row);
+  if (rc)
+    return rc;
+  if (!t->meta_upsert &&
+      (rc = prepare_mprintf(
+           s, t, &t->meta_upsert, "updating an item",
+           "INSERT INTO main.\"%w\"(uuid, clock, site, deleted)"
+           " VALUES (?1, ?2, ?3, ?4) ON CONFLICT(uuid) DO UPDATE SET"
+           " clock = excluded.clock, site = excluded.site,"
+           " deleted = excluded.deleted",
+           t->meta_name)) != 0)
+    return rc;
+  return write_item(s, t, t->meta_upsert, row);
+}
+
+int sq_items_scan(sqlite_store *s, sqlite_table *t, sqlite_cursor **out) {
+  sqlite_cursor *c;
+  int rc;
+
+  *out = NULL;
+  if ((rc = sq_need_index(s, t)) != 0)
+    return rc;
+  c = calloc(1, sizeof *c);
+  if (!c)
+    return sq_fail_nomem(s);
+  c->base.table = &t->base;
+  c->table = t;
+  c->shape = ITEM_SHAPE;
+  c->stmt = t->idle_scan[ITEM_SHAPE];
+  t->idle_scan[ITEM_SHAPE] = NULL;
+  if (!c->stmt &&
+      (rc = prepare_mprintf(s, t, &c->stmt, "scan_items",
+                            "SELECT uuid, clock, site, deleted, base_clock,"
+                            " base_site FROM main.\"%w\"",
+                            t->meta_name)) != 0) {
+    free(c);
+    return rc;
+  }
+  c->next = t->cursors;
+  t->cursors = c;
+  *out = c;
+  return 0;
+}
+
+/* Copies a version's site from column |col|: 16 bytes, or NULL for the
+ * zero version when |null_ok|. */
+static bool read_site(sqlite3_stmt *st, int col, bool null_ok, uint8_t *out) {
+  const void *p;
+  if (sqlite3_column_type(st, col) == SQLITE_NULL) {
+    memset(out, 0, LIPSYNC_SITE_LEN);
+    return null_ok;
+  }
+  p = sqlite3_column_blob(st, col);
+  if (!p || sqlite3_column_bytes(st, col) != LIPSYNC_SITE_LEN)
+    return false;
+  memcpy(out, p, LIPSYNC_SITE_LEN);
+  return true;
+}
+
+int sq_items_next(sqlite_cursor *c, lipsync_item *item) {
+  sqlite_table *t = c->table;
+  sqlite_store *s = t->store;
+  const char *u;
+  int rc;
+
+  if (c->status)
+    return c->status > 0 ? 0 : c->status;
+  rc = sqlite3_step(c->stmt);
+  if (rc != SQLITE_ROW) {
+    c->status = rc == SQLITE_DONE ? 1 : sq_fail_db(s, t->name, "scan_items");
+    return c->status > 0 ? 0 : c->status;
+  }
+  memset(item, 0, sizeof *item);
+  u = (const char *)sqlite3_column_text(c->stmt, 0);
+  if (!u || lipsync_uuid_parse(u, (size_t)sqlite3_column_bytes(c->stmt, 0),
+                               item->uuid) != 0)
+    return c->status =
+               sq_fail(s, LIPSYNC_ERR_STORAGE,
+                       "table %s: an item has a malformed uuid", t->name);
+  item->version.clock = (uint64_t)sqlite3_column_int64(c->stmt, 1);
+  item->deleted = sqlite3_column_int(c->stmt, 3) != 0;
+  item->base.clock = (uint64_t)sqlite3_column_int64(c->stmt, 4);
+  if (!read_site(c->stmt, 2, false, item->version.site) ||
+      !read_site(c->stmt, 5, true, item->base.site))
+    return c->status =
+               sq_fail(s, LIPSYNC_ERR_STORAGE,
+                       "table %s: item %s: a site is not 16 bytes", t->name, u);
+  return 1;
+}
+
+void sq_items_free(sqlite_table *t) {
+  sqlite3_finalize(t->meta_insert);
+  sqlite3_finalize(t->meta_upsert);
+  sqlite3_finalize(t->update_stmt);
+  sqlite3_finalize(t->delete_stmt);
+  free(t->staged);
+}
