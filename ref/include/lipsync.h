@@ -318,8 +318,9 @@ struct lipsync_store_methods {
   /* Records the end of |table|'s sync (see lipsync_finish). */
   int (*finish_table)(lipsync_store *store, lipsync_table *table,
                       const lipsync_finish *finish);
-  /* Ticks this database's clock: a new version, later than every version
-   * it made or received, with its site id (created if none yet). */
+  /* This database's clock now: a version later than every version it has
+   * made or received, with its site id (created if none yet), for the
+   * server's TablesOpened. A backend may or may not move its clock. */
   int (*tick)(lipsync_store *store, lipsync_version *out);
 };
 

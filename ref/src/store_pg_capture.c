@@ -7,7 +7,9 @@
  *   state (one row: site, 16 random bytes of a version 4 UUID)
  *   clock, a sequence: the hybrid logical clock's last value
  *   tick() -> bigint: a new clock value, max(last + 1, wall_ms << 16)
- *   observe(bigint): moves the clock up to at least its argument
+ *   observe(bigint): moves the clock up to at least its argument, in
+ *     the transaction (state.floor): a sync that fails changes nothing
+ *   now() -> bigint: the clock a tick would pass, without moving it
  *   tables (name "schema.table", last_sync)
  *   capture(), keep_uuid(): the trigger functions
  * Per synced table "s"."t": the item table "s"."_lipsync_meta_t" (uuid,
@@ -47,6 +49,7 @@ static const char check_global_sql[] =
     " AND pg_catalog.to_regclass('_lipsync.tables') IS NOT NULL"
     " AND pg_catalog.to_regprocedure('_lipsync.tick()') IS NOT NULL"
     " AND pg_catalog.to_regprocedure('_lipsync.observe(bigint)') IS NOT NULL"
+    " AND pg_catalog.to_regprocedure('_lipsync.now()') IS NOT NULL"
     " AND pg_catalog.to_regprocedure('_lipsync.capture()') IS NOT NULL"
     " AND pg_catalog.to_regprocedure('_lipsync.keep_uuid()') IS NOT NULL";
 
@@ -57,23 +60,26 @@ static const char install_global_sql[] =
     "CREATE SCHEMA IF NOT EXISTS _lipsync;"
     "CREATE TABLE IF NOT EXISTS _lipsync.state ("
     " one boolean PRIMARY KEY DEFAULT true CHECK (one),"
-    " site bytea NOT NULL CHECK (pg_catalog.length(site) = 16));"
+    " site bytea NOT NULL CHECK (pg_catalog.length(site) = 16),"
+    " floor bigint NOT NULL DEFAULT 0);"
     "INSERT INTO _lipsync.state (site) SELECT pg_catalog.decode("
     "pg_catalog.replace(pg_catalog.gen_random_uuid()::pg_catalog.text, '-',"
     " ''), 'hex') WHERE NOT EXISTS (SELECT 1 FROM _lipsync.state);"
     "CREATE SEQUENCE IF NOT EXISTS _lipsync.clock AS bigint MINVALUE 1;"
     "CREATE TABLE IF NOT EXISTS _lipsync.tables (name text PRIMARY KEY,"
     " last_sync bigint NOT NULL DEFAULT 0);"
-    /* A new clock value: strictly above every earlier one, and at least
-     * the wall clock's milliseconds << 16. */
+    /* A new clock value: strictly above every earlier one and every clock
+     * a committed sync observed (state.floor), and at least the wall
+     * clock's milliseconds << 16. */
     "CREATE OR REPLACE FUNCTION _lipsync.tick() RETURNS bigint"
     " LANGUAGE plpgsql SECURITY DEFINER"
     " SET search_path = pg_catalog, pg_temp AS $f$\n"
     "DECLARE h bigint; w bigint;\n"
     "BEGIN\n"
     "  h := pg_catalog.nextval('_lipsync.clock');\n"
-    "  w := pg_catalog.floor(pg_catalog.date_part('epoch',"
-    " pg_catalog.clock_timestamp()) * 1000)::bigint << 16;\n"
+    "  w := GREATEST(pg_catalog.floor(pg_catalog.date_part("
+    "'epoch', pg_catalog.clock_timestamp()) * 1000)::bigint << 16,"
+    " (SELECT floor + 1 FROM _lipsync.state));\n"
     "  IF h < w THEN\n"
     "    PERFORM pg_catalog.pg_advisory_lock(" CLOCK_LOCK ");\n"
     "    BEGIN\n"
@@ -90,21 +96,21 @@ static const char install_global_sql[] =
     "  END IF;\n"
     "  RETURN h;\n"
     "END $f$;"
+    /* Observing is transactional: a sync that fails changes nothing. */
     "CREATE OR REPLACE FUNCTION _lipsync.observe(c bigint) RETURNS void"
-    " LANGUAGE plpgsql SECURITY DEFINER"
-    " SET search_path = pg_catalog, pg_temp AS $f$\n"
-    "BEGIN\n"
-    "  PERFORM pg_catalog.pg_advisory_lock(" CLOCK_LOCK ");\n"
-    "  BEGIN\n"
-    "    IF pg_catalog.nextval('_lipsync.clock') < c THEN\n"
-    "      PERFORM pg_catalog.setval('_lipsync.clock', c);\n"
-    "    END IF;\n"
-    "  EXCEPTION WHEN OTHERS THEN\n"
-    "    PERFORM pg_catalog.pg_advisory_unlock(" CLOCK_LOCK ");\n"
-    "    RAISE;\n"
-    "  END;\n"
-    "  PERFORM pg_catalog.pg_advisory_unlock(" CLOCK_LOCK ");\n"
-    "END $f$;"
+    " LANGUAGE sql SECURITY DEFINER"
+    " SET search_path = pg_catalog, pg_temp AS $f$"
+    " UPDATE _lipsync.state SET floor = GREATEST(floor, c)"
+    " $f$;"
+    /* The clock now, without moving it: what a server reports. */
+    "CREATE OR REPLACE FUNCTION _lipsync.now() RETURNS bigint"
+    " LANGUAGE sql SECURITY DEFINER"
+    " SET search_path = pg_catalog, pg_temp AS $f$"
+    " SELECT GREATEST((SELECT last_value + 1 FROM _lipsync.clock),"
+    " (SELECT floor + 1 FROM _lipsync.state),"
+    " pg_catalog.floor(pg_catalog.date_part('epoch',"
+    " pg_catalog.clock_timestamp()) * 1000)::bigint << 16)"
+    " $f$;"
     /* TG_ARGV: the item table's schema and name. Runs as the installer,
      * so any role that may write the table records its changes. */
     "CREATE OR REPLACE FUNCTION _lipsync.capture() RETURNS trigger"
@@ -536,7 +542,7 @@ int pgs_tick(lipsync_store *store, lipsync_version *out) {
     return pgs_fail_interrupted(s);
   if ((rc = pgs_copy_end(s)) != 0 || (rc = pgs_capture_global(s)) != 0)
     return rc;
-  rc = query_row(s, NULL, "SELECT _lipsync.tick(), site FROM _lipsync.state",
+  rc = query_row(s, NULL, "SELECT _lipsync.now(), site FROM _lipsync.state",
                  "tick", &r);
   if (rc)
     return rc;
