@@ -36,10 +36,11 @@ directive a line, `#` comments, indented lines belong to the block above.
                                            server_init on that database
 
   expect client|client2|server|both|all NAME:
-    ...                                    the final table (rows as above,
-                                           UUID * = any); both: client and
-                                           server hold the same rows; all:
-                                           client, client2 and server do
+    ...                                    the table at this point (rows as
+                                           above, UUID * = any); both: client
+                                           and server hold the same rows;
+                                           all: client, client2 and server
+                                           do
 
 The database client2 exists only in fixtures that name it; it has the
 client's backend and, unless `table NAME @client2:` says otherwise, the
@@ -145,7 +146,8 @@ class Fixture:
         self.initial = {}           # (side, table) -> [(uuid, vals)]
         self.steps = []             # Sync(...), ("sql", sides, statement,
                                     # lineno, must fail), ("init", side,
-                                    # lineno)
+                                    # lineno), ("expect", index in
+                                    # self.expect, lineno)
         self.expect = []            # (side, table, [(uuid, vals)], lineno)
 
     @property
@@ -384,6 +386,7 @@ def parse_fixture(text, name, path=None):
                 raise err(f"table {tname} not declared")
             rows = []
             fx.expect.append((side, tname, rows, lineno))
+            fx.steps.append(("expect", len(fx.expect) - 1, lineno))
             block = (rows, tname)
             continue
         m = _SYNC.match(s)
@@ -425,7 +428,7 @@ def parse_fixture(text, name, path=None):
                     f"{where}: {side} {tname}: rows "
                     + ("need a UUID" if r[0] is None else
                        "of a no-uuid table take - as UUID"))
-    if not fx.steps:
+    if not any(isinstance(st, Sync) for st in fx.steps):
         raise FixtureError(f"{where}: no step (sync)")
     if not fx.requirements:
         raise FixtureError(f"{where}: requirements: is missing")
@@ -546,6 +549,12 @@ def run_fixture(fx, ctx):
     frames = []
     log = []
     for n, step in enumerate(fx.steps):
+        if step[0] == "expect":
+            bad = _check_expect(fx, ctx, dbs, fx.expect[step[1]], frames)
+            if bad:
+                return bad
+            log.append(f"line {step[2]}: expectation met")
+            continue
         if n:
             # Every write at a later millisecond than the writes before it
             # (versions are wall milliseconds << 16 | counter).
@@ -649,52 +658,50 @@ def run_fixture(fx, ctx):
                         expected=f"{side} {what} unchanged",
                         actual=f"{side} {what} changed", frames=frames,
                         diff=d)
-    # final tables
-    actual = {}
-    for side in sides:
-        for t in names:
-            actual[(side, t)] = dbs[side].canonical_rows(t)
-    for side, tname, rows, lineno in fx.expect:
-        group = GROUPS.get(side, (side,))
-        for sd in group:
-            t = fx.tables[tname]
-            if t.columns[sd] is None:
-                act = actual[(sd, tname)]
-                if act is not None:
-                    return failed(f"table {tname} appeared on the {sd}, "
-                                  "which did not have it",
-                                  expected="no table", actual="a table",
-                                  frames=frames)
-                continue
-            exp_cols = canonical_order(n for n, _ in t.columns[sd])
-            exp = [(u, _reorder(v, t.columns[sd], exp_cols))
-                   for u, v in expand_rows(rows, True)]
-            act = actual[(sd, tname)]
-            diff = compare_rows(exp, act[1] if act else [], exp_cols,
-                                act[0] if act else None)
-            if diff:
-                return failed(
-                    f"table {tname} on the {sd} "
-                    f"({_pair_backend(ctx, sd)}) differs from the "
-                    f"expectation at line {lineno}",
-                    expected=f"{len(exp)} rows", actual=(
-                        f"{len(act[1])} rows" if act else "no table"),
-                    frames=frames, diff=f"table {tname}, {sd}:\n{diff}")
-        if len(group) > 1:
-            ref = group[-1]             # the server
-            b = actual[(ref, tname)]
-            for other in group[:-1]:
-                a = actual[(other, tname)]
-                if a and b and Counter(a[1]) != Counter(b[1]):
-                    diff = compare_rows(b[1], a[1], b[0], a[0])
-                    return failed(
-                        f"table {tname}: {other} and server hold different "
-                        "rows (UUIDs included) after the syncs",
-                        expected="the same rows on "
-                        + " and ".join(group),
-                        actual="different rows", frames=frames,
-                        diff=f"- server, + {other}:\n" + diff)
     return passed("; ".join(log))
+
+
+def _check_expect(fx, ctx, dbs, expect, frames):
+    """None when the tables hold what |expect| says now, else a failing
+    Outcome."""
+    side, tname, rows, lineno = expect
+    group = GROUPS.get(side, (side,))
+    actual = {sd: dbs[sd].canonical_rows(tname) for sd in group}
+    t = fx.tables[tname]
+    for sd in group:
+        if t.columns[sd] is None:
+            if actual[sd] is not None:
+                return failed(f"table {tname} appeared on the {sd}, "
+                              "which did not have it",
+                              expected="no table", actual="a table",
+                              frames=frames)
+            continue
+        exp_cols = canonical_order(n for n, _ in t.columns[sd])
+        exp = [(u, _reorder(v, t.columns[sd], exp_cols))
+               for u, v in expand_rows(rows, True)]
+        act = actual[sd]
+        diff = compare_rows(exp, act[1] if act else [], exp_cols,
+                            act[0] if act else None)
+        if diff:
+            return failed(
+                f"table {tname} on the {sd} ({_pair_backend(ctx, sd)}) "
+                f"differs from the expectation at line {lineno}",
+                expected=f"{len(exp)} rows", actual=(
+                    f"{len(act[1])} rows" if act else "no table"),
+                frames=frames, diff=f"table {tname}, {sd}:\n{diff}")
+    if len(group) > 1:
+        b = actual[group[-1]]               # the server
+        for other in group[:-1]:
+            a = actual[other]
+            if a and b and Counter(a[1]) != Counter(b[1]):
+                diff = compare_rows(b[1], a[1], b[0], a[0])
+                return failed(
+                    f"table {tname}: {other} and server hold different "
+                    f"rows (UUIDs included) at line {lineno}",
+                    expected="the same rows on " + " and ".join(group),
+                    actual="different rows", frames=frames,
+                    diff=f"- server, + {other}:\n" + diff)
+    return None
 
 
 def _table_rows(fx, dbs, side):

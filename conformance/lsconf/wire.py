@@ -1392,7 +1392,8 @@ def server_rows_loses(ctx):
     site = os.urandom(16)
     t = _client_table()
     now = peers.now_clock()
-    for i, u in enumerate(sorted(t.rows)):
+    ours = sorted(t.rows)
+    for i, u in enumerate(ours):
         t.add(u, t.rows[u], (now + i, site))
     recon = Reconciler([t])
     for b, m in recon.first_turn():
@@ -1412,7 +1413,7 @@ def server_rows_loses(ctx):
         return case.fail("handshake failed: %s" % e, "handshake", str(e))
     if r.body != "tables_opened":
         return case.fail("open failed", "TablesOpened", r.describe())
-    victim = sorted(t.rows)[0]
+    victim = ours[0]                # the server holds it at (now, site)
     old = (1 << 16, site)
     t.meta[victim] = peers.ItemState(old, False, old)
     t.rows[victim] = [pbwire.value_msg(v) for v in (None, "stale", -1)]

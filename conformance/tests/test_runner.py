@@ -121,7 +121,8 @@ class Fixtures(unittest.TestCase):
                           (("integer", 1), ("text", "x y"))))
         self.assertEqual(fx.initial[("client", "t")][1], ("cities", 0, 2,
                                                           False, ()))
-        self.assertEqual([s[0] for s in fx.steps], ["sync", "sql", "sync"])
+        self.assertEqual([s[0] for s in fx.steps],
+                         ["sync", "sql", "sync", "expect"])
         self.assertEqual(fx.steps[2][1:3], ("conflict", True))
         self.assertEqual(fx.expect[0][0:2], ("both", "t"))
         self.assertEqual(fx.databases, ("client", "server"))
@@ -251,6 +252,8 @@ client2 t:
   @2 int:2 text:"two"
 init client2
 sync client policy server-wins
+expect server t:
+  @1 int:1 text:"one"
 sql all: UPDATE t SET v = 'x' WHERE k = 1
 sync client2 retention 0 expect ok
 sync client2 unchanged
@@ -339,7 +342,8 @@ class FixtureRunner(unittest.TestCase):
                           ("client2", None, 0, False),
                           ("client2", None, None, True),
                           ("client", None, None, False)])
-        self.assertEqual(fx.steps[2][1], ("client", "client2", "server"))
+        self.assertEqual(fx.steps[2][0], "expect")
+        self.assertEqual(fx.steps[3][1], ("client", "client2", "server"))
         self.assertEqual(fx.steps[0], ("init", "client2", 8))
         self.assertEqual(fx.tables["t"].columns["client2"],
                          [("k", "integer"), ("v", "text")])
@@ -405,6 +409,7 @@ class FixtureRunner(unittest.TestCase):
             ("server", ["t"], None), ("client", "client2", None),
             ("server", ["t"], None), ("client", "client", None)])
         self.assertGreaterEqual(took, 6 * data.STEP_GAP)
+        self.assertIn("line 10: expectation met", out.message)
 
     def test_run_detects_difference_and_change(self):
         text = HUB.replace('  @2 int:2 text:"two"\nexpect client2',
