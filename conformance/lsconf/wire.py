@@ -1443,6 +1443,71 @@ def server_rows_loses(ctx):
     return _unchanged(case, db, before) or case.ok(what)
 
 
+def server_observe_clock(ctx):
+    """LS-VERSION-3, LS-VERSION-2. A scripted client pushes its rows with
+    versions an hour ahead of the wall clock, and commits. The server has
+    observed them: its next clock values come after them, although its
+    wall clock is an hour behind. An UPDATE made on the server's database
+    afterwards gets such a version, so in a second session it wins over the
+    client's (older) one: the server sends that row, with a clock above
+    the pushed ones, and its TablesOpened clock is above them too."""
+    case = Case(ctx)
+    db, srv = _server(ctx)
+    try:
+        conn, s, r = _open_session(case, srv.address)
+    except peers.HandshakeFailed as e:
+        return case.fail("handshake failed: %s" % e, "handshake", str(e))
+    if r.body != "tables_opened":
+        return case.fail("open failed", "TablesOpened", r.describe())
+    site = os.urandom(16)
+    t = _client_table()
+    future = peers.now_clock() + (3600 * 1000 << 16)
+    ours = sorted(t.rows)
+    for i, u in enumerate(ours):
+        t.add(u, t.rows[u], (future + i, site))
+    recon = Reconciler([t])
+    for b, m in recon.first_turn():
+        conn.send_frame(b, m)
+    conn.send_frame("end_turn")
+    res = peers.drive(conn, recon, False)
+    if res.ending != "committed":
+        return case.fail("the first sync did not complete: %s" % res.what,
+                         "Committed", res.what)
+    conn.close()
+    time.sleep(0.3)
+    db.execute("UPDATE cities SET pop = 7 WHERE name = 'Genève'")
+    target = peers.uuid_bytes(0, b"client")         # Genève
+    srv2 = ctx.start_server(ctx.impl, db, [TABLE])
+    try:
+        conn, s, r = _open_session(case, srv2.address)
+    except peers.HandshakeFailed as e:
+        return case.fail("handshake failed: %s" % e, "handshake", str(e))
+    if r.body != "tables_opened":
+        return case.fail("open failed", "TablesOpened", r.describe())
+    top = future + len(ours) - 1
+    if r.msg.get("clock", 0) <= top:
+        return case.fail("the server's clock is not past the clocks it "
+                         "received in the last sync",
+                         "TablesOpened.clock > %d (LS-VERSION-3)" % top,
+                         r.describe())
+    recon = Reconciler([t])
+    for b, m in recon.first_turn():
+        conn.send_frame(b, m)
+    conn.send_frame("end_turn")
+    res = peers.drive(conn, recon, False)
+    if res.ending != "committed":
+        return case.fail("the second sync did not complete: %s" % res.what,
+                         "Committed", res.what)
+    got = t.meta[target].version
+    if got[0] <= top or pbwire.value_py(t.rows[target][2]) != 7:
+        return case.fail("the row updated on the server did not come back "
+                         "with a version past the observed clocks",
+                         "row %s with pop 7 and a clock > %d (LS-VERSION-3, "
+                         "LS-CAPTURE-1)" % (target.hex(), top),
+                         "clock %d, values %r" % (got[0], t.rows[target]))
+    return case.ok("clock observed; the later local update won")
+
+
 def server_value_no_kind(ctx):
     return _second_turn_case(
         ctx, _mut_rows(lambda r: r.update(values=[{}] + r["values"][1:])),
@@ -1995,6 +2060,11 @@ def more_tests():
            server_rows_loses, S,
            "a Row whose version loses to the server's: PROTOCOL_ERROR, "
            "unchanged"),
+        _t("wire/server/sync/observe-clock",
+           ["LS-VERSION-3", "LS-VERSION-2", "LS-CAPTURE-1", "LS-POLICY-1"],
+           server_observe_clock, S,
+           "versions from the future are observed: later local updates "
+           "still win"),
         _t("wire/server/open/unknown-policy", ["LS-POLICY-6", R],
            server_open_unknown_policy, S,
            "OpenTables with policy 7: PROTOCOL_ERROR"),
