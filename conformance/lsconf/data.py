@@ -56,6 +56,7 @@ import hashlib
 import io
 import os
 import re
+import threading
 import time
 from collections import Counter
 from fnmatch import fnmatch
@@ -90,29 +91,33 @@ class FixtureError(Exception):
 # ---- cities -----------------------------------------------------------------
 
 _cities = []
+_cities_lock = threading.Lock()     # tests run in threads (-j)
 
 
 def cities(stop):
     """The first |stop| data rows of cities.csv.gz as canonical values."""
-    if len(_cities) < stop:
-        if not CITIES_GZ.is_file():
-            raise HarnessError(f"{CITIES_GZ} is missing")
-        _cities.clear()
-        with gzip.open(CITIES_GZ, "rt", encoding="utf-8", newline="") as f:
-            reader = csv.reader(f)
-            next(reader)
-            for r in reader:
-                _cities.append((
-                    ("integer", int(r[0])), ("text", r[1]), ("text", r[2]),
-                    ("text", r[3]), ("text", r[4]), ("text", r[5]),
-                    ("integer", int(r[6])),
-                    ("real", V.real_bits(float(r[7]))),
-                    ("real", V.real_bits(float(r[8])))))
-                if len(_cities) >= max(stop, 10000):
-                    break
+    with _cities_lock:
         if len(_cities) < stop:
-            raise FixtureError(f"cities.csv has only {len(_cities)} rows")
-    return _cities[:stop]
+            if not CITIES_GZ.is_file():
+                raise HarnessError(f"{CITIES_GZ} is missing")
+            rows = []
+            with gzip.open(CITIES_GZ, "rt", encoding="utf-8",
+                           newline="") as f:
+                reader = csv.reader(f)
+                next(reader)
+                for r in reader:
+                    rows.append((
+                        ("integer", int(r[0])), ("text", r[1]),
+                        ("text", r[2]), ("text", r[3]), ("text", r[4]),
+                        ("text", r[5]), ("integer", int(r[6])),
+                        ("real", V.real_bits(float(r[7]))),
+                        ("real", V.real_bits(float(r[8])))))
+                    if len(rows) >= max(stop, 10000):
+                        break
+            if len(rows) < stop:
+                raise FixtureError(f"cities.csv has only {len(rows)} rows")
+            _cities[:] = rows
+        return _cities[:stop]
 
 
 def city_uuid(i):
