@@ -644,6 +644,20 @@ class ClientRun:
                                  self.case.records)
         self.session = (ServerSession(self.conn, ctx.secret)
                         if self.conn else None)
+        self.opened_clock = None
+
+    def again(self):
+        """Runs the client once more on the same database (after finish):
+        a new connection and session; the database as it is now is the
+        one a failed session must leave."""
+        self.before = self.db.snapshot()
+        self.listener, self.address = self.ctx.listen()
+        self.proc = self.ctx.start_client(self.ctx.impl, self.db,
+                                          self.address, [TABLE])
+        self.conn = peers.accept(self.listener, self.ctx.timeout,
+                                 self.case.records)
+        self.session = (ServerSession(self.conn, self.ctx.secret)
+                        if self.conn else None)
 
     def finish(self, expect_ok, what, expected, allow_frames=()):
         """Closes our side, waits for the client to exit, checks its exit
@@ -818,6 +832,7 @@ def _client_sync(ctx, mutate_verify=None, stop_after_rows=False,
     clock = peers.now_clock()
     horizon = clock - (30 * 86400 * 1000 << 16)
     recon = Reconciler([mine], server=True, horizon=horizon)
+    run.opened_clock = clock
     run.conn.send_frame("tables_opened", {"horizon": horizon,
                                           "clock": clock})
     res = peers.drive(run.conn, recon, True, mutate_verify=mutate_verify,
@@ -848,6 +863,77 @@ def client_sync_pull(ctx):
     if bad:
         return bad
     return run.case.ok("client committed the union of %d rows" % len(want))
+
+
+def client_rows_loses(ctx):
+    """LS-POLICY-4 and LS-TOMB-6 on the client. A first scripted sync
+    commits. The harness then updates one of the client's rows (a new
+    version). In a second session the client must send, in OpenTables, the
+    clock of the first session's TablesOpened as last_sync; the scripted
+    server then sends that row with an older version: the client's version
+    wins, so the client must fail with PROTOCOL_ERROR, exit non-zero and
+    leave its database unchanged."""
+    run, res = _client_sync(ctx)
+    if isinstance(res, Outcome):
+        return res
+    exp = "the first sync commits"
+    if res.ending != "committed":
+        run.finish(False, "", exp)
+        return run.case.fail("the first sync did not complete: %s"
+                             % res.what, exp, res.what)
+    bad = run.finish(True, "", exp)
+    if bad:
+        return bad
+    first = run.opened_clock
+    run.db.execute("UPDATE cities SET pop = 8 WHERE name = 'Genève'")
+    target = [bytes.fromhex(str(row[peers.UUID_COLUMN]).replace("-", ""))
+              for row in run.db.rows(TABLE) if row["name"] == "Genève"][0]
+    run.again()
+    if run.conn is None:
+        return _no_conn(run)
+    r = _client_open(run)
+    if isinstance(r, Outcome):
+        return r
+    exp = ("OpenTables with last_sync = %d, the clock of the last "
+           "TablesOpened (LS-TOMB-6)" % first)
+    tables = r.msg["tables"]
+    if len(tables) != 1 or tables[0].get("last_sync", 0) != first:
+        run.finish(False, "", exp)
+        return run.case.fail("the client did not send the last_sync of its "
+                             "previous sync", exp, r.describe())
+    clock = peers.now_clock()
+    run.conn.send_frame("tables_opened", {
+        "horizon": clock - (30 * 86400 * 1000 << 16), "clock": clock})
+    turn, end = peers.read_turn(run.conn)
+    exp = ("the client's first turn, then (after a Row of the server whose "
+           "version loses) Error PROTOCOL_ERROR, close, non-zero exit, "
+           "database unchanged (LS-POLICY-4)")
+    if not (end.kind == "frame" and end.body == "end_turn"):
+        run.finish(False, "", exp)
+        return run.case.fail("no first turn from the client", exp,
+                             end.describe())
+    mine = [i for x in turn if x.body == "ranges"
+            for rg in x.msg["ranges"] if "items" in rg
+            for i in rg["items"]["items"] if i["uuid"] == target]
+    v = peers.version_of(mine[0]) if mine else None
+    if not peers.well_formed(v) or v[0] <= first:
+        run.finish(False, "", exp)
+        return run.case.fail("the client's item of the row updated after "
+                             "its last sync does not carry a newer version",
+                             "an Item for %s with a clock > %d "
+                             "(LS-CAPTURE-1, LS-VERSION-2)" % (
+                                 target.hex(), first),
+                             "; ".join(x.describe() for x in turn))
+    V = pbwire.value_msg
+    run.conn.send_frame("rows", {"table": 0, "rows": [{
+        "uuid": target, "values": [V(1.0), V("older"), V(1)],
+        "version": {"clock": 1 << 16, "site": b"\x42" * 16}}]})
+    run.conn.send_frame("end_turn")
+    ok, what, _ = expect_error_close(run.conn, [C["PROTOCOL_ERROR"]])
+    bad = run.finish(False, what, exp)
+    if not ok:
+        return run.case.fail(what, exp, what)
+    return bad or run.case.ok(what)
 
 
 def client_close_mid_transfer(ctx):
@@ -1015,6 +1101,11 @@ def tests():
         _t("wire/client/session/close-mid-transfer",
            ["LS-FRAME-11", "LS-COMMIT-6"], client_close_mid_transfer, K,
            "server closes after sending Rows: client unchanged"),
+        _t("wire/client/rows/loses",
+           ["LS-POLICY-4", "LS-TOMB-6", "LS-CAPTURE-1", "LS-VERSION-2",
+            "LS-COMMIT-6"], client_rows_loses, K,
+           "after a sync and a local update, a server Row with an older "
+           "version: PROTOCOL_ERROR, unchanged"),
         _t("wire/client/commit/verify-mismatch",
            ["LS-COMMIT-1", "LS-COMMIT-5"], client_verify_mismatch, K,
            "server Verify mismatch, then Committed: client does not commit"),
