@@ -1,8 +1,10 @@
 """Scripted LipSync peers for the wire tests: frame I/O with timeouts and a
 record of every frame, the handshake of spec 5 with HMAC proofs (5.3),
-the hashes of sections 6 to 8, and a minimal reconciliation engine (the
-ItemList strategy of 8.5) that both a scripted client and a scripted
-server drive.
+the hashes of sections 6 to 8 (row digests, item digests, fingerprints),
+row versions and the decision for one UUID (8.6: lww, server-wins,
+client-wins, the T0 rule of a stale client), and a minimal reconciliation
+engine (the ItemList strategy of 8.5) that both a scripted client and a
+scripted server drive.
 
 Standard library only. Written from spec/lipsync.md.
 """
