@@ -79,19 +79,30 @@ class Context:
         raise NotImplementedError
 
     def start_server(self, impl, database, tables: Sequence[str],
-                     all_tables: bool = False, secret_file=None):
+                     all_tables: bool = False, secret_file=None,
+                     retention_ms: Optional[int] = None):
         """Starts |impl| as a server on 127.0.0.1 and a port the runner
         picks, serving |database|; returns an object with .address
         ("127.0.0.1:PORT"), .host, .port, .alive(), .stop() -> exit status,
-        .stderr(). The runner stops it after the test in any case."""
+        .stderr(). The runner stops it after the test in any case.
+        |retention_ms| adds the impl's retention_option."""
         raise NotImplementedError
 
     def run_client(self, impl, database, address: str,
                    tables: Sequence[str], secret_file=None,
-                   timeout: Optional[float] = None):
+                   timeout: Optional[float] = None,
+                   policy: Optional[str] = None):
         """Runs |impl| as a client syncing |tables| of |database| with the
         server at |address|; returns an object with .status (exit code),
-        .stdout, .stderr, .seconds."""
+        .stdout, .stderr, .seconds. |policy| (lww, server-wins,
+        client-wins) adds the impl's policy_option."""
+        raise NotImplementedError
+
+    def run_init(self, impl, role: str, database, tables: Sequence[str],
+                 timeout: Optional[float] = None):
+        """Runs |impl|'s client_init or server_init command (|role| is
+        "client" or "server") on |database|; returns an object like
+        run_client's."""
         raise NotImplementedError
 
     def start_client(self, impl, database, address: str,

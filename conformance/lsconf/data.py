@@ -11,21 +11,43 @@ directive a line, `#` comments, indented lines belong to the block above.
   pairs: sqlite-postgres                   only these client-server pairs
   description: one sentence
 
-  table NAME[ @client|@server][ no-uuid]: COL TYPE, COL TYPE ...
+  table NAME[ @client|@client2|@server][ no-uuid]: COL TYPE, ...
   table NAME: cities                       the nine columns of cities.csv
   table NAME @client: absent               that side has no such table
 
   client NAME:                             initial rows (indented), each
     UUID VALUE VALUE ...                   UUID and one value per column
-    cities A:B                             rows A..B-1 of cities.csv
+    cities A:B [any-uuid] [COL+N]...       rows A..B-1 of cities.csv (COL+N,
+                                           COL-N: that integer column plus
+                                           or minus N in every row)
   server NAME:
+  client2 NAME:                            a second client of the server
 
-  sync [expect OUTCOME] [unchanged]        run one sync (OUTCOME: ok,
-                                           fail, conflict, schema, ...)
-  sql client|server|both: STATEMENT        run SQL on that side's database
+  sync [client|client2] [expect OUTCOME] [unchanged] [policy P]
+       [retention MS]                      run one sync of the client (or
+                                           client2) with the server
+                                           (OUTCOME: ok, fail, conflict,
+                                           schema, ...; P: lww, server-wins,
+                                           client-wins; MS: milliseconds)
+  sql client|client2|server|both|all[ fails]: STATEMENT
+                                           run SQL on those databases
+                                           (fails: each must refuse it)
+  init client|client2|server               run the impl's client_init or
+                                           server_init on that database
 
-  expect client|server|both NAME:          the final table (rows as above,
-    ...                                    UUID * = any)
+  expect client|client2|server|both|all NAME:
+    ...                                    the table at this point (rows as
+                                           above, UUID * = any); both: client
+                                           and server hold the same rows;
+                                           all: client, client2 and server
+                                           do
+
+The database client2 exists only in fixtures that name it; it has the
+client's backend and, unless `table NAME @client2:` says otherwise, the
+client's schema. Steps run in order; before each step the harness waits
+STEP_GAP (5 ms), so each write (sql, init, sync) happens at a later
+millisecond than every write before it and row versions (hybrid logical
+clocks, wall milliseconds << 16) order the fixture's changes as written.
 """
 
 import csv
@@ -34,6 +56,7 @@ import hashlib
 import io
 import os
 import re
+import threading
 import time
 from collections import Counter
 from fnmatch import fnmatch
@@ -51,7 +74,12 @@ CITY_SCHEMA = [("city_id", "integer"), ("name", "text"),
                ("alt_name", "text"), ("country", "text"),
                ("feature_code", "text"), ("admin_code", "text"),
                ("population", "integer"), ("lon", "real"), ("lat", "real")]
-SIDES = ("client", "server")
+SIDES = ("client", "server")         # each table has a schema for both
+DATABASES = ("client", "client2", "server")
+GROUPS = {"both": ("client", "server"),
+          "all": ("client", "client2", "server")}
+POLICIES = ("lww", "server-wins", "client-wins")
+STEP_GAP = 0.005        # seconds between steps: writes at distinct ms
 HASH_ABOVE = 200        # expected tables larger than this compare by hash
 DIFF_LINES = 12
 
@@ -63,29 +91,33 @@ class FixtureError(Exception):
 # ---- cities -----------------------------------------------------------------
 
 _cities = []
+_cities_lock = threading.Lock()     # tests run in threads (-j)
 
 
 def cities(stop):
     """The first |stop| data rows of cities.csv.gz as canonical values."""
-    if len(_cities) < stop:
-        if not CITIES_GZ.is_file():
-            raise HarnessError(f"{CITIES_GZ} is missing")
-        _cities.clear()
-        with gzip.open(CITIES_GZ, "rt", encoding="utf-8", newline="") as f:
-            reader = csv.reader(f)
-            next(reader)
-            for r in reader:
-                _cities.append((
-                    ("integer", int(r[0])), ("text", r[1]), ("text", r[2]),
-                    ("text", r[3]), ("text", r[4]), ("text", r[5]),
-                    ("integer", int(r[6])),
-                    ("real", V.real_bits(float(r[7]))),
-                    ("real", V.real_bits(float(r[8])))))
-                if len(_cities) >= max(stop, 10000):
-                    break
+    with _cities_lock:
         if len(_cities) < stop:
-            raise FixtureError(f"cities.csv has only {len(_cities)} rows")
-    return _cities[:stop]
+            if not CITIES_GZ.is_file():
+                raise HarnessError(f"{CITIES_GZ} is missing")
+            rows = []
+            with gzip.open(CITIES_GZ, "rt", encoding="utf-8",
+                           newline="") as f:
+                reader = csv.reader(f)
+                next(reader)
+                for r in reader:
+                    rows.append((
+                        ("integer", int(r[0])), ("text", r[1]),
+                        ("text", r[2]), ("text", r[3]), ("text", r[4]),
+                        ("text", r[5]), ("integer", int(r[6])),
+                        ("real", V.real_bits(float(r[7]))),
+                        ("real", V.real_bits(float(r[8])))))
+                    if len(rows) >= max(stop, 10000):
+                        break
+            if len(rows) < stop:
+                raise FixtureError(f"cities.csv has only {len(rows)} rows")
+            _cities[:] = rows
+        return _cities[:stop]
 
 
 def city_uuid(i):
@@ -117,18 +149,117 @@ class Fixture:
         self.description = ""
         self.tables = {}            # name -> Table, in order
         self.initial = {}           # (side, table) -> [(uuid, vals)]
-        self.steps = []             # ("sync", outcome, unchanged, lineno)
-                                    # ("sql", sides, statement, lineno)
+        self.steps = []             # Sync(...), ("sql", sides, statement,
+                                    # lineno, must fail), ("init", side,
+                                    # lineno), ("expect", index in
+                                    # self.expect, lineno)
         self.expect = []            # (side, table, [(uuid, vals)], lineno)
 
+    @property
+    def databases(self):
+        """The databases the fixture uses: client and server, and client2
+        when it names it."""
+        used = {k[0] for k in self.initial if self.initial[k]}
+        for st in self.steps:
+            if isinstance(st, Sync):
+                used.add(st.who)
+            elif st[0] == "sql":
+                used.update(st[1])
+            elif st[0] == "init":
+                used.add(st[1])
+        for side, *_ in self.expect:
+            used.update(GROUPS.get(side, (side,)))
+        return tuple(d for d in DATABASES
+                     if d in SIDES or d in used)
 
-_TABLE = re.compile(r"table\s+(\S+?)(\s+@(client|server))?(\s+no-uuid)?\s*:"
-                    r"(.*)$")
-_BLOCK = re.compile(r"(client|server)\s+(\S+)\s*:\s*$")
-_EXPECT = re.compile(r"expect\s+(client|server|both)\s+(\S+)\s*:\s*$")
-_SYNC = re.compile(r"sync(\s+expect\s+([a-z]+))?(\s+unchanged)?\s*$")
-_SQL = re.compile(r"sql\s+(client|server|both)\s*:\s*(.+)$")
-_CITIES = re.compile(r"cities\s+(\d+):(\d+)(\s+any-uuid)?$")
+    @property
+    def impl_keys(self):
+        """The optional .impl keys the fixture needs."""
+        keys = set()
+        for st in self.steps:
+            if isinstance(st, Sync):
+                if st.policy is not None:
+                    keys.add("policy_option")
+                if st.retention is not None:
+                    keys.add("retention_option")
+            elif st[0] == "init":
+                keys.add("server_init" if st[1] == "server" else
+                         "client_init")
+        return frozenset(keys)
+
+
+class Sync:
+    """A sync step: the client (or client2) syncs with the server. It
+    indexes like the tuple ("sync", outcome, unchanged, lineno) the other
+    steps resemble."""
+
+    def __init__(self, who="client", outcome="ok", unchanged=False,
+                 policy=None, retention=None, lineno=0):
+        self.who, self.outcome, self.unchanged = who, outcome, unchanged
+        self.policy, self.retention, self.lineno = policy, retention, lineno
+
+    def __getitem__(self, i):
+        return ("sync", self.outcome, self.unchanged, self.lineno)[i]
+
+    def __repr__(self):
+        return (f"Sync({self.who}, {self.outcome}, unchanged="
+                f"{self.unchanged}, policy={self.policy}, retention="
+                f"{self.retention}, line {self.lineno})")
+
+
+def parse_sync(words, err):
+    """The words after `sync`: [client|client2] [expect OUTCOME]
+    [unchanged] [policy P] [retention MS], in any order."""
+    st = Sync()
+    seen = set()
+    i = 0
+    while i < len(words):
+        w = words[i]
+        if w in seen:
+            raise err(f"sync: {w} given twice")
+        seen.add(w)
+        if w in ("client", "client2"):
+            if i > 0:
+                raise err("sync: client or client2 comes first")
+            st.who = w
+        elif w == "unchanged":
+            st.unchanged = True
+        elif w in ("expect", "policy", "retention"):
+            if i + 1 >= len(words):
+                raise err(f"sync: {w} wants a value")
+            v = words[i + 1]
+            i += 1
+            if w == "expect":
+                if not re.fullmatch(r"[a-z]+", v):
+                    raise err(f"sync: bad outcome {v!r}")
+                st.outcome = v
+            elif w == "policy":
+                if v not in POLICIES:
+                    raise err(f"sync: policy is one of {', '.join(POLICIES)}")
+                st.policy = v
+            else:
+                if not re.fullmatch(r"[0-9]+", v):
+                    raise err("sync: retention wants an integer number of "
+                              "milliseconds")
+                st.retention = int(v)
+        else:
+            raise err(f"sync: cannot read {w!r} (client|client2, expect "
+                      "OUTCOME, unchanged, policy P, retention MS)")
+        i += 1
+    return st
+
+
+_TABLE = re.compile(r"table\s+(\S+?)(\s+@(client2|client|server))?"
+                    r"(\s+no-uuid)?\s*:(.*)$")
+_BLOCK = re.compile(r"(client2|client|server)\s+(\S+)\s*:\s*$")
+_EXPECT = re.compile(r"expect\s+(client2|client|server|both|all)\s+(\S+)"
+                     r"\s*:\s*$")
+_SYNC = re.compile(r"sync(\s.*)?$")
+_SQL = re.compile(r"sql\s+(client2|client|server|both|all)(\s+fails)?\s*:"
+                  r"\s*(.+)$")
+_INIT = re.compile(r"init\s+(client2|client|server)\s*$")
+_CITIES = re.compile(r"cities\s+(\d+):(\d+)((?:\s+\S+)*)$")
+_ADJUST = re.compile(r"([a-z_]+)([+-])([0-9]+)$")
 _REQ = re.compile(r"LS-[A-Z]+-[0-9]+")
 CTYPES = set(DECLARED)
 
@@ -155,7 +286,25 @@ def parse_fixture(text, name, path=None):
                 a, b = int(m.group(1)), int(m.group(2))
                 if not a <= b:
                     raise err("cities A:B wants A <= B")
-                rows.append(("cities", a, b, bool(m.group(3))))
+                any_uuid, adjust = False, []
+                for w in m.group(3).split():
+                    am = _ADJUST.match(w)
+                    if w == "any-uuid":
+                        any_uuid = True
+                    elif am:
+                        names = [n for n, _ in CITY_SCHEMA]
+                        if am.group(1) not in names or \
+                                CITY_SCHEMA[names.index(am.group(1))][1] \
+                                != "integer":
+                            raise err(f"cities: {am.group(1)} is not an "
+                                      "integer column of cities")
+                        d = int(am.group(3))
+                        adjust.append((names.index(am.group(1)),
+                                       -d if am.group(2) == "-" else d))
+                    else:
+                        raise err(f"cities A:B: cannot read {w!r} (any-uuid"
+                                  ", COL+N, COL-N)")
+                rows.append(("cities", a, b, any_uuid, tuple(adjust)))
                 continue
             try:
                 words = V.split_words(s)
@@ -221,7 +370,7 @@ def parse_fixture(text, name, path=None):
                                   f"of {', '.join(sorted(CTYPES))}")
                     columns.append((bits[0], bits[1]))
             t = fx.tables.setdefault(tname, Table(tname))
-            for sd in ([side] if side else SIDES):
+            for sd in ([side] if side else DATABASES):
                 if sd in t.columns:
                     raise err(f"table {tname} declared twice for {sd}")
                 t.columns[sd] = columns
@@ -242,17 +391,24 @@ def parse_fixture(text, name, path=None):
                 raise err(f"table {tname} not declared")
             rows = []
             fx.expect.append((side, tname, rows, lineno))
+            fx.steps.append(("expect", len(fx.expect) - 1, lineno))
             block = (rows, tname)
             continue
         m = _SYNC.match(s)
         if m:
-            fx.steps.append(("sync", m.group(2) or "ok", bool(m.group(3)),
-                             lineno))
+            st = parse_sync((m.group(1) or "").split(), err)
+            st.lineno = lineno
+            fx.steps.append(st)
             continue
         m = _SQL.match(s)
         if m:
-            sides = SIDES if m.group(1) == "both" else (m.group(1),)
-            fx.steps.append(("sql", sides, m.group(2), lineno))
+            sides = GROUPS.get(m.group(1), (m.group(1),))
+            fx.steps.append(("sql", sides, m.group(3), lineno,
+                             bool(m.group(2))))
+            continue
+        m = _INIT.match(s)
+        if m:
+            fx.steps.append(("init", m.group(1), lineno))
             continue
         raise err(f"cannot read {s!r}")
     for t in fx.tables.values():
@@ -260,6 +416,9 @@ def parse_fixture(text, name, path=None):
             if side not in t.columns:
                 raise FixtureError(f"{where}: table {t.name} has no schema "
                                    f"for the {side}")
+        if "client2" not in t.columns:
+            t.columns["client2"] = t.columns["client"]
+            t.with_uuid["client2"] = t.with_uuid["client"]
     for (side, tname), rows in fx.initial.items():
         if rows and fx.tables[tname].columns[side] is None:
             raise FixtureError(f"{where}: {side} {tname} is absent: it can "
@@ -274,7 +433,7 @@ def parse_fixture(text, name, path=None):
                     f"{where}: {side} {tname}: rows "
                     + ("need a UUID" if r[0] is None else
                        "of a no-uuid table take - as UUID"))
-    if not fx.steps:
+    if not any(isinstance(st, Sync) for st in fx.steps):
         raise FixtureError(f"{where}: no step (sync)")
     if not fx.requirements:
         raise FixtureError(f"{where}: requirements: is missing")
@@ -286,9 +445,16 @@ def expand_rows(rows, with_uuid=True):
     for r in rows:
         if r[0] == "cities":
             data = cities(r[2])
+            adjust = r[4] if len(r) > 4 else ()
             for i in range(r[1], r[2]):
+                vals = data[i]
+                if adjust:
+                    vals = list(vals)
+                    for col, d in adjust:
+                        vals[col] = ("integer", vals[col][1] + d)
+                    vals = tuple(vals)
                 out.append(((("*" if r[3] else city_uuid(i)) if with_uuid
-                             else None), data[i]))
+                             else None), vals))
         else:
             out.append(r)
     return out
@@ -350,14 +516,18 @@ def _tail(text, n=1500):
     return text if len(text) <= n else "..." + text[-n:]
 
 
+def _pair_backend(ctx, side):
+    return ctx.backend_pair[1 if side == "server" else 0]
+
+
 def run_fixture(fx, ctx):
-    cb, sb = ctx.backend_pair
     client_impl = getattr(ctx, "client_impl", None) or ctx.impl
     server_impl = getattr(ctx, "server_impl", None) or ctx.peer or ctx.impl
-    dbs = {"client": ctx.database(cb, "client"),
-           "server": ctx.database(sb, "server")}
+    sides = fx.databases
+    dbs = {side: ctx.database(_pair_backend(ctx, side), side)
+           for side in sides}
     names = list(fx.tables)
-    for side in SIDES:
+    for side in sides:
         for t in fx.tables.values():
             if t.columns[side] is None:
                 continue
@@ -383,24 +553,83 @@ def run_fixture(fx, ctx):
                     f"fixture with backends: or pairs:):\n{d}")
     frames = []
     log = []
-    for step in fx.steps:
-        if step[0] == "sql":
-            _, sides, stmt, lineno = step
-            for side in sides:
-                dbs[side].execute(stmt)
-            log.append(f"line {lineno}: sql on {'+'.join(sides)}")
+    for n, step in enumerate(fx.steps):
+        if step[0] == "expect":
+            bad = _check_expect(fx, ctx, dbs, fx.expect[step[1]], frames)
+            if bad:
+                return bad
+            log.append(f"line {step[2]}: expectation met")
             continue
-        _, want, unchanged, lineno = step
-        before = ({s: dbs[s].snapshot() for s in SIDES} if unchanged
-                  else None)
-        server = ctx.start_server(server_impl, dbs["server"], names)
-        res = ctx.run_client(client_impl, dbs["client"], server.address,
-                             names)
+        if n:
+            # Every write at a later millisecond than the writes before it
+            # (versions are wall milliseconds << 16 | counter).
+            time.sleep(STEP_GAP)
+        if step[0] == "sql":
+            _, on, stmt, lineno, must_fail = step
+            for side in on:
+                try:
+                    dbs[side].execute(stmt)
+                    error = None
+                except Exception as e:   # noqa: BLE001 - sqlite3, psql
+                    error = " ".join(str(e).split())
+                if must_fail and error is None:
+                    return failed(
+                        f"sql {side} at line {lineno} succeeded; the "
+                        "database must refuse it", expected="an error "
+                        "(the implementation's capture refuses it)",
+                        actual="the statement succeeded", frames=frames)
+                if error is not None and not must_fail:
+                    if not any(st[0] in ("sync", "init")
+                               for st in fx.steps[:n]):
+                        raise HarnessError(
+                            f"fixture {fx.path or fx.name}:{lineno}: sql "
+                            f"on the {side} failed: {error}")
+                    # the implementation's triggers run in it by now
+                    return failed(
+                        f"sql {side} at line {lineno} failed once the "
+                        "implementation had prepared the table: "
+                        f"{error[:300]}", expected="the statement succeeds "
+                        "(change capture must accept every write)",
+                        actual=error, frames=frames)
+            log.append(f"line {lineno}: sql on {'+'.join(on)}"
+                       + (" (refused, as expected)" if must_fail else ""))
+            continue
+        if step[0] == "init":
+            _, side, lineno = step
+            role = "server" if side == "server" else "client"
+            im = server_impl if role == "server" else client_impl
+            res = ctx.run_init(im, role, dbs[side], names)
+            log.append(f"line {lineno}: init {side}: exit {res.status} in "
+                       f"{res.seconds:.2f}s")
+            if res.status != 0:
+                return failed(
+                    f"init {side} at line {lineno} failed (exit status "
+                    f"{res.status})", expected=f"{role}_init exits 0",
+                    actual=f"exit {res.status}\nstderr: {_tail(res.stderr)}",
+                    frames=frames)
+            continue
+        who, want, unchanged, lineno = (step.who, step.outcome,
+                                        step.unchanged, step.lineno)
+        before = None
+        if unchanged:
+            before = {s: (dbs[s].snapshot() if want != "ok" else
+                          _table_rows(fx, dbs, s)) for s in sides}
+        skw = {} if step.retention is None else {
+            "retention_ms": step.retention}
+        ckw = {} if step.policy is None else {"policy": step.policy}
+        server = ctx.start_server(server_impl, dbs["server"], names, **skw)
+        res = ctx.run_client(client_impl, dbs[who], server.address, names,
+                             **ckw)
         frames = list(getattr(ctx, "last_frames", []) or [])
-        status = server.stop() if server.alive() else None
+        if server.alive():
+            server.stop()
         got = client_impl.outcome_of(res.status)
-        log.append(f"line {lineno}: sync: client exit {res.status} "
-                   f"({got}) in {res.seconds:.2f}s")
+        opts = "".join(f" {k} {v}" for k, v in (("policy", step.policy),
+                                                 ("retention",
+                                                  step.retention))
+                       if v is not None)
+        log.append(f"line {lineno}: sync {who}{opts}: client exit "
+                   f"{res.status} ({got}) in {res.seconds:.2f}s")
         codes = client_impl.exit_codes
         if want == "ok":
             ok = res.status == 0
@@ -410,8 +639,8 @@ def run_fixture(fx, ctx):
             ok = res.status != 0
         if not ok:
             return failed(
-                f"sync at line {lineno}: expected outcome {want}, got {got} "
-                f"(client exit status {res.status})",
+                f"sync {who} at line {lineno}: expected outcome {want}, got "
+                f"{got} (client exit status {res.status})",
                 expected=f"client outcome {want}"
                 + (f" (exit {client_impl.exit_codes[want]})"
                    if want in client_impl.exit_codes else ""),
@@ -420,56 +649,92 @@ def run_fixture(fx, ctx):
                 f"{_tail(server.stderr())}",
                 frames=frames)
         if unchanged:
-            for side in SIDES:
-                if dbs[side].snapshot() != before[side]:
-                    d = _diff_side(fx, dbs, side, {})
+            for side in sides:
+                after = (dbs[side].snapshot() if want != "ok" else
+                         _table_rows(fx, dbs, side))
+                if after != before[side]:
+                    d = (_diff_side(fx, dbs, side, {}) if want != "ok" else
+                         _diff_rows(before[side], after))
+                    what = ("database" if want != "ok" else
+                            "tables' rows")
                     return failed(
-                        f"sync at line {lineno} changed the {side}'s "
-                        "database; it must leave it unchanged",
-                        expected=f"{side} database unchanged",
-                        actual=f"{side} database changed", frames=frames,
+                        f"sync {who} at line {lineno} changed the {side}'s "
+                        f"{what}; it must leave them unchanged",
+                        expected=f"{side} {what} unchanged",
+                        actual=f"{side} {what} changed", frames=frames,
                         diff=d)
-    # final tables
-    actual = {}
-    for side in SIDES:
-        for t in names:
-            actual[(side, t)] = dbs[side].canonical_rows(t)
-    for side, tname, rows, lineno in fx.expect:
-        sides = SIDES if side == "both" else (side,)
-        for sd in sides:
-            t = fx.tables[tname]
-            if t.columns[sd] is None:
-                act = actual[(sd, tname)]
-                if act is not None:
-                    return failed(f"table {tname} appeared on the {sd}, "
-                                  "which did not have it",
-                                  expected="no table", actual="a table",
-                                  frames=frames)
-                continue
-            exp_cols = canonical_order(n for n, _ in t.columns[sd])
-            exp = [(u, _reorder(v, t.columns[sd], exp_cols))
-                   for u, v in expand_rows(rows, True)]
-            act = actual[(sd, tname)]
-            diff = compare_rows(exp, act[1] if act else [], exp_cols,
-                                act[0] if act else None)
-            if diff:
-                return failed(
-                    f"table {tname} on the {sd} ({ctx.backend_pair[0 if sd == 'client' else 1]}) "
-                    f"differs from the expectation at line {lineno}",
-                    expected=f"{len(exp)} rows", actual=(
-                        f"{len(act[1])} rows" if act else "no table"),
-                    frames=frames, diff=f"table {tname}, {sd}:\n{diff}")
-        if side == "both":
-            a, b = actual[("client", tname)], actual[("server", tname)]
+    return passed("; ".join(log))
+
+
+def _check_expect(fx, ctx, dbs, expect, frames):
+    """None when the tables hold what |expect| says now, else a failing
+    Outcome."""
+    side, tname, rows, lineno = expect
+    group = GROUPS.get(side, (side,))
+    actual = {sd: dbs[sd].canonical_rows(tname) for sd in group}
+    t = fx.tables[tname]
+    for sd in group:
+        if t.columns[sd] is None:
+            if actual[sd] is not None:
+                return failed(f"table {tname} appeared on the {sd}, "
+                              "which did not have it",
+                              expected="no table", actual="a table",
+                              frames=frames)
+            continue
+        exp_cols = canonical_order(n for n, _ in t.columns[sd])
+        exp = [(u, _reorder(v, t.columns[sd], exp_cols))
+               for u, v in expand_rows(rows, True)]
+        act = actual[sd]
+        diff = compare_rows(exp, act[1] if act else [], exp_cols,
+                            act[0] if act else None)
+        if diff:
+            return failed(
+                f"table {tname} on the {sd} ({_pair_backend(ctx, sd)}) "
+                f"differs from the expectation at line {lineno}",
+                expected=f"{len(exp)} rows", actual=(
+                    f"{len(act[1])} rows" if act else "no table"),
+                frames=frames, diff=f"table {tname}, {sd}:\n{diff}")
+    if len(group) > 1:
+        b = actual[group[-1]]               # the server
+        for other in group[:-1]:
+            a = actual[other]
             if a and b and Counter(a[1]) != Counter(b[1]):
                 diff = compare_rows(b[1], a[1], b[0], a[0])
                 return failed(
-                    f"table {tname}: client and server hold different rows "
-                    "(UUIDs included) after the sync",
-                    expected="the same rows on both sides",
+                    f"table {tname}: {other} and server hold different "
+                    f"rows (UUIDs included) at line {lineno}",
+                    expected="the same rows on " + " and ".join(group),
                     actual="different rows", frames=frames,
-                    diff="- server, + client:\n" + diff)
-    return passed("; ".join(log))
+                    diff=f"- server, + {other}:\n" + diff)
+    return None
+
+
+def _table_rows(fx, dbs, side):
+    """The rows of every fixture table of |side|, UUIDs included: what a
+    successful `sync unchanged` must leave as it was (the sync itself
+    records bookkeeping, such as the client's last_sync, so whole databases
+    change)."""
+    out = {}
+    for t in fx.tables.values():
+        got = dbs[side].canonical_rows(t.name)
+        out[t.name] = None if got is None else (
+            got[0], sorted(got[1], key=repr))
+    return out
+
+
+def _diff_rows(before, after):
+    out = []
+    for tname in before:
+        a, b = before[tname], after.get(tname)
+        if a == b:
+            continue
+        if a is None or b is None:
+            out.append(f"table {tname}: "
+                       + ("appeared" if a is None else "disappeared"))
+            continue
+        out.append(f"table {tname}, before (-) and after (+) the sync:\n"
+                   + compare_rows(a[1], b[1], a[0], b[0]))
+    return "\n".join(out)
 
 
 def _diff_side(fx, dbs, side, _):
@@ -515,6 +780,7 @@ def fixture_tests(fixtures, pairs, prefix="data"):
                      backends=tuple(sorted({cb, sb})), role="both",
                      description=fx.description)
             t.backend_pair = (cb, sb)
+            t.impl_keys = fx.impl_keys
             t.fixture_backends = fx.backends
             tests.append(t)
     return tests

@@ -20,6 +20,19 @@ removed). Unknown keys are an error, so a typo never goes unnoticed.
   env           extra environment variables, `NAME=VALUE` separated by
                 spaces (repeatable key: every line adds)
   timeout       seconds one process may run before it is killed (default 60)
+  policy_option optional: the client words that choose a conflict policy,
+                `{}` standing for lww, server-wins or client-wins, e.g.
+                `--policy {}`; added to the client command by a fixture's
+                `sync ... policy P` (without it such fixtures are
+                unsupported)
+  retention_option  optional: the server words that set its tombstone
+                retention, `{}` standing for an integer number of
+                milliseconds, e.g. `--tombstone-retention {}ms`; added to
+                the server command by `sync ... retention MS`
+  client_init   optional: a command that installs change capture in a
+                client database and exits 0, without network (placeholders
+                {db} and {tables}); run by a fixture's `init client`
+  server_init   optional: the same for a server database (`init server`)
   exit_codes    optional: what the client's exit status means, as
                 `outcome:code` pairs, e.g. `conflict:7 schema:4` (outcomes
                 may share a code). A sync expected to end in a listed
@@ -54,7 +67,11 @@ from pathlib import Path
 
 KEYS = {"name", "server", "client", "table_option", "all_tables",
         "server_ready", "backends", "features", "env", "timeout",
-        "exit_codes"}
+        "exit_codes", "policy_option", "retention_option", "client_init",
+        "server_init"}
+# optional keys a fixture may need, and the role whose program uses them
+OPTIONAL_KEYS = {"policy_option": "client", "retention_option": "server",
+                 "client_init": "client", "server_init": "server"}
 BACKENDS = ("sqlite", "postgres")
 OUTCOMES = {"ok", "auth", "schema", "conflict", "invalid", "protocol",
             "storage", "usage", "error"}
@@ -69,7 +86,8 @@ class ImplError(Exception):
 class Impl:
     def __init__(self, path, name, server, client, table_option,
                  all_tables, server_ready, backends, features, env, timeout,
-                 exit_codes):
+                 exit_codes, policy_option=None, retention_option=None,
+                 client_init=None, server_init=None):
         self.path = Path(path)
         self.name = name
         self.server = server
@@ -82,6 +100,10 @@ class Impl:
         self.env = dict(env)
         self.timeout = timeout
         self.exit_codes = dict(exit_codes)
+        self.policy_option = policy_option
+        self.retention_option = retention_option
+        self.client_init = client_init
+        self.server_init = server_init
 
     def __repr__(self):
         return f"Impl({self.name!r})"
@@ -125,15 +147,42 @@ class Impl:
             out.append(w)
         return out
 
-    def server_argv(self, db, listen, secret_file, tables, all_tables=False):
-        return self._expand(self.server, {"db": db, "listen": listen,
+    def _option(self, key, value):
+        """The words of option |key| (policy_option, retention_option) with
+        {} filled by |value|."""
+        template = getattr(self, key)
+        if template is None:
+            raise ImplError(f"{self.name} declares no {key}")
+        return [fill(x, {"": str(value)}) if "{}" in x else x
+                for x in shlex.split(template)]
+
+    def server_argv(self, db, listen, secret_file, tables, all_tables=False,
+                    retention_ms=None):
+        """retention_ms: an integer number of milliseconds: the words of
+        retention_option are added at the end."""
+        argv = self._expand(self.server, {"db": db, "listen": listen,
                                           "secret_file": str(secret_file)},
                             tables, all_tables)
+        if retention_ms is not None:
+            argv += self._option("retention_option", int(retention_ms))
+        return argv
 
-    def client_argv(self, db, connect, secret_file, tables):
-        return self._expand(self.client, {"db": db, "connect": connect,
+    def client_argv(self, db, connect, secret_file, tables, policy=None):
+        """policy: lww, server-wins or client-wins: the words of
+        policy_option are added at the end."""
+        argv = self._expand(self.client, {"db": db, "connect": connect,
                                           "secret_file": str(secret_file)},
                             tables)
+        if policy is not None:
+            argv += self._option("policy_option", policy)
+        return argv
+
+    def init_argv(self, role, db, tables):
+        """The client_init (role "client") or server_init command."""
+        template = getattr(self, role + "_init")
+        if template is None:
+            raise ImplError(f"{self.name} declares no {role}_init")
+        return self._expand(template, {"db": db}, tables)
 
     def outcome_of(self, status):
         """The outcome name of a client exit status: "ok" for 0, the name
@@ -171,7 +220,7 @@ def fill(word, values):
     return "".join(out)
 
 
-def _check_template(key, template, lineno, path):
+def _check_template(key, template, lineno, path, allowed=PLACEHOLDERS):
     try:
         words = shlex.split(template)
     except ValueError as e:
@@ -180,7 +229,7 @@ def _check_template(key, template, lineno, path):
         raise ImplError(f"{path}:{lineno}: {key} is empty")
     for w in words:
         for name in _FIELD.findall(w.replace("{{", "").replace("}}", "")):
-            if name not in PLACEHOLDERS:
+            if name not in allowed:
                 raise ImplError(f"{path}:{lineno}: {key}: unknown "
                                 f"placeholder {{{name}}}")
 
@@ -217,15 +266,24 @@ def parse(text, path="<impl>"):
     server, client = values.get("server"), values.get("client")
     if not server and not client:
         raise ImplError(f"{path}: give at least one of server, client")
-    for key in ("server", "client", "all_tables"):
+    for key in ("server", "client", "all_tables", "client_init",
+                "server_init"):
         if values.get(key):
             _check_template(key, values[key], lines[key], path)
+    for key in ("policy_option", "retention_option"):
+        if values.get(key):
+            _check_template(key, values[key], lines[key], path, {""})
+    for key in ("policy_option", "retention_option"):
+        if key in values and "{}" not in values[key]:
+            raise ImplError(f"{path}:{lines[key]}: {key} must contain {{}}")
     table_option = values.get("table_option", "")
     if not table_option or "{}" not in table_option:
         raise ImplError(f"{path}: table_option must be given and contain {{}}"
                         " (e.g. `table_option = --table {}`)")
     for key, need in (("server", ("{listen}", "{db}", "{tables}")),
-                      ("client", ("{connect}", "{db}", "{tables}"))):
+                      ("client", ("{connect}", "{db}", "{tables}")),
+                      ("client_init", ("{db}", "{tables}")),
+                      ("server_init", ("{db}", "{tables}"))):
         if values.get(key):
             for n in need:
                 if n not in values[key]:
@@ -264,7 +322,11 @@ def parse(text, path="<impl>"):
             raise ImplError(f"{path}: server_ready: {e}") from None
     return Impl(path, name, server or None, client or None, table_option,
                 values.get("all_tables") or None, ready,
-                backends, features, env, timeout, exit_codes)
+                backends, features, env, timeout, exit_codes,
+                values.get("policy_option") or None,
+                values.get("retention_option") or None,
+                values.get("client_init") or None,
+                values.get("server_init") or None)
 
 
 def load(path):

@@ -16,8 +16,8 @@ Decoding is robust: it never raises anything but DecodeError. Unknown
 fields are skipped (LS-FRAME-6); a known field of the wrong wire type is
 treated as unknown (LS-FRAME-8 allows it); the last occurrence of a
 non-repeated field wins. Decoded messages hold every scalar field (default
-when absent), every repeated field (a list), and a oneof member only when
-it was present. A REAL value decodes as a float; its exact bit pattern is
+when absent), every repeated field (a list), and a message field (such as
+Item.version) or a oneof member only when it was present. A REAL value decodes as a float; its exact bit pattern is
 kept in the "real_bits" key next to it.
 """
 
@@ -34,6 +34,7 @@ ERROR_CODES = {
     13: "INVALID_VALUE", 14: "SHUTTING_DOWN", 15: "INTERNAL_ERROR",
 }
 CODES = {name: code for code, name in ERROR_CODES.items()}
+POLICIES = {0: "LWW", 1: "SERVER_WINS", 2: "CLIENT_WINS"}
 
 # message name -> list of (number, field name, type, repeated, oneof)
 # type: "uint32", "uint64", "sint64", "bool", "double", "bytes", "string",
@@ -74,9 +75,22 @@ SCHEMA = {
         (1, "name", "string", False, None),
         (2, "columns", "Column", True, None),
         (3, "fingerprint", "bytes", False, None),
+        (4, "last_sync", "uint64", False, None),
     ],
-    "OpenTables": [(1, "tables", "TableSchema", True, None)],
-    "TablesOpened": [],
+    # policy is the enum Policy (LWW 0, SERVER_WINS 1, CLIENT_WINS 2),
+    # encoded as a varint like a uint32
+    "OpenTables": [
+        (1, "tables", "TableSchema", True, None),
+        (2, "policy", "uint32", False, None),
+    ],
+    "TablesOpened": [
+        (1, "horizon", "uint64", False, None),
+        (2, "clock", "uint64", False, None),
+    ],
+    "Version": [
+        (1, "clock", "uint64", False, None),
+        (2, "site", "bytes", False, None),
+    ],
     "Range": [
         (1, "lower", "bytes", False, None),
         (2, "upper", "bytes", False, None),
@@ -90,7 +104,10 @@ SCHEMA = {
     "ItemList": [(1, "items", "Item", True, None)],
     "Item": [
         (1, "uuid", "bytes", False, None),
-        (2, "digest", "bytes", False, None),
+        # 2: the withdrawn "digest"
+        (3, "version", "Version", False, None),
+        (4, "deleted", "bool", False, None),
+        (5, "base_version", "Version", False, None),
     ],
     "Ranges": [
         (1, "table", "uint32", False, None),
@@ -106,6 +123,9 @@ SCHEMA = {
     "Row": [
         (1, "uuid", "bytes", False, None),
         (2, "values", "Value", True, None),
+        (3, "version", "Version", False, None),
+        (4, "deleted", "bool", False, None),
+        (5, "base_version", "Version", False, None),
     ],
     "Rows": [
         (1, "table", "uint32", False, None),
@@ -304,7 +324,7 @@ def decode(msg_name, buf):
     for number, name, typ, repeated, oneof in SCHEMA[msg_name]:
         if repeated:
             out[name] = []
-        elif oneof is None:
+        elif oneof is None and typ not in SCHEMA:
             out[name] = _SCALAR_DEFAULTS[typ]
     unknown = []
     for number, wt, v in iter_fields(buf):
@@ -405,6 +425,8 @@ def _render_value(msg_name, field, typ, v, limit):
         return "true" if v else "false"
     if msg_name == "Error" and field == "code":
         return "%d (%s)" % (v, ERROR_CODES.get(v, "unknown code"))
+    if msg_name == "OpenTables" and field == "policy":
+        return "%d (%s)" % (v, POLICIES.get(v, "unknown policy"))
     return repr(v)
 
 
@@ -423,7 +445,8 @@ def _render_msg(msg_name, msg, limit=32):
             if len(v) > 8:
                 s += ", ...(%d in all)" % len(v)
             parts.append("%s: [%s]" % (name, s))
-        elif oneof is None and v == _SCALAR_DEFAULTS[typ]:
+        elif oneof is None and typ not in SCHEMA and \
+                v == _SCALAR_DEFAULTS[typ]:
             continue
         else:
             parts.append("%s: %s" % (name, _render_value(msg_name, name,

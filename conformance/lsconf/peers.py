@@ -1,8 +1,10 @@
 """Scripted LipSync peers for the wire tests: frame I/O with timeouts and a
 record of every frame, the handshake of spec 5 with HMAC proofs (5.3),
-the hashes of sections 6 to 8, and a minimal reconciliation engine (the
-ItemList strategy of 8.5) that both a scripted client and a scripted
-server drive.
+the hashes of sections 6 to 8 (row digests, item digests, fingerprints),
+row versions and the decision for one UUID (8.6: lww, server-wins,
+client-wins, the T0 rule of a stale client), and a minimal reconciliation
+engine (the ItemList strategy of 8.5) that both a scripted client and a
+scripted server drive.
 
 Standard library only. Written from spec/lipsync.md.
 """
@@ -84,6 +86,89 @@ def row_digest(uuid, values):
     data = uuid + struct.pack(">I", len(values)) + b"".join(
         canon_value(v) for v in values)
     return sha256(data)[:16]
+
+
+ZERO_VERSION = (0, b"\0" * 16)
+LWW, SERVER_WINS, CLIENT_WINS = 0, 1, 2
+POLICY_NAMES = {"lww": LWW, "server-wins": SERVER_WINS,
+                "client-wins": CLIENT_WINS}
+
+
+def item_digest(uuid, version, deleted):
+    """LS-ITEM-1: SHA-256(uuid || u64be(clock) || site || u8(deleted))[0:16];
+    version is (clock, site)."""
+    clock, site = version
+    return sha256(uuid + struct.pack(">Q", clock) + site
+                  + (b"\x01" if deleted else b"\x00"))[:16]
+
+
+def initial_version(uuid, values):
+    """LS-VERSION-5: (clock 0, site = row digest) for a row that existed
+    when capture was installed; values are Value dicts."""
+    return (0, row_digest(uuid, values))
+
+
+def now_clock():
+    """A clock of this moment: wall milliseconds << 16 (LS-VERSION-2)."""
+    return int(time.time() * 1000) << 16
+
+
+def version_msg(v):
+    return {"clock": v[0], "site": v[1]}
+
+
+def version_of(msg, name="version"):
+    """(clock, site) of a decoded Item or Row's |name| field, or None when
+    it is absent."""
+    m = msg.get(name)
+    if m is None:
+        return None
+    return (m.get("clock", 0), m.get("site", b""))
+
+
+def well_formed(v):
+    return v is not None and len(v[1]) == 16
+
+
+class ItemState:
+    """What a side knows of one UUID: version (clock, site), deleted, and
+    (client side) base, the version after its last sync as a client;
+    base defaults to the version (a clean row)."""
+
+    def __init__(self, version, deleted=False, base=None):
+        self.version = tuple(version)
+        self.deleted = bool(deleted)
+        self.base = tuple(base) if base is not None else self.version
+
+    def __repr__(self):
+        return "ItemState(%r, deleted=%s, base=%r)" % (
+            self.version, self.deleted, self.base)
+
+
+def stale_t0(horizon):
+    """LS-TOMB-5: the implicit tombstone T0 of a stale session."""
+    return ItemState((max(horizon - 1, 0), b"\0" * 16), True)
+
+
+def decide(c, s, policy=LWW):
+    """The decision for one UUID (LS-POLICY-1, LS-POLICY-2): c and s are
+    the client's and the server's ItemState (or None); returns "CLIENT" or
+    "SERVER" (whose row the other side must take), "NONE" or "CONFLICT".
+    A caller applies the T0 rule (stale_t0) first."""
+    if c is None:
+        return "SERVER" if s is not None else "NONE"
+    if s is None:
+        return "CLIENT"
+    if c.version == s.version:
+        return "CONFLICT" if c.deleted != s.deleted else "NONE"
+    if policy == LWW:
+        if c.version[0] == 0 and s.version[0] == 0:
+            return "CONFLICT"
+        return "CLIENT" if c.version > s.version else "SERVER"
+    cc, sc = c.version != c.base, s.version != c.base
+    if cc and sc:
+        return "SERVER" if policy == SERVER_WINS else "CLIENT"
+    return "CLIENT" if cc else "SERVER"
 
 
 def fingerprint(digests):
@@ -412,9 +497,11 @@ class ClientSession:
             raise HandshakeFailed("server_auth MAC does not verify", r)
         return r
 
-    def open_tables(self, tables):
+    def open_tables(self, tables, policy=LWW):
         """tables: [TableData] or [(name, columns)]; returns the answer."""
         msg = {"tables": [table_schema(t) for t in tables]}
+        if policy:
+            msg["policy"] = policy
         self.conn.send_frame("open_tables", msg)
         return self.conn.recv()
 
@@ -427,7 +514,8 @@ def table_schema(t, fingerprint_override=None):
     return {"name": name,
             "columns": [{"name": n, "type": ty} for n, ty in cols],
             "fingerprint": (fingerprint_override if fingerprint_override
-                            is not None else schema_fingerprint(cols))}
+                            is not None else schema_fingerprint(cols)),
+            "last_sync": 0}
 
 
 class ServerSession:
@@ -491,54 +579,113 @@ class ServerSession:
 # ---- reconciliation ------------------------------------------------------------
 
 class TableData:
-    """One table of a scripted peer: canonical columns, and rows by UUID
-    (values as Value dicts, in canonical column order)."""
+    """One table of a scripted peer: canonical columns, live rows by UUID
+    (values as Value dicts, in canonical column order) and an ItemState for
+    every UUID, tombstones included."""
 
     def __init__(self, name, columns, rows=()):
         """columns: [(name, canonical type)] in any order; rows: [(uuid
-        bytes, {column name: Python value})] or (uuid, [Value dicts])."""
+        bytes, {column name: Python value})] or (uuid, [Value dicts]).
+        Rows given here exist before the session: they get initial
+        versions (0, row digest) and the zero base, as a database whose
+        capture is installed by its first sync (LS-VERSION-5)."""
         self.name = name
         self.columns = canonical_order(columns)
         self.rows = {}
+        self.meta = {}
         for uuid, values in rows:
             self.add(uuid, values)
 
-    def add(self, uuid, values):
+    def add(self, uuid, values, version=None, deleted=False,
+            base=ZERO_VERSION):
+        """Adds a row (or, with deleted, a tombstone: values ignored);
+        version None means its initial version."""
+        uuid = bytes(uuid)
         if isinstance(values, dict):
             values = [pbwire.value_msg(values.get(n))
                       for n, _ in self.columns]
-        self.rows[bytes(uuid)] = list(values)
+        values = list(values or [])
+        if version is None:
+            version = initial_version(uuid, values)
+        if deleted:
+            self.rows.pop(uuid, None)
+        else:
+            self.rows[uuid] = values
+        self.meta[uuid] = ItemState(version, deleted, base)
 
-    def items_in(self, lower, upper):
+    def visible(self, horizon=0, server=False):
+        """LS-TOMB-3: the UUIDs of the visible item set, ascending."""
         out = []
-        for u in sorted(self.rows):
+        for u in sorted(self.meta):
+            st = self.meta[u]
+            if st.deleted and st.version[0] < horizon and (
+                    server or st.version == st.base):
+                continue
+            out.append(u)
+        return out
+
+    def items_in(self, lower, upper, horizon=0, server=False):
+        """[(uuid, ItemState)] of the visible items in [lower, upper)."""
+        out = []
+        for u in self.visible(horizon, server):
             if lower and u < lower:
                 continue
             if upper and u >= upper:
                 continue
-            out.append((u, row_digest(u, self.rows[u])))
+            out.append((u, self.meta[u]))
         return out
 
-    def state(self):
-        digests = [row_digest(u, v) for u, v in self.rows.items()]
+    def digest(self, uuid):
+        st = self.meta[uuid]
+        return item_digest(uuid, st.version, st.deleted)
+
+    def state(self, horizon=0):
+        """(count, fingerprint) for Verify: every item but tombstones below
+        the horizon."""
+        digests = [self.digest(u) for u, st in self.meta.items()
+                   if not (st.deleted and st.version[0] < horizon)]
         return len(digests), fingerprint(digests)
 
 
 class Reconciler:
     """The ItemList strategy of spec 8.5 for a scripted peer: the first
     turn sends one ItemList range per table; a Fingerprint range is
-    answered with option (a), an ItemList with Need and Rows (LS-RECON-4),
-    a Need with Rows. Received rows are added to the tables."""
+    answered with option (a); an ItemList with a Need for the UUIDs the
+    peer wins and Rows for those it wins itself (conflicts counted); a Need
+    with Rows. Received rows must win (LS-POLICY-4, else ValueError) and
+    are applied to the tables.
 
-    def __init__(self, tables):
+    server: the scripted peer plays the server (decisions take the peer's
+    items as the client's); policy: LWW, SERVER_WINS or CLIENT_WINS;
+    horizon: the session's tombstone horizon."""
+
+    def __init__(self, tables, server=False, policy=LWW, horizon=0):
         self.tables = tables
+        self.server = server
+        self.policy = policy
+        self.horizon = horizon
         self.conflicts = [0] * len(tables)
         self.sent = [set() for _ in tables]
+
+    def item_msg(self, uuid, st):
+        m = {"uuid": uuid, "version": version_msg(st.version)}
+        if st.deleted:
+            m["deleted"] = True
+        if not self.server and st.base != st.version:
+            m["base_version"] = version_msg(st.base)
+        return m
+
+    def row_msg(self, t, uuid):
+        st = t.meta[uuid]
+        m = self.item_msg(uuid, st)
+        m["values"] = [] if st.deleted else t.rows[uuid]
+        return m
 
     def first_turn(self):
         out = []
         for i, t in enumerate(self.tables):
-            items = [{"uuid": u, "digest": d} for u, d in t.items_in(b"", b"")]
+            items = [self.item_msg(u, st) for u, st in
+                     t.items_in(b"", b"", self.horizon, self.server)]
             out.append(("ranges", {"table": i, "ranges": [
                 {"lower": b"", "upper": b"", "items": {"items": items}}]}))
         return out
@@ -550,8 +697,42 @@ class Reconciler:
             if u in self.sent[ti]:
                 continue
             self.sent[ti].add(u)
-            rows.append({"uuid": u, "values": t.rows[u]})
+            rows.append(self.row_msg(t, u))
         return ("rows", {"table": ti, "rows": rows}) if rows else None
+
+    @staticmethod
+    def theirs(msg):
+        """The ItemState of a decoded Item or Row (ValueError when its
+        version is missing or malformed: LS-ITEM-2, LS-VERSION-6)."""
+        v = version_of(msg)
+        if not well_formed(v):
+            raise ValueError("an Item or Row without a well-formed version")
+        b = version_of(msg, "base_version")
+        if b is not None and len(b[1]) != 16:
+            raise ValueError("a base_version whose site is not 16 bytes")
+        return ItemState(v, msg.get("deleted", False), b)
+
+    def winner(self, mine, theirs):
+        """"ME", "PEER", "NONE" or "CONFLICT" for one UUID."""
+        c, s = (theirs, mine) if self.server else (mine, theirs)
+        d = decide(c, s, self.policy)
+        if d in ("NONE", "CONFLICT"):
+            return d
+        return "ME" if (d == "SERVER") == self.server else "PEER"
+
+    def _apply(self, t, row):
+        u = row["uuid"]
+        st = self.theirs(row)
+        mine = t.meta.get(u)
+        if self.winner(mine, st) != "PEER":
+            raise ValueError("received a Row for %s whose version does not "
+                             "win over ours (LS-POLICY-4)" % u.hex())
+        if st.deleted and row["values"]:
+            raise ValueError("a tombstone Row with values (LS-TOMB-1)")
+        # a server keeps no base but the zero one of new rows; a client's
+        # base changes only when its sync succeeds
+        base = mine.base if mine is not None else ZERO_VERSION
+        t.add(u, row["values"], st.version, st.deleted, base)
 
     def answer(self, turn):
         """turn: the Received frames of the peer's turn, EndTurn excluded.
@@ -566,7 +747,7 @@ class Reconciler:
             t = self.tables[ti]
             if body == "rows":
                 for row in msg["rows"]:
-                    t.add(row["uuid"], row["values"])
+                    self._apply(t, row)
             elif body == "need":
                 f = self._rows_frame(ti, msg["uuids"])
                 if f:
@@ -574,30 +755,33 @@ class Reconciler:
             elif body == "ranges":
                 for rg in msg["ranges"]:
                     lo, hi = rg["lower"], rg["upper"]
-                    mine = t.items_in(lo, hi)
+                    mine = t.items_in(lo, hi, self.horizon, self.server)
                     if "fingerprint" in rg:
                         fp = rg["fingerprint"]
-                        if (fp["value"] == fingerprint(d for _, d in mine)
+                        if (fp["value"] == fingerprint(
+                                item_digest(u, st.version, st.deleted)
+                                for u, st in mine)
                                 and fp["count"] == len(mine)):
                             continue
                         out.append(("ranges", {"table": ti, "ranges": [{
                             "lower": lo, "upper": hi, "items": {"items": [
-                                {"uuid": u, "digest": d} for u, d in mine]}}]}))
+                                self.item_msg(u, st) for u, st in mine]}}]}))
                     elif "items" in rg:
-                        theirs = {i["uuid"]: i["digest"]
+                        theirs = {i["uuid"]: self.theirs(i)
                                   for i in rg["items"]["items"]}
                         mine_d = dict(mine)
-                        need = []
-                        for u, d in theirs.items():
-                            if u in mine_d:
-                                if mine_d[u] != d:
-                                    self.conflicts[ti] += 1
-                            elif u not in t.rows:
+                        need, give = [], []
+                        for u in sorted(set(theirs) | set(mine_d)):
+                            w = self.winner(mine_d.get(u), theirs.get(u))
+                            if w == "PEER":
                                 need.append(u)
+                            elif w == "ME":
+                                give.append(u)
+                            elif w == "CONFLICT":
+                                self.conflicts[ti] += 1
                         if need:
                             out.append(("need", {"table": ti,
-                                                 "uuids": sorted(need)}))
-                        give = [u for u in mine_d if u not in theirs]
+                                                 "uuids": need}))
                         f = self._rows_frame(ti, give)
                         if f:
                             out.append(f)
@@ -610,7 +794,7 @@ class Reconciler:
     def verify(self):
         states = []
         for i, t in enumerate(self.tables):
-            count, fp = t.state()
+            count, fp = t.state(self.horizon)
             states.append({"count": count, "fingerprint": fp,
                            "conflicts": self.conflicts[i]})
         return {"tables": states}

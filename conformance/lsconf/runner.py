@@ -20,6 +20,7 @@ from . import core
 from .core import Context, FrameRecord, Outcome, PASS, FAIL, UNSUPPORTED, \
     ERROR
 from .databases import HarnessError, new_database
+from .impl import OPTIONAL_KEYS
 
 # Statuses in reports, beyond core's four.
 XFAIL, XPASS, WARN = "xfail", "xpass", "warn"
@@ -113,28 +114,31 @@ class _Reader(threading.Thread):
 
 
 def start_server_process(impl, db, tables, all_tables, secret_file, workdir,
-                         attempts=3):
+                         attempts=3, retention_ms=None):
     """Starts a server; when it exits before getting ready (its port may
     have been taken meanwhile), tries again on another port."""
     for i in range(attempts):
         try:
             return ServerProcess(impl, db, tables, all_tables, secret_file,
-                                 workdir)
+                                 workdir, retention_ms)
         except ImplStartError as e:
             if not getattr(e, "exited", False) or i == attempts - 1:
                 raise
 
 
 class ServerProcess:
-    def __init__(self, impl, db, tables, all_tables, secret_file, workdir):
+    def __init__(self, impl, db, tables, all_tables, secret_file, workdir,
+                 retention_ms=None):
         if impl.server is None:
             raise ImplStartError(f"{impl.name} has no server command")
         if all_tables and not impl.all_tables:
             raise ImplStartError(f"{impl.name} declares no all_tables")
+        if retention_ms is not None and not impl.retention_option:
+            raise ImplStartError(f"{impl.name} declares no retention_option")
         self.host, self.port = "127.0.0.1", free_port()
         self.address = f"{self.host}:{self.port}"
         self.argv = impl.server_argv(_dbspec(db), self.address, secret_file,
-                                     tables, all_tables)
+                                     tables, all_tables, retention_ms)
         self.errpath = Path(tempfile.mkstemp(prefix="server-", suffix=".err",
                                              dir=workdir)[1])
         try:
@@ -352,30 +356,51 @@ class RunContext(Context):
         return db
 
     def start_server(self, impl, database, tables=(), all_tables=False,
-                     secret_file=None):
+                     secret_file=None, retention_ms=None):
         server = start_server_process(impl, database, list(tables),
                                       all_tables,
                                       secret_file or self.secret_file,
-                                      self.workdir)
+                                      self.workdir, retention_ms=retention_ms)
         self._later(server.stop)
         self._servers[server.address] = server
         return server
 
-    def _client_argv(self, impl, database, address, tables, secret_file):
+    def _client_argv(self, impl, database, address, tables, secret_file,
+                     policy=None):
         if impl.client is None:
             raise ImplStartError(f"{impl.name} has no client command")
+        if policy is not None and not impl.policy_option:
+            raise ImplStartError(f"{impl.name} declares no policy_option")
         return impl.client_argv(_dbspec(database), address,
-                                secret_file or self.secret_file, list(tables))
+                                secret_file or self.secret_file, list(tables),
+                                policy)
+
+    def run_init(self, impl, role, database, tables, timeout=None):
+        """Runs |impl|'s client_init or server_init command (|role|) on
+        |database|; returns a ClientResult."""
+        if getattr(impl, role + "_init", None) is None:
+            raise ImplStartError(f"{impl.name} declares no {role}_init")
+        argv = impl.init_argv(role, _dbspec(database), list(tables))
+        c = ClientProcess(argv, child_env(impl))
+        limit = timeout or impl.timeout
+        status = c.wait(limit)
+        note = ""
+        if status is None:
+            c.kill()
+            status = -9
+            note = f"\n[harness: killed after {limit:g}s]"
+        return ClientResult(status, c.stdout(), c.stderr() + note,
+                            time.monotonic() - c.started)
 
     def run_client(self, impl, database, address, tables, secret_file=None,
-                   timeout=None):
+                   timeout=None, policy=None):
         proxy = None
         if address in self._servers and self.runner.record_frames:
             proxy = FrameProxy(address, self.runner.decode_frame)
             self._later(proxy.close)
             address = proxy.address
         argv = self._client_argv(impl, database, address, tables,
-                                 secret_file)
+                                 secret_file, policy)
         c = ClientProcess(argv, child_env(impl))
         limit = timeout or impl.timeout
         status = c.wait(limit)
@@ -495,6 +520,11 @@ class Runner:
             if missing:
                 return (f"{im.name} does not declare feature(s) "
                         f"{', '.join(sorted(missing))}")
+            for key in sorted(getattr(test, "impl_keys", ()) or ()):
+                if OPTIONAL_KEYS.get(key) == role and \
+                        getattr(im, key, None) is None:
+                    return (f"{im.name} declares no {key} (the fixture "
+                            "needs it)")
             if pair:
                 need = [pair[0] if role == "client" else pair[1]]
             else:

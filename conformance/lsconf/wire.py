@@ -158,13 +158,28 @@ def server_baseline(ctx):
     if not (r.kind == "frame" and r.body == "tables_opened"):
         return case.fail("OpenTables of an offered table with equal columns "
                          "not accepted", "TablesOpened", r.describe())
-    if r.raw != bytes.fromhex("000000023200"):
-        return case.fail("TablesOpened not encoded as V-FRAME-2",
-                         "000000023200", r.raw.hex())
+    bad = _check_tables_opened(case, r)
+    if bad:
+        return bad
     conn.close()
     time.sleep(0.5)
     bad = _unchanged(case, db, before)
     return bad or case.ok("handshake and open valid; close rolled back")
+
+
+def _check_tables_opened(case, r):
+    """LS-TOMB-2, LS-VERSION-2: TablesOpened carries the server's clock, a
+    fresh tick (wall milliseconds << 16 | counter: close to our wall
+    clock), and a horizon not above it. None, or a failing Outcome."""
+    m = r.msg
+    now = peers.now_clock() >> 16
+    clock, horizon = m.get("clock", 0), m.get("horizon", 0)
+    if abs((clock >> 16) - now) > 120000 or horizon > clock:
+        return case.fail(
+            "TablesOpened does not carry a plausible clock and horizon",
+            "clock = wall ms << 16 | counter, close to %d << 16; horizon <= "
+            "clock (LS-TOMB-2, LS-VERSION-2)" % now, r.describe())
+    return None
 
 
 def server_version_highest(ctx):
@@ -431,7 +446,8 @@ def server_end_turn_before_open(ctx):
     return _unchanged(case, db, before) or case.ok(what)
 
 
-def _open_case(ctx, tables, codes, expected, srv_kwargs=None):
+def _open_case(ctx, tables, codes, expected, srv_kwargs=None,
+               open_msg=None):
     case = Case(ctx)
     db, srv = _server(ctx, **(srv_kwargs or {}))
     before = db.snapshot()
@@ -441,7 +457,7 @@ def _open_case(ctx, tables, codes, expected, srv_kwargs=None):
         s.handshake()
     except peers.HandshakeFailed as e:
         return case.fail("handshake failed: %s" % e, "handshake", str(e))
-    conn.send_frame("open_tables", {"tables": tables})
+    conn.send_frame("open_tables", open_msg or {"tables": tables})
     ok, what, _ = expect_error_close(conn, codes)
     if not ok:
         return case.fail(what, expected, what)
@@ -628,6 +644,20 @@ class ClientRun:
                                  self.case.records)
         self.session = (ServerSession(self.conn, ctx.secret)
                         if self.conn else None)
+        self.opened_clock = None
+
+    def again(self):
+        """Runs the client once more on the same database (after finish):
+        a new connection and session; the database as it is now is the
+        one a failed session must leave."""
+        self.before = self.db.snapshot()
+        self.listener, self.address = self.ctx.listen()
+        self.proc = self.ctx.start_client(self.ctx.impl, self.db,
+                                          self.address, [TABLE])
+        self.conn = peers.accept(self.listener, self.ctx.timeout,
+                                 self.case.records)
+        self.session = (ServerSession(self.conn, self.ctx.secret)
+                        if self.conn else None)
 
     def finish(self, expect_ok, what, expected, allow_frames=()):
         """Closes our side, waits for the client to exit, checks its exit
@@ -784,7 +814,7 @@ def _client_sync(ctx, mutate_verify=None, stop_after_rows=False,
                                        run.session.client_hello}))
     tables = r.msg["tables"]
     want = peers.table_schema((TABLE, COLUMNS))
-    if len(tables) != 1 or tables[0] != want:
+    if len(tables) != 1 or dict(tables[0], last_sync=0) != want:
         return run, run.case.fail(
             "OpenTables does not describe the client's table",
             pbwire.render({"open_tables": {"tables": [want]}}),
@@ -793,8 +823,18 @@ def _client_sync(ctx, mutate_verify=None, stop_after_rows=False,
     mine = TableData(TABLE, COLUMNS, [
         (peers.uuid_bytes(i, b"server"), dict(zip(names, row)))
         for i, row in enumerate(SERVER_ROWS)])
-    recon = Reconciler([mine])
-    run.conn.send_frame("tables_opened")
+    if r.msg.get("policy", 0) != 0 or tables[0].get("last_sync", 0) != 0:
+        return run, run.case.fail(
+            "OpenTables of a client that never synced, with no policy "
+            "option, sets a policy or a last_sync",
+            "policy LWW (0), last_sync 0 (LS-TOMB-6, LS-POLICY-6)",
+            r.describe())
+    clock = peers.now_clock()
+    horizon = clock - (30 * 86400 * 1000 << 16)
+    recon = Reconciler([mine], server=True, horizon=horizon)
+    run.opened_clock = clock
+    run.conn.send_frame("tables_opened", {"horizon": horizon,
+                                          "clock": clock})
     res = peers.drive(run.conn, recon, True, mutate_verify=mutate_verify,
                       stop_after_rows=stop_after_rows,
                       send_committed=send_committed)
@@ -818,11 +858,82 @@ def client_sync_pull(ctx):
     if have != want:
         return run.case.fail("the client's table does not hold the union",
                              repr(want), repr(have))
-    bad = (_check_hashes(run.case, "client") or
-           _check_sent_frames(run.case, ctx.secret, run.proc.stderr()))
+    bad = (_check_hashes(run.case, "client") or _check_client_base(run.case)
+           or _check_sent_frames(run.case, ctx.secret, run.proc.stderr()))
     if bad:
         return bad
     return run.case.ok("client committed the union of %d rows" % len(want))
+
+
+def client_rows_loses(ctx):
+    """LS-POLICY-4 and LS-TOMB-6 on the client. A first scripted sync
+    commits. The harness then updates one of the client's rows (a new
+    version). In a second session the client must send, in OpenTables, the
+    clock of the first session's TablesOpened as last_sync; the scripted
+    server then sends that row with an older version: the client's version
+    wins, so the client must fail with PROTOCOL_ERROR, exit non-zero and
+    leave its database unchanged."""
+    run, res = _client_sync(ctx)
+    if isinstance(res, Outcome):
+        return res
+    exp = "the first sync commits"
+    if res.ending != "committed":
+        run.finish(False, "", exp)
+        return run.case.fail("the first sync did not complete: %s"
+                             % res.what, exp, res.what)
+    bad = run.finish(True, "", exp)
+    if bad:
+        return bad
+    first = run.opened_clock
+    run.db.execute("UPDATE cities SET pop = 8 WHERE name = 'Genève'")
+    target = [bytes.fromhex(str(row[peers.UUID_COLUMN]).replace("-", ""))
+              for row in run.db.rows(TABLE) if row["name"] == "Genève"][0]
+    run.again()
+    if run.conn is None:
+        return _no_conn(run)
+    r = _client_open(run)
+    if isinstance(r, Outcome):
+        return r
+    exp = ("OpenTables with last_sync = %d, the clock of the last "
+           "TablesOpened (LS-TOMB-6)" % first)
+    tables = r.msg["tables"]
+    if len(tables) != 1 or tables[0].get("last_sync", 0) != first:
+        run.finish(False, "", exp)
+        return run.case.fail("the client did not send the last_sync of its "
+                             "previous sync", exp, r.describe())
+    clock = peers.now_clock()
+    run.conn.send_frame("tables_opened", {
+        "horizon": clock - (30 * 86400 * 1000 << 16), "clock": clock})
+    turn, end = peers.read_turn(run.conn)
+    exp = ("the client's first turn, then (after a Row of the server whose "
+           "version loses) Error PROTOCOL_ERROR, close, non-zero exit, "
+           "database unchanged (LS-POLICY-4)")
+    if not (end.kind == "frame" and end.body == "end_turn"):
+        run.finish(False, "", exp)
+        return run.case.fail("no first turn from the client", exp,
+                             end.describe())
+    mine = [i for x in turn if x.body == "ranges"
+            for rg in x.msg["ranges"] if "items" in rg
+            for i in rg["items"]["items"] if i["uuid"] == target]
+    v = peers.version_of(mine[0]) if mine else None
+    if not peers.well_formed(v) or v[0] <= first:
+        run.finish(False, "", exp)
+        return run.case.fail("the client's item of the row updated after "
+                             "its last sync does not carry a newer version",
+                             "an Item for %s with a clock > %d "
+                             "(LS-CAPTURE-1, LS-VERSION-2)" % (
+                                 target.hex(), first),
+                             "; ".join(x.describe() for x in turn))
+    V = pbwire.value_msg
+    run.conn.send_frame("rows", {"table": 0, "rows": [{
+        "uuid": target, "values": [V(1.0), V("older"), V(1)],
+        "version": {"clock": 1 << 16, "site": b"\x42" * 16}}]})
+    run.conn.send_frame("end_turn")
+    ok, what, _ = expect_error_close(run.conn, [C["PROTOCOL_ERROR"]])
+    bad = run.finish(False, what, exp)
+    if not ok:
+        return run.case.fail(what, exp, what)
+    return bad or run.case.ok(what)
 
 
 def client_close_mid_transfer(ctx):
@@ -878,7 +989,7 @@ def tests():
         _t("wire/server/auth/right-secret",
            ["LS-VER-1", "LS-VER-3", "LS-FEAT-5", "LS-AUTH-3", "LS-AUTH-4",
             "LS-AUTH-7", "LS-OPEN-7", "LS-FRAME-5", "LS-FRAME-11",
-            "LS-COMMIT-6"], server_baseline, S,
+            "LS-COMMIT-6", "LS-TOMB-2", "LS-VERSION-2"], server_baseline, S,
            "valid handshake and open, then a close: server rolls back"),
         _t("wire/server/version/highest-common",
            ["LS-VER-1", "LS-VER-3"], server_version_highest, S,
@@ -960,7 +1071,9 @@ def tests():
             "LS-APPLY-1", "LS-TURN-1", "LS-TURN-3", "LS-TURN-4",
             "LS-RECON-1", "LS-DIGEST-1", "LS-DIGEST-2", "LS-FP-1",
             "LS-FP-3", "LS-EXT-4", "LS-EXT-5", "LS-FEAT-4", "LS-AUTH-9",
-            "LS-FRAME-12", "LS-CLOSE-2", "LS-VER-6"], server_sync_push, S,
+            "LS-FRAME-12", "LS-CLOSE-2", "LS-VER-6", "LS-ITEM-1",
+            "LS-VERSION-5", "LS-VERSION-6", "LS-POLICY-1"], server_sync_push,
+           S,
            "a scripted ItemList sync: the server commits the union"),
         _t("wire/server/verify/mismatch",
            ["LS-COMMIT-1", "LS-COMMIT-3", "LS-COMMIT-6"],
@@ -988,6 +1101,11 @@ def tests():
         _t("wire/client/session/close-mid-transfer",
            ["LS-FRAME-11", "LS-COMMIT-6"], client_close_mid_transfer, K,
            "server closes after sending Rows: client unchanged"),
+        _t("wire/client/rows/loses",
+           ["LS-POLICY-4", "LS-TOMB-6", "LS-CAPTURE-1", "LS-VERSION-2",
+            "LS-COMMIT-6"], client_rows_loses, K,
+           "after a sync and a local update, a server Row with an older "
+           "version: PROTOCOL_ERROR, unchanged"),
         _t("wire/client/commit/verify-mismatch",
            ["LS-COMMIT-1", "LS-COMMIT-5"], client_verify_mismatch, K,
            "server Verify mismatch, then Committed: client does not commit"),
@@ -997,7 +1115,9 @@ def tests():
             "LS-VERIFY-2", "LS-COMMIT-4", "LS-FEAT-2", "LS-FEAT-4",
             "LS-DIGEST-1", "LS-DIGEST-2", "LS-EXT-4", "LS-EXT-5",
             "LS-AUTH-9", "LS-FRAME-12", "LS-SCHEMA-1", "LS-FP-1",
-            "LS-FP-3"], client_sync_pull, K,
+            "LS-FP-3", "LS-ITEM-1", "LS-ITEM-2", "LS-VERSION-5",
+            "LS-VERSION-6", "LS-POLICY-5", "LS-POLICY-6", "LS-TOMB-6"],
+           client_sync_pull, K,
            "a scripted server sync: the client commits the union"),
     ] + more_tests()
 
@@ -1066,31 +1186,55 @@ def _check_sent_frames(case, secret, stderr=""):
 
 
 def _check_hashes(case, who="server"):
-    """Recomputes, from the Rows the implementation sent, the row digests
-    (LS-DIGEST-1, LS-DIGEST-2) of its Items and the fingerprints
-    (LS-FP-1, LS-FP-3) of its Fingerprint ranges, and checks them. Every
-    row of the implementation is sent to the scripted peer in these
-    sessions, so its items are known. None, or a failing Outcome."""
+    """Checks the implementation's versions and hashes against the Rows
+    it sent: each Row and Item carries a version with a 16-byte site
+    (LS-VERSION-6, LS-ITEM-2); a row that existed before the session has
+    its initial version (clock 0, site = its row digest: LS-VERSION-5,
+    LS-DIGEST-1, LS-DIGEST-2); an Item of a row it sent has the row's
+    version and deleted flag; a Fingerprint range is the fingerprint of
+    its item digests (LS-ITEM-1, LS-FP-1, LS-FP-3). In these sessions
+    every row of the implementation existed before and is sent to the
+    scripted peer, so its items are known. None, or a failing Outcome."""
     rows, items, fps = {}, [], []
     for raw, body, msg, fr in _received(case):
         if body == "rows":
             for r in msg["rows"]:
-                rows[r["uuid"]] = r["values"]
+                rows[r["uuid"]] = r
         elif body == "ranges":
             for rg in msg["ranges"]:
                 if "items" in rg:
                     items += rg["items"]["items"]
                 elif "fingerprint" in rg:
                     fps.append(rg)
-    digests = {u: peers.row_digest(u, v) for u, v in rows.items()}
+    for m in list(rows.values()) + items:
+        v = peers.version_of(m)
+        if not peers.well_formed(v):
+            return case.fail("the %s sent an Item or Row without a version "
+                             "whose site is 16 bytes" % who,
+                             "version {clock, site: 16 bytes} (LS-VERSION-6,"
+                             " LS-ITEM-2)", pbwire._render_msg(
+                                 "Row" if "values" in m else "Item", m))
+    digests = {}
+    for u, r in rows.items():
+        v = peers.version_of(r)
+        want = peers.initial_version(u, r["values"])
+        if r.get("deleted") or v != want:
+            return case.fail("the %s's row %s, which existed before its "
+                             "first sync, does not carry its initial "
+                             "version" % (who, u.hex()),
+                             "version (clock 0, site = row digest %s), "
+                             "deleted false (LS-VERSION-5, LS-DIGEST-1, "
+                             "LS-DIGEST-2)" % want[1].hex(),
+                             pbwire._render_msg("Row", r))
+        digests[u] = peers.item_digest(u, v, False)
     for it in items:
-        want = digests.get(it["uuid"])
-        if want is not None and want != it["digest"]:
-            return case.fail("the %s's Item digest differs from the row "
-                             "digest of the row it sent" % who,
-                             "SHA-256(canonical row)[0:16] = %s" % want.hex(),
-                             "%s: %s" % (it["uuid"].hex(),
-                                         it["digest"].hex()))
+        r = rows.get(it["uuid"])
+        if r is not None and (peers.version_of(it) != peers.version_of(r)
+                              or it.get("deleted") != r.get("deleted")):
+            return case.fail("the %s's Item differs from the Row it sent "
+                             "for the same UUID" % who,
+                             pbwire._render_msg("Row", r),
+                             pbwire._render_msg("Item", it))
     for rg in fps:
         lo, hi = rg["lower"], rg["upper"]
         inr = [d for u, d in digests.items()
@@ -1098,11 +1242,34 @@ def _check_hashes(case, who="server"):
         fp = rg["fingerprint"]
         if (fp["value"], fp["count"]) != (peers.fingerprint(inr), len(inr)):
             return case.fail("the %s's Fingerprint of a range is not the "
-                             "fingerprint of its items in it" % who,
+                             "fingerprint of its item digests in it" % who,
                              "count %d, value %s" % (
                                  len(inr), peers.fingerprint(inr).hex()),
                              "count %d, value %s" % (fp["count"],
                                                      fp["value"].hex()))
+    return None
+
+
+def _check_client_base(case):
+    """LS-POLICY-5: a client that never synced has the zero base, which
+    differs from its rows' initial versions: each Item and Row it sends
+    carries base_version = the zero version. None, or a failing Outcome."""
+    for raw, body, msg, fr in _received(case):
+        if body == "rows":
+            ms = msg["rows"]
+        elif body == "ranges":
+            ms = [i for rg in msg["ranges"] if "items" in rg
+                  for i in rg["items"]["items"]]
+        else:
+            continue
+        for m in ms:
+            if peers.version_of(m, "base_version") != peers.ZERO_VERSION:
+                return case.fail(
+                    "a client that never synced sent an Item or Row "
+                    "without base_version = the zero version",
+                    "base_version {clock: 0, site: 16 zero bytes} "
+                    "(LS-POLICY-5)", pbwire._render_msg(
+                        "Row" if body == "rows" else "Item", m))
     return None
 
 
@@ -1136,8 +1303,14 @@ def _first_turn_case(ctx, frames, codes, expected):
     return _unchanged(case, db, before) or case.ok(what)
 
 
+def _item(u, clock=1 << 16, site=b"\x11" * 16, **kw):
+    m = {"uuid": u, "version": {"clock": clock, "site": site}}
+    m.update(kw)
+    return m
+
+
 def _items(uuids):
-    return {"items": [{"uuid": u, "digest": b"\x11" * 16} for u in uuids]}
+    return {"items": [_item(u) for u in uuids]}
 
 
 _U1 = bytes.fromhex("10000000000040008000000000000001")
@@ -1178,11 +1351,27 @@ def server_range_item_outside(ctx):
         [C["PROTOCOL_ERROR"]], PE + " (an item outside its range)")
 
 
-def server_item_short_digest(ctx):
+def server_item_short_site(ctx):
     return _first_turn_case(ctx, [("ranges", {"table": 0, "ranges": [
         {"lower": b"", "upper": b"", "items": {"items": [
-            {"uuid": _U1, "digest": b"\x11" * 15}]}}]})],
-        [C["PROTOCOL_ERROR"]], PE + " (an Item digest of 15 bytes)")
+            _item(_U1, site=b"\x11" * 15)]}}]})],
+        [C["PROTOCOL_ERROR"]], PE + " (an Item version whose site is 15 "
+        "bytes)")
+
+
+def server_item_no_version(ctx):
+    return _first_turn_case(ctx, [("ranges", {"table": 0, "ranges": [
+        {"lower": b"", "upper": b"", "items": {"items": [
+            {"uuid": _U1}]}}]})],
+        [C["PROTOCOL_ERROR"]], PE + " (an Item without a version)")
+
+
+def server_item_short_base(ctx):
+    return _first_turn_case(ctx, [("ranges", {"table": 0, "ranges": [
+        {"lower": b"", "upper": b"", "items": {"items": [
+            _item(_U1, base_version={"clock": 0, "site": b"\0" * 15})]}}]})],
+        [C["PROTOCOL_ERROR"]], PE + " (an Item base_version whose site is "
+        "15 bytes)")
 
 
 def server_fingerprint_short(ctx):
@@ -1245,6 +1434,169 @@ def server_rows_short_uuid(ctx):
     return _second_turn_case(
         ctx, _mut_rows(lambda r: r.update(uuid=r["uuid"][:15])),
         [C["PROTOCOL_ERROR"]], PE + " (a Row with a 15-byte uuid)")
+
+
+def server_rows_no_version(ctx):
+    return _second_turn_case(
+        ctx, _mut_rows(lambda r: r.pop("version")),
+        [C["PROTOCOL_ERROR"]], PE + " (a Row without a version)")
+
+
+def server_rows_short_site(ctx):
+    return _second_turn_case(
+        ctx, _mut_rows(lambda r: r.update(version={
+            "clock": r["version"]["clock"],
+            "site": r["version"]["site"][:15]})),
+        [C["PROTOCOL_ERROR"]], PE + " (a Row version whose site is 15 bytes)")
+
+
+def server_rows_tombstone_values(ctx):
+    return _second_turn_case(
+        ctx, _mut_rows(lambda r: r.update(deleted=True)),
+        [C["PROTOCOL_ERROR"]], PE + " (a tombstone Row, deleted = true, "
+        "with values)")
+
+
+def server_open_unknown_policy(ctx):
+    t = peers.table_schema((TABLE, COLUMNS))
+    return _open_case(ctx, None, [C["PROTOCOL_ERROR"]],
+                      "Error PROTOCOL_ERROR (OpenTables.policy 7 is not a "
+                      "Policy), then close; database unchanged",
+                      open_msg={"tables": [t], "policy": 7})
+
+
+def server_rows_loses(ctx):
+    """LS-POLICY-4. A first scripted sync pushes CLIENT_ROWS with versions
+    of this moment, and commits. A second session claims, in its ItemList,
+    an older version (clock 1 << 16) of one of them: the server's version
+    wins, so the server sends its row. The scripted client then sends its
+    older row anyway: the decision does not make the sender win, so the
+    server must fail with PROTOCOL_ERROR and roll back."""
+    case = Case(ctx)
+    db, srv = _server(ctx)
+    try:
+        conn, s, r = _open_session(case, srv.address)
+    except peers.HandshakeFailed as e:
+        return case.fail("handshake failed: %s" % e, "handshake", str(e))
+    if r.body != "tables_opened":
+        return case.fail("open failed", "TablesOpened", r.describe())
+    site = os.urandom(16)
+    t = _client_table()
+    now = peers.now_clock()
+    ours = sorted(t.rows)
+    for i, u in enumerate(ours):
+        t.add(u, t.rows[u], (now + i, site))
+    recon = Reconciler([t])
+    for b, m in recon.first_turn():
+        conn.send_frame(b, m)
+    conn.send_frame("end_turn")
+    res = peers.drive(conn, recon, False)
+    if res.ending != "committed":
+        return case.fail("the first sync did not complete: %s" % res.what,
+                         "Committed", res.what)
+    conn.close()
+    time.sleep(0.3)
+    before = db.snapshot()
+    srv2 = ctx.start_server(ctx.impl, db, [TABLE])
+    try:
+        conn, s, r = _open_session(case, srv2.address)
+    except peers.HandshakeFailed as e:
+        return case.fail("handshake failed: %s" % e, "handshake", str(e))
+    if r.body != "tables_opened":
+        return case.fail("open failed", "TablesOpened", r.describe())
+    victim = ours[0]                # the server holds it at (now, site)
+    old = (1 << 16, site)
+    t.meta[victim] = peers.ItemState(old, False, old)
+    t.rows[victim] = [pbwire.value_msg(v) for v in (None, "stale", -1)]
+    recon = Reconciler([t])
+    for b, m in recon.first_turn():
+        conn.send_frame(b, m)
+    conn.send_frame("end_turn")
+    turn, end = peers.read_turn(conn)
+    if not (end.kind == "frame" and end.body == "end_turn"):
+        return case.fail("the server did not answer the first turn",
+                         "a turn", end.describe())
+    got = [row["uuid"] for x in turn if x.body == "rows"
+           for row in x.msg["rows"]]
+    if victim not in got:
+        return case.fail("the server did not send its row, whose version "
+                         "(clock %d) wins over the client's (clock %d)"
+                         % (now, old[0]),
+                         "Rows with the server's row (LS-POLICY-1)",
+                         "; ".join(x.describe() for x in turn) or "nothing")
+    conn.send_frame("rows", {"table": 0, "rows": [recon.row_msg(t, victim)]})
+    conn.send_frame("end_turn")
+    exp = PE + " (a Row whose version loses against the server's)"
+    ok, what, _ = expect_error_close(conn, [C["PROTOCOL_ERROR"]])
+    if not ok:
+        return case.fail(what, exp, what)
+    time.sleep(0.2)
+    return _unchanged(case, db, before) or case.ok(what)
+
+
+def server_observe_clock(ctx):
+    """LS-VERSION-3, LS-VERSION-2. A scripted client pushes its rows with
+    versions an hour ahead of the wall clock, and commits. The server has
+    observed them: its next clock values come after them, although its
+    wall clock is an hour behind. An UPDATE made on the server's database
+    afterwards gets such a version, so in a second session it wins over the
+    client's (older) one: the server sends that row, with a clock above
+    the pushed ones, and its TablesOpened clock is above them too."""
+    case = Case(ctx)
+    db, srv = _server(ctx)
+    try:
+        conn, s, r = _open_session(case, srv.address)
+    except peers.HandshakeFailed as e:
+        return case.fail("handshake failed: %s" % e, "handshake", str(e))
+    if r.body != "tables_opened":
+        return case.fail("open failed", "TablesOpened", r.describe())
+    site = os.urandom(16)
+    t = _client_table()
+    future = peers.now_clock() + (3600 * 1000 << 16)
+    ours = sorted(t.rows)
+    for i, u in enumerate(ours):
+        t.add(u, t.rows[u], (future + i, site))
+    recon = Reconciler([t])
+    for b, m in recon.first_turn():
+        conn.send_frame(b, m)
+    conn.send_frame("end_turn")
+    res = peers.drive(conn, recon, False)
+    if res.ending != "committed":
+        return case.fail("the first sync did not complete: %s" % res.what,
+                         "Committed", res.what)
+    conn.close()
+    time.sleep(0.3)
+    db.execute("UPDATE cities SET pop = 7 WHERE name = 'Genève'")
+    target = peers.uuid_bytes(0, b"client")         # Genève
+    srv2 = ctx.start_server(ctx.impl, db, [TABLE])
+    try:
+        conn, s, r = _open_session(case, srv2.address)
+    except peers.HandshakeFailed as e:
+        return case.fail("handshake failed: %s" % e, "handshake", str(e))
+    if r.body != "tables_opened":
+        return case.fail("open failed", "TablesOpened", r.describe())
+    top = future + len(ours) - 1
+    if r.msg.get("clock", 0) <= top:
+        return case.fail("the server's clock is not past the clocks it "
+                         "received in the last sync",
+                         "TablesOpened.clock > %d (LS-VERSION-3)" % top,
+                         r.describe())
+    recon = Reconciler([t])
+    for b, m in recon.first_turn():
+        conn.send_frame(b, m)
+    conn.send_frame("end_turn")
+    res = peers.drive(conn, recon, False)
+    if res.ending != "committed":
+        return case.fail("the second sync did not complete: %s" % res.what,
+                         "Committed", res.what)
+    got = t.meta[target].version
+    if got[0] <= top or pbwire.value_py(t.rows[target][2]) != 7:
+        return case.fail("the row updated on the server did not come back "
+                         "with a version past the observed clocks",
+                         "row %s with pop 7 and a clock > %d (LS-VERSION-3, "
+                         "LS-CAPTURE-1)" % (target.hex(), top),
+                         "clock %d, values %r" % (got[0], t.rows[target]))
+    return case.ok("clock observed; the later local update won")
 
 
 def server_value_no_kind(ctx):
@@ -1774,9 +2126,39 @@ def more_tests():
         _t("wire/server/range/item-outside", ["LS-RANGE-3", R],
            server_range_item_outside, S,
            "an Item outside its range: PROTOCOL_ERROR"),
-        _t("wire/server/range/short-digest", ["LS-DIGEST-3", R],
-           server_item_short_digest, S,
-           "an Item digest of 15 bytes: PROTOCOL_ERROR"),
+        _t("wire/server/item/short-site", ["LS-ITEM-2", "LS-VERSION-6", R],
+           server_item_short_site, S,
+           "an Item version with a 15-byte site: PROTOCOL_ERROR"),
+        _t("wire/server/item/no-version", ["LS-ITEM-2", "LS-VERSION-6", R],
+           server_item_no_version, S,
+           "an Item without a version: PROTOCOL_ERROR"),
+        _t("wire/server/item/short-base", ["LS-VERSION-6", "LS-POLICY-5",
+                                           R],
+           server_item_short_base, S,
+           "an Item base_version with a 15-byte site: PROTOCOL_ERROR"),
+        _t("wire/server/rows/no-version", ["LS-VERSION-6", R,
+                                           "LS-COMMIT-6"],
+           server_rows_no_version, S,
+           "a Row without a version: PROTOCOL_ERROR"),
+        _t("wire/server/rows/short-site", ["LS-VERSION-6", R],
+           server_rows_short_site, S,
+           "a Row version with a 15-byte site: PROTOCOL_ERROR"),
+        _t("wire/server/rows/tombstone-with-values", ["LS-TOMB-1", R],
+           server_rows_tombstone_values, S,
+           "a tombstone Row carrying values: PROTOCOL_ERROR"),
+        _t("wire/server/rows/loses", ["LS-POLICY-4", "LS-POLICY-1", R,
+                                      "LS-COMMIT-6"],
+           server_rows_loses, S,
+           "a Row whose version loses to the server's: PROTOCOL_ERROR, "
+           "unchanged"),
+        _t("wire/server/sync/observe-clock",
+           ["LS-VERSION-3", "LS-VERSION-2", "LS-CAPTURE-1", "LS-POLICY-1"],
+           server_observe_clock, S,
+           "versions from the future are observed: later local updates "
+           "still win"),
+        _t("wire/server/open/unknown-policy", ["LS-POLICY-6", R],
+           server_open_unknown_policy, S,
+           "OpenTables with policy 7: PROTOCOL_ERROR"),
         _t("wire/server/range/short-fingerprint", ["LS-FP-2", R],
            server_fingerprint_short, S,
            "a Fingerprint value of 15 bytes: PROTOCOL_ERROR"),
@@ -1805,7 +2187,8 @@ def more_tests():
         _t("wire/server/sync/fingerprint-range",
            ["LS-RECON-7", "LS-RECON-3", "LS-RECON-1", "LS-TURN-4",
             "LS-FP-1", "LS-FP-3", "LS-DIGEST-1", "LS-DIGEST-2",
-            "LS-EXT-4", "LS-EXT-5"], server_fingerprint_range, S,
+            "LS-EXT-4", "LS-EXT-5", "LS-ITEM-1", "LS-VERSION-5"],
+           server_fingerprint_range, S,
            "a full-range Fingerprint: answered by option (a) or (b)"),
         _t("wire/server/transport/split-coalesce",
            ["LS-TRANS-1", "LS-TRANS-2", "LS-TRANS-3", "LS-TURN-2",
