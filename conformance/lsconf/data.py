@@ -4,7 +4,7 @@ implementation's two programs on every pair of backends.
 Fixture format (conformance/README.md, "Fixtures"): a text file, one
 directive a line, `#` comments, indented lines belong to the block above.
 
-  requirements: LS-RECON-4 LS-APPLY-1     IDs of spec/ the case checks
+  requirements: LS-RECON-8 LS-APPLY-3     IDs of spec/ the case checks
   level: MUST                              MUST (default) or SHOULD
   features: x-foo                          optional features it needs
   backends: sqlite postgres                backends every side may use

@@ -543,7 +543,7 @@ def server_sync_push(ctx):
     if have != want:
         return case.fail("the server's table does not hold the union",
                          repr(want), repr(have))
-    # the server's Verify must describe the union too (LS-VERIFY-2)
+    # the server's Verify must describe the union too (LS-VERIFY-4)
     mine = recon.verify()["tables"][0]
     pv = res.peer_verify["tables"][0]
     if (pv["count"], pv["fingerprint"]) != (mine["count"],
@@ -553,7 +553,7 @@ def server_sync_push(ctx):
     if any(b == "ranges" for _, b, _, _ in _received(case)):
         return case.fail("the server sent Ranges though it received no "
                          "Fingerprint range", "Need and Rows only "
-                         "(LS-RECON-1, LS-RECON-4)", "a Ranges frame")
+                         "(LS-RECON-1, LS-RECON-8)", "a Ranges frame")
     bad = _check_hashes(case) or _check_sent_frames(case, ctx.secret)
     if bad:
         return bad
@@ -912,22 +912,43 @@ def client_rows_loses(ctx):
         run.finish(False, "", exp)
         return run.case.fail("no first turn from the client", exp,
                              end.describe())
+    V = pbwire.value_msg
+    older = {"uuid": target, "values": [V(1.0), V("older"), V(1)],
+             "version": {"clock": 1 << 16, "site": b"\x42" * 16}}
     mine = [i for x in turn if x.body == "ranges"
             for rg in x.msg["ranges"] if "items" in rg
             for i in rg["items"]["items"] if i["uuid"] == target]
+    if not mine:
+        # A Fingerprint first turn: answer with an item list (option (a))
+        # holding the row at the older version and a row the client lacks.
+        # The client must send its newer row and ask for the other; the
+        # answer to its Need then carries the losing Row as well.
+        extra = peers.uuid_bytes(7, b"extra")
+        extra_row = {"uuid": extra, "values": [V(2.0), V("extra"), V(2)],
+                     "version": {"clock": 2 << 16, "site": b"\x42" * 16}}
+        items = sorted(({"uuid": m["uuid"], "version": m["version"]}
+                        for m in (older, extra_row)), key=lambda m: m["uuid"])
+        run.conn.send_frame("ranges", {"table": 0, "ranges": [
+            {"lower": b"", "upper": b"", "items": {"items": items}}]})
+        run.conn.send_frame("end_turn")
+        turn, end = peers.read_turn(run.conn)
+        if not (end.kind == "frame" and end.body == "end_turn"):
+            run.finish(False, "", exp)
+            return run.case.fail("no answer to the item list", exp,
+                                 end.describe())
+        mine = [row for x in turn if x.body == "rows"
+                for row in x.msg["rows"] if row["uuid"] == target]
+        run.conn.send_frame("rows", {"table": 0, "rows": [extra_row]})
     v = peers.version_of(mine[0]) if mine else None
     if not peers.well_formed(v) or v[0] <= first:
         run.finish(False, "", exp)
         return run.case.fail("the client's item of the row updated after "
                              "its last sync does not carry a newer version",
-                             "an Item for %s with a clock > %d "
+                             "an Item or Row for %s with a clock > %d "
                              "(LS-CAPTURE-1, LS-VERSION-2)" % (
                                  target.hex(), first),
                              "; ".join(x.describe() for x in turn))
-    V = pbwire.value_msg
-    run.conn.send_frame("rows", {"table": 0, "rows": [{
-        "uuid": target, "values": [V(1.0), V("older"), V(1)],
-        "version": {"clock": 1 << 16, "site": b"\x42" * 16}}]})
+    run.conn.send_frame("rows", {"table": 0, "rows": [older]})
     run.conn.send_frame("end_turn")
     ok, what, _ = expect_error_close(run.conn, [C["PROTOCOL_ERROR"]])
     bad = run.finish(False, what, exp)
@@ -988,7 +1009,7 @@ def tests():
     return [
         _t("wire/server/auth/right-secret",
            ["LS-VER-1", "LS-VER-3", "LS-FEAT-5", "LS-AUTH-3", "LS-AUTH-4",
-            "LS-AUTH-7", "LS-OPEN-7", "LS-FRAME-5", "LS-FRAME-11",
+            "LS-AUTH-7", "LS-OPEN-8", "LS-FRAME-5", "LS-FRAME-11",
             "LS-COMMIT-6", "LS-TOMB-2", "LS-VERSION-2"], server_baseline, S,
            "valid handshake and open, then a close: server rolls back"),
         _t("wire/server/version/highest-common",
@@ -1066,11 +1087,11 @@ def tests():
            server_bad_schema_fingerprint, S,
            "a wrong schema fingerprint: PROTOCOL_ERROR"),
         _t("wire/server/sync/push-itemlist",
-           ["LS-TURN-5", "LS-RECON-4", "LS-NEED-3", "LS-TURN-7",
-            "LS-VERIFY-1", "LS-VERIFY-2", "LS-COMMIT-2", "LS-CLOSE-1",
-            "LS-APPLY-1", "LS-TURN-1", "LS-TURN-3", "LS-TURN-4",
+           ["LS-TURN-5", "LS-RECON-8", "LS-NEED-3", "LS-TURN-7",
+            "LS-VERIFY-1", "LS-VERIFY-4", "LS-COMMIT-2", "LS-CLOSE-1",
+            "LS-APPLY-3", "LS-TURN-1", "LS-TURN-3", "LS-TURN-4",
             "LS-RECON-1", "LS-DIGEST-1", "LS-DIGEST-2", "LS-FP-1",
-            "LS-FP-3", "LS-EXT-4", "LS-EXT-5", "LS-FEAT-4", "LS-AUTH-9",
+            "LS-FP-3", "LS-EXT-4", "LS-VERSION-6", "LS-FEAT-4", "LS-AUTH-9",
             "LS-FRAME-12", "LS-CLOSE-2", "LS-VER-6", "LS-ITEM-1",
             "LS-VERSION-5", "LS-VERSION-6", "LS-POLICY-1"], server_sync_push,
            S,
@@ -1102,7 +1123,7 @@ def tests():
            ["LS-FRAME-11", "LS-COMMIT-6"], client_close_mid_transfer, K,
            "server closes after sending Rows: client unchanged"),
         _t("wire/client/rows/loses",
-           ["LS-POLICY-4", "LS-TOMB-6", "LS-CAPTURE-1", "LS-VERSION-2",
+           ["LS-POLICY-4", "LS-ROWS-6", "LS-TOMB-6", "LS-CAPTURE-1", "LS-VERSION-2",
             "LS-COMMIT-6"], client_rows_loses, K,
            "after a sync and a local update, a server Row with an older "
            "version: PROTOCOL_ERROR, unchanged"),
@@ -1111,9 +1132,9 @@ def tests():
            "server Verify mismatch, then Committed: client does not commit"),
         _t("wire/client/sync/pull-itemlist",
            ["LS-HELLO-1", "LS-HELLO-2", "LS-HELLO-3", "LS-AUTH-5",
-            "LS-TABLE-1", "LS-TABLE-5", "LS-TURN-5", "LS-RECON-4",
-            "LS-VERIFY-2", "LS-COMMIT-4", "LS-FEAT-2", "LS-FEAT-4",
-            "LS-DIGEST-1", "LS-DIGEST-2", "LS-EXT-4", "LS-EXT-5",
+            "LS-TABLE-1", "LS-TABLE-5", "LS-TURN-5", "LS-RECON-8",
+            "LS-VERIFY-4", "LS-COMMIT-4", "LS-FEAT-2", "LS-FEAT-4",
+            "LS-DIGEST-1", "LS-DIGEST-2", "LS-EXT-4", "LS-VERSION-6",
             "LS-AUTH-9", "LS-FRAME-12", "LS-SCHEMA-1", "LS-FP-1",
             "LS-FP-3", "LS-ITEM-1", "LS-ITEM-2", "LS-VERSION-5",
             "LS-VERSION-6", "LS-POLICY-5", "LS-POLICY-6", "LS-TOMB-6"],
@@ -1126,7 +1147,7 @@ def tests():
 
 def _scan_unknown(msg, path="frame"):
     """Paths of fields a version-1 sender must not set (LS-EXT-4,
-    LS-EXT-5), found in a decoded message."""
+    LS-VERSION-6), found in a decoded message."""
     out = []
     if isinstance(msg, dict):
         if msg.get("_unknown"):
@@ -1166,7 +1187,7 @@ def _check_sent_frames(case, secret, stderr=""):
             return case.fail("the implementation set fields undefined in "
                              "version 1 (no feature in effect): "
                              + "; ".join(bad),
-                             "only fields of version 1 (LS-EXT-4, LS-EXT-5, "
+                             "only fields of version 1 (LS-EXT-4, LS-VERSION-6, "
                              "LS-FEAT-4)", pbwire.render(fr))
         if secret and secret in raw:
             return case.fail("the secret K appears in a frame",
@@ -1468,10 +1489,11 @@ def server_open_unknown_policy(ctx):
 def server_rows_loses(ctx):
     """LS-POLICY-4. A first scripted sync pushes CLIENT_ROWS with versions
     of this moment, and commits. A second session claims, in its ItemList,
-    an older version (clock 1 << 16) of one of them: the server's version
-    wins, so the server sends its row. The scripted client then sends its
-    older row anyway: the decision does not make the sender win, so the
-    server must fail with PROTOCOL_ERROR and roll back."""
+    an older version (clock 1 << 16) of one of them, and a new row: the
+    server's version wins, so the server sends its row, and asks for the
+    new one. The scripted client sends the new row and its older row
+    anyway: the decision does not make the sender win, so the server must
+    fail with PROTOCOL_ERROR and roll back."""
     case = Case(ctx)
     db, srv = _server(ctx)
     try:
@@ -1508,6 +1530,11 @@ def server_rows_loses(ctx):
     old = (1 << 16, site)
     t.meta[victim] = peers.ItemState(old, False, old)
     t.rows[victim] = [pbwire.value_msg(v) for v in (None, "stale", -1)]
+    # A row the server lacks: it asks for it, so its turn is not quiet and
+    # the client's next turn, which carries the losing Row, is one it must
+    # read (LS-TURN-4).
+    fresh = peers.uuid_bytes(99, b"fresh")
+    t.add(fresh, {"name": "Basel", "pop": 9}, (now + 100, site))
     recon = Reconciler([t])
     for b, m in recon.first_turn():
         conn.send_frame(b, m)
@@ -1524,7 +1551,8 @@ def server_rows_loses(ctx):
                          % (now, old[0]),
                          "Rows with the server's row (LS-POLICY-1)",
                          "; ".join(x.describe() for x in turn) or "nothing")
-    conn.send_frame("rows", {"table": 0, "rows": [recon.row_msg(t, victim)]})
+    conn.send_frame("rows", {"table": 0, "rows": [
+        recon.row_msg(t, fresh), recon.row_msg(t, victim)]})
     conn.send_frame("end_turn")
     exp = PE + " (a Row whose version loses against the server's)"
     ok, what, _ = expect_error_close(conn, [C["PROTOCOL_ERROR"]])
@@ -2146,7 +2174,7 @@ def more_tests():
         _t("wire/server/rows/tombstone-with-values", ["LS-TOMB-1", R],
            server_rows_tombstone_values, S,
            "a tombstone Row carrying values: PROTOCOL_ERROR"),
-        _t("wire/server/rows/loses", ["LS-POLICY-4", "LS-POLICY-1", R,
+        _t("wire/server/rows/loses", ["LS-POLICY-4", "LS-ROWS-6", "LS-POLICY-1", R,
                                       "LS-COMMIT-6"],
            server_rows_loses, S,
            "a Row whose version loses to the server's: PROTOCOL_ERROR, "
@@ -2187,7 +2215,7 @@ def more_tests():
         _t("wire/server/sync/fingerprint-range",
            ["LS-RECON-7", "LS-RECON-3", "LS-RECON-1", "LS-TURN-4",
             "LS-FP-1", "LS-FP-3", "LS-DIGEST-1", "LS-DIGEST-2",
-            "LS-EXT-4", "LS-EXT-5", "LS-ITEM-1", "LS-VERSION-5"],
+            "LS-EXT-4", "LS-VERSION-6", "LS-ITEM-1", "LS-VERSION-5"],
            server_fingerprint_range, S,
            "a full-range Fingerprint: answered by option (a) or (b)"),
         _t("wire/server/transport/split-coalesce",

@@ -86,7 +86,7 @@ class ValueNotation(unittest.TestCase):
 
 
 GOOD = """# a comment
-requirements: LS-RECON-4 LS-APPLY-1
+requirements: LS-RECON-8 LS-APPLY-3
 level: SHOULD
 features: x-test
 backends: sqlite
@@ -110,7 +110,7 @@ expect both t:
 class Fixtures(unittest.TestCase):
     def test_parse(self):
         fx = data.parse_fixture(GOOD, "good")
-        self.assertEqual(fx.requirements, ["LS-RECON-4", "LS-APPLY-1"])
+        self.assertEqual(fx.requirements, ["LS-RECON-8", "LS-APPLY-3"])
         self.assertEqual(fx.level, "SHOULD")
         self.assertEqual(fx.features, frozenset({"x-test"}))
         self.assertEqual(fx.backends, ("sqlite",))
