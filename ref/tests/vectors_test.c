@@ -591,8 +591,7 @@ static void test_items(void) {
     uint64_t deleted;
     memset(&item, 0, sizeof item);
     field_hex(v, "uuid", item.uuid, sizeof item.uuid);
-    CU_ASSERT_EQUAL_FATAL(parse_u64(field(v, "clock"), &item.version.clock),
-                          0);
+    CU_ASSERT_EQUAL_FATAL(parse_u64(field(v, "clock"), &item.version.clock), 0);
     CU_ASSERT_EQUAL_FATAL(field_hex(v, "site", item.version.site, 16), 16);
     CU_ASSERT_EQUAL_FATAL(parse_u64(field(v, "deleted"), &deleted), 0);
     CU_ASSERT_FATAL(deleted <= 1);
