@@ -430,7 +430,20 @@ def report_changes(first, third, nchanged):
          f"{mb(third['client_rss'])} / {mb(third['server_rss'])}")
 
 
-def report(n, copy_s, rowwise_s, first, second):
+def install_capture(bindir, client_db):
+    """lipsync-client --init: what a table's first sync does before it
+    talks to the server (items with initial versions, triggers), timed
+    apart. Returns the seconds."""
+    started = time.perf_counter()
+    r = subprocess.run([str(Path(bindir) / "lipsync-client"), "--db",
+                        str(client_db), "--init", "--table", TABLE,
+                        "--quiet"], capture_output=True, text=True)
+    if r.returncode != 0:
+        raise BenchError(f"lipsync-client --init failed: {r.stderr}")
+    return time.perf_counter() - started
+
+
+def report(n, copy_s, rowwise_s, init_s, first, second):
     width = 48
 
     def line(label, value):
@@ -438,6 +451,7 @@ def report(n, copy_s, rowwise_s, first, second):
 
     ratio = first["seconds"] / copy_s if copy_s > 0 else float("inf")
     print()
+    line("change capture on the client (--init, once)", f"{init_s:.2f} s")
     line(f"initial sync ({n:,} rows, loopback TCP)",
          f"{first['seconds']:.2f} s")
     line("INSERT INTO ... SELECT (same rows, in-process)", f"{copy_s:.2f} s")
@@ -536,6 +550,25 @@ def main():
     return 0
 
 
+def bench_pg(args, work, secret, client_db, n):
+    """The same initial sync into an empty PostgreSQL table, against COPY."""
+    if "LIPSYNC_PG_CONNINFO" not in os.environ:
+        print("\n  PostgreSQL: skipped, LIPSYNC_PG_CONNINFO is not set"
+              " (make bench runs under tools/pgtest.sh)")
+        return
+    os.sync()
+    pg_copy_s = pg_copy(client_db, work)
+    pg_create(TABLE)
+    os.sync()
+    pg_sync = Sync(args.bin, work, secret, "pg",
+                   server_db=os.environ["LIPSYNC_PG_CONNINFO"]).run()
+    have = int(psql(f"SELECT count(*) FROM {TABLE}"))
+    if have != n:
+        raise BenchError(f"after the sync PostgreSQL holds {have:,} rows,"
+                         f" expected {n:,}")
+    report_pg(n, pg_copy_s, pg_sync)
+
+
 def bench(args, cities, work):
     n = args.rows
     print(f"LipSync benchmark: {n:,} rows in table {TABLE}(city_id"
@@ -566,6 +599,8 @@ def bench(args, cities, work):
     secret = write_secret(work)
 
     os.sync()
+    init_s = install_capture(args.bin, client_db)
+    os.sync()
     first = Sync(args.bin, work, secret, "first").run()
     have = count_rows(work / "server.db")
     if have != n or first["rows_sent"] != n:
@@ -577,7 +612,8 @@ def bench(args, cities, work):
     if second["rows_sent"] or second["rows_received"]:
         raise BenchError("the second sync moved rows although nothing had"
                          " changed")
-    report(n, copy_s, rowwise_s, first, second)
+    report(n, copy_s, rowwise_s, init_s, first, second)
+    bench_pg(args, work, secret, client_db, n)
 
     updated, deleted = change_client(str(client_db), n)
     os.sync()
@@ -590,21 +626,6 @@ def bench(args, cities, work):
     check_changes(str(work / "server.db"), n, updated, deleted)
     report_changes(first, third, nchanged)
 
-    if "LIPSYNC_PG_CONNINFO" not in os.environ:
-        print("\n  PostgreSQL: skipped, LIPSYNC_PG_CONNINFO is not set"
-              " (make bench runs under tools/pgtest.sh)")
-        return
-    os.sync()
-    pg_copy_s = pg_copy(client_db, work)
-    pg_create(TABLE)
-    os.sync()
-    pg_sync = Sync(args.bin, work, secret, "pg",
-                   server_db=os.environ["LIPSYNC_PG_CONNINFO"]).run()
-    have = int(psql(f"SELECT count(*) FROM {TABLE}"))
-    if have != n:
-        raise BenchError(f"after the sync PostgreSQL holds {have:,} rows,"
-                         f" expected {n:,}")
-    report_pg(n, pg_copy_s, pg_sync)
 
 
 if __name__ == "__main__":
