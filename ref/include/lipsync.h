@@ -480,7 +480,7 @@ int lipsync_store_init_tables(lipsync_store *store, const char *const *tables,
 int lipsync_session_set_versions(lipsync_session *session, uint32_t min,
                                  uint32_t max);
 /* Ranges holding at most |n| items are answered with item lists rather
- * than split (default 256; 0 disables splitting: the simple strategy). */
+ * than split (default 32; 0 disables splitting: the simple strategy). */
 void lipsync_session_set_split_threshold(lipsync_session *session, size_t n);
 
 /* ------------------------------------------------------------------ */

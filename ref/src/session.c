@@ -17,7 +17,7 @@
 #include <string.h>
 #include <strings.h>
 
-#define DEFAULT_SPLIT_THRESHOLD 256
+#define DEFAULT_SPLIT_THRESHOLD 32
 
 /* ------------------------------------------------------------------ */
 /* construction                                                         */
