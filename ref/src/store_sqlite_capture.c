@@ -392,9 +392,9 @@ int sq_capture_resume(sqlite_store *s, sqlite_table *t) {
 /* ------------------------------------------------------------------ */
 
 /* Gives every row of |t| its initial version (clock 0, site = the row
- * digest). The rows are read in table order and their items sorted in
- * memory, as a bulk load's are: a read in UUID order would visit the
- * table's pages at random. */
+ * digest). The rows are read in table order and their items staged and
+ * sorted, as a bulk load's are (items.c): a read in UUID order would visit
+ * the table's pages at random. */
 static int initial_versions(sqlite_store *s, sqlite_table *t) {
   sqlite3_stmt *rows = NULL;
   lipsync_value *values = NULL;
@@ -430,8 +430,11 @@ static int initial_versions(sqlite_store *s, sqlite_table *t) {
     rc = sq_fail_db(s, t->name, "reading the rows");
   sqlite3_finalize(rows); /* before the items are written */
   rows = NULL;
-  if (!rc)
+  if (!rc) {
+    sq_set_sort_cache(s, true);
     rc = sq_items_write_staged(s, t);
+    sq_set_sort_cache(s, false);
+  }
   t->staging = false;
 out:
   sqlite3_finalize(rows);

@@ -78,9 +78,8 @@ struct sqlite_table {
   sqlite3_stmt *meta_upsert; /* an item's version and deleted flag */
   sqlite3_stmt *update_stmt; /* a live row, written where it differs */
   sqlite3_stmt *delete_stmt; /* a tombstone's row */
-  bool staging;              /* new items wait in |staged|, see items.c */
-  struct sq_staged_item *staged;
-  size_t nstaged, staged_cap;
+  bool staging; /* new items wait in a staging table, see items.c */
+  sqlite3_stmt *stage_insert; /* an item into the staging table, once open */
   lipsync_value *fetch_values;
   sqlite_cursor *cursors; /* open scans */
   /* The table was empty when prepared: its indexes were dropped, to be
@@ -134,6 +133,9 @@ int sq_check_value(sqlite_store *s, sqlite_table *t, size_t i,
 int sq_bind_value(sqlite3_stmt *st, int i, const lipsync_value *v);
 int sq_insert_error(int rc);
 void sq_set_big_cache(sqlite_store *s, bool on);
+/* While the big cache is in force, a smaller one for a large sort (the
+ * sorter's memory follows the cache size), then the big one back. */
+void sq_set_sort_cache(sqlite_store *s, bool on);
 
 /* ---- store_sqlite_capture.c ----------------------------------------- */
 

@@ -7,9 +7,12 @@
  * capture triggers stay quiet and each item takes the version the peer
  * sent. A bulk load into an empty table (the first sync of a million rows)
  * would insert its items in random UUID order into the metadata table's
- * B-tree, several times slower than in order; they wait in memory instead
- * and join the metadata table sorted, in batches, when the indexes set
- * aside are built (sq_need_index) as its rows' indexes do.
+ * B-tree, several times slower than in order, and once that B-tree
+ * outgrows the page cache its pages are written and read back over and
+ * over. They are appended to a TEMP staging table instead and join the
+ * metadata table in one INSERT ... SELECT ... ORDER BY uuid (SQLite's
+ * external sorter, bounded memory) when the indexes set aside are built
+ * (sq_need_index), as its rows' indexes do.
  */
 #include "store_sqlite_int.h"
 
@@ -56,18 +59,6 @@ static int write_item(sqlite_store *s, sqlite_table *t, sqlite3_stmt *st,
   return rc;
 }
 
-/* An item waiting to join the metadata table. */
-struct sq_staged_item {
-  uint8_t uuid[LIPSYNC_UUID_LEN];
-  uint8_t site[LIPSYNC_SITE_LEN];
-  uint64_t clock;
-  int deleted;
-};
-
-/* Items sorted and written at most this many at a time (12 MiB): each
- * batch goes into the metadata table in UUID order. */
-#define STAGE_MAX ((size_t)1 << 18)
-
 static int prepare_meta_insert(sqlite_store *s, sqlite_table *t) {
   if (t->meta_insert)
     return 0;
@@ -77,52 +68,74 @@ static int prepare_meta_insert(sqlite_store *s, sqlite_table *t) {
                          t->meta_name);
 }
 
-static int staged_cmp(const void *a, const void *b) {
-  return memcmp(a, b, LIPSYNC_UUID_LEN);
+/* The staging table of |t|: temp."_lipsync_stage_<table>", a rowid table
+ * the staged items are appended to in arrival order. */
+#define STAGE_PREFIX "_lipsync_stage_"
+
+/* Creates (empty) the staging table and prepares its insert. */
+static int open_stage(sqlite_store *s, sqlite_table *t) {
+  int rc;
+  if (t->stage_insert)
+    return 0;
+  rc = sq_exec_for_table(
+      s, t,
+      sqlite3_mprintf("CREATE TEMP TABLE IF NOT EXISTS \"%w%w\"(uuid TEXT,"
+                      " clock INTEGER, site BLOB, deleted INTEGER);"
+                      " DELETE FROM temp.\"%w%w\"",
+                      STAGE_PREFIX, t->name, STAGE_PREFIX, t->name),
+      "creating the staging table");
+  if (rc)
+    return rc;
+  return prepare_mprintf(s, t, &t->stage_insert, "staging an item",
+                         "INSERT INTO temp.\"%w%w\"(uuid, clock, site,"
+                         " deleted) VALUES (?1, ?2, ?3, ?4)",
+                         STAGE_PREFIX, t->name);
 }
 
-/* Writes the staged items in UUID order and empties the stage. */
+/* Whether a statement of |s|'s connection is running. */
+static bool any_busy(sqlite_store *s) {
+  for (sqlite3_stmt *st = sqlite3_next_stmt(s->db, NULL); st;
+       st = sqlite3_next_stmt(s->db, st))
+    if (sqlite3_stmt_busy(st))
+      return true;
+  return false;
+}
+
+/* Moves the staged items into the metadata table in UUID order (SQLite's
+ * external sorter, in bounded memory: each item joins the B-tree at its
+ * right edge) and drops the staging table. */
 static int write_staged(sqlite_store *s, sqlite_table *t) {
-  int rc = 0;
-  if (t->nstaged == 0)
+  int rc;
+  if (!t->stage_insert)
     return 0;
-  if ((rc = prepare_meta_insert(s, t)) != 0)
+  sqlite3_finalize(t->stage_insert);
+  t->stage_insert = NULL;
+  rc = sq_exec_for_table(
+      s, t,
+      sqlite3_mprintf("INSERT INTO main.\"%w\"(uuid, clock, site, deleted)"
+                      " SELECT uuid, clock, site, deleted FROM"
+                      " temp.\"%w%w\" ORDER BY uuid",
+                      t->meta_name, STAGE_PREFIX, t->name),
+      "writing the staged items");
+  if (rc)
     return rc;
-  qsort(t->staged, t->nstaged, sizeof *t->staged, staged_cmp);
-  for (size_t i = 0; i < t->nstaged && !rc; i++) {
-    const struct sq_staged_item *it = &t->staged[i];
-    lipsync_row row = {.nvalues = 0};
-    memcpy(row.uuid, it->uuid, LIPSYNC_UUID_LEN);
-    memcpy(row.version.site, it->site, LIPSYNC_SITE_LEN);
-    row.version.clock = it->clock;
-    row.deleted = it->deleted;
-    lipsync_uuid_format(row.uuid, t->insert_key);
-    rc = write_item(s, t, t->meta_insert, &row);
-  }
-  t->nstaged = 0;
-  return rc;
+  /* DROP TABLE fails while any statement reads (a scan left open): then
+   * the table is only emptied, and the next stage reuses it. */
+  return sq_exec_for_table(s, t,
+                           sqlite3_mprintf(any_busy(s)
+                                               ? "DELETE FROM temp.\"%w%w\""
+                                               : "DROP TABLE temp.\"%w%w\"",
+                                           STAGE_PREFIX, t->name),
+                           "dropping the staging table");
 }
 
 static int stage_item(sqlite_store *s, sqlite_table *t,
                       const lipsync_row *row) {
-  struct sq_staged_item *it;
-  int rc;
-  if (t->nstaged == STAGE_MAX && (rc = write_staged(s, t)) != 0)
+  int rc = open_stage(s, t);
+  if (rc)
     return rc;
-  if (t->nstaged == t->staged_cap) {
-    size_t cap = t->staged_cap ? t->staged_cap * 2 : 1024;
-    struct sq_staged_item *grown = realloc(t->staged, cap * sizeof *grown);
-    if (!grown)
-      return sq_fail_nomem(s);
-    t->staged = grown;
-    t->staged_cap = cap;
-  }
-  it = &t->staged[t->nstaged++];
-  memcpy(it->uuid, row->uuid, LIPSYNC_UUID_LEN);
-  memcpy(it->site, row->version.site, LIPSYNC_SITE_LEN);
-  it->clock = row->version.clock;
-  it->deleted = row->deleted != 0;
-  return 0;
+  lipsync_uuid_format(row->uuid, t->insert_key);
+  return write_item(s, t, t->stage_insert, row);
 }
 
 int sq_items_insert(sqlite_store *s, sqlite_table *t, const lipsync_row *row) {
@@ -139,11 +152,7 @@ int sq_items_insert(sqlite_store *s, sqlite_table *t, const lipsync_row *row) {
 }
 
 int sq_items_write_staged(sqlite_store *s, sqlite_table *t) {
-  int rc = write_staged(s, t);
-  free(t->staged);
-  t->staged = NULL;
-  t->staged_cap = 0;
-  return rc;
+  return write_staged(s, t);
 }
 
 int sq_items_unstage(sqlite_store *s, sqlite_table *t) {
@@ -273,7 +282,10 @@ int sq_items_scan(sqlite_store *s, sqlite_table *t, sqlite_cursor **out) {
   int rc;
 
   *out = NULL;
-  if ((rc = sq_need_index(s, t)) != 0)
+  /* A scan needs no index: a bulk load goes on after it (the session
+   * scans the items of an empty table before the rows arrive), its items
+   * staged anew. */
+  if ((rc = write_staged(s, t)) != 0)
     return rc;
   c = calloc(1, sizeof *c);
   if (!c)
@@ -348,5 +360,5 @@ void sq_items_free(sqlite_table *t) {
   sqlite3_finalize(t->meta_upsert);
   sqlite3_finalize(t->update_stmt);
   sqlite3_finalize(t->delete_stmt);
-  free(t->staged);
+  sqlite3_finalize(t->stage_insert);
 }

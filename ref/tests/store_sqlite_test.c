@@ -2514,6 +2514,134 @@ out:
   fx_close(&fx);
 }
 
+/* A bulk load the session begins by scanning the (empty) items, as a
+ * first sync does: the indexes stay set aside and the items staged (in a
+ * TEMP table) through the load and a second scan, then a lookup builds the
+ * indexes, the items join the metadata table, and update and the triggers
+ * work on them. */
+static void test_bulk_items_after_scan(void) {
+  enum { N = 3000, M = 1000 };
+  fixture fx;
+  lipsync_table *t;
+  lipsync_cursor *c = NULL;
+  lipsync_item item;
+  lipsync_row row = {.nvalues = 0};
+  uint8_t(*uuids)[LIPSYNC_UUID_LEN] = calloc(N + M, LIPSYNC_UUID_LEN);
+  int n, live = 0;
+  CU_ASSERT_PTR_NOT_NULL_FATAL(uuids);
+  if (!fx_open(&fx, "CREATE TABLE t(a INTEGER); CREATE INDEX t_a ON t(a)"))
+    goto out;
+  t = begin_prepared(&fx, "t");
+  if (!t)
+    goto out;
+  CU_ASSERT_EQUAL(store_scan_items(fx.store, t, &c), 0);
+  CU_ASSERT_EQUAL(c ? store_next_item(fx.store, c, &item) : -1, 0);
+  store_close_cursor(fx.store, c);
+  for (int i = 0; i < N + M; i++) {
+    lipsync_value v = tu_int(i);
+    lipsync_uuid_generate(uuids[i]);
+    live += i % 7 != 0;
+    if (apply_row(fx.store, t, uuids[i], &v, 1, version_of((uint64_t)i + 1, 7),
+                  i % 7 == 0, false) != 0) {
+      CU_FAIL("insert");
+      goto rollback;
+    }
+    if (i != N - 1)
+      continue;
+    /* Midway: nothing indexed, the items staged; a scan sees them all
+     * and the load goes on. */
+    CU_ASSERT_EQUAL(TU_QUERY_INT(fx.db,
+                                 "SELECT count(*) FROM sqlite_schema WHERE"
+                                 " type IN ('index', 'trigger') AND"
+                                 " tbl_name = 't'",
+                                 -1),
+                    0);
+    CU_ASSERT_EQUAL(
+        TU_QUERY_INT(fx.db, "SELECT count(*) FROM temp._lipsync_stage_t", -1),
+        N);
+    CU_ASSERT_EQUAL(
+        TU_QUERY_INT(fx.db, "SELECT count(*) FROM _lipsync_meta_t", -1), 0);
+    n = 0;
+    CU_ASSERT_EQUAL(store_scan_items(fx.store, t, &c), 0);
+    while (c && store_next_item(fx.store, c, &item) == 1)
+      n++;
+    store_close_cursor(fx.store, c);
+    CU_ASSERT_EQUAL(n, N);
+  }
+  CU_ASSERT_EQUAL(TU_QUERY_INT(fx.db,
+                               "SELECT count(*) FROM sqlite_schema WHERE"
+                               " type = 'index' AND tbl_name = 't'",
+                               -1),
+                  0);
+  /* A lookup builds the indexes and writes the staged items. */
+  CU_ASSERT_EQUAL(store_fetch(fx.store, t, uuids[N + 1], &row), 0);
+  CU_ASSERT(row.nvalues == 1 && row.values[0].u.integer == N + 1);
+  CU_ASSERT_EQUAL(TU_QUERY_INT(fx.db,
+                               "SELECT count(*) FROM sqlite_schema WHERE"
+                               " type = 'index' AND tbl_name = 't'",
+                               -1),
+                  2);
+  CU_ASSERT_EQUAL(TU_QUERY_INT(fx.db,
+                               "SELECT count(*) FROM sqlite_schema WHERE"
+                               " type = 'trigger' AND tbl_name = 't'",
+                               -1),
+                  4);
+  CU_ASSERT_EQUAL(TU_QUERY_INT(fx.db,
+                               "SELECT count(*) FROM temp.sqlite_schema"
+                               " WHERE name LIKE '_lipsync_stage%'",
+                               -1),
+                  0);
+  /* update() of a loaded row and of a tombstone. */
+  {
+    lipsync_value v = tu_int(-5);
+    CU_ASSERT_EQUAL(apply_row(fx.store, t, uuids[1], &v, 1,
+                              version_of(1u << 30, 9), 0, true),
+                    0);
+    CU_ASSERT_EQUAL(apply_row(fx.store, t, uuids[7], &v, 1,
+                              version_of(1u << 30, 9), 0, true),
+                    0);
+  }
+  CU_ASSERT_EQUAL(store_commit(fx.store), 0);
+  live++; /* the tombstone uuids[7] came back */
+  CU_ASSERT_EQUAL(
+      TU_QUERY_INT(fx.db, "SELECT count(*) FROM _lipsync_meta_t", -1), N + M);
+  CU_ASSERT_EQUAL(TU_QUERY_INT(fx.db, "SELECT count(*) FROM t", -1), live);
+  CU_ASSERT_EQUAL(TU_QUERY_INT(fx.db,
+                               "SELECT count(*) FROM _lipsync_meta_t m JOIN t"
+                               " ON t._lipsync_uuid = m.uuid WHERE NOT"
+                               " m.deleted",
+                               -1),
+                  live);
+  CU_ASSERT_EQUAL(TU_QUERY_INT(fx.db,
+                               "SELECT count(*) FROM _lipsync_meta_t WHERE"
+                               " clock = 1073741824 AND deleted = 0",
+                               -1),
+                  2);
+  CU_ASSERT_EQUAL(
+      TU_QUERY_INT(fx.db, "SELECT count(*) FROM t WHERE a = -5", -1), 2);
+  /* The triggers capture local writes to the loaded rows. */
+  TU_EXEC(fx.db, "UPDATE t SET a = 100000 WHERE a = 2;"
+                 " DELETE FROM t WHERE a = 3");
+  CU_ASSERT_EQUAL(TU_QUERY_INT(fx.db,
+                               "SELECT count(*) FROM _lipsync_meta_t WHERE"
+                               " clock > 1073741824 AND deleted = 0 AND uuid"
+                               " = (SELECT _lipsync_uuid FROM t WHERE"
+                               " a = 100000)",
+                               -1),
+                  1);
+  CU_ASSERT_EQUAL(TU_QUERY_INT(fx.db,
+                               "SELECT count(*) FROM _lipsync_meta_t WHERE"
+                               " clock > 1073741824 AND deleted = 1",
+                               -1),
+                  1);
+  goto out;
+rollback:
+  store_rollback(fx.store);
+out:
+  free(uuids);
+  fx_close(&fx);
+}
+
 int register_store_sqlite_tests(void) {
   static const tu_test tests[] = {
       {"open unknown table", test_open_unknown_table},
@@ -2564,6 +2692,7 @@ int register_store_sqlite_tests(void) {
       {"capture WITHOUT ROWID", test_capture_without_rowid},
       {"capture schema", test_capture_schema},
       {"bulk items", test_bulk_items},
+      {"bulk items after a scan", test_bulk_items_after_scan},
       {NULL, NULL},
   };
   return tu_add_suite("store_sqlite", tests);
