@@ -1498,7 +1498,8 @@ static int write_row(pg_store *s, pg_table *t, const lipsync_row *row,
   lipsync_uuid_format(row->uuid, key);
   if ((rc = encode_row(s, t, row, key)) != 0)
     return rc;
-  if (pgs_item_line(items, row->uuid, &row->version, false) != 0)
+  if (pgs_item_line(items, row->uuid, &row->version, false,
+                    items == &t->items_new && pgs_base_is_version(t)) != 0)
     return pgs_fail_nomem(s);
   if (s->copy_buf.len >= COPY_CHUNK && !copy_send(s)) {
     /* The server has refused the stream: take its reason. */
@@ -1526,7 +1527,8 @@ static int pg_store_insert(lipsync_store *store, lipsync_table *table,
     return not_prepared(s, t, "insert");
   if (!row->deleted)
     return write_row(s, t, row, false, &t->items_new);
-  if (pgs_item_line(&t->items_new, row->uuid, &row->version, true) != 0)
+  if (pgs_item_line(&t->items_new, row->uuid, &row->version, true,
+                    pgs_base_is_version(t)) != 0)
     return pgs_fail_nomem(s);
   return t->items_new.len >= ITEMS_BATCH_BYTES ? pgs_copy_end(s) : 0;
 }
@@ -1549,7 +1551,7 @@ static int pg_store_update(lipsync_store *store, lipsync_table *table,
   if (s->copy_table == t && (rc = pgs_copy_end(s)) != 0)
     return rc;
   if (bytebuf_append(&t->deletes, row->uuid, LIPSYNC_UUID_LEN) != 0 ||
-      pgs_item_line(&t->items_set, row->uuid, &row->version, true) != 0)
+      pgs_item_line(&t->items_set, row->uuid, &row->version, true, false) != 0)
     return pgs_fail_nomem(s);
   if (t->deletes.len >= DELETE_BATCH * LIPSYNC_UUID_LEN ||
       t->items_set.len >= ITEMS_BATCH_BYTES)

@@ -350,15 +350,16 @@ static int initial_items(pg_store *s, pg_table *t) {
 
   if (canon_hasher_init(&h) != 0)
     return pgs_fail_nomem(s);
-  rc = pgs_putf(&copy, "COPY %s (uuid, clock, site, deleted) FROM STDIN",
-                t->meta_qname);
+  rc = pgs_putf(&copy, "COPY %s %s FROM STDIN", t->meta_qname,
+                pgs_item_columns(t));
   if (rc || !pgs_cstr(&copy))
     rc = pgs_fail_nomem(s);
   if (!rc)
     rc = m->scan(&s->base, &t->base, NULL, NULL, &c);
   while (!rc && (rc = m->next(c, &row)) == 1) {
     if (canon_row_digest(&h, &row, v.site) != 0 ||
-        pgs_item_line(&lines, row.uuid, &v, false) != 0) {
+        pgs_item_line(&lines, row.uuid, &v, false, pgs_base_is_version(t)) !=
+            0) {
       rc = pgs_fail_nomem(s);
       break;
     }

@@ -189,8 +189,17 @@ int pgs_tick(lipsync_store *store, lipsync_version *out);
 
 /* store_pg_items.c */
 /* Appends the item of |row| as a COPY line to |out|. */
+/* One COPY line of an item; |with_base| adds base = version, for the
+ * columns pgs_item_columns() names. */
+/* A table never synced as a client reports every base as zero; its new
+ * items store base = version, so that its first sync as a client, which
+ * sets every base to its version, rewrites only the items that differ. */
+bool pgs_base_is_version(const pg_table *t);
+/* The column list of the items a COPY of new items writes. */
+const char *pgs_item_columns(const pg_table *t);
+
 int pgs_item_line(bytebuf *out, const uint8_t uuid[LIPSYNC_UUID_LEN],
-                  const lipsync_version *v, bool deleted);
+                  const lipsync_version *v, bool deleted, bool with_base);
 /* Writes |t|'s pending deletes, new items and item upserts. */
 int pgs_items_flush(pg_store *s, pg_table *t);
 /* Applies |t|'s staged rows (update) to the table. */

@@ -22,7 +22,7 @@
 #define ITEM_STAGE "pg_temp._lipsync_item_stage"
 
 int pgs_item_line(bytebuf *out, const uint8_t uuid[LIPSYNC_UUID_LEN],
-                  const lipsync_version *v, bool deleted) {
+                  const lipsync_version *v, bool deleted, bool with_base) {
   static const char hex[] = "0123456789abcdef";
   char key[37], site[2 * LIPSYNC_SITE_LEN + 1];
   lipsync_uuid_format(uuid, key);
@@ -32,8 +32,22 @@ int pgs_item_line(bytebuf *out, const uint8_t uuid[LIPSYNC_UUID_LEN],
   }
   site[2 * LIPSYNC_SITE_LEN] = '\0';
   /* COPY's text format: "\\x" is bytea's "\x". */
+  if (with_base) /* base = version: the columns of pgs_item_columns() */
+    return pgs_putf(out, "%s\t%llu\t\\\\x%s\t%c\t%llu\t\\\\x%s\n", key,
+                    (unsigned long long)v->clock, site, deleted ? 't' : 'f',
+                    (unsigned long long)v->clock, site);
   return pgs_putf(out, "%s\t%llu\t\\\\x%s\t%c\n", key,
                   (unsigned long long)v->clock, site, deleted ? 't' : 'f');
+}
+
+bool pgs_base_is_version(const pg_table *t) {
+  return t->base.last_sync == 0;
+}
+
+const char *pgs_item_columns(const pg_table *t) {
+  return pgs_base_is_version(t)
+             ? "(uuid, clock, site, deleted, base_clock, base_site)"
+             : "(uuid, clock, site, deleted)";
 }
 
 /* Deletes the rows of the buffered UUIDs. */
@@ -62,8 +76,8 @@ static int flush_deletes(pg_store *s, pg_table *t) {
 
 static int flush_new(pg_store *s, pg_table *t) {
   bytebuf sql = {0};
-  int rc = pgs_putf(&sql, "COPY %s (uuid, clock, site, deleted) FROM STDIN",
-                    t->meta_qname);
+  int rc = pgs_putf(&sql, "COPY %s %s FROM STDIN", t->meta_qname,
+                    pgs_item_columns(t));
   if (rc || !pgs_cstr(&sql))
     rc = pgs_fail_nomem(s);
   else
@@ -284,5 +298,7 @@ int pgs_next_item(lipsync_cursor *cursor, lipsync_item *item) {
                                 "table %s: a malformed item", c->table->name);
   memcpy(item->uuid, PQgetvalue(r, tup, 0), LIPSYNC_UUID_LEN);
   item->deleted = PQgetvalue(r, tup, 3)[0] != 0;
+  if (pgs_base_is_version(c->table)) /* never synced as a client */
+    memset(&item->base, 0, sizeof item->base);
   return 1;
 }

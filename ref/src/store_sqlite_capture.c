@@ -21,6 +21,7 @@
  * wall milliseconds << 16 stays far below 2^63 for millennia.
  */
 #include "canon.h"
+#include "hlc.h"
 #include "store_sqlite_int.h"
 
 #include <stdint.h>
@@ -56,15 +57,6 @@ int sq_check_clock(sqlite_store *s, sqlite_table *t, uint64_t clock) {
   return sq_fail(s, LIPSYNC_ERR_INVALID_VALUE,
                  "table %s: clock %llu is out of range (at most 2^63 - 1)",
                  t ? t->name : "?", (unsigned long long)clock);
-}
-
-static uint64_t wall_clock(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_REALTIME, &ts);
-  if (ts.tv_sec < 0)
-    return 0;
-  uint64_t ms = (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
-  return ms << 16;
 }
 
 static int exec(sqlite_store *s, const char *table, const char *sql,
@@ -128,7 +120,6 @@ int sq_capture_tick(sqlite_store *s, lipsync_version *out) {
   rc = sqlite3_step(st);
   if (rc == SQLITE_ROW) {
     uint64_t last = (uint64_t)sqlite3_column_int64(st, 0);
-    uint64_t wall = wall_clock();
     const void *site = sqlite3_column_blob(st, 1);
     if (sqlite3_column_bytes(st, 1) != LIPSYNC_SITE_LEN || !site) {
       sqlite3_finalize(st);
@@ -136,7 +127,7 @@ int sq_capture_tick(sqlite_store *s, lipsync_version *out) {
                      "_lipsync_state: the site id is not 16 bytes");
     }
     memcpy(out->site, site, LIPSYNC_SITE_LEN);
-    out->clock = last + 1 > wall ? last + 1 : wall;
+    out->clock = hlc_tick(last, hlc_wall_ms());
   }
   sqlite3_finalize(st);
   if (rc != SQLITE_ROW)

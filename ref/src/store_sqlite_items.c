@@ -59,13 +59,25 @@ static int write_item(sqlite_store *s, sqlite_table *t, sqlite3_stmt *st,
   return rc;
 }
 
+/* A table never synced as a client reports every base as zero
+ * (sq_items_next); its new items store base = version, so that its first
+ * sync as a client, which sets every base to its version, rewrites only
+ * the items that differ. */
+static bool base_is_version(const sqlite_table *t) {
+  return t->base.last_sync == 0;
+}
+
 static int prepare_meta_insert(sqlite_store *s, sqlite_table *t) {
   if (t->meta_insert)
     return 0;
-  return prepare_mprintf(s, t, &t->meta_insert, "inserting an item",
-                         "INSERT INTO main.\"%w\"(uuid, clock, site,"
-                         " deleted) VALUES (?1, ?2, ?3, ?4)",
-                         t->meta_name);
+  return prepare_mprintf(
+      s, t, &t->meta_insert, "inserting an item",
+      base_is_version(t)
+          ? "INSERT INTO main.\"%w\"(uuid, clock, site, deleted, base_clock,"
+            " base_site) VALUES (?1, ?2, ?3, ?4, ?2, ?3)"
+          : "INSERT INTO main.\"%w\"(uuid, clock, site, deleted)"
+            " VALUES (?1, ?2, ?3, ?4)",
+      t->meta_name);
 }
 
 /* The staging table of |t|: temp."_lipsync_stage_<table>", a rowid table
@@ -112,9 +124,14 @@ static int write_staged(sqlite_store *s, sqlite_table *t) {
   t->stage_insert = NULL;
   rc = sq_exec_for_table(
       s, t,
-      sqlite3_mprintf("INSERT INTO main.\"%w\"(uuid, clock, site, deleted)"
-                      " SELECT uuid, clock, site, deleted FROM"
-                      " temp.\"%w%w\" ORDER BY uuid",
+      sqlite3_mprintf(base_is_version(t)
+                          ? "INSERT INTO main.\"%w\"(uuid, clock, site,"
+                            " deleted, base_clock, base_site) SELECT uuid,"
+                            " clock, site, deleted, clock, site FROM"
+                            " temp.\"%w%w\" ORDER BY uuid"
+                          : "INSERT INTO main.\"%w\"(uuid, clock, site,"
+                            " deleted) SELECT uuid, clock, site, deleted FROM"
+                            " temp.\"%w%w\" ORDER BY uuid",
                       t->meta_name, STAGE_PREFIX, t->name),
       "writing the staged items");
   if (rc)
@@ -352,6 +369,8 @@ int sq_items_next(sqlite_cursor *c, lipsync_item *item) {
     return c->status =
                sq_fail(s, LIPSYNC_ERR_STORAGE,
                        "table %s: item %s: a site is not 16 bytes", t->name, u);
+  if (base_is_version(t)) /* never synced as a client */
+    memset(&item->base, 0, sizeof item->base);
   return 1;
 }
 
