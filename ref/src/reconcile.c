@@ -26,6 +26,9 @@
 #define FETCH_SPAN_MAX 64 /* longer spans are read with one range scan */
 #define NOT_FOUND ((size_t)-1)
 #define LOOKUP_BATCH 1024 /* UUIDs per batched lookup */
+/* Live rows held back for after the tombstones, at most (spec 9.3); past
+ * this they are applied as they come. */
+#define DEFERRED_MAX (64u * 1024u * 1024u)
 
 void recon_table_free(lipsync_session *s, sync_table *t) {
   (void)s;
@@ -35,6 +38,7 @@ void recon_table_free(lipsync_session *s, sync_table *t) {
   free(t->needs);
   free(t->pushes);
   free(t->implicit);
+  bytebuf_free(&t->deferred);
   memset(t, 0, sizeof *t);
 }
 
@@ -381,13 +385,85 @@ static int decode_value(lipsync_session *s, const sync_table *t,
   }
 }
 
+/* Writes the peer's row |in| (already checked) into the store. */
+static int write_row(lipsync_session *s, sync_table *t, const Lipsync__Row *in,
+                     lipsync_value *values) {
+  lipsync_row row;
+  memset(&row, 0, sizeof row);
+  memcpy(row.uuid, in->uuid.data, LIPSYNC_UUID_LEN);
+  for (size_t c = 0; c < in->n_values; c++)
+    if (decode_value(s, t, in->values[c], &values[c]))
+      return s->result;
+  row.nvalues = in->n_values;
+  row.values = values;
+  version_from_wire(in->version, &row.version);
+  row.deleted = in->deleted;
+  int rc = items_find(&t->items, row.uuid) != NOT_FOUND ||
+                   items_hidden(&t->items, row.uuid)
+               ? store_update(s->store, t->handle, &row)
+               : store_insert(s->store, t->handle, &row);
+  return rc ? session_fail(s, rc, "%s", store_errmsg(s->store)) : 0;
+}
+
+/* Holds the live row |in| back until the end of the reconciliation: a row
+ * deleted and another inserted with the same value of a UNIQUE column may
+ * arrive in either order, in different turns, and the delete must come
+ * first (spec 9.3). A table empty when the session began has no row to
+ * delete, and so does not wait; nor does anything past DEFERRED_MAX. */
+static bool defer_row(lipsync_session *s, sync_table *t, const Lipsync__Row *in,
+                      int *rc) {
+  *rc = 0;
+  if (in->deleted || t->items.n == 0 || t->deferred.len >= DEFERRED_MAX)
+    return false;
+  size_t n = lipsync__row__get_packed_size(in);
+  uint8_t len[4] = {(uint8_t)(n >> 24), (uint8_t)(n >> 16), (uint8_t)(n >> 8),
+                    (uint8_t)n};
+  if (bytebuf_append(&t->deferred, len, 4) ||
+      bytebuf_reserve(&t->deferred, n)) {
+    *rc = session_fail(s, LIPSYNC_ERR_NOMEM, "out of memory");
+    return true;
+  }
+  t->deferred.len += lipsync__row__pack(in, t->deferred.data + t->deferred.len);
+  t->ndeferred++;
+  return true;
+}
+
+int recon_apply_deferred(lipsync_session *s) {
+  for (size_t i = 0; i < s->ntables; i++) {
+    sync_table *t = &s->tables[i];
+    lipsync_value *values = calloc(t->handle->ncolumns + 1, sizeof *values);
+    size_t off = 0;
+    if (!values)
+      return session_fail(s, LIPSYNC_ERR_NOMEM, "out of memory");
+    while (off + 4 <= t->deferred.len) {
+      const uint8_t *p = t->deferred.data + off;
+      size_t n =
+          (size_t)p[0] << 24 | (size_t)p[1] << 16 | (size_t)p[2] << 8 | p[3];
+      Lipsync__Row *in = lipsync__row__unpack(NULL, n, p + 4);
+      off += 4 + n;
+      int rc = in ? write_row(s, t, in, values)
+                  : session_fail(s, LIPSYNC_ERR_NOMEM, "out of memory");
+      if (in)
+        lipsync__row__free_unpacked(in, NULL);
+      if (rc) {
+        free(values);
+        return rc;
+      }
+    }
+    free(values);
+    bytebuf_free(&t->deferred);
+    t->ndeferred = 0;
+  }
+  return 0;
+}
+
 /* Checks that the peer's row |in| wins over what I hold (spec 8.6), and
- * applies it. */
+ * applies it, or holds it back (defer_row). */
 static int apply_row(lipsync_session *s, sync_table *t, const Lipsync__Row *in,
                      lipsync_value *values) {
   size_t ncol = t->handle->ncolumns;
-  lipsync_row row;
   side_item peer, mine;
+  uint8_t uuid[LIPSYNC_UUID_LEN];
   char text[37];
   if (in->uuid.len != LIPSYNC_UUID_LEN ||
       in->n_values != (in->deleted ? 0 : ncol))
@@ -398,10 +474,9 @@ static int apply_row(lipsync_session *s, sync_table *t, const Lipsync__Row *in,
                         in->uuid.len, in->n_values, in->deleted ? 0 : ncol);
   if (peer_side(s, t, in->version, in->deleted, in->base_version, &peer))
     return s->result;
-  memset(&row, 0, sizeof row);
-  memcpy(row.uuid, in->uuid.data, LIPSYNC_UUID_LEN);
-  lipsync_uuid_format(row.uuid, text);
-  size_t k = items_find(&t->items, row.uuid);
+  memcpy(uuid, in->uuid.data, LIPSYNC_UUID_LEN);
+  lipsync_uuid_format(uuid, text);
+  size_t k = items_find(&t->items, uuid);
   if (k != NOT_FOUND && (t->items.v[k].flags & ITEM_APPLIED))
     return session_fail(s, LIPSYNC_ERR_PROTOCOL,
                         "table %s: received row %s twice", t->name, text);
@@ -413,24 +488,19 @@ static int apply_row(lipsync_session *s, sync_table *t, const Lipsync__Row *in,
                         "table %s: received row %s, whose version does not "
                         "win over this side's",
                         t->name, text);
-  for (size_t c = 0; c < in->n_values; c++)
+  for (size_t c = 0; c < in->n_values; c++) /* refused now, not later */
     if (decode_value(s, t, in->values[c], &values[c]))
       return s->result;
-  row.nvalues = in->n_values;
-  row.values = values;
-  row.version = peer.version;
-  row.deleted = in->deleted;
-  int rc = k != NOT_FOUND || items_hidden(&t->items, row.uuid)
-               ? store_update(s->store, t->handle, &row)
-               : store_insert(s->store, t->handle, &row);
+  int rc;
+  if (!defer_row(s, t, in, &rc) && write_row(s, t, in, values))
+    return s->result;
   if (rc)
-    return session_fail(s, rc, "%s", store_errmsg(s->store));
+    return rc;
   if (k != NOT_FOUND)
     t->items.v[k].flags |= ITEM_APPLIED;
   if (!(in->deleted && peer.version.clock < s->horizon)) {
     uint8_t digest[LIPSYNC_DIGEST_LEN];
-    if (canon_item_digest(&s->hasher, row.uuid, &row.version, row.deleted,
-                          digest))
+    if (canon_item_digest(&s->hasher, uuid, &peer.version, in->deleted, digest))
       return session_fail(s, LIPSYNC_ERR_INTERNAL, "hashing failed");
     canon_fp_add(&t->applied, digest);
   }

@@ -611,6 +611,10 @@ int session_send_verify(lipsync_session *s) {
   }
   /* Everything received must be in the transaction, checked, before this
    * side vouches for it: once both Verify agree, the server commits. */
+  if (recon_apply_deferred(s)) {
+    rc = s->result;
+    goto out;
+  }
   for (size_t i = 0; i < s->ntables && !rc; i++) {
     sync_table *t = &s->tables[i];
     lipsync_finish fin = {.max_clock = t->max_clock,

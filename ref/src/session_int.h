@@ -64,6 +64,9 @@ typedef struct sync_table {
   uint8_t (*implicit)[LIPSYNC_UUID_LEN]; /* server: T0 tombstones to send */
   size_t nimplicit, cap_implicit;
 
+  bytebuf deferred; /* live rows received, applied after every tombstone */
+  size_t ndeferred;
+
   decide_ctx ctx;     /* policy, horizon and staleness of this table */
   uint64_t last_sync; /* the client's, from its store or OpenTables */
   uint64_t max_clock; /* highest clock received */
@@ -162,6 +165,9 @@ int recon_start(lipsync_session *s);
 int recon_on_ranges(lipsync_session *s, const Lipsync__Ranges *m);
 int recon_on_rows(lipsync_session *s, const Lipsync__Rows *m);
 int recon_on_need(lipsync_session *s, const Lipsync__Need *m);
+/* Applies the live rows held back until every tombstone of the session was
+ * applied (spec 9.3). Before Verify. */
+int recon_apply_deferred(lipsync_session *s);
 /* Produces more of my turn into s->out; ends it with EndTurn. */
 int recon_produce(lipsync_session *s);
 void recon_table_free(lipsync_session *s, sync_table *t);

@@ -579,6 +579,28 @@ class SyncPairTests:
         r = self.sync(self.client_db, server)
         self.assertEqual(parse_summary(r.stdout), {"cities": (0, 0)})
 
+    def test_delete_and_reinsert_under_a_unique_key(self):
+        # The server deletes 40 rows and inserts them again (new UUIDs). Its
+        # 560 items split into 16 ranges of 35: where the client lacks a new
+        # row, it holds 34 or fewer and answers with an item list, so the new
+        # row comes in the server's next turn; where it still holds a
+        # deleted row, it holds 35 and splits again, so the tombstone comes
+        # two turns later. The client must delete before it inserts.
+        rows = self.cities[:520]
+        for db in (self.client_db, self.server_db):
+            db.create_table("cities")
+            db.run_sql("CREATE UNIQUE INDEX cities_city_id ON cities (city_id)")
+        self.server_db.insert("cities", CITY_SCHEMA, rows)
+        server = self.start_server(self.server_db)
+        self.sync(self.client_db, server)
+        ids = ", ".join(str(r[0]) for r in rows[::13])  # 40 rows
+        self.server_db.run_sql(f"DELETE FROM cities WHERE city_id IN ({ids})")
+        self.server_db.insert("cities", CITY_SCHEMA, rows[::13])
+        r = self.sync(self.client_db, server)
+        self.assertEqual(parse_summary(r.stdout), {"cities": (0, 80)})
+        self.assertCities(self.client_db, rows)
+        self.assertSynced(self.client_db, self.server_db)
+
     def test_conflict_policies(self):
         self.client_db.create_table("cities", rows=self.cities[:50])
         self.server_db.create_table("cities")
