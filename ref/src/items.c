@@ -2,6 +2,7 @@
 #include "items.h"
 
 #include "buf.h"
+#include "decide.h"
 #include "store.h"
 
 #include <stdio.h>
@@ -28,7 +29,10 @@ static int items_push(item_index *idx, const lipsync_item *in, canon_hasher *h,
   it->clock = in->version.clock;
   it->flags = in->deleted ? ITEM_DELETED : 0;
   it->base = 0;
-  if (with_base && lipsync_version_cmp(&in->base, &in->version) != 0) {
+  if (with_base && version_is_zero(&in->base)) {
+    it->base = ITEM_BASE_ZERO; /* the common case needs no entry in bases */
+  } else if (with_base &&
+             lipsync_version_cmp(&in->base, &in->version) != 0) {
     if (vec_reserve((void **)&idx->bases, &idx->cap_bases, idx->nbases + 1,
                     sizeof *idx->bases))
       return LIPSYNC_ERR_NOMEM;
@@ -163,7 +167,9 @@ void item_version(const item *it, lipsync_version *out) {
 }
 
 void item_base(const item_index *idx, const item *it, lipsync_version *out) {
-  if (it->base)
+  if (it->base == ITEM_BASE_ZERO)
+    memset(out, 0, sizeof *out);
+  else if (it->base)
     *out = idx->bases[it->base - 1];
   else
     item_version(it, out);

@@ -15,13 +15,15 @@
 
 #define ITEM_DELETED 1u /* a tombstone */
 #define ITEM_APPLIED 2u /* replaced in this session by the peer's row */
+#define ITEM_BASE_ZERO UINT32_MAX /* item.base: never synced as a client */
 
 typedef struct item {
   uint8_t uuid[LIPSYNC_UUID_LEN];
   uint8_t digest[LIPSYNC_DIGEST_LEN]; /* item digest, spec 8.1 */
   uint8_t site[LIPSYNC_SITE_LEN];
   uint64_t clock;
-  uint32_t base; /* 0: base == version; else 1 + index in item_index.bases */
+  uint32_t base; /* 0: base == version; ITEM_BASE_ZERO: the zero version;
+                    else 1 + index in item_index.bases */
   uint32_t flags;
 } item;
 

@@ -551,7 +551,9 @@ static int encode_item_state(lipsync_session *s, const sync_table *t,
   *version = encode_version(&s->send_arena, &v);
   *deleted = (it->flags & ITEM_DELETED) != 0;
   if (it->base && !s->is_server) {
-    *base = encode_version(&s->send_arena, &t->items.bases[it->base - 1]);
+    lipsync_version b;
+    item_base(&t->items, it, &b);
+    *base = encode_version(&s->send_arena, &b);
     if (!*base)
       return -1;
   }

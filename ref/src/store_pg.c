@@ -1002,15 +1002,22 @@ static int ensure_uuid_index(pg_store *s, pg_table *t, bool may_defer) {
  * leave to look rows up). */
 static int build_pending_index(pg_store *s, pg_table *t) {
   int rc;
-  if (!t->index_pending)
+  if (!t->index_pending && !t->meta_key_pending)
     return 0;
   for (pg_cursor *c = t->cursors; c; c = c->next)
     if (!c->server_closed)
       return 0;
   if ((rc = copy_end_stream(s)) != 0 || (rc = flush_closes(s)) != 0)
     return rc;
-  t->index_pending = false;
-  return ensure_uuid_index(s, t, false);
+  /* The table's index first: it names a duplicate UUID best. */
+  if (t->index_pending) {
+    t->index_pending = false;
+    if ((rc = ensure_uuid_index(s, t, false)) != 0)
+      return rc;
+  }
+  if ((rc = pgs_copy_end(s)) != 0)
+    return rc;
+  return pgs_build_meta_key(s, t);
 }
 
 static int pg_store_prepare_table(lipsync_store *store, lipsync_table *table) {
@@ -1498,8 +1505,7 @@ static int write_row(pg_store *s, pg_table *t, const lipsync_row *row,
   lipsync_uuid_format(row->uuid, key);
   if ((rc = encode_row(s, t, row, key)) != 0)
     return rc;
-  if (pgs_item_line(items, row->uuid, &row->version, false,
-                    items == &t->items_new && pgs_base_is_version(t)) != 0)
+  if (pgs_item_line(items, row->uuid, &row->version, false, false) != 0)
     return pgs_fail_nomem(s);
   if (s->copy_buf.len >= COPY_CHUNK && !copy_send(s)) {
     /* The server has refused the stream: take its reason. */
@@ -1527,8 +1533,7 @@ static int pg_store_insert(lipsync_store *store, lipsync_table *table,
     return not_prepared(s, t, "insert");
   if (!row->deleted)
     return write_row(s, t, row, false, &t->items_new);
-  if (pgs_item_line(&t->items_new, row->uuid, &row->version, true,
-                    pgs_base_is_version(t)) != 0)
+  if (pgs_item_line(&t->items_new, row->uuid, &row->version, true, false) != 0)
     return pgs_fail_nomem(s);
   return t->items_new.len >= ITEMS_BATCH_BYTES ? pgs_copy_end(s) : 0;
 }

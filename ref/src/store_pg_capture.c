@@ -432,6 +432,39 @@ static int items_agree(pg_store *s, pg_table *t, bool *agree) {
   return 0;
 }
 
+static int table_is_empty(pg_store *s, pg_table *t, bool *empty) {
+  bytebuf sql = {0};
+  PGresult *r;
+  int rc = pgs_putf(&sql, "SELECT NOT EXISTS (SELECT 1 FROM %s)", t->qname);
+  if (rc || !pgs_cstr(&sql)) {
+    bytebuf_free(&sql);
+    return pgs_fail_nomem(s);
+  }
+  rc = query_row(s, t, (const char *)sql.data, "checking for rows", &r);
+  bytebuf_free(&sql);
+  if (rc)
+    return rc;
+  *empty = PQgetvalue(r, 0, 0)[0] == 't';
+  PQclear(r);
+  return 0;
+}
+
+int pgs_build_meta_key(pg_store *s, pg_table *t) {
+  bytebuf sql = {0};
+  int rc;
+  if (!t->meta_key_pending)
+    return 0;
+  t->meta_key_pending = false;
+  rc = pgs_putf(&sql, "ALTER TABLE %s ADD PRIMARY KEY (uuid)", t->meta_qname);
+  if (rc || !pgs_cstr(&sql)) {
+    bytebuf_free(&sql);
+    return pgs_fail_nomem(s);
+  }
+  rc = pgs_exec_sql(s, (const char *)sql.data, t->name, "indexing its items");
+  bytebuf_free(&sql);
+  return rc;
+}
+
 int pgs_capture_prepare(pg_store *s, pg_table *t) {
   bool has_meta = false, agree = true;
   bytebuf sql = {0};
@@ -441,12 +474,17 @@ int pgs_capture_prepare(pg_store *s, pg_table *t) {
       (rc = check_table(s, t, &has_meta, &triggers)) != 0)
     return rc;
   if (!has_meta) {
+    /* The items of a table empty now get their key after the load
+     * (pgs_build_meta_key): a key filled in random order is slow. */
+    if ((rc = table_is_empty(s, t, &t->meta_key_pending)) != 0)
+      return rc;
     rc = pgs_putf(&sql,
-                  "CREATE TABLE %s (uuid uuid PRIMARY KEY,"
+                  "CREATE TABLE %s (uuid uuid %s,"
                   " clock bigint NOT NULL, site bytea NOT NULL,"
                   " deleted boolean NOT NULL DEFAULT false,"
                   " base_clock bigint NOT NULL DEFAULT 0, base_site bytea)",
-                  t->meta_qname);
+                  t->meta_qname,
+                  t->meta_key_pending ? "NOT NULL" : "PRIMARY KEY");
     if (rc || !pgs_cstr(&sql)) {
       bytebuf_free(&sql);
       return pgs_fail_nomem(s);

@@ -92,6 +92,7 @@ struct pg_table {
   size_t nuuid;            /* columns of type uuid */
   bool has_uuid;           /* a _lipsync_uuid column of type uuid exists */
   bool index_pending;      /* its index is built later: the table was empty */
+  bool meta_key_pending;   /* so is its item table's primary key */
   char *uuid_bad_type;     /* the type of a _lipsync_uuid that is not uuid */
   char *select_sql;        /* SELECT <columns>, _lipsync_uuid FROM <table> */
   char *copy_sql;
@@ -182,6 +183,8 @@ int pgs_capture_global(pg_store *s);
 int pgs_capture_last_sync(pg_store *s, pg_table *t);
 /* Installs the table's items and triggers if missing (giving every row
  * its initial version), else checks them and repairs if need be. */
+/* Gives the item table of a table loaded while empty its primary key. */
+int pgs_build_meta_key(pg_store *s, pg_table *t);
 int pgs_capture_prepare(pg_store *s, pg_table *t);
 int pgs_finish_table(lipsync_store *store, lipsync_table *table,
                      const lipsync_finish *finish);
@@ -191,9 +194,10 @@ int pgs_tick(lipsync_store *store, lipsync_version *out);
 /* Appends the item of |row| as a COPY line to |out|. */
 /* One COPY line of an item; |with_base| adds base = version, for the
  * columns pgs_item_columns() names. */
-/* A table never synced as a client reports every base as zero; its new
- * items store base = version, so that its first sync as a client, which
- * sets every base to its version, rewrites only the items that differ. */
+/* A table never synced as a client reports every base as zero; the items
+ * capture installs store base = version, so that its first sync as a
+ * client, which sets every base to its version, rewrites only the items
+ * that differ. */
 bool pgs_base_is_version(const pg_table *t);
 /* The column list of the items a COPY of new items writes. */
 const char *pgs_item_columns(const pg_table *t);
