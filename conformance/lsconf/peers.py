@@ -126,6 +126,16 @@ def version_of(msg, name="version"):
     return (m.get("clock", 0), m.get("site", b""))
 
 
+def base_of(msg):
+    """(clock, site) of a decoded Item or Row's base_version, None when it
+    is absent; the short form of the zero version (no field set: clock 0,
+    empty site, LS-POLICY-5) reads as ZERO_VERSION."""
+    b = version_of(msg, "base_version")
+    if b is not None and b[0] == 0 and b[1] == b"":
+        return ZERO_VERSION
+    return b
+
+
 def well_formed(v):
     return v is not None and len(v[1]) == 16
 
@@ -672,7 +682,10 @@ class Reconciler:
         if st.deleted:
             m["deleted"] = True
         if not self.server and st.base != st.version:
-            m["base_version"] = version_msg(st.base)
+            # A zero base in both forms (LS-POLICY-5): the short one, no
+            # field set, for every other UUID.
+            short = st.base == ZERO_VERSION and uuid[-1] % 2 == 0
+            m["base_version"] = {} if short else version_msg(st.base)
         return m
 
     def row_msg(self, t, uuid):
@@ -707,7 +720,7 @@ class Reconciler:
         v = version_of(msg)
         if not well_formed(v):
             raise ValueError("an Item or Row without a well-formed version")
-        b = version_of(msg, "base_version")
+        b = base_of(msg)
         if b is not None and len(b[1]) != 16:
             raise ValueError("a base_version whose site is not 16 bytes")
         return ItemState(v, msg.get("deleted", False), b)

@@ -1284,11 +1284,12 @@ def _check_client_base(case):
         else:
             continue
         for m in ms:
-            if peers.version_of(m, "base_version") != peers.ZERO_VERSION:
+            if peers.base_of(m) != peers.ZERO_VERSION:
                 return case.fail(
                     "a client that never synced sent an Item or Row "
                     "without base_version = the zero version",
-                    "base_version {clock: 0, site: 16 zero bytes} "
+                    "base_version {clock: 0, site: 16 zero bytes} or its "
+                    "short form {} "
                     "(LS-POLICY-5)", pbwire._render_msg(
                         "Row" if body == "rows" else "Item", m))
     return None

@@ -179,10 +179,19 @@ static bool version_valid(const Lipsync__Version *v) {
   return v && v->site.len == LIPSYNC_SITE_LEN;
 }
 
+/* A base may also be the short form of the zero version: no field set
+ * (spec LS-POLICY-5). */
+static bool base_valid(const Lipsync__Version *v) {
+  return version_valid(v) || (v && v->clock == 0 && v->site.len == 0);
+}
+
 static void version_from_wire(const Lipsync__Version *in,
                               lipsync_version *out) {
   out->clock = in->clock;
-  memcpy(out->site, in->site.data, LIPSYNC_SITE_LEN);
+  if (in->site.len == LIPSYNC_SITE_LEN)
+    memcpy(out->site, in->site.data, LIPSYNC_SITE_LEN);
+  else
+    memset(out->site, 0, LIPSYNC_SITE_LEN); /* the zero base, short form */
 }
 
 /* The peer's item or row as a side of the decision; its base counts only
@@ -190,7 +199,7 @@ static void version_from_wire(const Lipsync__Version *in,
 static int peer_side(lipsync_session *s, sync_table *t,
                      const Lipsync__Version *version, bool deleted,
                      const Lipsync__Version *base, side_item *out) {
-  if (!version_valid(version) || (base && !version_valid(base)))
+  if (!version_valid(version) || (base && !base_valid(base)))
     return session_fail(s, LIPSYNC_ERR_PROTOCOL,
                         "table %s: an item or row without a version, or "
                         "with a site that is not %d bytes",
@@ -528,12 +537,17 @@ int recon_on_rows(lipsync_session *s, const Lipsync__Rows *m) {
 /* producing my turn                                                    */
 /* ------------------------------------------------------------------ */
 
-static Lipsync__Version *encode_version(arena *a, const lipsync_version *v) {
+static Lipsync__Version *encode_version(arena *a, const lipsync_version *v,
+                                        bool short_zero) {
   Lipsync__Version *out = arena_alloc(a, sizeof *out);
-  uint8_t *site = arena_memdup(a, v->site, LIPSYNC_SITE_LEN);
-  if (!out || !site)
+  if (!out)
     return NULL;
   lipsync__version__init(out);
+  if (short_zero && version_is_zero(v))
+    return out; /* the short form of a zero base (spec LS-POLICY-5) */
+  uint8_t *site = arena_memdup(a, v->site, LIPSYNC_SITE_LEN);
+  if (!site)
+    return NULL;
   out->clock = v->clock;
   out->site.data = site;
   out->site.len = LIPSYNC_SITE_LEN;
@@ -548,12 +562,12 @@ static int encode_item_state(lipsync_session *s, const sync_table *t,
                              Lipsync__Version **base) {
   lipsync_version v;
   item_version(it, &v);
-  *version = encode_version(&s->send_arena, &v);
+  *version = encode_version(&s->send_arena, &v, false);
   *deleted = (it->flags & ITEM_DELETED) != 0;
   if (it->base && !s->is_server) {
     lipsync_version b;
     item_base(&t->items, it, &b);
-    *base = encode_version(&s->send_arena, &b);
+    *base = encode_version(&s->send_arena, &b, true);
     if (!*base)
       return -1;
   }
