@@ -120,18 +120,22 @@ size_t canon_row_encode(canon_hasher *h, const lipsync_row *row) {
   return need;
 }
 
-int canon_row_digest(canon_hasher *h, const lipsync_row *row,
-                     uint8_t out[LIPSYNC_DIGEST_LEN]) {
-  size_t len = canon_row_encode(h, row);
+/* SHA-256(in)[0:16], the digests of spec 8.1. */
+static int digest16(canon_hasher *h, const void *in, size_t len,
+                    uint8_t out[LIPSYNC_DIGEST_LEN]) {
   uint8_t full[EVP_MAX_MD_SIZE];
-  if (!len)
-    return LIPSYNC_ERR_NOMEM;
   if (!EVP_DigestInit_ex2(h->md_ctx, h->md, NULL) ||
-      !EVP_DigestUpdate(h->md_ctx, h->buf, len) ||
+      !EVP_DigestUpdate(h->md_ctx, in, len) ||
       !EVP_DigestFinal_ex(h->md_ctx, full, NULL))
     return LIPSYNC_ERR_INTERNAL;
   memcpy(out, full, LIPSYNC_DIGEST_LEN);
   return 0;
+}
+
+int canon_row_digest(canon_hasher *h, const lipsync_row *row,
+                     uint8_t out[LIPSYNC_DIGEST_LEN]) {
+  size_t len = canon_row_encode(h, row);
+  return len ? digest16(h, h->buf, len, out) : LIPSYNC_ERR_NOMEM;
 }
 
 void lipsync_row_digest(const lipsync_row *row,
@@ -148,18 +152,13 @@ void lipsync_row_digest(const lipsync_row *row,
 int canon_item_digest(canon_hasher *h, const uint8_t *uuid,
                       const lipsync_version *v, bool deleted,
                       uint8_t out[LIPSYNC_DIGEST_LEN]) {
-  uint8_t in[ITEM_ENCODED_LEN], full[EVP_MAX_MD_SIZE];
+  uint8_t in[ITEM_ENCODED_LEN];
   memcpy(in, uuid, LIPSYNC_UUID_LEN);
   for (int i = 0; i < 8; i++)
     in[LIPSYNC_UUID_LEN + i] = (uint8_t)(v->clock >> (56 - 8 * i));
   memcpy(in + LIPSYNC_UUID_LEN + 8, v->site, LIPSYNC_SITE_LEN);
   in[ITEM_ENCODED_LEN - 1] = deleted ? 1 : 0;
-  if (!EVP_DigestInit_ex2(h->md_ctx, h->md, NULL) ||
-      !EVP_DigestUpdate(h->md_ctx, in, sizeof in) ||
-      !EVP_DigestFinal_ex(h->md_ctx, full, NULL))
-    return LIPSYNC_ERR_INTERNAL;
-  memcpy(out, full, LIPSYNC_DIGEST_LEN);
-  return 0;
+  return digest16(h, in, sizeof in, out);
 }
 
 void lipsync_item_digest(const lipsync_item *item,

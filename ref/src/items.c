@@ -31,8 +31,7 @@ static int items_push(item_index *idx, const lipsync_item *in, canon_hasher *h,
   it->base = 0;
   if (with_base && version_is_zero(&in->base)) {
     it->base = ITEM_BASE_ZERO; /* the common case needs no entry in bases */
-  } else if (with_base &&
-             lipsync_version_cmp(&in->base, &in->version) != 0) {
+  } else if (with_base && lipsync_version_cmp(&in->base, &in->version) != 0) {
     if (vec_reserve((void **)&idx->bases, &idx->cap_bases, idx->nbases + 1,
                     sizeof *idx->bases))
       return LIPSYNC_ERR_NOMEM;

@@ -411,42 +411,38 @@ static int repair(pg_store *s, pg_table *t) {
   return rc;
 }
 
-/* A cheap check: as many live items as rows. */
-static int items_agree(pg_store *s, pg_table *t, bool *agree) {
-  bytebuf sql = {0};
+/* Runs |sql| (built with |rc| from pgs_putf), a query of one boolean,
+ * into |out|; frees |sql|. */
+static int query_bool(pg_store *s, pg_table *t, bytebuf *sql, int rc,
+                      const char *what, bool *out) {
   PGresult *r;
-  int rc = pgs_putf(&sql,
-                    "SELECT (SELECT pg_catalog.count(*) FROM %s) ="
-                    " (SELECT pg_catalog.count(*) FROM %s WHERE NOT deleted)",
-                    t->qname, t->meta_qname);
-  if (rc || !pgs_cstr(&sql)) {
-    bytebuf_free(&sql);
+  if (rc || !pgs_cstr(sql)) {
+    bytebuf_free(sql);
     return pgs_fail_nomem(s);
   }
-  rc = query_row(s, t, (const char *)sql.data, "checking its items", &r);
-  bytebuf_free(&sql);
+  rc = query_row(s, t, (const char *)sql->data, what, &r);
+  bytebuf_free(sql);
   if (rc)
     return rc;
-  *agree = PQgetvalue(r, 0, 0)[0] == 't';
+  *out = PQgetvalue(r, 0, 0)[0] == 't';
   PQclear(r);
   return 0;
 }
 
+/* A cheap check: as many live items as rows. */
+static int items_agree(pg_store *s, pg_table *t, bool *agree) {
+  bytebuf sql = {0};
+  int rc = pgs_putf(&sql,
+                    "SELECT (SELECT pg_catalog.count(*) FROM %s) ="
+                    " (SELECT pg_catalog.count(*) FROM %s WHERE NOT deleted)",
+                    t->qname, t->meta_qname);
+  return query_bool(s, t, &sql, rc, "checking its items", agree);
+}
+
 static int table_is_empty(pg_store *s, pg_table *t, bool *empty) {
   bytebuf sql = {0};
-  PGresult *r;
   int rc = pgs_putf(&sql, "SELECT NOT EXISTS (SELECT 1 FROM %s)", t->qname);
-  if (rc || !pgs_cstr(&sql)) {
-    bytebuf_free(&sql);
-    return pgs_fail_nomem(s);
-  }
-  rc = query_row(s, t, (const char *)sql.data, "checking for rows", &r);
-  bytebuf_free(&sql);
-  if (rc)
-    return rc;
-  *empty = PQgetvalue(r, 0, 0)[0] == 't';
-  PQclear(r);
-  return 0;
+  return query_bool(s, t, &sql, rc, "checking for rows", empty);
 }
 
 int pgs_build_meta_key(pg_store *s, pg_table *t) {

@@ -1143,10 +1143,18 @@ static int sqlite_store_insert(lipsync_store *store, lipsync_table *table,
   sq_set_big_cache(s, true);
   st = t->insert_stmt;
   lipsync_uuid_format(row->uuid, t->insert_key);
+  if ((rc = sq_write_row(s, t, st, row)) != 0)
+    return rc;
+  return sq_items_insert(s, t, row);
+}
+
+int sq_write_row(sqlite_store *s, sqlite_table *t, sqlite3_stmt *st,
+                 const lipsync_row *row) {
+  size_t n = t->base.ncolumns;
+  int rc;
   for (size_t i = 0; i < n; i++) {
     const lipsync_value *v = &row->values[i];
-    rc = sq_check_value(s, t, i, v);
-    if (rc)
+    if ((rc = sq_check_value(s, t, i, v)) != 0)
       return rc;
     rc = sq_bind_value(st, (int)i + 1, v);
     if (rc != SQLITE_OK)
@@ -1157,15 +1165,14 @@ static int sqlite_store_insert(lipsync_store *store, lipsync_table *table,
   sqlite3_bind_text(st, (int)n + 1, t->insert_key, UUID_TEXT_LEN,
                     SQLITE_STATIC);
   rc = sqlite3_step(st);
-  if (rc != SQLITE_DONE) {
-    int ext = sqlite3_extended_errcode(s->db);
-    rc = sq_fail(s, sq_insert_error(ext), "table %s: row %s: %s", t->name,
-                 t->insert_key, sqlite3_errmsg(s->db));
-    sqlite3_reset(st);
-    return rc;
-  }
+  if (rc != SQLITE_DONE)
+    rc = sq_fail(s, sq_insert_error(sqlite3_extended_errcode(s->db)),
+                 "table %s: row %s: %s", t->name, t->insert_key,
+                 sqlite3_errmsg(s->db));
+  else
+    rc = 0;
   sqlite3_reset(st);
-  return sq_items_insert(s, t, row);
+  return rc;
 }
 
 /* ------------------------------------------------------------------ */

@@ -132,6 +132,10 @@ int sq_check_value(sqlite_store *s, sqlite_table *t, size_t i,
                    const lipsync_value *v);
 int sq_bind_value(sqlite3_stmt *st, int i, const lipsync_value *v);
 int sq_insert_error(int rc);
+/* Binds |row|'s values (checked) and t->insert_key to |st| (?1..?n, ?n+1),
+ * steps and resets it. */
+int sq_write_row(sqlite_store *s, sqlite_table *t, sqlite3_stmt *st,
+                 const lipsync_row *row);
 void sq_set_big_cache(sqlite_store *s, bool on);
 /* While the big cache is in force, a smaller one for a large sort (the
  * sorter's memory follows the cache size), then the big one back. */

@@ -234,27 +234,7 @@ static int write_row(sqlite_store *s, sqlite_table *t, const lipsync_row *row) {
   if (!t->update_stmt && (rc = prepare_update(s, t)) != 0)
     return rc;
   st = t->update_stmt;
-  for (size_t i = 0; i < n; i++) {
-    const lipsync_value *v = &row->values[i];
-    if ((rc = sq_check_value(s, t, i, v)) != 0)
-      return rc;
-    rc = sq_bind_value(st, (int)i + 1, v);
-    if (rc != SQLITE_OK)
-      return sq_fail(s, sq_insert_error(rc), "table %s: row %s: column %s: %s",
-                     t->name, t->insert_key, t->columns[i].name,
-                     sqlite3_errstr(rc));
-  }
-  sqlite3_bind_text(st, (int)n + 1, t->insert_key, UUID_TEXT_LEN,
-                    SQLITE_STATIC);
-  rc = sqlite3_step(st);
-  if (rc != SQLITE_DONE)
-    rc = sq_fail(s, sq_insert_error(sqlite3_extended_errcode(s->db)),
-                 "table %s: row %s: %s", t->name, t->insert_key,
-                 sqlite3_errmsg(s->db));
-  else
-    rc = 0;
-  sqlite3_reset(st);
-  return rc;
+  return sq_write_row(s, t, st, row);
 }
 
 static int delete_row(sqlite_store *s, sqlite_table *t) {
