@@ -1,8 +1,10 @@
 #!/bin/sh
-# `make demo`: a guided tour of one sync. Two small SQLite databases hold
+# `make demo`: a guided tour of two syncs. Two small SQLite databases hold
 # different places in a table `cities`; a lipsync-server serves one of them
 # on loopback, a lipsync-client syncs the other with it, and both end up
-# with the same nine rows, each with the same _lipsync_uuid.
+# with the same nine rows, each with the same _lipsync_uuid. Then each side
+# updates and deletes rows, both change the same row, and a second sync
+# carries every change over, the later change to the shared row winning.
 #
 # Exits non-zero if the sync fails or the two tables differ afterwards.
 # Everything lives in a temporary directory that is removed on every exit.
@@ -143,25 +145,20 @@ done
 echo "-- lipsync-server --db server.db --listen 127.0.0.1:0 --secret-file secret \\"
 echo "     --table cities"
 echo "   listening on $address"
-echo "-- lipsync-client --db client.db --connect $address --secret-file secret \\"
-echo "     --table cities"
-if ! "$BIN/lipsync-client" --db "$tmp/client.db" --connect "$address" \
-  --secret-file "$tmp/secret" --table cities >"$tmp/client.out" \
-  2>"$tmp/client.log"; then
-  cat "$tmp/client.log" >&2
-  fail "the sync failed"
-fi
-sed 's/^/   /' "$tmp/client.out"
-echo
+sync_once() {
+  echo "-- lipsync-client --db client.db --connect $address --secret-file secret \\"
+  echo "     --table cities"
+  if ! "$BIN/lipsync-client" --db "$tmp/client.db" --connect "$address" \
+    --secret-file "$tmp/secret" --table cities >"$tmp/client.out" \
+    2>"$tmp/client.log"; then
+    cat "$tmp/client.log" >&2
+    fail "the sync failed"
+  fi
+  sed 's/^/   /' "$tmp/client.out"
+  echo
+}
+sync_once
 
-kill -TERM "$server_pid"
-status=0
-wait "$server_pid" || status=$?
-server_pid=""
-if [ "$status" -ne 0 ]; then
-  cat "$tmp/server.log" >&2
-  fail "the server exited with status $status"
-fi
 
 echo "-- after: every row on both sides, each with its _lipsync_uuid"
 python3 "$tmp/show.py" "$tmp/client.db" "client.db: cities" \
@@ -171,4 +168,53 @@ if python3 "$tmp/same.py" "$tmp/client.db" "$tmp/server.db" 9; then
   echo "== both tables hold the same 9 rows with the same UUIDs"
 else
   fail "the two tables differ after the sync"
+fi
+
+# ---- act two: updates, deletes and a conflict ----------------------------
+# Plain SQL from another connection, as an application would write: the
+# first sync installed triggers that give every change a version.
+python3 - "$tmp" <<'EOF2'
+import sqlite3, sys, time
+def run(name, sql):
+    db = sqlite3.connect(f"{sys.argv[1]}/{name}.db")
+    with db:
+        db.execute(sql)
+    db.close()
+    time.sleep(0.01)  # distinct clocks, so the order below is the order
+run("server", "UPDATE cities SET population = 421878 WHERE name = 'Zürich'")
+run("client", "UPDATE cities SET population = 402762 WHERE name = 'Zürich'")
+run("client", "UPDATE cities SET name = 'Tōkyō' WHERE city_id = 1850147")
+run("server", "DELETE FROM cities WHERE name = 'Nuuk'")
+EOF2
+echo "-- then, on the server: Zürich's population set to 421878, Nuuk deleted;"
+echo "   on the client, later: Zürich's population set to 402762, Tokyo renamed"
+echo
+sync_once
+kill -TERM "$server_pid"
+status=0
+wait "$server_pid" || status=$?
+server_pid=""
+if [ "$status" -ne 0 ]; then
+  cat "$tmp/server.log" >&2
+  fail "the server exited with status $status"
+fi
+
+echo "-- after: the later change to Zürich won on both sides (last writer wins),"
+echo "   Tōkyō renamed, Nuuk deleted"
+python3 "$tmp/show.py" "$tmp/client.db" "client.db: cities" \
+  "$tmp/server.db" "server.db: cities"
+
+python3 - "$tmp" <<'EOF2' || fail "the changes did not travel as expected"
+import sqlite3, sys
+for side in ("client", "server"):
+    db = sqlite3.connect(f"file:{sys.argv[1]}/{side}.db?mode=ro", uri=True)
+    pop = dict(db.execute("SELECT name, population FROM cities"))
+    db.close()
+    assert pop.get("Zürich") == 402762 and "Tōkyō" in pop, side
+    assert "Nuuk" not in pop and "Tokyo" not in pop and len(pop) == 8, side
+EOF2
+if python3 "$tmp/same.py" "$tmp/client.db" "$tmp/server.db" 8; then
+  echo "== both tables hold the same 8 rows with the same UUIDs"
+else
+  fail "the two tables differ after the second sync"
 fi
