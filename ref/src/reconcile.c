@@ -829,7 +829,6 @@ static int open_lookup(lipsync_session *s, sync_table *t) {
     end++;
   }
   g->cursor_end = end;
-  g->cursor_is_range = false;
   return store_scan_uuids(s->store, t->handle, s->lookup, k, &g->cursor);
 }
 
@@ -871,7 +870,6 @@ static int next_push(lipsync_session *s, sync_table *t, lipsync_row *row,
       rc = store_scan(s->store, t->handle, sp->lo ? v[sp->lo].uuid : NULL,
                       sp->hi < t->items.n ? v[sp->hi].uuid : NULL, &g->cursor);
       g->cursor_end = g->pos + 1;
-      g->cursor_is_range = true;
       if (rc)
         return rc;
       continue;

@@ -86,7 +86,6 @@ typedef struct turn_producer {
   size_t sub; /* next item inside ranges[pos] or pushes[pos] */
   bool sub_active;
   size_t cursor_end;      /* gen.pos once |cursor| is exhausted */
-  bool cursor_is_range;   /* |cursor| is a range scan, not a lookup */
   lipsync_cursor *cursor; /* open over the span being pushed */
   bool sent_requests;     /* the turn so far holds Ranges or Need */
 } turn_producer;
