@@ -37,7 +37,7 @@
 #include <string.h>
 
 #define META_PREFIX "_lipsync_meta_"
-#define CAPTURE_TRIGGERS 4
+#define CAPTURE_TRIGGERS 5
 /* The advisory lock key of the clock: "lipsync" as a big-endian integer. */
 #define CLOCK_LOCK "30515229179342435"
 /* The largest bigint. */
@@ -51,7 +51,9 @@ static const char check_global_sql[] =
     " AND pg_catalog.to_regprocedure('_lipsync.observe(bigint)') IS NOT NULL"
     " AND pg_catalog.to_regprocedure('_lipsync.now()') IS NOT NULL"
     " AND pg_catalog.to_regprocedure('_lipsync.capture()') IS NOT NULL"
-    " AND pg_catalog.to_regprocedure('_lipsync.keep_uuid()') IS NOT NULL";
+    " AND pg_catalog.to_regprocedure('_lipsync.keep_uuid()') IS NOT NULL"
+    " AND pg_catalog.to_regprocedure('_lipsync.capture_truncate()')"
+    " IS NOT NULL";
 
 /* Every statement is idempotent; the transaction-level lock makes a
  * second installer wait for the first, then find everything in place. */
@@ -127,6 +129,17 @@ static const char install_global_sql[] =
     " clock = EXCLUDED.clock, site = EXCLUDED.site,"
     " deleted = EXCLUDED.deleted', TG_ARGV[0], TG_ARGV[1])"
     " USING u, TG_OP = 'DELETE';\n"
+    "  RETURN NULL;\n"
+    "END $f$;"
+    /* TRUNCATE fires no row trigger: every live item becomes a
+     * tombstone, in the TRUNCATE's transaction. */
+    "CREATE OR REPLACE FUNCTION _lipsync.capture_truncate() RETURNS trigger"
+    " LANGUAGE plpgsql SECURITY DEFINER"
+    " SET search_path = pg_catalog, pg_temp AS $f$\n"
+    "BEGIN\n"
+    "  EXECUTE pg_catalog.format('UPDATE %I.%I SET clock = _lipsync.tick(),"
+    " site = (SELECT site FROM _lipsync.state), deleted = true"
+    " WHERE NOT deleted', TG_ARGV[0], TG_ARGV[1]);\n"
     "  RETURN NULL;\n"
     "END $f$;"
     "CREATE OR REPLACE FUNCTION _lipsync.keep_uuid() RETURNS trigger"
@@ -264,7 +277,8 @@ static int check_table(pg_store *s, pg_table *t, bool *has_meta,
                   " (SELECT pg_catalog.count(*) FROM pg_catalog.pg_trigger"
                   " WHERE tgrelid = %s AND tgname IN"
                   " ('_lipsync_capture_insert', '_lipsync_capture_update',"
-                  " '_lipsync_capture_delete', '_lipsync_keep_uuid'))",
+                  " '_lipsync_capture_delete', '_lipsync_keep_uuid',"
+                  " '_lipsync_capture_truncate'))",
                   lit, t->oid);
   PQfreemem(lit);
   if (rc || !pgs_cstr(&sql)) {
@@ -286,7 +300,8 @@ static int check_table(pg_store *s, pg_table *t, bool *has_meta,
 static int install_triggers(pg_store *s, pg_table *t) {
   static const char *const names[] = {
       "_lipsync_capture_insert", "_lipsync_capture_update",
-      "_lipsync_capture_delete", "_lipsync_keep_uuid"};
+      "_lipsync_capture_delete", "_lipsync_keep_uuid",
+      "_lipsync_capture_truncate"};
   static const char applying[] =
       "pg_catalog.current_setting('lipsync.applying', true)"
       " IS DISTINCT FROM 'on'";
@@ -314,6 +329,9 @@ static int install_triggers(pg_store *s, pg_table *t) {
         " NEW::pg_catalog.text) EXECUTE FUNCTION _lipsync.capture(%s, %s);"
         "CREATE TRIGGER _lipsync_capture_delete AFTER DELETE ON %s"
         " FOR EACH ROW WHEN (%s) EXECUTE FUNCTION _lipsync.capture(%s, %s);"
+        "CREATE TRIGGER _lipsync_capture_truncate AFTER TRUNCATE ON %s"
+        " FOR EACH STATEMENT WHEN (%s)"
+        " EXECUTE FUNCTION _lipsync.capture_truncate(%s, %s);"
         "CREATE TRIGGER _lipsync_keep_uuid BEFORE UPDATE ON %s FOR EACH ROW"
         " WHEN (OLD.\"" LIPSYNC_UUID_COLUMN
         "\" IS NOT NULL AND NEW.\"" LIPSYNC_UUID_COLUMN
@@ -323,7 +341,7 @@ static int install_triggers(pg_store *s, pg_table *t) {
         " ON CONFLICT (name) DO NOTHING",
         t->qname, t->qname, applying, schema_lit, meta_lit, t->qname, applying,
         schema_lit, meta_lit, t->qname, applying, schema_lit, meta_lit,
-        t->qname, reg);
+        t->qname, applying, schema_lit, meta_lit, t->qname, reg);
   PQfreemem(schema_lit);
   PQfreemem(meta_lit);
   PQfreemem(reg);

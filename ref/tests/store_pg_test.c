@@ -2540,6 +2540,39 @@ static void test_capture_other_connection(void) {
                          " {S}._lipsync_meta_t WHERE NOT deleted",
                          -1),
                   2);
+  /* TRUNCATE fires no row trigger: every live item becomes a tombstone
+   * all the same, in its transaction, later than the live versions. */
+  long long live = FX_INT(&fx,
+                          "SELECT max(clock) FROM {S}._lipsync_meta_t"
+                          " WHERE NOT deleted",
+                          -1);
+  q = expand(&fx, "BEGIN; TRUNCATE {S}.t; ROLLBACK");
+  PG_EXEC(app, q);
+  free(q);
+  CU_ASSERT_EQUAL(FX_INT(&fx,
+                         "SELECT count(*) FROM {S}._lipsync_meta_t WHERE"
+                         " NOT deleted",
+                         -1),
+                  2);
+  q = expand(&fx, "TRUNCATE {S}.t");
+  PG_EXEC(app, q);
+  free(q);
+  CU_ASSERT_EQUAL(FX_INT(&fx,
+                         "SELECT count(*) FROM {S}._lipsync_meta_t WHERE"
+                         " NOT deleted",
+                         -1),
+                  0);
+  CU_ASSERT_EQUAL(FX_INT(&fx,
+                         "SELECT count(*) FROM {S}._lipsync_meta_t WHERE"
+                         " deleted",
+                         -1),
+                  3);
+  char sql[160];
+  snprintf(sql, sizeof sql,
+           "SELECT count(*) FROM {S}._lipsync_meta_t WHERE deleted AND"
+           " clock > %lld",
+           live);
+  CU_ASSERT_EQUAL(FX_INT(&fx, sql, -1), 2);
 out:
   free(u);
   if (app)
