@@ -1505,7 +1505,9 @@ static int write_row(pg_store *s, pg_table *t, const lipsync_row *row,
   lipsync_uuid_format(row->uuid, key);
   if ((rc = encode_row(s, t, row, key)) != 0)
     return rc;
-  if (pgs_item_line(items, row->uuid, &row->version, false, false) != 0)
+  if ((items == &t->items_new
+           ? pgs_item_binary(items, row->uuid, &row->version, false)
+           : pgs_item_line(items, row->uuid, &row->version, false, false)) != 0)
     return pgs_fail_nomem(s);
   if (s->copy_buf.len >= COPY_CHUNK && !copy_send(s)) {
     /* The server has refused the stream: take its reason. */
@@ -1533,7 +1535,7 @@ static int pg_store_insert(lipsync_store *store, lipsync_table *table,
     return not_prepared(s, t, "insert");
   if (!row->deleted)
     return write_row(s, t, row, false, &t->items_new);
-  if (pgs_item_line(&t->items_new, row->uuid, &row->version, true, false) != 0)
+  if (pgs_item_binary(&t->items_new, row->uuid, &row->version, true) != 0)
     return pgs_fail_nomem(s);
   return t->items_new.len >= ITEMS_BATCH_BYTES ? pgs_copy_end(s) : 0;
 }

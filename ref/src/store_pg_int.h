@@ -194,6 +194,10 @@ int pgs_tick(lipsync_store *store, lipsync_version *out);
 /* Appends the item of |row| as a COPY line to |out|. */
 /* One COPY line of an item; |with_base| adds base = version, for the
  * columns pgs_item_columns() names. */
+/* One tuple of a binary COPY of new items (uuid, clock, site, deleted),
+ * after the format's header when |out| is empty. */
+int pgs_item_binary(bytebuf *out, const uint8_t uuid[LIPSYNC_UUID_LEN],
+                    const lipsync_version *v, bool deleted);
 /* A table never synced as a client reports every base as zero; the items
  * capture installs store base = version, so that its first sync as a
  * client, which sets every base to its version, rewrites only the items

@@ -40,6 +40,36 @@ int pgs_item_line(bytebuf *out, const uint8_t uuid[LIPSYNC_UUID_LEN],
                   (unsigned long long)v->clock, site, deleted ? 't' : 'f');
 }
 
+/* COPY's binary format (PostgreSQL's "COPY ... WITH (FORMAT binary)"): a
+ * signature, flags and an empty header extension, then tuples, then -1. */
+static const uint8_t binary_header[19] = {'P',  'G',  'C',  'O',  'P', 'Y',
+                                          '\n', 0xff, '\r', '\n', 0};
+
+static void put_be(uint8_t *p, uint64_t v, int bytes) {
+  for (int i = 0; i < bytes; i++)
+    p[i] = (uint8_t)(v >> (8 * (bytes - 1 - i)));
+}
+
+int pgs_item_binary(bytebuf *out, const uint8_t uuid[LIPSYNC_UUID_LEN],
+                    const lipsync_version *v, bool deleted) {
+  uint8_t
+      tuple[2 + 4 + LIPSYNC_UUID_LEN + 4 + 8 + 4 + LIPSYNC_SITE_LEN + 4 + 1];
+  uint8_t *p = tuple;
+  if (out->len == 0 && bytebuf_append(out, binary_header, sizeof binary_header))
+    return LIPSYNC_ERR_NOMEM;
+  put_be(p, 4, 2), p += 2; /* fields: uuid, clock, site, deleted */
+  put_be(p, LIPSYNC_UUID_LEN, 4), p += 4;
+  memcpy(p, uuid, LIPSYNC_UUID_LEN), p += LIPSYNC_UUID_LEN;
+  put_be(p, 8, 4), p += 4;
+  put_be(p, v->clock, 8), p += 8;
+  put_be(p, LIPSYNC_SITE_LEN, 4), p += 4;
+  memcpy(p, v->site, LIPSYNC_SITE_LEN), p += LIPSYNC_SITE_LEN;
+  put_be(p, 1, 4), p += 4;
+  *p++ = deleted ? 1 : 0;
+  return bytebuf_append(out, tuple, (size_t)(p - tuple)) ? LIPSYNC_ERR_NOMEM
+                                                         : 0;
+}
+
 bool pgs_base_is_version(const pg_table *t) {
   return t->base.last_sync == 0;
 }
@@ -76,10 +106,16 @@ static int flush_deletes(pg_store *s, pg_table *t) {
 
 static int flush_new(pg_store *s, pg_table *t) {
   bytebuf sql = {0};
-  /* Received rows: the zero base, the shortest lines (a first sync as a
-   * client gives every row it received its base anyway). */
-  int rc = pgs_putf(&sql, "COPY %s (uuid, clock, site, deleted) FROM STDIN",
+  /* Received rows, in binary (nothing for the server to parse), with the
+   * zero base (a first sync as a client gives every row it received its
+   * base anyway). */
+  static const uint8_t trailer[2] = {0xff, 0xff};
+  int rc = pgs_putf(&sql,
+                    "COPY %s (uuid, clock, site, deleted) FROM STDIN"
+                    " WITH (FORMAT binary)",
                     t->meta_qname);
+  if (!rc && bytebuf_append(&t->items_new, trailer, sizeof trailer))
+    rc = LIPSYNC_ERR_NOMEM;
   if (rc || !pgs_cstr(&sql))
     rc = pgs_fail_nomem(s);
   else
