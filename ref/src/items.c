@@ -115,12 +115,16 @@ int items_load(item_index *idx, lipsync_store *store, lipsync_table *table,
   return 0;
 }
 
+static bool to_hide(const item *it, uint64_t horizon, bool clean_only) {
+  return (it->flags & ITEM_DELETED) && it->clock < horizon &&
+         (!clean_only || it->base == 0);
+}
+
 int items_hide_old_tombstones(item_index *idx, uint64_t horizon,
                               bool clean_only) {
   size_t n = 0, k = 0;
   for (size_t i = 0; i < idx->n; i++)
-    n += (idx->v[i].flags & ITEM_DELETED) && idx->v[i].clock < horizon &&
-         (!clean_only || idx->v[i].base == 0);
+    n += to_hide(&idx->v[i], horizon, clean_only);
   if (n == 0)
     return 0;
   idx->hidden = malloc(n * sizeof *idx->hidden);
@@ -128,8 +132,7 @@ int items_hide_old_tombstones(item_index *idx, uint64_t horizon,
     return LIPSYNC_ERR_NOMEM;
   for (size_t i = 0; i < idx->n; i++) {
     const item *it = &idx->v[i];
-    if ((it->flags & ITEM_DELETED) && it->clock < horizon &&
-        (!clean_only || it->base == 0))
+    if (to_hide(it, horizon, clean_only))
       memcpy(idx->hidden[idx->nhidden++], it->uuid, LIPSYNC_UUID_LEN);
     else
       idx->v[k++] = *it;

@@ -394,15 +394,23 @@ static int decode_value(lipsync_session *s, const sync_table *t,
   }
 }
 
-/* Writes the peer's row |in| (already checked) into the store. */
-static int write_row(lipsync_session *s, sync_table *t, const Lipsync__Row *in,
-                     lipsync_value *values) {
-  lipsync_row row;
-  memset(&row, 0, sizeof row);
-  memcpy(row.uuid, in->uuid.data, LIPSYNC_UUID_LEN);
+/* Decodes the values of the peer's row |in| into |values|, refusing any
+ * that is not valid. */
+static int decode_values(lipsync_session *s, const sync_table *t,
+                         const Lipsync__Row *in, lipsync_value *values) {
   for (size_t c = 0; c < in->n_values; c++)
     if (decode_value(s, t, in->values[c], &values[c]))
       return s->result;
+  return 0;
+}
+
+/* Writes the peer's row |in| (checked), its values decoded into |values|,
+ * into the store. */
+static int write_row(lipsync_session *s, sync_table *t, const Lipsync__Row *in,
+                     const lipsync_value *values) {
+  lipsync_row row;
+  memset(&row, 0, sizeof row);
+  memcpy(row.uuid, in->uuid.data, LIPSYNC_UUID_LEN);
   row.nvalues = in->n_values;
   row.values = values;
   version_from_wire(in->version, &row.version);
@@ -433,7 +441,6 @@ static bool defer_row(lipsync_session *s, sync_table *t, const Lipsync__Row *in,
     return true;
   }
   t->deferred.len += lipsync__row__pack(in, t->deferred.data + t->deferred.len);
-  t->ndeferred++;
   return true;
 }
 
@@ -450,8 +457,9 @@ int recon_apply_deferred(lipsync_session *s) {
           (size_t)p[0] << 24 | (size_t)p[1] << 16 | (size_t)p[2] << 8 | p[3];
       Lipsync__Row *in = lipsync__row__unpack(NULL, n, p + 4);
       off += 4 + n;
-      int rc = in ? write_row(s, t, in, values)
-                  : session_fail(s, LIPSYNC_ERR_NOMEM, "out of memory");
+      int rc = !in ? session_fail(s, LIPSYNC_ERR_NOMEM, "out of memory")
+               : decode_values(s, t, in, values) ? s->result
+                                                 : write_row(s, t, in, values);
       if (in)
         lipsync__row__free_unpacked(in, NULL);
       if (rc) {
@@ -461,7 +469,6 @@ int recon_apply_deferred(lipsync_session *s) {
     }
     free(values);
     bytebuf_free(&t->deferred);
-    t->ndeferred = 0;
   }
   return 0;
 }
@@ -497,9 +504,8 @@ static int apply_row(lipsync_session *s, sync_table *t, const Lipsync__Row *in,
                         "table %s: received row %s, whose version does not "
                         "win over this side's",
                         t->name, text);
-  for (size_t c = 0; c < in->n_values; c++) /* refused now, not later */
-    if (decode_value(s, t, in->values[c], &values[c]))
-      return s->result;
+  if (decode_values(s, t, in, values)) /* refused now, not later */
+    return s->result;
   int rc;
   if (!defer_row(s, t, in, &rc) && write_row(s, t, in, values))
     return s->result;

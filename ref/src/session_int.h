@@ -65,7 +65,6 @@ typedef struct sync_table {
   size_t nimplicit, cap_implicit;
 
   bytebuf deferred; /* live rows received, applied after every tombstone */
-  size_t ndeferred;
 
   decide_ctx ctx;     /* policy, horizon and staleness of this table */
   uint64_t last_sync; /* the client's, from its store or OpenTables */
