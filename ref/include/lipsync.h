@@ -44,7 +44,7 @@ extern "C" {
 #define LIPSYNC_UUID_COLUMN "_lipsync_uuid"
 
 /*
- * Error codes. Codes -1 .. -15 are the negated wire codes of the Error
+ * Error codes. Codes -1 .. -16 are the negated wire codes of the Error
  * frame (spec section 11); the others never cross the wire.
  */
 typedef enum lipsync_error {
@@ -64,6 +64,10 @@ typedef enum lipsync_error {
   LIPSYNC_ERR_INVALID_VALUE = -13,
   LIPSYNC_ERR_SHUTTING_DOWN = -14,
   LIPSYNC_ERR_INTERNAL = -15,
+  /* Another writer of the database got in the way (a lock wait expired, a
+   * row changed under the session): the same sync may succeed if run
+   * again. */
+  LIPSYNC_ERR_TRY_AGAIN = -16,
   /* Local only. */
   LIPSYNC_ERR_NOMEM = -100,
   LIPSYNC_ERR_INVALID_ARGUMENT = -101,
@@ -117,15 +121,24 @@ typedef struct lipsync_version {
 int lipsync_version_cmp(const lipsync_version *a, const lipsync_version *b);
 
 /* One row: its UUID and its values in canonical column order. Rows a
- * backend reads (scan, fetch) leave |version| and |deleted| zero; rows
- * the session applies (insert, update) carry them, and a tombstone
- * (|deleted| nonzero) has no values. */
+ * backend reads (scan, scan_uuids, fetch) carry their item's |version|
+ * and |base| (|deleted| zero); rows the session applies (insert, update)
+ * carry the version and deleted flag to store, and a tombstone (|deleted|
+ * nonzero) has no values. */
 typedef struct lipsync_row {
   uint8_t uuid[LIPSYNC_UUID_LEN];
   size_t nvalues;
   const lipsync_value *values;
   lipsync_version version;
   int deleted;
+  /* Store methods version 3. */
+  lipsync_version base; /* rows read: the item's base */
+  /* Rows applied: the item digest (spec 8.1) of the item written, and of
+   * the item it replaces (update only; zero when |had_item| is 0), for a
+   * backend that keeps the sum of its item digests (summarize). */
+  uint8_t digest[LIPSYNC_DIGEST_LEN];
+  uint8_t old_digest[LIPSYNC_DIGEST_LEN];
+  int had_item;
 } lipsync_row;
 
 /* What a database keeps of one row beside it (spec 8.1): the current
@@ -194,12 +207,46 @@ struct lipsync_table {
   uint64_t last_sync;
 };
 
+/* A change position (spec 8.8.1): opaque bytes that only the database
+ * that made them reads. */
+#define LIPSYNC_POSITION_MAX 1024
+typedef struct lipsync_position {
+  size_t len;
+  uint8_t data[LIPSYNC_POSITION_MAX];
+} lipsync_position;
+
+/* What a client keeps of its last session of a table with a server (spec
+ * 8.8.1): the server's site id, token and position (|has| 0: none), and
+ * its own session position, which it keeps after any successful session
+ * as a client (len 0: none). */
+typedef struct lipsync_checkpoint {
+  int has;
+  uint8_t server_site[LIPSYNC_SITE_LEN];
+  uint8_t token[LIPSYNC_SITE_LEN];
+  lipsync_position server_position;
+  lipsync_position client_position;
+} lipsync_checkpoint;
+
+/* The sum (mod 2^128, big-endian) and number of a set of item digests. */
+typedef struct lipsync_summary {
+  uint8_t sum[LIPSYNC_DIGEST_LEN];
+  uint64_t count;
+} lipsync_summary;
+
 /* What finish_table records once every received row is applied. */
 typedef struct lipsync_finish {
   uint64_t max_clock;    /* the highest clock received: the clock passes it */
-  uint64_t horizon;      /* tombstones with a lower clock are purged */
-  int as_client;         /* this side is the client: every base := version */
+  uint64_t horizon;      /* tombstones with a lower clock may be purged */
+  int as_client;         /* this side is the client: bases := versions */
   uint64_t server_clock; /* as_client: the new last_sync */
+  /* Version 3. */
+  /* as_client: what to keep in place of the table's checkpoint; its
+   * client_position is the session's (store method position). */
+  const lipsync_checkpoint *checkpoint;
+  /* Server: when |new_token| is not NULL, the token to keep for the client
+   * database |client_site| and this table in place of the one it holds. */
+  const uint8_t *client_site;
+  const uint8_t *new_token;
 } lipsync_finish;
 
 /* Base of a backend's cursor. */
@@ -207,7 +254,7 @@ struct lipsync_cursor {
   lipsync_table *table;
 };
 
-#define LIPSYNC_STORE_METHODS_VERSION 2
+#define LIPSYNC_STORE_METHODS_VERSION 3
 
 /*
  * A storage backend. Methods are only ever appended; |version| says how many
@@ -322,6 +369,77 @@ struct lipsync_store_methods {
    * made or received, with its site id (created if none yet), for the
    * server's TablesOpened. A backend may or may not move its clock. */
   int (*tick)(lipsync_store *store, lipsync_version *out);
+
+  /* Version 3: snapshots, change positions, summaries and checkpoints
+   * (spec LS-STORE-4, 8.8). The core requires it. */
+
+  /* Starts the one transaction of a sync for reading: everything read in it
+   * comes from one snapshot of the database, and reading blocks no other
+   * reader or writer. prepare_table may turn it into a write transaction
+   * (capture to install, UUIDs to give) before anything else is read. */
+  int (*begin_read)(lipsync_store *store);
+  /* Lets the transaction write, waiting for the database's write lock for
+   * at most the lock timeout (then LIPSYNC_ERR_TRY_AGAIN). What the session
+   * reads stays its snapshot's (LS-STORE-4): writing, or reading again, an
+   * item that another writer changed since then fails with
+   * LIPSYNC_ERR_TRY_AGAIN. insert, update and finish_table call it when
+   * they must write. */
+  int (*begin_write)(lipsync_store *store);
+  /* Bounds every later wait for a lock to |ms| milliseconds (<= 0: the
+   * backend's default). */
+  void (*set_lock_timeout)(lipsync_store *store, int ms);
+  /* The session position of |table| (spec LS-INC-1): the changes this
+   * transaction read, and its own writes so far. */
+  int (*position)(lipsync_store *store, lipsync_table *table,
+                  lipsync_position *out);
+  /* Opens a cursor (next_item) over the items of |table| changed since
+   * |since|, a position this database made for it, in ascending UUID
+   * order, tombstones included. LIPSYNC_ERR_NOT_FOUND when it cannot read
+   * |since| as one of its positions. */
+  int (*scan_changes)(lipsync_store *store, lipsync_table *table,
+                      const lipsync_position *since, lipsync_cursor **out);
+  /* Opens a cursor (next_item) over the items whose UUID is in [lower,
+   * upper) (NULL: unbounded), in ascending UUID order, tombstones
+   * included. */
+  int (*scan_item_range)(lipsync_store *store, lipsync_table *table,
+                         const uint8_t *lower, const uint8_t *upper,
+                         lipsync_cursor **out);
+  /* Opens a cursor (next_item) over the items of the |n| UUIDs at |uuids|
+   * (16 bytes each, ascending) that exist, in ascending UUID order. */
+  int (*lookup_items)(lipsync_store *store, lipsync_table *table,
+                      const uint8_t *uuids, size_t n, lipsync_cursor **out);
+  /* Opens a cursor (next_item) over the tombstones of |table| whose clock
+   * is below |clock|, in any order. */
+  int (*scan_tombstones)(lipsync_store *store, lipsync_table *table,
+                         uint64_t clock, lipsync_cursor **out);
+  /* The sum and count of the item digests of every item of |table|,
+   * tombstones included, in the snapshot, before the transaction wrote
+   * any item: kept up to date by the backend, so that this costs what
+   * changed since it last folded its changes in, not the table. */
+  int (*summarize)(lipsync_store *store, lipsync_table *table,
+                   lipsync_summary *out);
+  /* The client's checkpoint of |table| (spec 8.8.1). */
+  int (*load_checkpoint)(lipsync_store *store, lipsync_table *table,
+                         lipsync_checkpoint *out);
+  /* The token the server keeps for the client database |client_site| and
+   * |table|: sets |*found| and copies it into |token|. */
+  int (*load_token)(lipsync_store *store, lipsync_table *table,
+                    const uint8_t client_site[LIPSYNC_SITE_LEN],
+                    uint8_t token[LIPSYNC_SITE_LEN], int *found);
+  /* Outside any transaction (after a rollback): forgets the checkpoint of
+   * table |name| and makes its next prepare_table recount it, in a
+   * transaction of its own (spec LS-INC-16, LS-INC-17). */
+  int (*distrust)(lipsync_store *store, const char *name);
+  /* Recomputes the kept summary of |table| from its items, gives every
+   * item that disagrees with its row a new version (a change that escaped
+   * capture), and forgets its checkpoint. Before anything else of the
+   * table is read; it writes. */
+  int (*recount)(lipsync_store *store, lipsync_table *table);
+  /* Outside any transaction: folds the changes of every table into the
+   * kept summaries and purges tombstones below |horizon| (0: none), in
+   * transactions of its own; a backend whose sessions do this themselves
+   * may do nothing. Never needed for correctness. */
+  int (*maintain)(lipsync_store *store, uint64_t horizon);
 };
 
 /* Frees |store| through its destroy method; NULL is a no-op. */
@@ -331,6 +449,17 @@ const char *lipsync_store_errmsg(lipsync_store *store);
 /* Interrupts |store| from any thread (see the interrupt method), for an
  * application that is stopping. The caller keeps |store| alive meanwhile. */
 void lipsync_store_interrupt(lipsync_store *store);
+/* Bounds every later wait of |store| for a lock of its database to |ms|
+ * milliseconds (<= 0: the backend's default, 60 s); a sync whose wait
+ * expires fails with LIPSYNC_ERR_TRY_AGAIN. A connection the caller wraps
+ * keeps its own busy handler (SQLite) or lock_timeout (PostgreSQL) for
+ * the caller's transactions. */
+void lipsync_store_set_lock_timeout(lipsync_store *store, int ms);
+/* Outside any sync: folds the changes the store's capture logged into the
+ * summaries it keeps, and purges tombstones below |horizon| (0: none), in
+ * short transactions of its own; a busy database is left for next time.
+ * Never needed for correctness: it keeps the next syncs cheap. */
+int lipsync_store_maintain(lipsync_store *store, uint64_t horizon);
 
 /* SQLite backend over an open connection |db| (a sqlite3 *). Does not take
  * ownership of |db|: the caller closes it after lipsync_store_free(). The
@@ -482,6 +611,19 @@ int lipsync_session_set_versions(lipsync_session *session, uint32_t min,
 /* Ranges holding at most |n| items are answered with item lists rather
  * than split (default 32; 0 disables splitting: the simple strategy). */
 void lipsync_session_set_split_threshold(lipsync_session *session, size_t n);
+
+/* Whether the session offers (client) or accepts (server) the feature
+ * "incremental" (spec 8.8): a table synced before with the same peer
+ * exchanges only what changed since (default: on). Call before the first
+ * recv/send. */
+int lipsync_session_set_incremental(lipsync_session *session, int on);
+/* Client only: presents no checkpoint, so that every table is reconciled
+ * by ranges, and first recomputes what the store keeps of each table from
+ * its items, repairing items that disagree with their rows (a change made
+ * with capture off). Call before the first recv/send. */
+int lipsync_session_set_full(lipsync_session *session);
+/* Nonzero once table |index| is known to be synced by its changes. */
+int lipsync_session_table_incremental(lipsync_session *session, size_t index);
 
 /* ------------------------------------------------------------------ */
 /* Socket loop                                                          */

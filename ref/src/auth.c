@@ -11,7 +11,11 @@ static const char CLIENT_LABEL[] = "LipSync v1 client auth";
 static const char SERVER_LABEL[] = "LipSync v1 server auth";
 
 int auth_nonce(uint8_t nonce[LIPSYNC_NONCE_LEN]) {
-  return RAND_bytes(nonce, LIPSYNC_NONCE_LEN) == 1 ? 0 : LIPSYNC_ERR_INTERNAL;
+  return auth_nonce_bytes(nonce, LIPSYNC_NONCE_LEN);
+}
+
+int auth_nonce_bytes(uint8_t *out, size_t n) {
+  return RAND_bytes(out, (int)n) == 1 ? 0 : LIPSYNC_ERR_INTERNAL;
 }
 
 void auth_transcript(const uint8_t *client_hello, size_t client_len,

@@ -15,6 +15,8 @@ typedef enum auth_role { AUTH_CLIENT, AUTH_SERVER } auth_role;
 
 /* Fills |nonce| from the system CSPRNG. Returns 0 or LIPSYNC_ERR_INTERNAL. */
 int auth_nonce(uint8_t nonce[LIPSYNC_NONCE_LEN]);
+/* Fills |n| bytes at |out| from the system CSPRNG (tokens, spec LS-INC-4). */
+int auth_nonce_bytes(uint8_t *out, size_t n);
 
 /* TH = SHA-256(client hello frame || server hello frame), frames as sent. */
 void auth_transcript(const uint8_t *client_hello, size_t client_len,

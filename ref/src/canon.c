@@ -19,14 +19,14 @@ static void put_u32(uint8_t *p, uint32_t v) {
   p[3] = (uint8_t)v;
 }
 
-static void put_u64(uint8_t *p, uint64_t v) {
+void canon_put_u64(uint8_t *p, uint64_t v) {
   for (int i = 7; i >= 0; i--) {
     p[i] = (uint8_t)v;
     v >>= 8;
   }
 }
 
-static uint64_t get_u64(const uint8_t *p) {
+uint64_t canon_get_u64(const uint8_t *p) {
   uint64_t v = 0;
   for (int i = 0; i < 8; i++)
     v = (v << 8) | p[i];
@@ -50,7 +50,7 @@ size_t canon_value_encode(const lipsync_value *v, uint8_t *out) {
   out[0] = (uint8_t)v->type;
   switch (v->type) {
   case LIPSYNC_INTEGER:
-    put_u64(out + 1, (uint64_t)v->u.integer);
+    canon_put_u64(out + 1, (uint64_t)v->u.integer);
     return 9;
   case LIPSYNC_REAL: {
     uint64_t bits;
@@ -59,7 +59,7 @@ size_t canon_value_encode(const lipsync_value *v, uint8_t *out) {
       bits = UINT64_C(0x7FF8000000000000); /* every NaN is one value */
     else
       memcpy(&bits, &d, sizeof bits);
-    put_u64(out + 1, bits);
+    canon_put_u64(out + 1, bits);
     return 9;
   }
   case LIPSYNC_TEXT:
@@ -181,7 +181,7 @@ void canon_fp_init(canon_fp *fp) {
 }
 
 void canon_fp_add(canon_fp *fp, const uint8_t digest[LIPSYNC_DIGEST_LEN]) {
-  uint64_t hi = get_u64(digest), lo = get_u64(digest + 8);
+  uint64_t hi = canon_get_u64(digest), lo = canon_get_u64(digest + 8);
   uint64_t old = fp->lo;
   fp->lo += lo;
   fp->hi += hi + (fp->lo < old);
@@ -189,7 +189,7 @@ void canon_fp_add(canon_fp *fp, const uint8_t digest[LIPSYNC_DIGEST_LEN]) {
 }
 
 void canon_fp_sub(canon_fp *fp, const uint8_t digest[LIPSYNC_DIGEST_LEN]) {
-  uint64_t hi = get_u64(digest), lo = get_u64(digest + 8);
+  uint64_t hi = canon_get_u64(digest), lo = canon_get_u64(digest + 8);
   uint64_t old = fp->lo;
   fp->lo -= lo;
   fp->hi -= hi + (fp->lo > old);
@@ -203,11 +203,30 @@ void canon_fp_merge(canon_fp *fp, const canon_fp *other) {
   fp->count += other->count;
 }
 
+void canon_fp_unmerge(canon_fp *fp, const canon_fp *other) {
+  uint64_t old = fp->lo;
+  fp->lo -= other->lo;
+  fp->hi -= other->hi + (fp->lo > old);
+  fp->count -= other->count;
+}
+
+void canon_fp_store(const canon_fp *fp, lipsync_summary *out) {
+  canon_put_u64(out->sum, fp->hi);
+  canon_put_u64(out->sum + 8, fp->lo);
+  out->count = fp->count;
+}
+
+void canon_fp_load(canon_fp *fp, const lipsync_summary *in) {
+  fp->hi = canon_get_u64(in->sum);
+  fp->lo = canon_get_u64(in->sum + 8);
+  fp->count = in->count;
+}
+
 void canon_fp_final(const canon_fp *fp, uint8_t out[LIPSYNC_DIGEST_LEN]) {
   uint8_t in[24], full[EVP_MAX_MD_SIZE];
-  put_u64(in, fp->hi);
-  put_u64(in + 8, fp->lo);
-  put_u64(in + 16, fp->count);
+  canon_put_u64(in, fp->hi);
+  canon_put_u64(in + 8, fp->lo);
+  canon_put_u64(in + 16, fp->count);
   EVP_Digest(in, sizeof in, full, NULL, EVP_sha256(), NULL);
   memcpy(out, full, LIPSYNC_DIGEST_LEN);
 }

@@ -58,6 +58,15 @@ void canon_fp_sub(canon_fp *fp, const uint8_t digest[LIPSYNC_DIGEST_LEN]);
 /* Adds every item of |other| to |fp|. */
 void canon_fp_merge(canon_fp *fp, const canon_fp *other);
 void canon_fp_final(const canon_fp *fp, uint8_t out[LIPSYNC_DIGEST_LEN]);
+/* Removes every item of |other| from |fp|. */
+void canon_fp_unmerge(canon_fp *fp, const canon_fp *other);
+/* The accumulator as a lipsync_summary (big-endian sum, count), and back. */
+void canon_fp_store(const canon_fp *fp, lipsync_summary *out);
+void canon_fp_load(canon_fp *fp, const lipsync_summary *in);
+
+/* Big-endian 64-bit integers. */
+void canon_put_u64(uint8_t *p, uint64_t v);
+uint64_t canon_get_u64(const uint8_t *p);
 
 /* Schema fingerprint (spec 6.3) over |n| columns in canonical order. */
 void canon_schema_fingerprint(const lipsync_column *cols, size_t n,

@@ -35,6 +35,8 @@ const char *lipsync_strerror(int code) {
     return "server shutting down";
   case LIPSYNC_ERR_INTERNAL:
     return "internal error";
+  case LIPSYNC_ERR_TRY_AGAIN:
+    return "try again";
   case LIPSYNC_ERR_NOMEM:
     return "out of memory";
   case LIPSYNC_ERR_INVALID_ARGUMENT:

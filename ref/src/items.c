@@ -1,7 +1,6 @@
-/* items.c: the sorted item snapshot of a table (items.h). */
+/* items.c: my table's items, read through the store (items.h). */
 #include "items.h"
 
-#include "buf.h"
 #include "decide.h"
 #include "store.h"
 
@@ -9,198 +8,147 @@
 #include <stdlib.h>
 #include <string.h>
 
-static int item_cmp(const void *a, const void *b) {
-  return memcmp(a, b, LIPSYNC_UUID_LEN);
+int items_digest(item_view *v, const lipsync_item *it,
+                 uint8_t out[LIPSYNC_DIGEST_LEN]) {
+  return canon_item_digest(v->hasher, it->uuid, &it->version, it->deleted != 0,
+                           out);
 }
 
-static int items_push(item_index *idx, const lipsync_item *in, canon_hasher *h,
-                      bool with_base) {
-  if (idx->n == idx->cap) {
-    size_t cap = idx->cap ? idx->cap * 2 : 1024;
-    item *v = realloc(idx->v, cap * sizeof *v);
-    if (!v)
-      return LIPSYNC_ERR_NOMEM;
-    idx->v = v;
-    idx->cap = cap;
-  }
-  item *it = &idx->v[idx->n];
-  memcpy(it->uuid, in->uuid, LIPSYNC_UUID_LEN);
-  memcpy(it->site, in->version.site, LIPSYNC_SITE_LEN);
-  it->clock = in->version.clock;
-  it->flags = in->deleted ? ITEM_DELETED : 0;
-  it->base = 0;
-  if (with_base && version_is_zero(&in->base)) {
-    it->base = ITEM_BASE_ZERO; /* the common case needs no entry in bases */
-  } else if (with_base && lipsync_version_cmp(&in->base, &in->version) != 0) {
-    if (vec_reserve((void **)&idx->bases, &idx->cap_bases, idx->nbases + 1,
-                    sizeof *idx->bases))
-      return LIPSYNC_ERR_NOMEM;
-    idx->bases[idx->nbases++] = in->base;
-    it->base = (uint32_t)idx->nbases;
-  }
-  int rc = canon_item_digest(h, it->uuid, &in->version, in->deleted != 0,
-                             it->digest);
-  if (rc)
-    return rc;
-  idx->n++;
-  return 0;
+static bool clean(const lipsync_item *it) {
+  return lipsync_version_cmp(&it->version, &it->base) == 0;
 }
 
-/* Sorts by UUID: one in-place pass of American flag sort on the first byte
- * (UUIDs are random, so the 256 buckets come out even), then each bucket
- * with qsort, whose scratch space is then a bucket's, not the table's. */
-static void items_sort(item *v, size_t n) {
-  size_t count[256] = {0}, start[257], next[256];
-  if (n < 4096) {
-    if (n > 1)
-      qsort(v, n, sizeof *v, item_cmp);
-    return;
-  }
-  for (size_t i = 0; i < n; i++)
-    count[v[i].uuid[0]]++;
-  start[0] = 0;
-  for (int b = 0; b < 256; b++)
-    start[b + 1] = start[b] + count[b];
-  memcpy(next, start, sizeof next);
-  for (int b = 0; b < 256; b++) {
-    while (next[b] < start[b + 1]) {
-      item *x = &v[next[b]];
-      int dst = x->uuid[0];
-      if (dst == b) {
-        next[b]++;
-        continue;
-      }
-      item tmp = v[next[dst]];
-      v[next[dst]++] = *x;
-      *x = tmp;
-    }
-  }
-  for (int b = 0; b < 256; b++)
-    if (count[b] > 1)
-      qsort(v + start[b], count[b], sizeof *v, item_cmp);
+bool items_hidden(const item_view *v, const lipsync_item *it) {
+  return it->deleted && it->version.clock < v->horizon &&
+         (!v->client || clean(it));
 }
 
-int items_load(item_index *idx, lipsync_store *store, lipsync_table *table,
-               canon_hasher *h, bool with_base, char *errbuf, size_t errlen) {
-  lipsync_cursor *cur;
-  lipsync_item in;
+int items_open(item_view *v, lipsync_store *store, lipsync_table *table,
+               canon_hasher *h, bool client, uint64_t horizon, char *errbuf,
+               size_t errlen) {
+  lipsync_summary sum;
+  lipsync_cursor *c;
+  lipsync_item it;
+  uint8_t digest[LIPSYNC_DIGEST_LEN];
   int rc;
 
-  idx->n = 0;
-  rc = store_scan_items(store, table, &cur);
-  if (rc) {
+  memset(v, 0, sizeof *v);
+  v->store = store;
+  v->table = table;
+  v->hasher = h;
+  v->client = client;
+  v->horizon = horizon;
+  if ((rc = store_summarize(store, table, &sum)) != 0) {
     snprintf(errbuf, errlen, "%s", store_errmsg(store));
     return rc;
   }
-  while ((rc = store_next_item(store, cur, &in)) > 0)
-    if ((rc = items_push(idx, &in, h, with_base)) != 0)
-      break;
-  if (rc < 0) {
-    snprintf(errbuf, errlen, "table %s: %s", table->name,
-             rc == LIPSYNC_ERR_NOMEM ? "out of memory" : store_errmsg(store));
-    store_close_cursor(store, cur);
+  canon_fp_load(&v->visible, &sum);
+  v->final = v->visible;
+  v->total = sum.count;
+  /* Old tombstones are in the summary but neither in the final item set
+   * nor, unless a client has not synced them yet, in the visible one. */
+  if (horizon == 0)
+    return 0;
+  if ((rc = store_scan_tombstones(store, table, horizon, &c)) != 0) {
+    snprintf(errbuf, errlen, "%s", store_errmsg(store));
     return rc;
   }
-  store_close_cursor(store, cur);
-  items_sort(idx->v, idx->n);
-  for (size_t i = 1; i < idx->n; i++) {
-    if (memcmp(idx->v[i - 1].uuid, idx->v[i].uuid, LIPSYNC_UUID_LEN) == 0) {
-      char text[37];
-      lipsync_uuid_format(idx->v[i].uuid, text);
-      snprintf(errbuf, errlen, "table %s: duplicate _lipsync_uuid %s",
-               table->name, text);
-      return LIPSYNC_ERR_STORAGE;
-    }
+  while ((rc = store_next_item(store, c, &it)) > 0) {
+    if ((rc = items_digest(v, &it, digest)) != 0)
+      break;
+    canon_fp_sub(&v->final, digest);
+    if (items_hidden(v, &it))
+      canon_fp_sub(&v->visible, digest);
   }
-  return 0;
+  store_close_cursor(store, c);
+  if (rc < 0)
+    snprintf(errbuf, errlen, "table %s: %s", table->name, store_errmsg(store));
+  return rc < 0 ? rc : 0;
 }
 
-static bool to_hide(const item *it, uint64_t horizon, bool clean_only) {
-  return (it->flags & ITEM_DELETED) && it->clock < horizon &&
-         (!clean_only || it->base == 0);
+int items_scan(item_view *v, const uint8_t *lower, const uint8_t *upper,
+               item_cursor *out) {
+  out->view = v;
+  return store_scan_item_range(v->store, v->table, lower, upper, &out->cursor);
 }
 
-int items_hide_old_tombstones(item_index *idx, uint64_t horizon,
-                              bool clean_only) {
-  size_t n = 0, k = 0;
-  for (size_t i = 0; i < idx->n; i++)
-    n += to_hide(&idx->v[i], horizon, clean_only);
+int items_changes(item_view *v, const lipsync_position *since,
+                  item_cursor *out) {
+  out->view = v;
+  return store_scan_changes(v->store, v->table, since, &out->cursor);
+}
+
+int items_next(item_cursor *c, lipsync_item *it,
+               uint8_t digest[LIPSYNC_DIGEST_LEN]) {
+  int rc;
+  while ((rc = store_next_item(c->view->store, c->cursor, it)) > 0) {
+    if (items_hidden(c->view, it))
+      continue;
+    if (digest && (rc = items_digest(c->view, it, digest)) != 0)
+      return rc;
+    return 1;
+  }
+  return rc;
+}
+
+void items_close(item_cursor *c) {
+  if (c->cursor)
+    store_close_cursor(c->view->store, c->cursor);
+  c->cursor = NULL;
+}
+
+int items_fingerprint(item_view *v, const uint8_t *lower, const uint8_t *upper,
+                      canon_fp *out) {
+  item_cursor c;
+  lipsync_item it;
+  uint8_t digest[LIPSYNC_DIGEST_LEN];
+  int rc;
+  if (!lower && !upper) {
+    *out = v->visible;
+    return 0;
+  }
+  canon_fp_init(out);
+  if ((rc = items_scan(v, lower, upper, &c)) != 0)
+    return rc;
+  while ((rc = items_next(&c, &it, digest)) > 0)
+    canon_fp_add(out, digest);
+  items_close(&c);
+  return rc;
+}
+
+static int uuid_cmp(const void *a, const void *b) {
+  return memcmp(a, b, LIPSYNC_UUID_LEN);
+}
+
+void items_sort_uuids(uint8_t (*uuids)[LIPSYNC_UUID_LEN], size_t n) {
+  if (n > 1)
+    qsort(uuids, n, LIPSYNC_UUID_LEN, uuid_cmp);
+}
+
+int items_lookup(item_view *v, const uint8_t *uuids, size_t n,
+                 items_found_fn found, void *arg) {
+  uint8_t(*sorted)[LIPSYNC_UUID_LEN];
+  lipsync_cursor *c;
+  lipsync_item it;
+  int rc;
   if (n == 0)
     return 0;
-  idx->hidden = malloc(n * sizeof *idx->hidden);
-  if (!idx->hidden)
+  if (!(sorted = malloc(n * LIPSYNC_UUID_LEN)))
     return LIPSYNC_ERR_NOMEM;
-  for (size_t i = 0; i < idx->n; i++) {
-    const item *it = &idx->v[i];
-    if (to_hide(it, horizon, clean_only))
-      memcpy(idx->hidden[idx->nhidden++], it->uuid, LIPSYNC_UUID_LEN);
-    else
-      idx->v[k++] = *it;
-  }
-  idx->n = k;
-  return 0;
-}
-
-bool items_hidden(const item_index *idx, const uint8_t *uuid) {
-  size_t lo = 0, hi = idx->nhidden;
-  while (lo < hi) {
-    size_t mid = lo + (hi - lo) / 2;
-    int c = memcmp(idx->hidden[mid], uuid, LIPSYNC_UUID_LEN);
-    if (c == 0)
-      return true;
-    if (c < 0)
-      lo = mid + 1;
-    else
-      hi = mid;
-  }
-  return false;
-}
-
-void items_free(item_index *idx) {
-  free(idx->v);
-  free(idx->bases);
-  free(idx->hidden);
-  memset(idx, 0, sizeof *idx);
-}
-
-void item_version(const item *it, lipsync_version *out) {
-  out->clock = it->clock;
-  memcpy(out->site, it->site, LIPSYNC_SITE_LEN);
-}
-
-void item_base(const item_index *idx, const item *it, lipsync_version *out) {
-  if (it->base == ITEM_BASE_ZERO)
-    memset(out, 0, sizeof *out);
-  else if (it->base)
-    *out = idx->bases[it->base - 1];
-  else
-    item_version(it, out);
-}
-
-size_t items_lower_bound(const item_index *idx, const uint8_t *uuid) {
-  size_t lo = 0, hi = idx->n;
-  if (!uuid)
-    return 0;
-  while (lo < hi) {
-    size_t mid = lo + (hi - lo) / 2;
-    if (memcmp(idx->v[mid].uuid, uuid, LIPSYNC_UUID_LEN) < 0)
-      lo = mid + 1;
-    else
-      hi = mid;
-  }
-  return lo;
-}
-
-size_t items_find(const item_index *idx, const uint8_t *uuid) {
-  size_t pos = items_lower_bound(idx, uuid);
-  if (pos < idx->n && memcmp(idx->v[pos].uuid, uuid, LIPSYNC_UUID_LEN) == 0)
-    return pos;
-  return (size_t)-1;
-}
-
-void items_fingerprint(const item_index *idx, size_t lo, size_t hi,
-                       canon_fp *fp) {
-  canon_fp_init(fp);
-  for (size_t i = lo; i < hi; i++)
-    canon_fp_add(fp, idx->v[i].digest);
+  memcpy(sorted, uuids, n * LIPSYNC_UUID_LEN);
+  items_sort_uuids(sorted, n);
+  size_t k = 0; /* each once */
+  for (size_t i = 0; i < n; i++)
+    if (k == 0 || memcmp(sorted[k - 1], sorted[i], LIPSYNC_UUID_LEN) != 0)
+      memmove(sorted[k++], sorted[i], LIPSYNC_UUID_LEN);
+  n = k;
+  rc = store_lookup_items(v->store, v->table, (const uint8_t *)sorted, n, &c);
+  free(sorted);
+  if (rc)
+    return rc;
+  while ((rc = store_next_item(v->store, c, &it)) > 0)
+    if ((rc = found(arg, &it)) != 0)
+      break;
+  store_close_cursor(v->store, c);
+  return rc < 0 ? rc : 0;
 }

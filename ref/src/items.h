@@ -1,10 +1,10 @@
 /*
- * items.h: what the session knows of a table without its contents: one
- * item (UUID, version, deleted flag, and the client's base) per row or
- * tombstone, sorted by UUID (spec 8.1). It is read once per sync from the
- * backend's items and stays fixed for the session (a snapshot), so ranges
- * map to index intervals and every fingerprint, split or item list is
- * computed from memory, 64 bytes per row.
+ * items.h: what the session knows of its own table without its contents:
+ * the items (spec 8.1), read through the store whenever they are needed,
+ * never held in memory. A view knows the session's visibility rule (spec
+ * LS-TOMB-3), answers summaries of ranges (the whole table from the
+ * backend's kept summary, a part by scanning it in UUID order), and looks
+ * items up by UUID in batches.
  */
 #ifndef LIPSYNC_ITEMS_H
 #define LIPSYNC_ITEMS_H
@@ -13,58 +13,61 @@
 
 #include <stdbool.h>
 
-#define ITEM_DELETED 1u /* a tombstone */
-#define ITEM_APPLIED 2u /* replaced in this session by the peer's row */
-#define ITEM_BASE_ZERO UINT32_MAX /* item.base: never synced as a client */
+typedef struct item_view {
+  lipsync_store *store;
+  lipsync_table *table;
+  canon_hasher *hasher;
+  bool client;      /* the client's rule: only clean old tombstones hide */
+  uint64_t horizon; /* tombstones with a lower clock are old */
+  uint64_t total;   /* items, old tombstones included */
+  canon_fp visible; /* the visible item set at the start of the session */
+  canon_fp final;   /* its final item set then (spec LS-VERIFY-5) */
+} item_view;
 
-typedef struct item {
-  uint8_t uuid[LIPSYNC_UUID_LEN];
-  uint8_t digest[LIPSYNC_DIGEST_LEN]; /* item digest, spec 8.1 */
-  uint8_t site[LIPSYNC_SITE_LEN];
-  uint64_t clock;
-  uint32_t base; /* 0: base == version; ITEM_BASE_ZERO: the zero version;
-                    else 1 + index in item_index.bases */
-  uint32_t flags;
-} item;
+/* A cursor over the visible items of a range, in UUID order. */
+typedef struct item_cursor {
+  item_view *view;
+  lipsync_cursor *cursor;
+} item_cursor;
 
-typedef struct item_index {
-  item *v;
-  size_t n, cap;
-  lipsync_version *bases; /* bases that differ from their version */
-  size_t nbases, cap_bases;
-  uint8_t (*hidden)[LIPSYNC_UUID_LEN]; /* items left out, sorted */
-  size_t nhidden;
-} item_index;
+/* Reads the summary of |table| and its old tombstones. |errbuf| receives
+ * the detail of a failure. */
+int items_open(item_view *v, lipsync_store *store, lipsync_table *table,
+               canon_hasher *h, bool client, uint64_t horizon, char *errbuf,
+               size_t errlen);
 
-/* Reads every item of |table| and builds the sorted index, keeping bases
- * when |with_base| (the client). A duplicate UUID is a storage error.
- * |errbuf| receives the detail of a failure. */
-int items_load(item_index *idx, lipsync_store *store, lipsync_table *table,
-               canon_hasher *h, bool with_base, char *errbuf, size_t errlen);
+/* Whether |it| is left out of the visible item set (an old tombstone). */
+bool items_hidden(const item_view *v, const lipsync_item *it);
 
-/* Leaves out of the index the tombstones whose clock is below |horizon|:
- * all of them, or with |clean_only| those whose base equals their version
- * (spec 8.7). Their UUIDs stay findable with items_hidden(). Returns 0 or
- * LIPSYNC_ERR_NOMEM. */
-int items_hide_old_tombstones(item_index *idx, uint64_t horizon,
-                              bool clean_only);
-bool items_hidden(const item_index *idx, const uint8_t *uuid);
+/* The fingerprint accumulator of my visible items in [lower, upper) (NULL:
+ * unbounded): from the summary for the whole table, else by a scan. */
+int items_fingerprint(item_view *v, const uint8_t *lower, const uint8_t *upper,
+                      canon_fp *out);
 
-void items_free(item_index *idx);
+/* Opens a cursor over my visible items in [lower, upper). */
+int items_scan(item_view *v, const uint8_t *lower, const uint8_t *upper,
+               item_cursor *out);
+/* Opens a cursor over my visible items changed since |since|. */
+int items_changes(item_view *v, const lipsync_position *since,
+                  item_cursor *out);
+/* The next item and its digest: 1, 0 at the end, or an error. */
+int items_next(item_cursor *c, lipsync_item *it,
+               uint8_t digest[LIPSYNC_DIGEST_LEN]);
+void items_close(item_cursor *c);
 
-/* The version and base of |it| (base: the version itself when equal). */
-void item_version(const item *it, lipsync_version *out);
-void item_base(const item_index *idx, const item *it, lipsync_version *out);
+/* Looks up the items of the |n| UUIDs at |uuids| (any order; it sorts a
+ * copy) and calls |found| for each that exists (hidden ones included:
+ * items_hidden tells), in UUID order. Stops at the first error |found|
+ * returns (negative) and returns it. */
+typedef int (*items_found_fn)(void *arg, const lipsync_item *it);
+int items_lookup(item_view *v, const uint8_t *uuids, size_t n,
+                 items_found_fn found, void *arg);
 
-/* Position of the first item whose UUID is >= |uuid|; |uuid| NULL means
- * the lowest possible UUID (position 0). */
-size_t items_lower_bound(const item_index *idx, const uint8_t *uuid);
+/* Sorts |n| 16-byte UUIDs in place. */
+void items_sort_uuids(uint8_t (*uuids)[LIPSYNC_UUID_LEN], size_t n);
 
-/* Position of |uuid|, or (size_t)-1 when absent. */
-size_t items_find(const item_index *idx, const uint8_t *uuid);
-
-/* Fingerprint accumulator of items [lo, hi). */
-void items_fingerprint(const item_index *idx, size_t lo, size_t hi,
-                       canon_fp *fp);
+/* The item digest of |it|. Returns 0 or LIPSYNC_ERR_INTERNAL. */
+int items_digest(item_view *v, const lipsync_item *it,
+                 uint8_t out[LIPSYNC_DIGEST_LEN]);
 
 #endif

@@ -18,6 +18,8 @@
 #include <strings.h>
 
 #define DEFAULT_SPLIT_THRESHOLD 32
+/* The name of the feature of spec 8.8. */
+#define FEATURE_INCREMENTAL "incremental"
 
 /* ------------------------------------------------------------------ */
 /* construction                                                         */
@@ -33,6 +35,7 @@ static lipsync_session *session_alloc(lipsync_store *store, const void *secret,
   s->max_version = LIPSYNC_PROTOCOL_MAX;
   s->split_threshold = DEFAULT_SPLIT_THRESHOLD;
   s->retention_ms = LIPSYNC_DEFAULT_RETENTION_MS;
+  s->incremental_enabled = true;
   frame_reader_init(&s->reader);
   arena_init(&s->recv_arena);
   arena_init(&s->send_arena);
@@ -62,9 +65,14 @@ static int add_tables(lipsync_session *s, const char *const *names, size_t n) {
 static int send_client_hello(lipsync_session *s) {
   Lipsync__Frame f = LIPSYNC__FRAME__INIT;
   Lipsync__ClientHello m = LIPSYNC__CLIENT_HELLO__INIT;
+  char *features[] = {FEATURE_INCREMENTAL};
   int rc = auth_nonce(s->nonce);
   if (rc)
     return rc;
+  if (s->incremental_enabled) {
+    m.n_features = 1;
+    m.features = features;
+  }
   m.min_version = s->min_version;
   m.max_version = s->max_version;
   m.nonce.data = s->nonce;
@@ -138,13 +146,12 @@ int lipsync_session_server_new(lipsync_session **out, lipsync_store *store,
 static void end_transaction(lipsync_session *s, bool commit, int *rc) {
   if (!s->txn_open)
     return;
-  for (size_t i = 0; i < s->ntables; i++) {
-    if (s->gen.cursor && s->gen.table == i) {
-      store_close_cursor(s->store, s->gen.cursor);
-      s->gen.cursor = NULL;
-    }
+  if (s->gen.cursor)
+    store_close_cursor(s->store, s->gen.cursor);
+  s->gen.cursor = NULL;
+  items_close(&s->gen.items);
+  for (size_t i = 0; i < s->ntables; i++)
     s->tables[i].handle = NULL;
-  }
   s->txn_open = false;
   if (commit)
     *rc = store_commit(s->store);
@@ -185,11 +192,23 @@ static bool is_terminal(const lipsync_session *s) {
   return s->state == ST_DONE || s->state == ST_FAILED;
 }
 
+/* After a session whose tables were synced by their changes ended with
+ * VERIFY_FAILED, those checkpoints are not to be trusted again (spec
+ * LS-INC-16), and the summaries the store keeps are to be recounted
+ * (LS-INC-17): the store records it, its transaction rolled back. */
+static void distrust_after(lipsync_session *s, int code) {
+  if (code != LIPSYNC_ERR_VERIFY_FAILED)
+    return;
+  for (size_t i = 0; i < s->ntables; i++)
+    if (s->tables[i].incremental || s->is_server)
+      store_distrust(s->store, s->tables[i].name);
+}
+
 static void queue_error(lipsync_session *s, int code, const char *message) {
   Lipsync__Frame f = LIPSYNC__FRAME__INIT;
   Lipsync__Error m = LIPSYNC__ERROR__INIT;
   m.code =
-      (uint32_t)(code <= LIPSYNC_ERR_PROTOCOL && code >= LIPSYNC_ERR_INTERNAL
+      (uint32_t)(code <= LIPSYNC_ERR_PROTOCOL && code >= LIPSYNC_ERR_TRY_AGAIN
                      ? -code
                      : -LIPSYNC_ERR_INTERNAL);
   m.message = (char *)message;
@@ -215,6 +234,7 @@ static int fail_v(lipsync_session *s, int code, bool send_frame,
   s->state = ST_FAILED;
   if (send_frame)
     queue_error(s, code, s->errmsg);
+  distrust_after(s, code);
   return code;
 }
 
@@ -274,7 +294,15 @@ static int on_client_hello(lipsync_session *s, const Lipsync__ClientHello *m) {
   sh.version = v;
   sh.nonce.data = s->nonce;
   sh.nonce.len = LIPSYNC_NONCE_LEN;
-  /* Version 1 defines no features: the answer is always the empty set. */
+  /* The one feature this side knows, when offered (spec LS-FEAT-3). */
+  char *features[] = {FEATURE_INCREMENTAL};
+  for (size_t i = 0; s->incremental_enabled && i < m->n_features; i++)
+    if (m->features[i] && strcmp(m->features[i], FEATURE_INCREMENTAL) == 0)
+      s->incremental = true;
+  if (s->incremental) {
+    sh.n_features = 1;
+    sh.features = features;
+  }
   f.body_case = LIPSYNC__FRAME__BODY_SERVER_HELLO;
   f.server_hello = &sh;
   size_t start = s->out.len;
@@ -315,10 +343,17 @@ static int on_server_hello(lipsync_session *s, const Lipsync__ServerHello *m) {
     return session_fail(s, LIPSYNC_ERR_VERSION_MISMATCH,
                         "server chose protocol version %u, outside %u..%u",
                         m->version, s->min_version, s->max_version);
-  if (m->n_features)
-    return session_fail(s, LIPSYNC_ERR_PROTOCOL,
-                        "server accepted feature '%s', which was not offered",
-                        m->features[0]);
+  for (size_t i = 0; i < m->n_features; i++) {
+    bool offered = s->incremental_enabled && m->features[i] &&
+                   strcmp(m->features[i], FEATURE_INCREMENTAL) == 0 &&
+                   !s->incremental;
+    if (!offered)
+      return session_fail(s, LIPSYNC_ERR_PROTOCOL,
+                          "server accepted feature '%s', which was not "
+                          "offered (or accepted it twice)",
+                          m->features[i] ? m->features[i] : "");
+    s->incremental = true;
+  }
   s->version = m->version;
   s->server_hello.len = 0;
   if (frame_reader_copy(&s->reader, &s->server_hello))
@@ -335,9 +370,16 @@ static int on_server_hello(lipsync_session *s, const Lipsync__ServerHello *m) {
 /* table open (spec 6)                                                  */
 /* ------------------------------------------------------------------ */
 
-/* Starts the transaction and looks up every table of the session. */
+/* Starts the transaction (a snapshot, spec LS-STORE-4) and looks up
+ * every table of the session. */
 static int open_local_tables(lipsync_session *s) {
-  int rc = store_begin(s->store);
+  if (!store_usable(s->store))
+    return session_fail(s, LIPSYNC_ERR_INTERNAL,
+                        "the storage backend is too old (store methods "
+                        "version %d; this library needs %d)",
+                        s->store->methods->version,
+                        LIPSYNC_STORE_METHODS_VERSION);
+  int rc = store_begin_read(s->store);
   if (rc)
     return session_fail(s, rc, "cannot start a transaction: %s",
                         store_errmsg(s->store));
@@ -350,18 +392,33 @@ static int open_local_tables(lipsync_session *s) {
   return 0;
 }
 
-/* Gives every table its UUIDs and takes the snapshot of its items. */
-static int snapshot_tables(lipsync_session *s) {
-  char detail[400];
+/* Gives every table its UUIDs and change capture (or checks them), and
+ * recounts it when the user asked for a full sync; then reads this
+ * database's site id. */
+static int prepare_tables(lipsync_session *s) {
+  lipsync_version now;
+  int rc;
   for (size_t i = 0; i < s->ntables; i++) {
     sync_table *t = &s->tables[i];
-    int rc = store_prepare_table(s->store, t->handle);
+    if ((rc = store_prepare_table(s->store, t->handle)) != 0 ||
+        (s->force_full && (rc = store_recount(s->store, t->handle)) != 0))
+      return session_fail(s, rc, "%s", store_errmsg(s->store));
+  }
+  if ((rc = store_tick(s->store, &now)) != 0)
+    return session_fail(s, rc, "%s", store_errmsg(s->store));
+  memcpy(s->site, now.site, LIPSYNC_SITE_LEN);
+  s->server_clock = now.clock;
+  return 0;
+}
+
+/* The client's checkpoints, to present (spec LS-INC-7). */
+static int load_checkpoints(lipsync_session *s) {
+  for (size_t i = 0; i < s->ntables; i++) {
+    sync_table *t = &s->tables[i];
+    int rc = store_load_checkpoint(s->store, t->handle, &t->checkpoint);
     if (rc)
       return session_fail(s, rc, "%s", store_errmsg(s->store));
-    rc = items_load(&t->items, s->store, t->handle, &s->hasher, !s->is_server,
-                    detail, sizeof detail);
-    if (rc)
-      return session_fail(s, rc, "%s", detail);
+    t->presented = s->incremental && !s->force_full && t->checkpoint.has;
   }
   return 0;
 }
@@ -372,16 +429,22 @@ static int send_open_tables(lipsync_session *s) {
   arena *a = &s->send_arena;
   m.n_tables = s->ntables;
   m.policy = (Lipsync__Policy)s->policy;
+  if (s->incremental) {
+    m.client_site.data = s->site;
+    m.client_site.len = LIPSYNC_SITE_LEN;
+  }
   m.tables = arena_alloc(a, s->ntables * sizeof *m.tables);
   for (size_t i = 0; m.tables && i < s->ntables; i++) {
-    const lipsync_table *t = s->tables[i].handle;
+    sync_table *st = &s->tables[i];
+    const lipsync_table *t = st->handle;
     Lipsync__TableSchema *ts = arena_alloc(a, sizeof *ts);
     uint8_t *fp = arena_alloc(a, CANON_SCHEMA_FP_LEN);
     Lipsync__Column **cols = arena_alloc(a, (t->ncolumns + 1) * sizeof *cols);
-    if (!ts || !fp || !cols)
+    Lipsync__Checkpoint *ck = arena_alloc(a, sizeof *ck);
+    if (!ts || !fp || !cols || !ck)
       break;
     lipsync__table_schema__init(ts);
-    ts->name = s->tables[i].name;
+    ts->name = st->name;
     ts->n_columns = t->ncolumns;
     ts->columns = cols;
     for (size_t c = 0; c < t->ncolumns; c++) {
@@ -395,7 +458,17 @@ static int send_open_tables(lipsync_session *s) {
     canon_schema_fingerprint(t->columns, t->ncolumns, fp);
     ts->fingerprint.data = fp;
     ts->fingerprint.len = CANON_SCHEMA_FP_LEN;
-    ts->last_sync = s->tables[i].last_sync = t->last_sync;
+    ts->last_sync = st->last_sync = t->last_sync;
+    if (st->presented) {
+      lipsync__checkpoint__init(ck);
+      ck->server_site.data = st->checkpoint.server_site;
+      ck->server_site.len = LIPSYNC_SITE_LEN;
+      ck->token.data = st->checkpoint.token;
+      ck->token.len = LIPSYNC_SITE_LEN;
+      ck->server_position.data = st->checkpoint.server_position.data;
+      ck->server_position.len = st->checkpoint.server_position.len;
+      ts->checkpoint = ck;
+    }
     m.tables[i] = ts;
   }
   if (a->failed) {
@@ -414,11 +487,41 @@ static int on_server_auth(lipsync_session *s, const Lipsync__AuthProof *m) {
                   m->mac.data, m->mac.len))
     return session_fail(s, LIPSYNC_ERR_AUTH_FAILED,
                         "the server could not prove it holds the secret");
-  /* The snapshot is taken while the server opens its side. */
-  if (open_local_tables(s) || send_open_tables(s) || snapshot_tables(s))
+  if (open_local_tables(s) || prepare_tables(s) || load_checkpoints(s) ||
+      send_open_tables(s))
     return s->result;
   s->state = ST_WAIT_TABLES_OPENED;
   return 0;
+}
+
+/* The client's TablesOpened (spec LS-OPEN-8, LS-INC-9): the horizon, the
+ * server's clock, and which tables go by their changes. */
+static int on_tables_opened(lipsync_session *s,
+                            const Lipsync__TablesOpened *m) {
+  s->horizon = m->horizon;
+  s->server_clock = m->clock;
+  if (s->incremental && m->server_site.len != LIPSYNC_SITE_LEN)
+    return session_fail(s, LIPSYNC_ERR_PROTOCOL,
+                        "TablesOpened: the server's site id is %zu bytes, "
+                        "not %d",
+                        m->server_site.len, LIPSYNC_SITE_LEN);
+  if (s->incremental)
+    memcpy(s->peer_site, m->server_site.data, LIPSYNC_SITE_LEN);
+  for (size_t k = 0; k < m->n_incremental; k++) {
+    uint32_t i = m->incremental[k];
+    if (!s->incremental || i >= s->ntables || !s->tables[i].presented ||
+        (k > 0 && i <= m->incremental[k - 1]))
+      return session_fail(s, LIPSYNC_ERR_PROTOCOL,
+                          "TablesOpened lists table index %u as synced by "
+                          "its changes: not a table the client presented a "
+                          "checkpoint for, or not in ascending order",
+                          i);
+    s->tables[i].incremental = true;
+    s->tables[i].since = s->tables[i].checkpoint.client_position;
+  }
+  if (recon_prepare(s))
+    return s->result;
+  return recon_start(s);
 }
 
 static int on_client_auth(lipsync_session *s, const Lipsync__AuthProof *m) {
@@ -525,6 +628,50 @@ static int check_open_tables(lipsync_session *s, const Lipsync__OpenTables *m) {
         return session_fail(s, LIPSYNC_ERR_PROTOCOL, "table %s is named twice",
                             ts->name);
   }
+  if (s->incremental && m->client_site.len != LIPSYNC_SITE_LEN)
+    return session_fail(s, LIPSYNC_ERR_PROTOCOL,
+                        "OpenTables: the client's site id is %zu bytes, not "
+                        "%d",
+                        m->client_site.len, LIPSYNC_SITE_LEN);
+  return 0;
+}
+
+/* Whether the server takes the client's checkpoint of table |i| (spec
+ * LS-INC-8): its own site, the token it keeps for that client and table, a
+ * position of its own, and a session that is not stale. Any doubt leaves
+ * the table to ranges. */
+static int accept_checkpoint(lipsync_session *s, size_t i,
+                             const Lipsync__Checkpoint *ck) {
+  sync_table *t = &s->tables[i];
+  uint8_t token[LIPSYNC_SITE_LEN];
+  lipsync_cursor *c = NULL;
+  int found, rc;
+  if ((rc = store_load_token(s->store, t->handle, s->peer_site, token,
+                             &found)) != 0)
+    return session_fail(s, rc, "%s", store_errmsg(s->store));
+  t->token_ok = found != 0;
+  memcpy(t->token, token, LIPSYNC_SITE_LEN);
+  if (!ck || !found || ck->server_site.len != LIPSYNC_SITE_LEN ||
+      memcmp(ck->server_site.data, s->site, LIPSYNC_SITE_LEN) != 0 ||
+      ck->token.len != LIPSYNC_SITE_LEN ||
+      memcmp(ck->token.data, token, LIPSYNC_SITE_LEN) != 0 ||
+      ck->server_position.len > LIPSYNC_POSITION_MAX || t->ctx.stale) {
+    t->token_ok = false;
+    return 0;
+  }
+  t->since.len = ck->server_position.len;
+  memcpy(t->since.data, ck->server_position.data, t->since.len);
+  /* A position this database cannot read (it was restored, or it is a
+   * copy's) is refused, not an error. */
+  rc = store_scan_changes(s->store, t->handle, &t->since, &c);
+  store_close_cursor(s->store, c);
+  if (rc == LIPSYNC_ERR_NOT_FOUND) {
+    t->token_ok = false;
+    return 0;
+  }
+  if (rc)
+    return session_fail(s, rc, "%s", store_errmsg(s->store));
+  t->incremental = true;
   return 0;
 }
 
@@ -552,25 +699,43 @@ static int on_open_tables(lipsync_session *s, const Lipsync__OpenTables *m) {
   for (size_t i = 0; i < s->ntables; i++)
     if (!schemas_match(s->tables[i].handle, m->tables[i], msg, sizeof msg))
       return session_fail(s, LIPSYNC_ERR_SCHEMA_MISMATCH, "%s", msg);
-  if (snapshot_tables(s))
+  if (prepare_tables(s))
     return s->result;
-  lipsync_version now;
-  if ((rc = store_tick(s->store, &now)) != 0)
-    return session_fail(s, rc, "%s", store_errmsg(s->store));
   s->policy = (lipsync_policy)m->policy;
-  s->server_clock = now.clock;
   s->horizon = hlc_horizon(hlc_wall_ms(), s->retention_ms);
+  if (s->incremental)
+    memcpy(s->peer_site, m->client_site.data, LIPSYNC_SITE_LEN);
   for (size_t i = 0; i < s->ntables; i++)
     s->tables[i].last_sync = m->tables[i]->last_sync;
   if (recon_prepare(s))
     return s->result;
+  uint32_t *incremental = calloc(s->ntables + 1, sizeof *incremental);
+  size_t nincremental = 0;
+  if (!incremental)
+    return session_fail(s, LIPSYNC_ERR_NOMEM, "out of memory");
+  for (size_t i = 0; s->incremental && i < s->ntables; i++) {
+    if (accept_checkpoint(s, i, m->tables[i]->checkpoint)) {
+      free(incremental);
+      return s->result;
+    }
+    if (s->tables[i].incremental)
+      incremental[nincremental++] = (uint32_t)i;
+  }
   Lipsync__Frame f = LIPSYNC__FRAME__INIT;
   Lipsync__TablesOpened to = LIPSYNC__TABLES_OPENED__INIT;
   to.horizon = s->horizon;
   to.clock = s->server_clock;
+  if (s->incremental) {
+    to.server_site.data = s->site;
+    to.server_site.len = LIPSYNC_SITE_LEN;
+    to.n_incremental = nincremental;
+    to.incremental = incremental;
+  }
   f.body_case = LIPSYNC__FRAME__BODY_TABLES_OPENED;
   f.tables_opened = &to;
-  if (session_emit(s, &f, NULL))
+  rc = session_emit(s, &f, NULL);
+  free(incremental);
+  if (rc)
     return s->result;
   s->state = ST_PEER_TURN;
   s->peer_turn_requests = false;
@@ -581,20 +746,20 @@ static int on_open_tables(lipsync_session *s, const Lipsync__OpenTables *m) {
 /* verify and commit (spec 10)                                          */
 /* ------------------------------------------------------------------ */
 
-/* The table's state after applying: the snapshot plus every row applied.
- * A backend stores each value exactly or refuses it (lipsync_store_methods
- * insert), so this is the fingerprint of the table as it now stands,
- * without reading it back. */
-static void final_state(lipsync_session *s, sync_table *t) {
-  canon_fp fp;
-  canon_fp_init(&fp);
-  for (size_t i = 0; i < t->items.n; i++) {
-    const item *it = &t->items.v[i];
-    if (!(it->flags & ITEM_APPLIED) &&
-        !((it->flags & ITEM_DELETED) && it->clock < s->horizon))
-      canon_fp_add(&fp, it->digest);
-  }
-  canon_fp_merge(&fp, &t->applied);
+/* The table's final item set (spec LS-VERIFY-5): the snapshot's, from the
+ * store's kept summary, with every row applied. A backend stores each
+ * value exactly or refuses it (lipsync_store_methods insert), so this is
+ * the table as it now stands, without reading it back. */
+static void final_state(sync_table *t) {
+  canon_fp fp = t->view.final;
+  if (getenv("LSDEBUG"))
+    fprintf(stderr, "DEBUG %s: final %llu visible %llu add %llu sub %llu\n",
+            t->name, (unsigned long long)fp.count,
+            (unsigned long long)t->view.visible.count,
+            (unsigned long long)t->final_add.count,
+            (unsigned long long)t->final_sub.count);
+  canon_fp_merge(&fp, &t->final_add);
+  canon_fp_unmerge(&fp, &t->final_sub);
   t->final_count = fp.count;
   canon_fp_final(&fp, t->final_fp);
 }
@@ -615,21 +780,13 @@ int session_send_verify(lipsync_session *s) {
     rc = s->result;
     goto out;
   }
-  for (size_t i = 0; i < s->ntables && !rc; i++) {
-    sync_table *t = &s->tables[i];
-    lipsync_finish fin = {.max_clock = t->max_clock,
-                          .horizon = s->horizon,
-                          .as_client = !s->is_server,
-                          .server_clock = s->server_clock};
-    rc = store_finish_table(s->store, t->handle, &fin);
-  }
-  if (rc || (rc = store_flush(s->store)) != 0) {
+  if ((rc = store_flush(s->store)) != 0) {
     rc = session_fail(s, rc, "%s", store_errmsg(s->store));
     goto out;
   }
   for (size_t i = 0; i < s->ntables; i++) {
     sync_table *t = &s->tables[i];
-    final_state(s, t);
+    final_state(t);
     lipsync__table_state__init(&states[i]);
     states[i].count = t->final_count;
     states[i].fingerprint.data = t->final_fp;
@@ -648,6 +805,37 @@ out:
   free(states);
   free(ptrs);
   return rc;
+}
+
+/* The bookkeeping of a successful sync, in the transaction that commits
+ * (spec 10.2): clocks observed, old tombstones purged, and the client's
+ * bases, last_sync and checkpoint (|checkpoints|, one per table, from
+ * Committed) or the server's tokens (|tokens|, NULL entries to keep the
+ * one it holds). */
+static int finish_tables(lipsync_session *s,
+                         const lipsync_checkpoint *checkpoints,
+                         uint8_t (*tokens)[LIPSYNC_SITE_LEN],
+                         const bool *new_token) {
+  for (size_t i = 0; i < s->ntables; i++) {
+    sync_table *t = &s->tables[i];
+    lipsync_checkpoint ck;
+    lipsync_finish fin = {.max_clock = t->max_clock,
+                          .horizon = s->horizon,
+                          .as_client = !s->is_server,
+                          .server_clock = s->server_clock};
+    int rc = 0;
+    if (!s->is_server) {
+      ck = checkpoints ? checkpoints[i] : (lipsync_checkpoint){0};
+      rc = store_position(s->store, t->handle, &ck.client_position);
+      fin.checkpoint = &ck;
+    } else if (s->incremental && new_token[i]) {
+      fin.client_site = s->peer_site;
+      fin.new_token = tokens[i];
+    }
+    if (rc || (rc = store_finish_table(s->store, t->handle, &fin)) != 0)
+      return session_fail(s, rc, "%s", store_errmsg(s->store));
+  }
+  return 0;
 }
 
 /* Both Verify frames are known: decide, identically on both sides. */
@@ -706,6 +894,62 @@ static int commit(lipsync_session *s) {
   return 0;
 }
 
+/* The server, on success: finishes, commits, and sends Committed with a
+ * checkpoint per table (spec LS-INC-4): a new token where it wrote to the
+ * table or took no checkpoint of the client's (LS-INC-5), else the one the
+ * client presented; its position. */
+static int commit_server(lipsync_session *s) {
+  size_t n = s->ntables;
+  lipsync_position *pos = calloc(n + 1, sizeof *pos);
+  uint8_t(*tokens)[LIPSYNC_SITE_LEN] = calloc(n + 1, LIPSYNC_SITE_LEN);
+  bool *fresh = calloc(n + 1, sizeof *fresh);
+  Lipsync__Checkpoint *cks = calloc(n + 1, sizeof *cks);
+  Lipsync__Checkpoint **ptrs = calloc(n + 1, sizeof *ptrs);
+  int rc = 0;
+  if (!pos || !tokens || !fresh || !cks || !ptrs) {
+    rc = session_fail(s, LIPSYNC_ERR_NOMEM, "out of memory");
+    goto out;
+  }
+  for (size_t i = 0; s->incremental && i < n && !rc; i++) {
+    sync_table *t = &s->tables[i];
+    fresh[i] = t->wrote || !t->incremental;
+    if (fresh[i] && auth_nonce_bytes(tokens[i], LIPSYNC_SITE_LEN))
+      rc = session_fail(s, LIPSYNC_ERR_INTERNAL, "random generator failed");
+    else if (!fresh[i])
+      memcpy(tokens[i], t->token, LIPSYNC_SITE_LEN);
+    if (!rc && (rc = store_position(s->store, t->handle, &pos[i])) != 0)
+      rc = session_fail(s, rc, "%s", store_errmsg(s->store));
+    lipsync__checkpoint__init(&cks[i]);
+    cks[i].server_site.data = s->site;
+    cks[i].server_site.len = LIPSYNC_SITE_LEN;
+    cks[i].token.data = tokens[i];
+    cks[i].token.len = LIPSYNC_SITE_LEN;
+    cks[i].server_position.data = pos[i].data;
+    cks[i].server_position.len = pos[i].len;
+    ptrs[i] = &cks[i];
+  }
+  if (rc || finish_tables(s, NULL, tokens, fresh) || commit(s)) {
+    rc = s->result;
+    goto out;
+  }
+  Lipsync__Frame f = LIPSYNC__FRAME__INIT;
+  Lipsync__Committed c = LIPSYNC__COMMITTED__INIT;
+  if (s->incremental) {
+    c.n_checkpoints = n;
+    c.checkpoints = ptrs;
+  }
+  f.body_case = LIPSYNC__FRAME__BODY_COMMITTED;
+  f.committed = &c;
+  frame_append(&s->out, &f);
+out:
+  free(pos);
+  free(tokens);
+  free(fresh);
+  free(cks);
+  free(ptrs);
+  return rc;
+}
+
 static int on_verify(lipsync_session *s, const Lipsync__Verify *m) {
   if (!s->verify_sent && session_send_verify(s))
     return s->result;
@@ -715,14 +959,34 @@ static int on_verify(lipsync_session *s, const Lipsync__Verify *m) {
     s->state = ST_WAIT_COMMITTED;
     return 0;
   }
-  if (commit(s))
-    return s->result;
-  Lipsync__Frame f = LIPSYNC__FRAME__INIT;
-  Lipsync__Committed c = LIPSYNC__COMMITTED__INIT;
-  f.body_case = LIPSYNC__FRAME__BODY_COMMITTED;
-  f.committed = &c;
-  frame_append(&s->out, &f);
-  return 0;
+  return commit_server(s);
+}
+
+/* The client, on Committed: keeps the checkpoints it carries (spec
+ * LS-INC-3, LS-INC-6; a malformed one is no checkpoint), finishes and
+ * commits. */
+static int on_committed(lipsync_session *s, const Lipsync__Committed *m) {
+  lipsync_checkpoint *cks = calloc(s->ntables + 1, sizeof *cks);
+  if (!cks)
+    return session_fail(s, LIPSYNC_ERR_NOMEM, "out of memory");
+  for (size_t i = 0;
+       s->incremental && m->n_checkpoints == s->ntables && i < s->ntables;
+       i++) {
+    const Lipsync__Checkpoint *ck = m->checkpoints[i];
+    if (ck->server_site.len != LIPSYNC_SITE_LEN ||
+        ck->token.len != LIPSYNC_SITE_LEN ||
+        ck->server_position.len > LIPSYNC_POSITION_MAX)
+      continue;
+    cks[i].has = 1;
+    memcpy(cks[i].server_site, ck->server_site.data, LIPSYNC_SITE_LEN);
+    memcpy(cks[i].token, ck->token.data, LIPSYNC_SITE_LEN);
+    cks[i].server_position.len = ck->server_position.len;
+    memcpy(cks[i].server_position.data, ck->server_position.data,
+           ck->server_position.len);
+  }
+  int rc = finish_tables(s, cks, NULL, NULL) || commit(s) ? s->result : 0;
+  free(cks);
+  return rc;
 }
 
 /* ------------------------------------------------------------------ */
@@ -731,7 +995,7 @@ static int on_verify(lipsync_session *s, const Lipsync__Verify *m) {
 
 static int on_peer_error(lipsync_session *s, const Lipsync__Error *m) {
   int code =
-      m->code >= 1 && m->code <= 15 ? -(int)m->code : LIPSYNC_ERR_INTERNAL;
+      m->code >= 1 && m->code <= 16 ? -(int)m->code : LIPSYNC_ERR_INTERNAL;
   const char *text = m->message ? m->message : "";
   int rc = 0;
   end_transaction(s, false, &rc);
@@ -744,6 +1008,7 @@ static int on_peer_error(lipsync_session *s, const Lipsync__Error *m) {
              m->min_version, m->max_version, s->min_version, s->max_version);
   else
     snprintf(s->errmsg, sizeof s->errmsg, "peer: %s", text);
+  distrust_after(s, code);
   return code;
 }
 
@@ -778,13 +1043,8 @@ static int dispatch(lipsync_session *s, const Lipsync__Frame *f) {
       return on_open_tables(s, f->open_tables);
     break;
   case ST_WAIT_TABLES_OPENED:
-    if (b == LIPSYNC__FRAME__BODY_TABLES_OPENED) {
-      s->horizon = f->tables_opened->horizon;
-      s->server_clock = f->tables_opened->clock;
-      if (recon_prepare(s))
-        return s->result;
-      return recon_start(s);
-    }
+    if (b == LIPSYNC__FRAME__BODY_TABLES_OPENED)
+      return on_tables_opened(s, f->tables_opened);
     break;
   case ST_PEER_TURN:
     if (b == LIPSYNC__FRAME__BODY_RANGES)
@@ -793,8 +1053,14 @@ static int dispatch(lipsync_session *s, const Lipsync__Frame *f) {
       return recon_on_rows(s, f->rows);
     if (b == LIPSYNC__FRAME__BODY_NEED)
       return recon_on_need(s, f->need);
+    if (b == LIPSYNC__FRAME__BODY_CHANGES && s->incremental)
+      return recon_on_changes(s, f->changes);
     if (b == LIPSYNC__FRAME__BODY_END_TURN) {
-      if (!s->peer_turn_requests)
+      /* The client's first turn is never quiet (spec LS-INC-11). */
+      bool quiet =
+          !s->peer_turn_requests && !(s->is_server && s->turns_received == 0);
+      s->turns_received++;
+      if (quiet)
         return session_send_verify(s); /* a quiet turn ends the talk */
       s->state = ST_MY_TURN;
       memset(&s->gen, 0, sizeof s->gen);
@@ -807,7 +1073,7 @@ static int dispatch(lipsync_session *s, const Lipsync__Frame *f) {
     break;
   case ST_WAIT_COMMITTED:
     if (b == LIPSYNC__FRAME__BODY_COMMITTED)
-      return commit(s);
+      return on_committed(s, f->committed);
     break;
   default:
     break;
@@ -989,4 +1255,20 @@ int lipsync_session_set_tombstone_retention(lipsync_session *s, uint64_t ms) {
 
 void lipsync_session_set_split_threshold(lipsync_session *s, size_t n) {
   s->split_threshold = n;
+}
+
+int lipsync_session_set_incremental(lipsync_session *s, int on) {
+  s->incremental_enabled = on != 0;
+  return 0;
+}
+
+int lipsync_session_set_full(lipsync_session *s) {
+  if (s->is_server)
+    return LIPSYNC_ERR_INVALID_ARGUMENT;
+  s->force_full = true;
+  return 0;
+}
+
+int lipsync_session_table_incremental(lipsync_session *s, size_t index) {
+  return index < s->ntables && s->tables[index].incremental;
 }

@@ -13,6 +13,7 @@
 #include "decide.h"
 #include "frame.h"
 #include "items.h"
+#include "uuidset.h"
 
 #include <stdbool.h>
 
@@ -33,44 +34,67 @@ typedef enum session_state {
 
 /* A range to describe to the peer in my next turn. */
 typedef enum pending_kind {
-  PENDING_FINGERPRINT, /* one Fingerprint over [lo, hi) */
-  PENDING_SPLIT,       /* Fingerprints of buckets of [lo, hi) */
-  PENDING_ITEMS        /* ItemList(s) of [lo, hi) */
+  PENDING_FINGERPRINT, /* one Fingerprint over [lower, upper) */
+  PENDING_SPLIT,       /* Fingerprints of buckets of [lower, upper) */
+  PENDING_ITEMS        /* ItemList(s) of [lower, upper) */
 } pending_kind;
 
 typedef struct pending_range {
   uint8_t lower[LIPSYNC_UUID_LEN], upper[LIPSYNC_UUID_LEN];
   bool has_lower, has_upper;
   pending_kind kind;
-  size_t lo, hi; /* interval of my item index inside the range */
+  uint64_t count; /* my visible items in it (PENDING_SPLIT) */
 } pending_range;
 
-/* Items [lo, hi) of my index whose rows the peer lacks. */
-typedef struct span {
-  size_t lo, hi;
-} span;
+/* Something of mine to send the peer: every visible item of a range, or
+ * one item, whose state the decision read (a tombstone is sent from it; a
+ * live row is read again with the item the store holds for it). */
+typedef struct push {
+  bool range;
+  bool has_lower, has_upper; /* range */
+  uint8_t lower[LIPSYNC_UUID_LEN], upper[LIPSYNC_UUID_LEN];
+  lipsync_item item; /* one item */
+} push;
 
 typedef struct sync_table {
   char *name;
   lipsync_table *handle;
-  item_index items; /* snapshot taken when the table was opened */
+  item_view view; /* my items, through the store */
 
   pending_range *ranges; /* for my next turn */
   size_t nranges, cap_ranges;
   uint8_t (*needs)[LIPSYNC_UUID_LEN]; /* rows to ask the peer for */
   size_t nneeds, cap_needs;
-  span *pushes; /* rows to send the peer */
+  push *pushes; /* rows and tombstones to send the peer */
   size_t npushes, cap_pushes;
   uint8_t (*implicit)[LIPSYNC_UUID_LEN]; /* server: T0 tombstones to send */
   size_t nimplicit, cap_implicit;
 
-  bytebuf deferred; /* live rows received, applied after every tombstone */
+  /* Received rows wait here, tombstones and live rows apart, each with
+   * what it replaces, until the peer's last turn (spec LS-APPLY-4): then
+   * the tombstones go first, and a session that applies nothing never
+   * writes. A table empty when the session began has nothing to delete:
+   * its rows go in as they come. */
+  bytebuf held_tombstones, held_rows;
+  uuid_set applied; /* UUIDs of the rows received */
+  bool empty;       /* no item when the session began */
+  bool wrote;       /* this side applied a row */
+
+  /* Feature "incremental" (spec 8.8). */
+  bool incremental;
+  lipsync_checkpoint checkpoint; /* client: the one it holds */
+  bool presented;                /* client: it sent it */
+  lipsync_position since;        /* my changes since this position */
+  uuid_set peer_changes;         /* server: the UUIDs the client listed */
+  uint8_t last_change[LIPSYNC_UUID_LEN]; /* the last UUID of the peer's */
+  bool token_ok;                   /* server: the client's token is mine */
+  uint8_t token[LIPSYNC_SITE_LEN]; /* server: that token */
 
   decide_ctx ctx;     /* policy, horizon and staleness of this table */
   uint64_t last_sync; /* the client's, from its store or OpenTables */
   uint64_t max_clock; /* highest clock received */
-  canon_fp applied;   /* visible items of the rows received and applied */
-  uint64_t conflicts; /* found by me, in item lists the peer sent */
+  canon_fp final_add, final_sub; /* the final item set's changes */
+  uint64_t conflicts;            /* found by me, in item lists the peer sent */
   uint64_t rows_sent, rows_received, bytes_sent, bytes_received;
   uint64_t final_count;
   uint8_t final_fp[LIPSYNC_DIGEST_LEN];
@@ -79,14 +103,18 @@ typedef struct sync_table {
 /* Where the lazy producer of my turn stands. */
 typedef struct turn_producer {
   size_t table;
-  int stage; /* 0 ranges, 1 needs, 2 tombstones, 3 rows, per table; then
-               EndTurn */
+  int stage; /* 0 ranges or changes, 1 needs, 2 tombstones, 3 rows, per
+                table; then EndTurn */
   size_t pos;
-  size_t sub; /* next item inside ranges[pos] or pushes[pos] */
   bool sub_active;
+  item_cursor items; /* open over the range or changes being listed */
+  lipsync_item peek; /* an item read ahead from |items| */
+  bool has_peek;
+  uint8_t bound[LIPSYNC_UUID_LEN]; /* where the next item list begins */
+  bool has_bound;
+  lipsync_cursor *cursor; /* open over rows being pushed */
   size_t cursor_end;      /* gen.pos once |cursor| is exhausted */
-  lipsync_cursor *cursor; /* open over the span being pushed */
-  bool sent_requests;     /* the turn so far holds Ranges or Need */
+  bool sent_requests;     /* the turn so far holds Ranges, Need, Changes */
 } turn_producer;
 
 struct lipsync_session {
@@ -117,6 +145,15 @@ struct lipsync_session {
   uint64_t retention_ms; /* server */
   uint64_t horizon;
   uint64_t server_clock;
+
+  /* feature "incremental" (spec 8.8) */
+  bool incremental_enabled;       /* this side offers or accepts it */
+  bool incremental;               /* in effect in this session */
+  bool force_full;                /* client: present no checkpoint, recount */
+  uint8_t site[LIPSYNC_SITE_LEN]; /* my database's */
+  uint8_t peer_site[LIPSYNC_SITE_LEN]; /* the peer database's */
+  bool first_turn;                     /* the client's first turn */
+  unsigned turns_sent, turns_received; /* complete turns */
 
   /* reconciliation */
   bool peer_turn_requests; /* the peer's current turn held Ranges or Need */
@@ -155,6 +192,11 @@ int session_emit(lipsync_session *s, Lipsync__Frame *f, sync_table *table);
 /* Sends Verify after the peer's quiet turn or in answer to its Verify. */
 int session_send_verify(lipsync_session *s);
 
+/* The decision between my item |mine| and the peer's |peer| (either may
+ * be NULL), from the client's and the server's points of view. */
+decision session_decide(const lipsync_session *s, const sync_table *t,
+                        const side_item *mine, const side_item *peer);
+
 /* reconcile.c */
 /* After TablesOpened: hides old tombstones and sets each table's decision
  * context from s->policy and s->horizon. */
@@ -163,6 +205,7 @@ int recon_start(lipsync_session *s);
 int recon_on_ranges(lipsync_session *s, const Lipsync__Ranges *m);
 int recon_on_rows(lipsync_session *s, const Lipsync__Rows *m);
 int recon_on_need(lipsync_session *s, const Lipsync__Need *m);
+int recon_on_changes(lipsync_session *s, const Lipsync__Changes *m);
 /* Applies the live rows held back until every tombstone of the session was
  * applied (spec 9.3). Before Verify. */
 int recon_apply_deferred(lipsync_session *s);

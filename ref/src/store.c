@@ -20,6 +20,19 @@ void lipsync_store_interrupt(lipsync_store *store) {
     store->methods->interrupt(store);
 }
 
+void lipsync_store_set_lock_timeout(lipsync_store *store, int ms) {
+  if (store && store->methods->version >= 3 && store->methods->set_lock_timeout)
+    store->methods->set_lock_timeout(store, ms);
+}
+
+int lipsync_store_maintain(lipsync_store *store, uint64_t horizon) {
+  if (!store)
+    return LIPSYNC_ERR_INVALID_ARGUMENT;
+  if (store->methods->version < 3 || !store->methods->maintain)
+    return 0;
+  return store->methods->maintain(store, horizon);
+}
+
 int lipsync_db_is_postgres(const char *db) {
   if (!db)
     return 0;

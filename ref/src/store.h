@@ -10,6 +10,7 @@
 
 #include <assert.h>
 #include <stdbool.h>
+#include <string.h>
 
 static inline int store_begin(lipsync_store *s) {
   return s->methods->begin(s);
@@ -95,6 +96,70 @@ static inline int store_list_tables(lipsync_store *s, const char *const **names,
   if (!s->methods->list_tables)
     return LIPSYNC_ERR_INTERNAL;
   return s->methods->list_tables(s, names, count);
+}
+/* Version 3 (the session requires it). */
+static inline int store_begin_read(lipsync_store *s) {
+  return s->methods->begin_read(s);
+}
+static inline int store_begin_write(lipsync_store *s) {
+  return s->methods->begin_write(s);
+}
+static inline int store_position(lipsync_store *s, lipsync_table *t,
+                                 lipsync_position *out) {
+  out->len = 0;
+  int rc = s->methods->position(s, t, out);
+  assert(rc || out->len <= LIPSYNC_POSITION_MAX);
+  return rc;
+}
+static inline int store_scan_changes(lipsync_store *s, lipsync_table *t,
+                                     const lipsync_position *since,
+                                     lipsync_cursor **out) {
+  *out = NULL;
+  return s->methods->scan_changes(s, t, since, out);
+}
+static inline int store_scan_item_range(lipsync_store *s, lipsync_table *t,
+                                        const uint8_t *lower,
+                                        const uint8_t *upper,
+                                        lipsync_cursor **out) {
+  *out = NULL;
+  return s->methods->scan_item_range(s, t, lower, upper, out);
+}
+static inline int store_lookup_items(lipsync_store *s, lipsync_table *t,
+                                     const uint8_t *uuids, size_t n,
+                                     lipsync_cursor **out) {
+  *out = NULL;
+  return s->methods->lookup_items(s, t, uuids, n, out);
+}
+static inline int store_scan_tombstones(lipsync_store *s, lipsync_table *t,
+                                        uint64_t clock, lipsync_cursor **out) {
+  *out = NULL;
+  return s->methods->scan_tombstones(s, t, clock, out);
+}
+static inline int store_summarize(lipsync_store *s, lipsync_table *t,
+                                  lipsync_summary *out) {
+  memset(out, 0, sizeof *out);
+  return s->methods->summarize(s, t, out);
+}
+static inline int store_load_checkpoint(lipsync_store *s, lipsync_table *t,
+                                        lipsync_checkpoint *out) {
+  memset(out, 0, sizeof *out);
+  return s->methods->load_checkpoint(s, t, out);
+}
+static inline int store_load_token(lipsync_store *s, lipsync_table *t,
+                                   const uint8_t *site, uint8_t *token,
+                                   int *found) {
+  *found = 0;
+  return s->methods->load_token(s, t, site, token, found);
+}
+static inline int store_distrust(lipsync_store *s, const char *name) {
+  return s->methods->distrust(s, name);
+}
+static inline int store_recount(lipsync_store *s, lipsync_table *t) {
+  return s->methods->recount(s, t);
+}
+/* Whether |s| is a backend the session can use. */
+static inline bool store_usable(const lipsync_store *s) {
+  return s->methods->version >= 3;
 }
 static inline const char *store_errmsg(lipsync_store *s) {
   const char *m = s->methods->errmsg(s);

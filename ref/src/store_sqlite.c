@@ -2,8 +2,14 @@
  * store_sqlite.c: the SQLite storage backend, one lipsync_store over one
  * connection.
  *
- * A sync runs inside one BEGIN IMMEDIATE transaction. Every table handle and
- * cursor lives until that transaction ends: commit and rollback finalize
+ * A sync reads in a plain (deferred) transaction: in WAL mode that is a
+ * snapshot, and it blocks no other reader or writer. It takes the write lock
+ * only when it has something to write (begin_write): in place when nobody
+ * committed since the snapshot, else in a new transaction (BEGIN IMMEDIATE,
+ * waiting for the lock at most the lock timeout), remembering which items
+ * other writers changed in between, so that touching one of them fails with
+ * TRY_AGAIN instead of overwriting it (spec LS-STORE-4). Every table handle
+ * and cursor lives until the transaction ends: commit and rollback finalize
  * their statements and free them. Statements name the columns in canonical
  * order, so a table's physical column order never matters, and quote every
  * identifier, so any name SQLite accepts works.
@@ -24,6 +30,7 @@
  */
 #include "canon.h"
 #include "errbuf.h"
+#include "buf.h"
 #include "store_sqlite_int.h"
 
 #include <math.h>
@@ -34,9 +41,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
-/* Long enough for the busiest sync to finish its commit. */
-#define BUSY_TIMEOUT_MS 30000
+/* How long a sync waits for another writer's lock, unless told
+ * (set_lock_timeout): as long as a client waits for an answer. */
+#define DEFAULT_LOCK_TIMEOUT_MS 60000
 /* Page cache of a connection the store opens while it inserts: 32 MiB.
  * With SQLite's default (2 MiB) a large sync spills its changes to the WAL
  * long before commit, and inserting a million rows with their UUID index
@@ -50,11 +59,12 @@
  * smaller cache keeps the peak down and the sorts no slower. */
 #define SORT_CACHE_PRAGMA "PRAGMA cache_size = -12000"
 
-static const char *const scan_where[SCAN_SHAPES] = {
+/* The bounds of a scan of rows, after "... WHERE NOT m.deleted". */
+static const char *const scan_where[4] = {
     "",
-    " WHERE t.\"" LIPSYNC_UUID_COLUMN "\" >= ?1",
-    " WHERE t.\"" LIPSYNC_UUID_COLUMN "\" < ?2",
-    " WHERE t.\"" LIPSYNC_UUID_COLUMN "\" >= ?1 AND t.\"" LIPSYNC_UUID_COLUMN
+    " AND t.\"" LIPSYNC_UUID_COLUMN "\" >= ?1",
+    " AND t.\"" LIPSYNC_UUID_COLUMN "\" < ?2",
+    " AND t.\"" LIPSYNC_UUID_COLUMN "\" >= ?1 AND t.\"" LIPSYNC_UUID_COLUMN
     "\" < ?2",
 };
 
@@ -229,17 +239,66 @@ int sq_prepare(sqlite_store *s, const char *sql, sqlite3_stmt **out) {
                             NULL);
 }
 
-/* Frees |c|. Its statement goes back to the table for the next scan of the
- * same shape when |keep| and there is room; otherwise it is finalized. */
+int sq_prepare_mprintf(sqlite_store *s, sqlite_table *t, sqlite3_stmt **out,
+                       const char *what, const char *fmt, ...) {
+  va_list ap;
+  char *sql;
+  int rc;
+  va_start(ap, fmt);
+  sql = sqlite3_vmprintf(fmt, ap);
+  va_end(ap);
+  if (!sql)
+    return sq_fail_nomem(s);
+  rc = sq_prepare(s, sql, out);
+  sqlite3_free(sql);
+  return rc == SQLITE_OK ? 0 : sq_fail_db(s, t ? t->name : NULL, what);
+}
+
+int sq_take_stmt(sqlite_store *s, sqlite_table *t, int shape, const char *sql,
+                 sqlite3_stmt **out) {
+  *out = t->idle[shape];
+  t->idle[shape] = NULL;
+  if (*out)
+    return 0;
+  if (!sql)
+    return sq_fail_nomem(s);
+  if (sq_prepare(s, sql, out) != SQLITE_OK)
+    return sq_fail_db(s, t->name, "preparing a query");
+  return 0;
+}
+
+int sq_cursor_open(sqlite_store *s, sqlite_table *t, int shape,
+                   cursor_kind kind, sqlite3_stmt *stmt, sqlite_cursor **out) {
+  size_t n = kind == CURSOR_ROWS ? t->base.ncolumns : 0;
+  sqlite_cursor *c = calloc(1, sizeof *c + n * sizeof c->values[0]);
+  *out = c;
+  if (!c) {
+    sqlite3_finalize(stmt);
+    return sq_fail_nomem(s);
+  }
+  c->base.table = &t->base;
+  c->table = t;
+  c->shape = shape;
+  c->kind = kind;
+  c->stmt = stmt;
+  c->next = t->cursors;
+  t->cursors = c;
+  return 0;
+}
+
+/* Frees |c|. Its statement goes back to the table for the next cursor of
+ * the same shape when |keep| and there is room; otherwise it is
+ * finalized. */
 static void cursor_free(sqlite_cursor *c, bool keep) {
   sqlite_table *t = c->table;
-  if (keep && !t->idle_scan[c->shape]) {
+  if (keep && c->stmt && !t->idle[c->shape]) {
     sqlite3_reset(c->stmt);
     sqlite3_clear_bindings(c->stmt); /* the bounds live in |c| */
-    t->idle_scan[c->shape] = c->stmt;
+    t->idle[c->shape] = c->stmt;
   } else {
     sqlite3_finalize(c->stmt);
   }
+  free(c->uuids);
   free(c);
 }
 
@@ -253,11 +312,11 @@ static void table_free(sqlite_table *t) {
     t->cursors = c->next;
     cursor_free(c, false);
   }
-  for (int i = 0; i <= ITEM_SHAPE; i++)
-    sqlite3_finalize(t->idle_scan[i]);
+  for (int i = 0; i < NSHAPES; i++)
+    sqlite3_finalize(t->idle[i]);
   sq_items_free(t);
-  sqlite3_finalize(t->fetch_stmt);
   sqlite3_finalize(t->insert_stmt);
+  sqlite3_finalize(t->fetch_stmt);
   free_deferred(t);
   if (t->columns)
     for (size_t i = 0; i < t->base.ncolumns; i++)
@@ -265,8 +324,11 @@ static void table_free(sqlite_table *t) {
   free(t->columns);
   free(t->kinds);
   free(t->fetch_values);
+  free(t->window);
   sqlite3_free(t->select_sql);
+  sqlite3_free(t->plain_sql);
   sqlite3_free(t->meta_name);
+  sqlite3_free(t->prev_name);
   free(t->name);
   free(t);
 }
@@ -278,6 +340,65 @@ static void free_tables(sqlite_store *s) {
     s->tables = t->next;
     table_free(t);
   }
+}
+
+/* Resets every statement of the open tables (their transaction is about to
+ * end), keeping the handles: the session goes on with them in a new
+ * transaction. A cursor still open fails from now on. */
+static void reset_tables(sqlite_store *s) {
+  for (sqlite_table *t = s->tables; t; t = t->next)
+    for (sqlite_cursor *c = t->cursors; c; c = c->next) {
+      sqlite3_reset(c->stmt);
+      if (!c->status)
+        c->status = sq_fail(s, LIPSYNC_ERR_INTERNAL,
+                            "table %s: a cursor was open when the "
+                            "transaction began to write",
+                            t->name);
+    }
+}
+
+int sq_check_window(sqlite_store *s, sqlite_table *t, const uint8_t *uuid) {
+  size_t lo = 0, hi = t->nwindow;
+  while (lo < hi) {
+    size_t mid = lo + (hi - lo) / 2;
+    int c = memcmp(t->window[mid], uuid, LIPSYNC_UUID_LEN);
+    if (c == 0) {
+      char text[UUID_TEXT_LEN + 1];
+      lipsync_uuid_format(uuid, text);
+      return sq_fail(s, LIPSYNC_ERR_TRY_AGAIN,
+                     "table %s: row %s was changed by another writer during "
+                     "the sync; nothing was changed, sync again",
+                     t->name, text);
+    }
+    if (c < 0)
+      lo = mid + 1;
+    else
+      hi = mid;
+  }
+  return 0;
+}
+
+int sq_query_int(sqlite_store *s, const char *table, const char *sql,
+                 const char *arg, sqlite3_int64 *out, bool *found) {
+  sqlite3_stmt *st;
+  int rc;
+  *out = 0;
+  if (found)
+    *found = false;
+  if (sq_prepare(s, sql, &st) != SQLITE_OK)
+    return sq_fail_db(s, table, "reading the database");
+  if (arg)
+    sqlite3_bind_text(st, 1, arg, -1, SQLITE_STATIC);
+  rc = sqlite3_step(st);
+  if (rc == SQLITE_ROW) {
+    *out = sqlite3_column_int64(st, 0);
+    if (found)
+      *found = true;
+  }
+  sqlite3_finalize(st);
+  if (rc != SQLITE_ROW && rc != SQLITE_DONE)
+    return sq_fail_db(s, table, "reading the database");
+  return 0;
 }
 
 /* Checks that |name| is exactly the name of an ordinary table of "main". */
@@ -474,15 +595,25 @@ static int read_columns(sqlite_store *s, sqlite_table *t) {
  * Column references in expressions are qualified: SQLite reads an
  * unqualified double-quoted name that matches no column as a string
  * literal, which would quietly select the text "_lipsync_uuid" from a table
- * that lacks the column.
+ * that lacks the column. |with_item| joins the live item of each row
+ * (clock, site, base_clock, base_site): a row without a live item (written
+ * with capture off, until a recount repairs it) is not read.
  */
-static char *build_select(sqlite_store *s, const sqlite_table *t) {
+static char *build_select(sqlite_store *s, const sqlite_table *t,
+                          bool with_item) {
   sqlite3_str *sql = sqlite3_str_new(s->db);
   sqlite3_str_appendall(sql, "SELECT ");
   for (size_t i = 0; i < t->base.ncolumns; i++)
     sqlite3_str_appendf(sql, "t.\"%w\", ", t->columns[i].name);
-  sqlite3_str_appendf(sql, "t.\"%w\" FROM main.\"%w\" AS t",
-                      LIPSYNC_UUID_COLUMN, t->name);
+  sqlite3_str_appendf(sql, "t.\"%w\"", LIPSYNC_UUID_COLUMN);
+  if (with_item)
+    sqlite3_str_appendf(sql,
+                        ", m.clock, m.site, m.base_clock, m.base_site FROM"
+                        " main.\"%w\" AS t JOIN main.\"%w\" AS m ON m.uuid ="
+                        " t.\"%w\" WHERE NOT m.deleted",
+                        t->name, t->meta_name, LIPSYNC_UUID_COLUMN);
+  else
+    sqlite3_str_appendf(sql, " FROM main.\"%w\" AS t", t->name);
   return sqlite3_str_finish(sql);
 }
 
@@ -518,9 +649,14 @@ static int sqlite_store_open_table(lipsync_store *store, const char *name,
   if (rc)
     goto fail;
   t->fetch_values = calloc(t->base.ncolumns + 1, sizeof *t->fetch_values);
-  t->select_sql = build_select(s, t);
   t->meta_name = sqlite3_mprintf("_lipsync_meta_%s", name);
-  if (!t->fetch_values || !t->select_sql || !t->meta_name) {
+  t->prev_name = sqlite3_mprintf("_lipsync_prev_%s", name);
+  if (t->meta_name) {
+    t->plain_sql = build_select(s, t, false);
+    t->select_sql = build_select(s, t, true);
+  }
+  if (!t->fetch_values || !t->select_sql || !t->plain_sql || !t->meta_name ||
+      !t->prev_name) {
     rc = sq_fail_nomem(s);
     goto fail;
   }
@@ -771,76 +907,120 @@ int sq_need_index(sqlite_store *s, sqlite_table *t) {
 
 static int table_is_empty(sqlite_store *s, sqlite_table *t, bool *empty) {
   char *sql = sqlite3_mprintf("SELECT 1 FROM main.\"%w\" LIMIT 1", t->name);
-  sqlite3_stmt *st = NULL;
+  sqlite3_int64 one;
+  bool found;
   int rc;
   if (!sql)
     return sq_fail_nomem(s);
-  rc = sq_prepare(s, sql, &st);
+  rc = sq_query_int(s, t->name, sql, NULL, &one, &found);
   sqlite3_free(sql);
-  if (rc != SQLITE_OK)
-    return sq_fail_db(s, t->name, "reading the table");
-  rc = sqlite3_step(st);
-  *empty = rc == SQLITE_DONE;
-  sqlite3_finalize(st);
-  if (rc != SQLITE_ROW && rc != SQLITE_DONE)
-    return sq_fail_db(s, t->name, "reading the table");
-  return 0;
+  *empty = !found;
+  return rc;
+}
+
+/*
+ * The first row inserted into a table that was empty, items included, when
+ * it was prepared starts a bulk load: rows arriving in random UUID order
+ * would make every index a random walk, so the indexes and triggers are set
+ * aside and built once, before anything reads the table again or at commit
+ * (rebuild_indexes); items join their table in UUID order (items.c). No
+ * other connection writes meanwhile: this one holds the write lock.
+ */
+static int start_bulk(sqlite_store *s, sqlite_table *t) {
+  int rc;
+  t->empty = false;
+  t->bulk = true;
+  t->bulk_sorted = true;
+  canon_fp_init(&t->bulk_fp);
+  if ((rc = sq_exec_for_table(
+           s, t,
+           sqlite3_mprintf("DROP TRIGGER IF EXISTS main.\"_lipsync_ins_%w\";"
+                           "DROP TRIGGER IF EXISTS main.\"_lipsync_upd_%w\";"
+                           "DROP TRIGGER IF EXISTS main.\"_lipsync_del_%w\";"
+                           "DROP TRIGGER IF EXISTS main.\"_lipsync_uuid_%w\"",
+                           t->name, t->name, t->name, t->name),
+           "setting a trigger aside")) != 0)
+    return rc;
+  t->index_pending = true;
+  return defer_indexes(s, t);
 }
 
 static int sqlite_store_prepare_table(lipsync_store *store,
                                       lipsync_table *table) {
   sqlite_store *s = (sqlite_store *)store;
   sqlite_table *t = (sqlite_table *)table;
-  bool has_column;
+  bool has_column, ready = false, empty = false, found;
   int rc;
 
-  rc = query_flag(s, t->name,
-                  "SELECT count(*) FROM pragma_table_xinfo(?1, 'main')"
-                  " WHERE name = '" LIPSYNC_UUID_COLUMN "' COLLATE NOCASE",
-                  &has_column);
-  if (rc)
-    return rc;
-  if (!has_column) {
-    rc = sq_exec_for_table(s, t,
-                           sqlite3_mprintf("ALTER TABLE main.\"%w\""
-                                           " ADD COLUMN \"%w\" TEXT",
-                                           t->name, LIPSYNC_UUID_COLUMN),
-                           "adding _lipsync_uuid");
-    if (rc)
+  /* A prepared table in order needs no write: the session stays a
+   * reader. */
+  if (!s->writing) {
+    if ((rc = sq_capture_ready(s, t, &ready)) != 0)
+      return rc;
+    if (!ready && (rc = sq_begin_write(s)) != 0)
       return rc;
   }
-  rc = sq_exec_for_table(
-      s, t,
-      sqlite3_mprintf("UPDATE main.\"%w\" SET \"%w\" ="
-                      " lipsync_uuid4() WHERE \"%w\" IS NULL",
-                      t->name, LIPSYNC_UUID_COLUMN, LIPSYNC_UUID_COLUMN),
-      "giving rows a UUID");
-  if (rc)
-    return rc;
-  /* Rows written with capture off: their items need repair. */
-  t->gave_uuids = sqlite3_changes(s->db) > 0;
-  rc = check_uuids(s, t);
-  if (rc)
-    return rc;
-  /* Rows bulk-loaded into an empty table arrive in random UUID order: its
-   * indexes are built once, afterwards, which is several times faster
-   * than keeping them up to date row by row. */
-  bool found, empty = false;
-  if ((rc = table_is_empty(s, t, &empty)) != 0)
-    return rc;
-  if (empty && !t->index_pending) {
-    t->index_pending = true;
-    rc = defer_indexes(s, t);
-  } else if (!t->index_pending) {
-    rc = has_uuid_index(s, t, &found);
-    if (rc == 0 && !found)
-      rc = create_uuid_index(s, t);
+  if (!ready) {
+    rc = query_flag(s, t->name,
+                    "SELECT count(*) FROM pragma_table_xinfo(?1, 'main')"
+                    " WHERE name = '" LIPSYNC_UUID_COLUMN "' COLLATE NOCASE",
+                    &has_column);
+    if (rc)
+      return rc;
+    if (!has_column) {
+      rc = sq_exec_for_table(s, t,
+                             sqlite3_mprintf("ALTER TABLE main.\"%w\""
+                                             " ADD COLUMN \"%w\" TEXT",
+                                             t->name, LIPSYNC_UUID_COLUMN),
+                             "adding _lipsync_uuid");
+      if (rc)
+        return rc;
+    }
+    rc = sq_exec_for_table(
+        s, t,
+        sqlite3_mprintf("UPDATE main.\"%w\" SET \"%w\" ="
+                        " lipsync_uuid4() WHERE \"%w\" IS NULL",
+                        t->name, LIPSYNC_UUID_COLUMN, LIPSYNC_UUID_COLUMN),
+        "giving rows a UUID");
+    if (rc)
+      return rc;
+    /* Rows written with capture off: their items need repair. */
+    t->gave_uuids = sqlite3_changes(s->db) > 0;
+    if ((rc = check_uuids(s, t)) != 0)
+      return rc;
+    if (!t->index_pending) {
+      rc = has_uuid_index(s, t, &found);
+      if (rc == 0 && !found)
+        rc = create_uuid_index(s, t);
+      if (rc)
+        return rc;
+    }
+    if ((rc = sq_capture_prepare(s, t)) != 0)
+      return rc;
   }
-  return rc ? rc : sq_capture_prepare(s, t);
+  if (t->index_pending || t->wrote)
+    return 0;
+  rc = table_is_empty(s, t, &empty);
+  t->empty = empty;
+  return rc;
+}
+
+bool sq_read_site(sqlite3_stmt *st, int col, bool null_ok, uint8_t *out) {
+  const void *p;
+  if (sqlite3_column_type(st, col) == SQLITE_NULL) {
+    memset(out, 0, LIPSYNC_SITE_LEN);
+    return null_ok;
+  }
+  p = sqlite3_column_blob(st, col);
+  if (!p || sqlite3_column_bytes(st, col) != LIPSYNC_SITE_LEN)
+    return false;
+  memcpy(out, p, LIPSYNC_SITE_LEN);
+  return true;
 }
 
 /* Fills |row| from the current row of |st|: the columns in canonical order,
- * then the UUID. The values point into |st|. */
+ * then the UUID, then (when |st| selects them) the item's version and
+ * base. The values point into |st|. */
 int sq_read_row(sqlite_table *t, sqlite3_stmt *st, lipsync_value *values,
                 lipsync_row *row) {
   sqlite_store *s = t->store;
@@ -900,6 +1080,21 @@ int sq_read_row(sqlite_table *t, sqlite3_stmt *st, lipsync_value *values,
   }
   row->nvalues = (size_t)n;
   row->values = values;
+  row->deleted = 0;
+  memset(&row->version, 0, sizeof row->version);
+  memset(&row->base, 0, sizeof row->base);
+  if (sqlite3_column_count(st) > n + 4) {
+    row->version.clock = (uint64_t)sqlite3_column_int64(st, n + 1);
+    row->base.clock = (uint64_t)sqlite3_column_int64(st, n + 3);
+    if (!sq_read_site(st, n + 2, false, row->version.site) ||
+        !sq_read_site(st, n + 4, true, row->base.site))
+      return sq_fail(s, LIPSYNC_ERR_STORAGE,
+                     "table %s: the item of row %.36s has a site that is not"
+                     " 16 bytes",
+                     t->name, u);
+    if (t->base.last_sync == 0) /* never synced as a client */
+      memset(&row->base, 0, sizeof row->base);
+  }
   return 0;
 }
 
@@ -908,34 +1103,28 @@ static int sqlite_store_scan(lipsync_store *store, lipsync_table *table,
                              lipsync_cursor **out) {
   sqlite_store *s = (sqlite_store *)store;
   sqlite_table *t = (sqlite_table *)table;
-  size_t n = t->base.ncolumns;
-  int shape = (lower ? 1 : 0) | (upper ? 2 : 0);
+  int bounds = (lower ? 1 : 0) | (upper ? 2 : 0);
   sqlite_cursor *c;
+  sqlite3_stmt *st;
+  char *sql;
+  int rc;
 
   *out = NULL;
-  if (shape) {
-    int rc = sq_need_index(s, t);
-    if (rc)
-      return rc;
-  }
-  c = calloc(1, sizeof *c + n * sizeof c->values[0]);
-  if (!c)
-    return sq_fail_nomem(s);
-  c->base.table = &t->base;
-  c->table = t;
-  c->shape = shape;
-  c->stmt = t->idle_scan[shape];
-  t->idle_scan[shape] = NULL;
-  if (!c->stmt) {
-    char *sql = sqlite3_mprintf("%s%s", t->select_sql, scan_where[shape]);
-    bool built = sql != NULL;
-    int rc = built ? sq_prepare(s, sql, &c->stmt) : SQLITE_NOMEM;
-    sqlite3_free(sql);
-    if (rc != SQLITE_OK) {
-      free(c);
-      return built ? sq_fail_db(s, t->name, "scan") : sq_fail_nomem(s);
-    }
-  }
+  /* Rows in UUID order: through the UUID index. */
+  if ((rc = sq_need_index(s, t)) != 0)
+    return rc;
+  sq_snapshot_used(s);
+  sql = t->idle[SHAPE_ROWS + bounds]
+            ? NULL
+            : sqlite3_mprintf("%s%s ORDER BY t.\"%w\"", t->select_sql,
+                              scan_where[bounds], LIPSYNC_UUID_COLUMN);
+  rc = t->idle[SHAPE_ROWS + bounds] || sql
+           ? sq_take_stmt(s, t, SHAPE_ROWS + bounds, sql, &st)
+           : sq_fail_nomem(s);
+  sqlite3_free(sql);
+  if (rc || (rc = sq_cursor_open(s, t, SHAPE_ROWS + bounds, CURSOR_ROWS, st,
+                                 &c)) != 0)
+    return rc;
   /* Lowercase text order is the byte order of the UUIDs. */
   if (lower) {
     lipsync_uuid_format(lower, c->lower);
@@ -945,8 +1134,46 @@ static int sqlite_store_scan(lipsync_store *store, lipsync_table *table,
     lipsync_uuid_format(upper, c->upper);
     sqlite3_bind_text(c->stmt, 2, c->upper, UUID_TEXT_LEN, SQLITE_STATIC);
   }
-  c->next = t->cursors;
-  t->cursors = c;
+  *out = &c->base;
+  return 0;
+}
+
+/* The statement that reads the row (and live item) of one UUID, ?1. */
+static char *by_uuid_sql(const sqlite_table *t) {
+  return sqlite3_mprintf("%s AND t.\"%w\" = ?1", t->select_sql,
+                         LIPSYNC_UUID_COLUMN);
+}
+
+static int sqlite_store_scan_uuids(lipsync_store *store, lipsync_table *table,
+                                   const uint8_t *uuids, size_t n,
+                                   lipsync_cursor **out) {
+  sqlite_store *s = (sqlite_store *)store;
+  sqlite_table *t = (sqlite_table *)table;
+  sqlite_cursor *c;
+  sqlite3_stmt *st;
+  char *sql;
+  int rc;
+
+  *out = NULL;
+  if ((rc = sq_need_index(s, t)) != 0)
+    return rc;
+  sq_snapshot_used(s);
+  sql = t->idle[SHAPE_ROW_BY_UUID] ? NULL : by_uuid_sql(t);
+  rc = t->idle[SHAPE_ROW_BY_UUID] || sql
+           ? sq_take_stmt(s, t, SHAPE_ROW_BY_UUID, sql, &st)
+           : sq_fail_nomem(s);
+  sqlite3_free(sql);
+  if (rc ||
+      (rc = sq_cursor_open(s, t, SHAPE_ROW_BY_UUID, CURSOR_ROWS, st, &c)) != 0)
+    return rc;
+  if (n && !(c->uuids = malloc(n * LIPSYNC_UUID_LEN))) {
+    c->status = sq_fail_nomem(s);
+    *out = &c->base;
+    return c->status;
+  }
+  if (n)
+    memcpy(c->uuids, uuids, n * LIPSYNC_UUID_LEN);
+  c->nuuids = n;
   *out = &c->base;
   return 0;
 }
@@ -956,19 +1183,34 @@ static int sqlite_store_next(lipsync_cursor *cursor, lipsync_row *row) {
   sqlite_table *t = c->table;
   int rc;
 
-  if (c->status)
-    return c->status > 0 ? 0 : c->status;
-  rc = sqlite3_step(c->stmt);
-  if (rc == SQLITE_ROW) {
-    rc = sq_read_row(t, c->stmt, c->values, row);
-    if (rc == 0)
-      return 1;
-    c->status = rc;
-    return rc;
+  for (;;) {
+    if (c->status)
+      return c->status > 0 ? 0 : c->status;
+    if (c->uuids || c->shape == SHAPE_ROW_BY_UUID) {
+      /* A lookup: the next UUID that has a live row. */
+      if (c->pos == c->nuuids) {
+        c->status = 1;
+        continue;
+      }
+      sqlite3_reset(c->stmt);
+      lipsync_uuid_format(c->uuids + c->pos++ * LIPSYNC_UUID_LEN, c->key);
+      sqlite3_bind_text(c->stmt, 1, c->key, UUID_TEXT_LEN, SQLITE_STATIC);
+    }
+    rc = sqlite3_step(c->stmt);
+    if (rc == SQLITE_ROW) {
+      rc = sq_read_row(t, c->stmt, c->values, row);
+      if (rc == 0 && t->nwindow)
+        rc = sq_check_window(t->store, t, row->uuid);
+      if (rc == 0)
+        return 1;
+      c->status = rc;
+      continue;
+    }
+    if (rc == SQLITE_DONE && c->shape == SHAPE_ROW_BY_UUID)
+      continue; /* no such row: the next UUID */
+    /* Stepping again after the end would restart the scan. */
+    c->status = rc == SQLITE_DONE ? 1 : sq_fail_db(t->store, t->name, "scan");
   }
-  /* Stepping again after the end would restart the scan. */
-  c->status = rc == SQLITE_DONE ? 1 : sq_fail_db(t->store, t->name, "scan");
-  return c->status > 0 ? 0 : c->status;
 }
 
 static void sqlite_store_close_cursor(lipsync_cursor *cursor) {
@@ -993,9 +1235,9 @@ static int sqlite_store_fetch(lipsync_store *store, lipsync_table *table,
 
   if ((rc = sq_need_index(s, t)) != 0)
     return rc;
+  sq_snapshot_used(s);
   if (!t->fetch_stmt) {
-    char *sql = sqlite3_mprintf("%s WHERE t.\"%w\" = ?1", t->select_sql,
-                                LIPSYNC_UUID_COLUMN);
+    char *sql = by_uuid_sql(t);
     if (!sql)
       return sq_fail_nomem(s);
     rc = sq_prepare(s, sql, &t->fetch_stmt);
@@ -1010,8 +1252,12 @@ static int sqlite_store_fetch(lipsync_store *store, lipsync_table *table,
   sqlite3_bind_text(t->fetch_stmt, 1, t->fetch_key, UUID_TEXT_LEN,
                     SQLITE_STATIC);
   rc = sqlite3_step(t->fetch_stmt);
-  if (rc == SQLITE_ROW)
-    return sq_read_row(t, t->fetch_stmt, t->fetch_values, row);
+  if (rc == SQLITE_ROW) {
+    rc = sq_read_row(t, t->fetch_stmt, t->fetch_values, row);
+    if (rc == 0 && t->nwindow)
+      rc = sq_check_window(s, t, row->uuid);
+    return rc;
+  }
   if (rc == SQLITE_DONE) {
     sqlite3_reset(t->fetch_stmt);
     return sq_fail(s, LIPSYNC_ERR_NOT_FOUND, "table %s: no row %s", t->name,
@@ -1130,6 +1376,11 @@ static int sqlite_store_insert(lipsync_store *store, lipsync_table *table,
   sqlite3_stmt *st;
   int rc;
 
+  if ((rc = sq_begin_write(s)) != 0 ||
+      (t->nwindow && (rc = sq_check_window(s, t, row->uuid)) != 0))
+    return rc;
+  if (t->empty && (rc = start_bulk(s, t)) != 0)
+    return rc;
   if (row->deleted)
     return sq_items_insert(s, t, row); /* a tombstone: the item alone */
   if (row->nvalues != n)
@@ -1179,23 +1430,161 @@ int sq_write_row(sqlite_store *s, sqlite_table *t, sqlite3_stmt *st,
 /* The store                                                            */
 /* ------------------------------------------------------------------ */
 
-static int exec_simple(sqlite_store *s, const char *sql, const char *what) {
+int sq_exec(sqlite_store *s, const char *table, const char *sql,
+            const char *what) {
   if (sqlite3_exec(s->db, sql, NULL, NULL, NULL) != SQLITE_OK)
-    return sq_fail_db(s, NULL, what);
+    return sq_fail_db(s, table, what);
+  return 0;
+}
+
+/* The change sequence number of the state as this transaction sees it (0
+ * when the database has no capture state, or one of an older layout). Read
+ * first in a transaction, it fixes the snapshot. */
+static uint64_t state_seq(sqlite_store *s) {
+  sqlite3_stmt *st;
+  uint64_t seq = 0;
+  if (sqlite3_prepare_v2(s->db,
+                         "SELECT seq FROM main._lipsync_state"
+                         " WHERE id = 1",
+                         -1, &st, NULL) != SQLITE_OK)
+    return 0;
+  if (sqlite3_step(st) == SQLITE_ROW)
+    seq = (uint64_t)sqlite3_column_int64(st, 0);
+  sqlite3_finalize(st);
+  return seq;
+}
+
+/* Starts a transaction with |sql| and records its snapshot. A lock wait
+ * that expires is TRY_AGAIN. */
+static int begin_txn(sqlite_store *s, const char *sql, bool writing) {
+  int rc;
+  if (sqlite3_exec(s->db, sql, NULL, NULL, NULL) != SQLITE_OK) {
+    if ((sqlite3_extended_errcode(s->db) & 0xFF) == SQLITE_BUSY &&
+        !atomic_load(&s->interrupted))
+      return sq_fail(s, LIPSYNC_ERR_TRY_AGAIN,
+                     "another writer kept the database locked for %d.%d s;"
+                     " nothing was changed, sync again",
+                     s->lock_timeout_ms / 1000,
+                     s->lock_timeout_ms % 1000 / 100);
+    return sq_fail_db(s, NULL, "begin");
+  }
+  s->in_txn = true;
+  s->writing = writing;
+  s->resnapshot = false;
+  s->snapshot_used = false;
+  s->identity_checked = false;
+  s->read_seq = state_seq(s);
+  s->own_lo = s->read_seq + 1;
+  s->own_hi = s->read_seq;
+  if (writing && (rc = sq_capture_begin_write(s)) != 0)
+    return rc;
   return 0;
 }
 
 static int sqlite_store_begin(lipsync_store *store) {
   sqlite_store *s = (sqlite_store *)store;
-  int rc;
   if (s->in_txn)
     return sq_fail(s, LIPSYNC_ERR_INTERNAL, "a transaction is already open");
-  /* IMMEDIATE takes the write lock now, so syncs into one database take
-   * turns (waiting up to the busy timeout) instead of failing midway. */
-  rc = exec_simple(s, "BEGIN IMMEDIATE", "begin");
-  if (rc == 0)
-    s->in_txn = true;
-  return rc;
+  /* IMMEDIATE takes the write lock now: syncs into one database take turns
+   * (waiting up to the lock timeout) instead of failing midway. */
+  return begin_txn(s, "BEGIN IMMEDIATE", true);
+}
+
+static int sqlite_store_begin_read(lipsync_store *store) {
+  sqlite_store *s = (sqlite_store *)store;
+  if (s->in_txn)
+    return sq_fail(s, LIPSYNC_ERR_INTERNAL, "a transaction is already open");
+  return begin_txn(s, "BEGIN", false);
+}
+
+void sq_snapshot_used(sqlite_store *s) {
+  s->snapshot_used = true;
+}
+
+/* After a new snapshot: the items of every open table that another writer
+ * changed since the session's snapshot, which it must not touch. */
+static int take_windows(sqlite_store *s, uint64_t since) {
+  for (sqlite_table *t = s->tables; t; t = t->next) {
+    sqlite3_stmt *st;
+    size_t cap = 0;
+    int rc;
+    t->nwindow = 0;
+    if (sq_prepare_mprintf(s, t, &st, "reading concurrent changes",
+                           "SELECT uuid FROM main.\"%w\" WHERE seq > ?1"
+                           " ORDER BY uuid",
+                           t->meta_name) != 0) {
+      sqlite3_errcode(s->db); /* no items yet: nothing changed */
+      continue;
+    }
+    sqlite3_bind_int64(st, 1, (sqlite3_int64)since);
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+      const char *u = (const char *)sqlite3_column_text(st, 0);
+      if (vec_reserve((void **)&t->window, &cap, t->nwindow + 1,
+                      sizeof *t->window)) {
+        rc = SQLITE_NOMEM;
+        break;
+      }
+      if (u && lipsync_uuid_parse(u, (size_t)sqlite3_column_bytes(st, 0),
+                                  t->window[t->nwindow]) == 0)
+        t->nwindow++;
+    }
+    sqlite3_finalize(st);
+    if (rc != SQLITE_DONE)
+      return rc == SQLITE_NOMEM
+                 ? sq_fail_nomem(s)
+                 : sq_fail_db(s, t->name, "reading concurrent changes");
+  }
+  return 0;
+}
+
+int sq_begin_write(sqlite_store *s) {
+  uint64_t seq;
+  int rc;
+  if (s->writing)
+    return 0;
+  if (!s->in_txn)
+    return sq_fail(s, LIPSYNC_ERR_INTERNAL, "write: no transaction is open");
+  /* In place, when nobody committed since the snapshot. */
+  rc = sqlite3_exec(s->db,
+                    "UPDATE main._lipsync_state SET applying = 1 WHERE id = 1",
+                    NULL, NULL, NULL);
+  if (rc == SQLITE_OK) {
+    s->writing = true;
+    s->applying = true;
+    return sq_capture_begin_write(s);
+  }
+  if ((sqlite3_extended_errcode(s->db) & 0xFF) != SQLITE_BUSY &&
+      rc != SQLITE_ERROR) /* no state yet: a first install */
+    return sq_fail_db(s, NULL, "taking the write lock");
+  /* Else on a new snapshot, with the write lock. */
+  reset_tables(s);
+  if (!sqlite3_get_autocommit(s->db))
+    sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
+  s->in_txn = false;
+  uint64_t read_seq = s->read_seq;
+  bool used = s->snapshot_used;
+  if ((rc = begin_txn(s, "BEGIN IMMEDIATE", true)) != 0)
+    return rc;
+  seq = s->read_seq;
+  s->snapshot_used = used;
+  s->resnapshot = used && seq > read_seq;
+  if (s->resnapshot) {
+    /* The session goes on with what it read: its position stays, and the
+     * changes in between are not to be touched. */
+    s->read_seq = read_seq;
+    if ((rc = take_windows(s, read_seq)) != 0)
+      return rc;
+  }
+  return 0;
+}
+
+static int sqlite_store_begin_write(lipsync_store *store) {
+  return sq_begin_write((sqlite_store *)store);
+}
+
+static void sqlite_store_set_lock_timeout(lipsync_store *store, int ms) {
+  ((sqlite_store *)store)->lock_timeout_ms =
+      ms > 0 ? ms : DEFAULT_LOCK_TIMEOUT_MS;
 }
 
 /* Builds the indexes set aside, so that a duplicate is reported before the
@@ -1206,6 +1595,15 @@ static int sqlite_store_flush(lipsync_store *store) {
   for (sqlite_table *t = s->tables; t && !rc; t = t->next)
     rc = sq_need_index(s, t);
   return rc;
+}
+
+/* Forgets the state of the transaction that just ended. */
+static void end_txn(sqlite_store *s) {
+  s->in_txn = !sqlite3_get_autocommit(s->db);
+  s->writing = false;
+  s->applying = false;
+  s->resnapshot = false;
+  sq_set_big_cache(s, false);
 }
 
 static int sqlite_store_commit(lipsync_store *store) {
@@ -1220,15 +1618,13 @@ static int sqlite_store_commit(lipsync_store *store) {
   }
   if (!s->in_txn)
     return sq_fail(s, LIPSYNC_ERR_INTERNAL, "commit: no transaction is open");
-  rc = sq_capture_end(s);
-  if (rc) {
+  if (s->writing && (rc = sq_capture_end(s)) != 0) {
     sq_set_big_cache(s, false);
     return rc;
   }
-  rc = exec_simple(s, "COMMIT", "commit");
-  sq_set_big_cache(s, false);
+  rc = sq_exec(s, NULL, "COMMIT", "commit");
   /* A failed COMMIT may leave the transaction open (busy) for rollback. */
-  s->in_txn = !sqlite3_get_autocommit(s->db);
+  end_txn(s);
   return rc;
 }
 
@@ -1238,10 +1634,9 @@ static int sqlite_store_rollback(lipsync_store *store) {
   free_tables(s);
   /* SQLite itself rolls back on some errors; then there is nothing left. */
   if (s->in_txn && !sqlite3_get_autocommit(s->db))
-    rc = exec_simple(s, "ROLLBACK", "rollback");
+    rc = sq_exec(s, NULL, "ROLLBACK", "rollback");
+  end_txn(s);
   s->in_txn = false;
-  s->applying = false;
-  sq_set_big_cache(s, false);
   return rc;
 }
 
@@ -1315,6 +1710,7 @@ static void sqlite_store_destroy(lipsync_store *store) {
   sqlite_store *s = (sqlite_store *)store;
   sqlite_store_rollback(store);
   free_names(s);
+  canon_hasher_free(&s->hasher);
   if (s->owns_db)
     sqlite3_close_v2(s->db);
   free(s);
@@ -1327,26 +1723,44 @@ static void sqlite_store_interrupt(lipsync_store *store) {
 }
 
 /* Waits for another writer's lock like sqlite3_busy_timeout(), in short
- * naps, but gives up at once when the store is interrupted. */
+ * naps, for at most the lock timeout, but gives up at once when the store
+ * is interrupted. */
 static int busy_wait(void *arg, int attempt) {
   sqlite_store *s = arg;
-  if (atomic_load(&s->interrupted) || attempt >= BUSY_TIMEOUT_MS / 10)
+  static _Thread_local struct timespec started;
+  struct timespec now;
+  clock_gettime(CLOCK_MONOTONIC, &now);
+  if (attempt == 0)
+    started = now;
+  double waited = (double)(now.tv_sec - started.tv_sec) +
+                  (double)(now.tv_nsec - started.tv_nsec) / 1e9;
+  if (atomic_load(&s->interrupted) || waited * 1000.0 >= s->lock_timeout_ms)
     return 0;
-  sqlite3_sleep(10);
+  sqlite3_sleep(attempt < 10 ? 1 : 10);
   return 1;
 }
 
 static int sqlite_store_update(lipsync_store *store, lipsync_table *table,
                                const lipsync_row *row) {
-  return sq_items_update((sqlite_store *)store, (sqlite_table *)table, row);
+  sqlite_store *s = (sqlite_store *)store;
+  sqlite_table *t = (sqlite_table *)table;
+  int rc;
+  if ((rc = sq_begin_write(s)) != 0 ||
+      (t->nwindow && (rc = sq_check_window(s, t, row->uuid)) != 0))
+    return rc;
+  return sq_items_update(s, t, row);
+}
+
+static int item_cursor(int rc, sqlite_cursor *c, lipsync_cursor **out) {
+  *out = c ? &c->base : NULL;
+  return rc;
 }
 
 static int sqlite_store_scan_items(lipsync_store *store, lipsync_table *table,
                                    lipsync_cursor **out) {
   sqlite_cursor *c = NULL;
   int rc = sq_items_scan((sqlite_store *)store, (sqlite_table *)table, &c);
-  *out = c ? &c->base : NULL;
-  return rc;
+  return item_cursor(rc, c, out);
 }
 
 static int sqlite_store_next_item(lipsync_cursor *cursor, lipsync_item *item) {
@@ -1361,6 +1775,91 @@ static int sqlite_store_finish_table(lipsync_store *store, lipsync_table *table,
 
 static int sqlite_store_tick(lipsync_store *store, lipsync_version *out) {
   return sq_capture_tick((sqlite_store *)store, out);
+}
+
+static int sqlite_store_position(lipsync_store *store, lipsync_table *table,
+                                 lipsync_position *out) {
+  return sq_items_position((sqlite_store *)store, (sqlite_table *)table, out);
+}
+
+static int sqlite_store_scan_changes(lipsync_store *store, lipsync_table *table,
+                                     const lipsync_position *since,
+                                     lipsync_cursor **out) {
+  sqlite_cursor *c = NULL;
+  int rc =
+      sq_items_changes((sqlite_store *)store, (sqlite_table *)table, since, &c);
+  return item_cursor(rc, c, out);
+}
+
+static int sqlite_store_scan_item_range(lipsync_store *store,
+                                        lipsync_table *table,
+                                        const uint8_t *lower,
+                                        const uint8_t *upper,
+                                        lipsync_cursor **out) {
+  sqlite_cursor *c = NULL;
+  int rc = sq_items_range((sqlite_store *)store, (sqlite_table *)table, lower,
+                          upper, &c);
+  return item_cursor(rc, c, out);
+}
+
+static int sqlite_store_lookup_items(lipsync_store *store, lipsync_table *table,
+                                     const uint8_t *uuids, size_t n,
+                                     lipsync_cursor **out) {
+  sqlite_cursor *c = NULL;
+  int rc = sq_items_lookup((sqlite_store *)store, (sqlite_table *)table, uuids,
+                           n, &c);
+  return item_cursor(rc, c, out);
+}
+
+static int sqlite_store_scan_tombstones(lipsync_store *store,
+                                        lipsync_table *table, uint64_t clock,
+                                        lipsync_cursor **out) {
+  sqlite_cursor *c = NULL;
+  int rc = sq_items_tombstones((sqlite_store *)store, (sqlite_table *)table,
+                               clock, &c);
+  return item_cursor(rc, c, out);
+}
+
+static int sqlite_store_summarize(lipsync_store *store, lipsync_table *table,
+                                  lipsync_summary *out) {
+  sqlite_store *s = (sqlite_store *)store;
+  sqlite_table *t = (sqlite_table *)table;
+  int rc = 0;
+  if (!t->summarized) {
+    sq_snapshot_used(s);
+    if ((rc = sq_items_fold(s, t, false, &t->summary)) == 0)
+      t->summarized = true;
+  }
+  *out = t->summary;
+  return rc;
+}
+
+static int sqlite_store_load_checkpoint(lipsync_store *store,
+                                        lipsync_table *table,
+                                        lipsync_checkpoint *out) {
+  return sq_load_checkpoint((sqlite_store *)store, (sqlite_table *)table, out);
+}
+
+static int sqlite_store_load_token(lipsync_store *store, lipsync_table *table,
+                                   const uint8_t client_site[LIPSYNC_SITE_LEN],
+                                   uint8_t token[LIPSYNC_SITE_LEN],
+                                   int *found) {
+  return sq_load_token((sqlite_store *)store, (sqlite_table *)table,
+                       client_site, token, found);
+}
+
+static int sqlite_store_distrust(lipsync_store *store, const char *name) {
+  return sq_distrust((sqlite_store *)store, name);
+}
+
+static int sqlite_store_recount(lipsync_store *store, lipsync_table *table) {
+  sqlite_store *s = (sqlite_store *)store;
+  int rc = sq_begin_write(s);
+  return rc ? rc : sq_capture_recount(s, (sqlite_table *)table);
+}
+
+static int sqlite_store_maintain(lipsync_store *store, uint64_t horizon) {
+  return sq_maintain((sqlite_store *)store, horizon);
 }
 
 static const lipsync_store_methods sqlite_store_methods = {
@@ -1380,12 +1879,27 @@ static const lipsync_store_methods sqlite_store_methods = {
     .errmsg = sqlite_store_errmsg,
     .destroy = sqlite_store_destroy,
     .interrupt = sqlite_store_interrupt,
+    .scan_uuids = sqlite_store_scan_uuids,
     .flush = sqlite_store_flush,
     .update = sqlite_store_update,
     .scan_items = sqlite_store_scan_items,
     .next_item = sqlite_store_next_item,
     .finish_table = sqlite_store_finish_table,
     .tick = sqlite_store_tick,
+    .begin_read = sqlite_store_begin_read,
+    .begin_write = sqlite_store_begin_write,
+    .set_lock_timeout = sqlite_store_set_lock_timeout,
+    .position = sqlite_store_position,
+    .scan_changes = sqlite_store_scan_changes,
+    .scan_item_range = sqlite_store_scan_item_range,
+    .lookup_items = sqlite_store_lookup_items,
+    .scan_tombstones = sqlite_store_scan_tombstones,
+    .summarize = sqlite_store_summarize,
+    .load_checkpoint = sqlite_store_load_checkpoint,
+    .load_token = sqlite_store_load_token,
+    .distrust = sqlite_store_distrust,
+    .recount = sqlite_store_recount,
+    .maintain = sqlite_store_maintain,
 };
 
 /* lipsync_uuid4(): a fresh random version 4 UUID in canonical text form,
@@ -1433,7 +1947,12 @@ static int store_new(sqlite3 *db, bool owns_db, sqlite_store **out) {
   s->base.methods = &sqlite_store_methods;
   s->db = db;
   s->owns_db = owns_db;
+  s->lock_timeout_ms = DEFAULT_LOCK_TIMEOUT_MS;
   snprintf(s->errmsg, sizeof s->errmsg, "no error");
+  if (canon_hasher_init(&s->hasher) != 0) {
+    free(s);
+    return LIPSYNC_ERR_NOMEM;
+  }
   /* lipsync_uuid4 is not SQLITE_DETERMINISTIC: every call must return a
    * new UUID. Neither function keeps a pointer to the store, so they may
    * outlive it on a caller's connection. */
@@ -1445,6 +1964,7 @@ static int store_new(sqlite3 *db, bool owns_db, sqlite_store **out) {
                                         SQLITE_INNOCUOUS,
                                     NULL, sql_uuid_valid, NULL, NULL, NULL);
   if (rc != SQLITE_OK) {
+    canon_hasher_free(&s->hasher);
     free(s);
     return sq_code(rc);
   }
@@ -1511,7 +2031,6 @@ int lipsync_store_sqlite_open(lipsync_store **out, const char *path,
     code = sq_code(rc);
     goto fail_db;
   }
-  sqlite3_busy_timeout(db, BUSY_TIMEOUT_MS);
   /* An in-memory database has no journal file to switch. */
   if (strcmp(path, ":memory:") != 0) {
     rc = use_wal(db);

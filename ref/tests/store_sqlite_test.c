@@ -774,20 +774,21 @@ static void test_scan_before_prepare_fails_cleanly(void) {
   CU_ASSERT_EQUAL(store_open_table(fx.store, "n", &t), 0);
   CU_ASSERT_EQUAL(store_scan(fx.store, t, NULL, NULL, &c), LIPSYNC_ERR_STORAGE);
   CU_ASSERT_PTR_NULL(c);
-  CU_ASSERT(contains(store_errmsg(fx.store), "table n: scan: no such column"));
+  CU_ASSERT(contains(store_errmsg(fx.store), "table n: "));
+  CU_ASSERT(contains(store_errmsg(fx.store), "no such"));
   uuid_fill(uuid, 1);
   CU_ASSERT_EQUAL(store_fetch(fx.store, t, uuid, &row), LIPSYNC_ERR_STORAGE);
   CU_ASSERT_EQUAL(store_rollback(fx.store), 0);
-  /* A UUID that is no longer canonical surfaces when read. */
+  /* Rows are read with their items: a table with a UUID column but no
+   * change capture yet has none to read. */
   if (TU_EXEC(fx.db, "CREATE TABLE u(a, _lipsync_uuid);"
                      "INSERT INTO u VALUES (1, 'nope');")) {
     CU_ASSERT_EQUAL(store_begin(fx.store), 0);
     CU_ASSERT_EQUAL(store_open_table(fx.store, "u", &t), 0);
-    CU_ASSERT_EQUAL(store_scan(fx.store, t, NULL, NULL, &c), 0);
-    CU_ASSERT_EQUAL(store_next(fx.store, c, &row), LIPSYNC_ERR_STORAGE);
-    CU_ASSERT_EQUAL(store_next(fx.store, c, &row), LIPSYNC_ERR_STORAGE);
-    CU_ASSERT(contains(store_errmsg(fx.store), "malformed _lipsync_uuid"));
-    store_close_cursor(fx.store, c);
+    CU_ASSERT_EQUAL(store_scan(fx.store, t, NULL, NULL, &c),
+                    LIPSYNC_ERR_STORAGE);
+    CU_ASSERT_PTR_NULL(c);
+    CU_ASSERT(contains(store_errmsg(fx.store), "no such table"));
     CU_ASSERT_EQUAL(store_rollback(fx.store), 0);
   }
 out:
@@ -1307,9 +1308,9 @@ out:
   fx_close(&fx);
 }
 
-/* An empty table's indexes are set aside and built once, when a lookup
- * first needs them or at commit; their constraints still hold, and a
- * rollback brings them back. */
+/* An empty table's indexes are set aside at its first insert and built
+ * once, when a lookup first needs them or at commit; their constraints
+ * still hold, and a rollback brings them back. */
 static void test_deferred_index(void) {
   fixture fx;
   lipsync_table *t;
@@ -1324,12 +1325,13 @@ static void test_deferred_index(void) {
   t = begin_prepared(&fx, "d");
   if (!t)
     goto out;
-  CU_ASSERT_EQUAL(TU_QUERY_INT(fx.db, count_index, -1), 0);
+  CU_ASSERT_EQUAL(TU_QUERY_INT(fx.db, count_index, -1), 2);
   for (int i = 1; i <= 3; i++) {
     v[0] = tu_int(i);
     uuid_fill(uuid, (uint8_t)i);
     CU_ASSERT_EQUAL(insert_row(&fx, t, uuid, v, 1), 0);
   }
+  CU_ASSERT_EQUAL(TU_QUERY_INT(fx.db, count_index, -1), 0);
   uuid_fill(uuid, 2);
   CU_ASSERT_EQUAL(fx.store->methods->fetch(fx.store, t, uuid, &row), 0);
   CU_ASSERT_EQUAL(row.values[0].u.integer, 2);
@@ -1358,7 +1360,7 @@ static void test_deferred_index(void) {
   if (!t)
     goto out;
   for (uint8_t i = 1; i <= 2; i++) {
-    uuid_fill(uuid, i);
+    uuid_fill(uuid, (uint8_t)(10 + i)); /* 1 to 3 are tombstones now */
     CU_ASSERT_EQUAL(insert_row(&fx, t, uuid, v, 1), 0);
   }
   CU_ASSERT_EQUAL(store_commit(fx.store), LIPSYNC_ERR_STORAGE);
@@ -1564,9 +1566,9 @@ static void test_second_writer_waits(void) {
   memcpy(row.uuid, uuid, LIPSYNC_UUID_LEN);
   CU_ASSERT_EQUAL(store_insert(first, t, &row), 0);
 
-  /* A short wait fails with a storage error... */
+  /* A short wait fails: the same sync may succeed later... */
   TU_EXEC(db2, "PRAGMA busy_timeout = 50");
-  CU_ASSERT_EQUAL(store_begin(second), LIPSYNC_ERR_STORAGE);
+  CU_ASSERT_EQUAL(store_begin(second), LIPSYNC_ERR_TRY_AGAIN);
   CU_ASSERT(contains(store_errmsg(second), "locked"));
   CU_ASSERT_EQUAL(store_rollback(second), 0);
 
@@ -2344,8 +2346,10 @@ out:
   fx_close(&fx);
 }
 
-/* tick: later than every version made or observed, with the site; it
- * creates the state in a database that has none. */
+/* tick: the clock the next local change would take, later than every
+ * version made or observed, with the site; read without moving the clock
+ * (a server reports it, spec LS-TOMB-2, without writing); it creates the
+ * state in a database that has none. */
 static void test_tick(void) {
   fixture fx;
   lipsync_version a, b;
@@ -2357,15 +2361,16 @@ static void test_tick(void) {
       TU_QUERY_INT(fx.db, "SELECT count(*) FROM _lipsync_state", -1), 1);
   for (int i = 0; i < 100; i++) {
     CU_ASSERT_EQUAL(store_tick(fx.store, &b), 0);
-    CU_ASSERT(b.clock > a.clock);
+    CU_ASSERT(b.clock >= a.clock);
     CU_ASSERT_EQUAL(memcmp(a.site, b.site, LIPSYNC_SITE_LEN), 0);
     a = b;
   }
+  CU_ASSERT(state_clock(fx.db) < (int64_t)a.clock);
   /* A clock ahead of the wall clock: the counter goes on from it. */
   TU_EXEC(fx.db, "UPDATE _lipsync_state SET clock = 1 << 61");
   CU_ASSERT_EQUAL(store_tick(fx.store, &b), 0);
   CU_ASSERT_EQUAL(b.clock, ((uint64_t)1 << 61) + 1);
-  CU_ASSERT_EQUAL(state_clock(fx.db), (int64_t)b.clock);
+  CU_ASSERT_EQUAL(state_clock(fx.db), (int64_t)1 << 61);
   /* The site is random, not zero. */
   CU_ASSERT_EQUAL(
       TU_QUERY_INT(fx.db,
@@ -2502,9 +2507,12 @@ static void test_bulk_items(void) {
   CU_ASSERT_PTR_NOT_NULL_FATAL(text);
   CU_ASSERT_EQUAL(lipsync_uuid_parse(text, strlen(text), u), 0);
   free(text);
-  CU_ASSERT_EQUAL(apply_row(fx.store, t, u, &v, 1, version_of(1, 1), 0, false),
-                  0);
-  CU_ASSERT_EQUAL(store_flush(fx.store), LIPSYNC_ERR_STORAGE);
+  /* Refused at once, or by flush: before the session would vouch for the
+   * table. */
+  int rc = apply_row(fx.store, t, u, &v, 1, version_of(1, 1), 0, false);
+  if (rc == 0)
+    rc = store_flush(fx.store);
+  CU_ASSERT_EQUAL(rc, LIPSYNC_ERR_STORAGE);
   CU_ASSERT(contains(store_errmsg(fx.store), "UNIQUE"));
   CU_ASSERT_EQUAL(store_rollback(fx.store), 0);
   CU_ASSERT_EQUAL(TU_QUERY_INT(fx.db, "SELECT count(*) FROM t", -1), 0);
@@ -2559,11 +2567,13 @@ static void test_bulk_items_after_scan(void) {
                                  " tbl_name = 't'",
                                  -1),
                     0);
-    CU_ASSERT_EQUAL(
-        TU_QUERY_INT(fx.db, "SELECT count(*) FROM temp._lipsync_stage_t", -1),
-        N);
-    CU_ASSERT_EQUAL(
-        TU_QUERY_INT(fx.db, "SELECT count(*) FROM _lipsync_meta_t", -1), 0);
+    /* In random UUID order: the items that came in order went straight
+     * in, the rest wait in the stage. */
+    int64_t staged =
+        TU_QUERY_INT(fx.db, "SELECT count(*) FROM temp._lipsync_stage_t", -1);
+    int64_t direct =
+        TU_QUERY_INT(fx.db, "SELECT count(*) FROM _lipsync_meta_t", -1);
+    CU_ASSERT(direct >= 1 && direct < 50 && staged + direct == N);
     n = 0;
     CU_ASSERT_EQUAL(store_scan_items(fx.store, t, &c), 0);
     while (c && store_next_item(fx.store, c, &item) == 1)
