@@ -3,7 +3,8 @@
 #   make          liblipsync and the two binaries, into build/
 #   make check    every test (unit tests under ASan+UBSan, end-to-end)
 #   make demo     sync two small SQLite databases and show the result
-#   make bench    the benchmark (1,000,000 rows)
+#   make bench    the benchmark (1,000,000 rows) and the load test (100
+#                 clients at once)
 #   make conformance [IMPL=conformance/impls/ref.impl] [PEER=other.impl]
 #                 the conformance suite (conformance/README.md)
 #
@@ -17,12 +18,17 @@ WARN    := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wno-unused-parame
 OPT     ?= -O2 -g
 PGINC   := $(shell pg_config --includedir 2>/dev/null || echo /usr/include/postgresql)
 DEPLIBS := -lprotobuf-c -lsqlite3 -lpq -lcrypto -lpthread -lm
+# The programs add TLS (libssl); the library needs only libcrypto.
+BINLIBS := -lssl $(DEPLIBS)
 
 B       := build
 GEN     := $(B)/gen
 SRC     := $(wildcard ref/src/*.c)
 TESTSRC := $(wildcard ref/tests/*.c)
 BINS    := lipsync-server lipsync-client
+# What both programs share (ref/bin): options, the secret, the connection.
+CLIMODS := cli conn conn_tls command
+BINHDR  := ref/include/lipsync.h $(wildcard ref/bin/*.h)
 
 CFLAGS_ALL = $(CSTD) $(WARN) -Iref/include -Iref/src -I$(GEN) -I$(PGINC)
 
@@ -44,7 +50,7 @@ $(B)/obj/%.o: ref/src/%.c $(GEN)/lipsync.pb-c.h ref/include/lipsync.h $(wildcard
 $(B)/obj/lipsync.pb-c.o: $(GEN)/lipsync.pb-c.c
 	@mkdir -p $(dir $@)
 	$(CC) $(CSTD) $(OPT) -I$(GEN) -c -o $@ $<
-$(B)/obj/bin/%.o: ref/bin/%.c ref/include/lipsync.h ref/bin/cli.h
+$(B)/obj/bin/%.o: ref/bin/%.c $(BINHDR)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS_ALL) $(OPT) -c -o $@ $<
 
@@ -53,9 +59,9 @@ $(B)/lib/liblipsync.a: $(OBJ)
 	@mkdir -p $(dir $@)
 	rm -f $@ && ar rcs $@ $^
 
-$(B)/bin/%: $(B)/obj/bin/%.o $(B)/obj/bin/cli.o $(B)/lib/liblipsync.a
+$(B)/bin/%: $(B)/obj/bin/%.o $(CLIMODS:%=$(B)/obj/bin/%.o) $(B)/lib/liblipsync.a
 	@mkdir -p $(dir $@)
-	$(CC) $(OPT) -o $@ $^ $(DEPLIBS)
+	$(CC) $(OPT) -o $@ $^ $(BINLIBS)
 
 # ---- sanitizer build for tests ------------------------------------------
 SAN     := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all
@@ -69,15 +75,15 @@ $(B)/san/lipsync.pb-c.o: $(GEN)/lipsync.pb-c.c
 $(B)/san/tests/%.o: ref/tests/%.c $(GEN)/lipsync.pb-c.h ref/include/lipsync.h $(wildcard ref/tests/*.h) $(wildcard ref/src/*.h)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS_ALL) -Iref/tests $(SOPT) -c -o $@ $<
-$(B)/san/bin/%.o: ref/bin/%.c ref/include/lipsync.h ref/bin/cli.h
+$(B)/san/bin/%.o: ref/bin/%.c $(BINHDR)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS_ALL) $(SOPT) -c -o $@ $<
 
 SANOBJ := $(SRC:ref/src/%.c=$(B)/san/%.o) $(B)/san/lipsync.pb-c.o
 $(B)/san/unit-tests: $(SANOBJ) $(TESTSRC:ref/tests/%.c=$(B)/san/tests/%.o)
 	$(CC) $(SOPT) -o $@ $^ $(DEPLIBS) -lcunit
-$(B)/san/bin/%: $(B)/san/bin/%.o $(B)/san/bin/cli.o $(SANOBJ)
-	$(CC) $(SOPT) -o $@ $^ $(DEPLIBS)
+$(B)/san/bin/%: $(B)/san/bin/%.o $(CLIMODS:%=$(B)/san/bin/%.o) $(SANOBJ)
+	$(CC) $(SOPT) -o $@ $^ $(BINLIBS)
 
 # Deliberately broken variants of the binaries, for the conformance
 # suite's self-test (conformance/selftest).

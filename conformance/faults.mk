@@ -16,17 +16,17 @@ $(B)/fault/obj/%.o: ref/src/%.c $(GEN)/lipsync.pb-c.h ref/include/lipsync.h $(wi
 $(B)/fault/obj/lipsync.pb-c.o: $(GEN)/lipsync.pb-c.c
 	@mkdir -p $(dir $@)
 	$(CC) $(CSTD) $(OPT) -I$(GEN) -c -o $@ $<
-$(B)/fault/obj/bin/%.o: ref/bin/%.c ref/include/lipsync.h ref/bin/cli.h
+$(B)/fault/obj/bin/%.o: ref/bin/%.c $(BINHDR)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS_ALL) $(FAULT_CFLAGS) $(OPT) -c -o $@ $<
 
 FAULTOBJ := $(SRC:ref/src/%.c=$(B)/fault/obj/%.o) $(B)/fault/obj/lipsync.pb-c.o
-$(B)/fault/bin/%: $(B)/fault/obj/bin/%.o $(B)/fault/obj/bin/cli.o $(FAULTOBJ)
+$(B)/fault/bin/%: $(B)/fault/obj/bin/%.o $(CLIMODS:%=$(B)/fault/obj/bin/%.o) $(FAULTOBJ)
 	@mkdir -p $(dir $@)
-	$(CC) $(OPT) -o $@ $^ $(DEPLIBS)
+	$(CC) $(OPT) -o $@ $^ $(BINLIBS)
 
 # Keep the objects between runs (make would delete them as intermediates).
-.SECONDARY: $(FAULTOBJ) $(BINS:%=$(B)/fault/obj/bin/%.o) $(B)/fault/obj/bin/cli.o
+.SECONDARY: $(FAULTOBJ) $(BINS:%=$(B)/fault/obj/bin/%.o) $(CLIMODS:%=$(B)/fault/obj/bin/%.o)
 
 .PHONY: fault
 fault: $(BINS:%=$(B)/fault/bin/%)

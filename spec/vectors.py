@@ -5,8 +5,10 @@ An independent implementation, from the text of spec/lipsync.md, of the
 canonical value encoding (section 7), the canonical forms of typed columns
 (7.4), the row digest, versions, clock ticks and item digest (8.1, 6.7),
 the fingerprint (8.2), the canonical column types (6.2), the schema
-fingerprint (6.3), the framing (4) and the handshake MACs (5.3). Protobuf
-is encoded by hand.
+fingerprint (6.3), the framing (4), the handshake MACs (5.3), the
+decisions of the policies (8.6) and, for the worked examples of Appendix
+B, the frames of an incremental session (8.8), derived from the two
+databases' states. Protobuf is encoded by hand.
 
     python3 spec/vectors.py                      print Appendix A (Markdown)
     python3 spec/vectors.py --check FILE         compare FILE's Appendix A
@@ -14,9 +16,11 @@ is encoded by hand.
 
 --check also checks the requirement IDs of FILE: each [LS-AREA-N] is
 defined (in bold) exactly once and listed in Appendix C, and a retired one
-is defined nowhere and names a defined successor; and every vector ID that
-the text cites exists in Appendix A. It exits 1 and prints a diff or the
-offending IDs when something does not match.
+is defined nowhere and names a defined successor; that every vector ID
+that the text cites exists in Appendix A; and that each frame row of the
+tables of Appendix B has the size and body of the vector it cites last. It
+exits 1 and prints a diff or the offending IDs or rows when something does
+not match.
 
 Python 3 standard library only.
 """
@@ -148,6 +152,28 @@ def item_enc(uuid, v, deleted):
 
 def item_digest(uuid, v, deleted):
     return sha256(item_enc(uuid, v, deleted))[:16]
+
+
+def decide(c, s, policy="lww"):
+    """The decision for one UUID (spec 8.6, LS-POLICY-1 and LS-POLICY-2) in
+    a session that is not stale: c is the client's (version, deleted, base)
+    and s the server's (version, deleted), each None when that side does
+    not hold the UUID. Returns "nothing", "client", "server" or
+    "conflict"."""
+    if c is None:
+        return "nothing" if s is None else "server"
+    if s is None:
+        return "client"
+    if c[0] == s[0]:
+        return "nothing" if c[1] == s[1] else "conflict"
+    if policy == "lww":
+        if c[0][0] == 0 and s[0][0] == 0:
+            return "conflict"
+        return "client" if version_cmp(c[0], s[0]) > 0 else "server"
+    cc, sc = c[0] != c[2], s[0] != c[2]
+    if cc and sc:
+        return "server" if policy == "server-wins" else "client"
+    return "client" if cc else "server"
 
 
 # ---------------------------------------------------------------------------
@@ -756,22 +782,64 @@ def pb_verify(states):
 POLICIES = {"LWW": 0, "SERVER_WINS": 1, "CLIENT_WINS": 2}
 
 
-def pb_open_tables(tables, policy="LWW"):
-    """tables: [(name, [(column name, declared type)], last_sync)]"""
+# Fields of the feature "incremental" (spec 8.8, 15.1): numbers from 1000
+# up (LS-EXT-3), so their keys take 2 bytes.
+F_CHANGES = 1000            # Frame.changes
+F_CLIENT_SITE = 1000        # OpenTables.client_site
+F_CHECKPOINT = 1000         # TableSchema.checkpoint
+F_SERVER_SITE = 1000        # TablesOpened.server_site
+F_INCREMENTAL = 1001        # TablesOpened.incremental (repeated uint32)
+F_CHECKPOINTS = 1000        # Committed.checkpoints
+
+
+def pb_checkpoint(cp):
+    """cp: (server_site, token, server_position), LS-INC-3."""
+    site, token, position = cp
+    assert len(site) == 16 and len(token) in (0, 16) and len(position) <= 1024
+    return f_bytes(1, site) + f_bytes(2, token) + f_bytes(3, position)
+
+
+def pb_open_tables(tables, policy="LWW", client_site=b""):
+    """tables: [(name, [(column name, declared type)], last_sync)], each
+    optionally with a checkpoint (pb_checkpoint) as a fourth element."""
     out = b""
-    for name, declared, last_sync in tables:
+    for table in tables:
+        name, declared, last_sync = table[:3]
         cols = canonical_columns(declared)
         ts = f_bytes(1, name.encode("utf-8"))
         for n, t in cols:
             ts += f_msg(2, f_bytes(1, n) + f_bytes(2, t.encode("ascii")))
         ts += f_bytes(3, schema_fingerprint(cols))
         ts += f_varint(4, last_sync)
+        if len(table) > 3:
+            ts += f_msg(F_CHECKPOINT, pb_checkpoint(table[3]))
         out += f_msg(1, ts)
-    return out + f_varint(2, POLICIES[policy])
+    assert client_site == b"" or len(client_site) == 16
+    return out + f_varint(2, POLICIES[policy]) + f_bytes(F_CLIENT_SITE,
+                                                         client_site)
 
 
-def pb_tables_opened(horizon, clock):
-    return f_varint(1, horizon) + f_varint(2, clock)
+def pb_tables_opened(horizon, clock, server_site=b"", incremental=()):
+    out = f_varint(1, horizon) + f_varint(2, clock)
+    out += f_bytes(F_SERVER_SITE, server_site)
+    assert list(incremental) == sorted(set(incremental))  # LS-INC-9
+    if incremental:
+        # proto3 packs a repeated scalar: one length-delimited field whose
+        # contents are the varints, one after the other
+        out += f_msg(F_INCREMENTAL, b"".join(varint(i) for i in incremental))
+    return out
+
+
+def pb_changes(table, items):
+    """items as for pb_item, in strictly ascending UUID order."""
+    assert [it[0] for it in items] == sorted(set(it[0] for it in items))
+    return f_varint(1, table) + b"".join(f_msg(2, pb_item(it))
+                                         for it in items)
+
+
+def pb_committed(checkpoints):
+    return b"".join(f_msg(F_CHECKPOINTS, pb_checkpoint(cp))
+                    for cp in checkpoints)
 
 
 def pb_error(code, message, min_v=0, max_v=0):
@@ -783,6 +851,7 @@ FRAME_FIELDS = {
     "client_hello": 1, "server_hello": 2, "client_auth": 3, "server_auth": 4,
     "open_tables": 5, "tables_opened": 6, "ranges": 7, "rows": 8, "need": 9,
     "end_turn": 10, "verify": 11, "committed": 12, "error": 15,
+    "changes": F_CHANGES,
 }
 
 
@@ -800,8 +869,29 @@ CLIENT_LABEL = b"LipSync v1 client auth"
 SERVER_LABEL = b"LipSync v1 server auth"
 
 
-def transcript_hash(ch_frame, sh_frame):
-    return sha256(ch_frame + sh_frame)
+def transcript_hash(ch_frame, sh_frame, cb=None):
+    """TH (LS-AUTH-3); with the feature tls-exporter, the exporter value
+    CB follows the two hellos (LS-CB-3)."""
+    return sha256(ch_frame + sh_frame + (cb or b""))
+
+
+def hkdf_sha256(ikm, info, salt=b"", length=32):
+    """HKDF (RFC 5869) with SHA-256, written out from the RFC."""
+    prk = hmac.new(salt or b"\0" * 32, ikm, hashlib.sha256).digest()
+    okm, block = b"", b""
+    for i in range((length + 31) // 32):
+        block = hmac.new(prk, block + info + bytes([i + 1]),
+                         hashlib.sha256).digest()
+        okm += block
+    return okm[:length]
+
+
+TLS_PSK_INFO = b"LipSync v1 TLS 1.3 external PSK"
+
+
+def tls_psk(secret):
+    """The TLS 1.3 external PSK of the shared secret (LS-TLS-5)."""
+    return hkdf_sha256(secret, TLS_PSK_INFO)
 
 
 def client_mac(secret, th):
@@ -818,6 +908,11 @@ def server_mac(secret, th):
 
 def hx(b):
     return b.hex()
+
+
+def spaced(b):
+    """Bytes in hexadecimal, a space between two bytes: 'c2 3e'."""
+    return " ".join("%02x" % c for c in b)
 
 
 def hexblock(label, b, width=20):
@@ -911,6 +1006,7 @@ U2 = uuid("22222222-2222-4222-8222-222222222222")
 U3 = uuid("33333333-3333-4333-8333-333333333333")
 U4 = uuid("44444444-4444-4444-8444-444444444444")
 U5 = uuid("55555555-5555-4555-8555-555555555555")
+U6 = uuid("66666666-6666-4666-8666-666666666666")
 
 # Table "cities", declared (physical order): name TEXT, pop INTEGER, area REAL
 CITIES_DECLARED = [("name", "TEXT"), ("pop", "INTEGER"), ("area", "REAL")]
@@ -927,6 +1023,11 @@ ROWS = [
     ("V-ROW-5", "(a table with no column but _lipsync_uuid)", U5, []),
     ("V-ROW-6", "cities (the row of V-ROW-3 after an update)", U3,
      [real(15.93), ("text", "Genève".encode("utf-8")), ("integer", 203856)]),
+    ("V-ROW-7", "cities (a row the client inserts, Appendix B.2)", U6,
+     [real(47.87), ("text", b"Lyon"), ("integer", 522250)]),
+    ("V-ROW-8", "cities (the row of V-ROW-1 after an update, Appendix B.2)",
+     U1, [real(87.88), ("text", "Zürich".encode("utf-8")),
+          ("integer", 427721)]),
 ]
 DIGEST = {r[0]: row_digest(r[2], r[3]) for r in ROWS}
 
@@ -947,6 +1048,38 @@ VS3 = (hlc(MS0 - HOUR, 0), SITE_S)  # server: U3 updated
 SERVER_CLOCK = tick(VS3[0], MS0)  # TablesOpened.clock of this sync
 HORIZON = (MS0 - RETENTION) << 16
 assert SERVER_CLOCK == hlc(MS0, 0) and LAST_SYNC >= HORIZON
+
+# The decisions of Appendix B (lww); the client's base of U2 is the version
+# it received two days before, U1 is new (zero base), U3 clean.
+assert decide((VC1, False, ZERO_VERSION), None) == "client"
+assert decide((VC2, True, VA2), (VA2, False)) == "client"
+assert decide((VA3, False, VA3), (VS3, False)) == "server"
+B1_FINAL = {U1: (VC1, False), U2: (VC2, True), U3: (VS3, False)}
+
+# Appendix B.2: the same two databases the next day, with the feature
+# "incremental" (spec 8.8). Had B.1 run with the feature in effect, the
+# server would have handed out checkpoint CP1 in its Committed; the client
+# presents it the next day, when the server's clock reads MS1. Positions
+# are the server's own (8.8.1): this one numbers the changes of its
+# database and sends the number of the last change a position covers, as
+# 8 bytes; its writes in B.1 were its changes 6 and 7.
+MS1 = MS0 + DAY  # 2026-01-02T00:00:00Z
+TOKEN1 = bytes(range(0xD0, 0xE0))  # the token the server stored in B.1
+TOKEN2 = bytes(range(0xF0, 0x100))  # the one it stores in B.2
+CP1 = (SITE_S, TOKEN1, u64be(7))
+ZERO_SHORT = (0, b"")  # the short form of the zero version (LS-POLICY-5)
+# After B.1 both clocks are at least SERVER_CLOCK (LS-VERSION-3); then:
+VI6 = (tick(SERVER_CLOCK, MS0 + 9 * HOUR), SITE_C)  # client: U6 inserted
+VD3 = (tick(VI6[0], MS0 + 9 * HOUR + 30 * 60 * 1000), SITE_C)  # U3 deleted
+VU1 = (tick(SERVER_CLOCK, MS0 + 20 * HOUR), SITE_S)  # server: U1 updated
+# The server's update of U1 is its change 8, its writes in B.2 changes 9
+# and 10.
+CP2 = (SITE_S, TOKEN2, u64be(10))
+SERVER_CLOCK2 = tick(VU1[0], MS1)  # TablesOpened.clock of B.2
+HORIZON2 = (MS1 - RETENTION) << 16
+assert VI6[0] == hlc(MS0 + 9 * HOUR, 0) and VU1[0] == hlc(MS0 + 20 * HOUR, 0)
+assert SERVER_CLOCK2 == hlc(MS1, 0)
+assert SERVER_CLOCK >= HORIZON2  # last_sync: not stale, LS-INC-8 can accept
 
 # V-VERSION-n: description, wall ms, counter, site.
 VERSIONS = [
@@ -998,9 +1131,109 @@ ITEMS = [
     ("V-ITEM-5", "server, Appendix B: U3 updated", U3, VS3, False),
     ("V-ITEM-6", "V-ITEM-1 as a tombstone: only the last byte of the "
      "input differs", U1, VC1, True),
+    ("V-ITEM-7", "client, Appendix B.2: U3 deleted, a tombstone", U3, VD3,
+     True),
+    ("V-ITEM-8", "client, Appendix B.2: U6 inserted (V-ROW-7)", U6, VI6,
+     False),
+    ("V-ITEM-9", "server, Appendix B.2: U1 updated (V-ROW-8)", U1, VU1,
+     False),
 ]
 ITEM = {i[0]: i for i in ITEMS}
 IDIGEST = {i[0]: item_digest(i[2], i[3], i[4]) for i in ITEMS}
+
+VALUES_OF = {(r[2], r[0]): r[3] for r in ROWS}
+
+
+# Appendix B.2, worked out from the states of the two databases (spec
+# 8.8.3) rather than written down. An item state is (version, deleted).
+
+def changed_since(now, then):
+    """The UUIDs whose item differs from (or is absent in) the state |then|
+    of a position (LS-INC-10), ascending."""
+    return sorted(u for u in now if now[u] != then.get(u))
+
+
+def incremental_session(client, base, server, policy="lww"):
+    """One incremental table whose checkpoint both sides took at the state
+    B1_FINAL. Returns what the four turns carry and the final states."""
+    def c_item(u):
+        if u not in client:
+            return None
+        return client[u] + (base.get(u, ZERO_VERSION),)
+
+    out = {"conflicts": 0, "s_need": [], "s_rows": [], "c_need": [],
+           "c_rows": []}
+    act = {"client": ("s_need", "c_rows"), "server": ("s_rows", "c_need")}
+    # Turn 1: the client's changed items (LS-INC-11).
+    out["c_changes"] = changed_since(client, B1_FINAL)
+    # Turn 2: the server decides them (LS-INC-12) ...
+    for u in out["c_changes"]:
+        d = decide(c_item(u), server.get(u), policy)
+        if d == "conflict":
+            out["conflicts"] += 1
+        elif d != "nothing":
+            out[act[d][0]].append(u)  # Need what the client wins, else Rows
+    # ... and lists its other changed items; turn 3: the client decides
+    # those (LS-INC-13).
+    out["s_changes"] = [u for u in changed_since(server, B1_FINAL)
+                        if u not in out["c_changes"]]
+    for u in out["s_changes"]:
+        d = decide(c_item(u), server.get(u), policy)
+        if d == "conflict":
+            out["conflicts"] += 1
+        elif d != "nothing":
+            out[act[d][1]].append(u)
+    # Rows travel once each (LS-ROWS-6); each side applies the other's.
+    to_server = out["s_need"] + out["c_rows"]
+    to_client = out["s_rows"] + out["c_need"]
+    assert not set(to_server) & set(to_client)
+    out["client"] = dict(client)
+    out["server"] = dict(server)
+    for u in to_server:
+        out["server"][u] = client[u]
+    for u in to_client:
+        out["client"][u] = server[u]
+    return out
+
+
+CLIENT_B2 = dict(B1_FINAL)
+CLIENT_B2.update({U3: (VD3, True), U6: (VI6, False)})
+BASE_B2 = {u: v for u, (v, _) in B1_FINAL.items()}  # set at the end of B.1
+SERVER_B2 = dict(B1_FINAL)
+SERVER_B2.update({U1: (VU1, False)})
+INC = incremental_session(CLIENT_B2, BASE_B2, SERVER_B2)
+assert INC["c_changes"] == [U3, U6] and INC["s_changes"] == [U1]
+assert INC["s_need"] == [U3, U6] and INC["c_need"] == [U1]
+assert not (INC["s_rows"] or INC["c_rows"] or INC["conflicts"])
+assert INC["client"] == INC["server"]
+assert all(v[0] >= HORIZON2 for v, _ in INC["server"].values())
+
+
+def b2_client_item(u):
+    """An item of the client in B.2, with its base when it differs
+    (LS-POLICY-5; the zero version in its short form)."""
+    v, deleted = CLIENT_B2[u]
+    base = BASE_B2.get(u, ZERO_VERSION)
+    if base == v:
+        base = None
+    elif base == ZERO_VERSION:
+        base = ZERO_SHORT
+    return (u, v, deleted, base)
+
+
+def b2_row(side, u, values_id=None):
+    """A Row of B.2: a tombstone, or a live row with the values of row
+    vector |values_id|."""
+    u, v, deleted, base = (b2_client_item(u) if side == "client"
+                           else (u,) + SERVER_B2[u] + (None,))
+    assert deleted == (values_id is None)
+    values = [] if deleted else VALUES_OF[(u, values_id)]
+    return pb_row(u, values, v, deleted, base)
+
+
+assert [ITEM["V-ITEM-%d" % i][2:] for i in (7, 8, 9)] == [
+    (U3,) + CLIENT_B2[U3], (U6,) + CLIENT_B2[U6], (U1,) + SERVER_B2[U1]]
+
 
 WRAP_A = bytes.fromhex("ff" * 16)
 WRAP_B = bytes.fromhex("00" * 15 + "02")
@@ -1025,6 +1258,10 @@ FPS = [
     ("V-FP-9", "both sides' items after the sync of Appendix B: V-ITEM-1, "
      "V-ITEM-2, V-ITEM-5",
      [IDIGEST["V-ITEM-1"], IDIGEST["V-ITEM-2"], IDIGEST["V-ITEM-5"]]),
+    ("V-FP-10", "both sides' items after the incremental sync of Appendix "
+     "B.2: V-ITEM-9, V-ITEM-2, V-ITEM-7, V-ITEM-8",
+     [IDIGEST["V-ITEM-9"], IDIGEST["V-ITEM-2"], IDIGEST["V-ITEM-7"],
+      IDIGEST["V-ITEM-8"]]),
 ]
 FP = {f[0]: fingerprint(f[2]) for f in FPS}
 
@@ -1293,6 +1530,93 @@ def frames():
          frame("ranges", pb_ranges(0, [(b"", b"", ("items", [
              (U1, VC1, False, ZERO_VERSION), (U2, VC2, True, VA2),
              (U3, VA3, False, None)]))]))),
+    ] + incremental_frames()
+
+
+TRY_AGAIN_MESSAGE = ("table cities: row 33333333-3333-4333-8333-333333333333 "
+                     "changed by another writer")
+
+
+def show_cp(cp):
+    site, token, position = cp
+    return ("{server_site: %s...%s, token: %s...%s, server_position: %s}"
+            % (site[:2].hex(), site[-1:].hex(), token[:2].hex(),
+               token[-1:].hex(), position.hex()))
+
+
+def incremental_frames():
+    """V-FRAME-23 on: the feature "incremental" (spec 8.8, Appendix B.2)."""
+    cities = ("cities", CITIES_DECLARED)
+    client_site = "client_site: %s...%s" % (SITE_C[:2].hex(),
+                                             SITE_C[-1:].hex())
+    server_site = "server_site: %s...%s" % (SITE_S[:2].hex(),
+                                             SITE_S[-1:].hex())
+    schema = ('{name: "cities", columns: V-SCHEMA-1, fingerprint: '
+              'V-SCHEMA-1, last_sync: %d')
+    # the rows the server asked for, tombstones first (LS-ROWS-5)
+    asked = sorted(INC["s_need"], key=lambda u: not CLIENT_B2[u][1])
+    c_rows = [b2_row("client", u, {U6: "V-ROW-7"}.get(u)) for u in asked]
+    final = [item_digest(u, v, d) for u, (v, d) in INC["server"].items()]
+    assert fingerprint(final) == FP["V-FP-10"]
+    return [
+        # B.1 with the feature in effect
+        ("V-FRAME-23", ("OpenTables{tables: [" + schema + "}], policy: LWW, "
+                        "%s} (V-FRAME-14 with the feature in effect: no "
+                        "checkpoint)") % (LAST_SYNC, client_site),
+         frame("open_tables", pb_open_tables(
+             [cities + (LAST_SYNC,)], client_site=SITE_C))),
+        ("V-FRAME-24", "TablesOpened{horizon: %d, clock: %d, %s} (V-FRAME-15 "
+         "with the feature in effect: no incremental table)"
+         % (HORIZON, SERVER_CLOCK, server_site),
+         frame("tables_opened", pb_tables_opened(HORIZON, SERVER_CLOCK,
+                                                 SITE_S))),
+        ("V-FRAME-25", "Committed{checkpoints: [%s]}" % show_cp(CP1),
+         frame("committed", pb_committed([CP1]))),
+        # B.2
+        ("V-FRAME-26", ("OpenTables{tables: [" + schema + ", checkpoint: "
+                        "%s}], policy: LWW, %s}")
+         % (SERVER_CLOCK, show_cp(CP1), client_site),
+         frame("open_tables", pb_open_tables(
+             [cities + (SERVER_CLOCK, CP1)], client_site=SITE_C))),
+        ("V-FRAME-27", "TablesOpened{horizon: %d, clock: %d, %s, "
+         "incremental: [0]}" % (HORIZON2, SERVER_CLOCK2, server_site),
+         frame("tables_opened", pb_tables_opened(
+             HORIZON2, SERVER_CLOCK2, SITE_S, [0]))),
+        ("V-FRAME-28", "Changes{table: 0, items: [{uuid: U3, version: "
+         "V-ITEM-7's, deleted: true, base_version: V-ITEM-5's}, {uuid: U6, "
+         "version: V-ITEM-8's, base_version: zero, short form}]} (from the "
+         "client)",
+         frame("changes", pb_changes(0, [b2_client_item(u)
+                                         for u in INC["c_changes"]]))),
+        ("V-FRAME-29", "Need{table: 0, uuids: [U3, U6]}",
+         frame("need", pb_need(0, INC["s_need"]))),
+        ("V-FRAME-30", "Changes{table: 0, items: [V-ITEM-9]} (from the "
+         "server: no base_version)",
+         frame("changes", pb_changes(0, [(u,) + SERVER_B2[u] + (None,)
+                                         for u in INC["s_changes"]]))),
+        ("V-FRAME-31", "Rows{table: 0, rows: [{uuid: U3, version: "
+         "V-ITEM-7's, deleted: true, base_version: V-ITEM-5's}, {uuid: U6, "
+         "values: V-ROW-7, version: V-ITEM-8's, base_version: zero, short "
+         "form}]}",
+         frame("rows", f_varint(1, 0) + b"".join(f_msg(2, r)
+                                                 for r in c_rows))),
+        ("V-FRAME-32", "Need{table: 0, uuids: [U1]}",
+         frame("need", pb_need(0, INC["c_need"]))),
+        ("V-FRAME-33", "Rows{table: 0, rows: [{uuid: U1, values: V-ROW-8, "
+         "version: V-ITEM-9's}]}",
+         frame("rows", f_varint(1, 0) + f_msg(2, b2_row("server", U1,
+                                                        "V-ROW-8")))),
+        ("V-FRAME-34", "Verify{tables: [{count: 4, fingerprint: V-FP-10, "
+         "conflicts: 0}]}",
+         frame("verify", pb_verify([(len(final), fingerprint(final),
+                                     INC["conflicts"])]))),
+        ("V-FRAME-35", "Committed{checkpoints: [%s]}" % show_cp(CP2),
+         frame("committed", pb_committed([CP2]))),
+        ("V-FRAME-36", 'Error{code: 16 (TRY_AGAIN), message: "%s"}'
+         % TRY_AGAIN_MESSAGE,
+         frame("error", pb_error(16, TRY_AGAIN_MESSAGE))),
+        ("V-FRAME-37", "Changes{table: 0} (no items)",
+         frame("changes", pb_changes(0, []))),
     ]
 
 
@@ -1329,7 +1653,7 @@ def auth_vectors():
                 "ServerHello{version: 1, nonce: SN}; 32-byte secret",
                 k1, cn1, sn1,
                 frame("client_hello", pb_client_hello(1, 1, [], cn1)),
-                frame("server_hello", pb_server_hello(1, [], sn1))))
+                frame("server_hello", pb_server_hello(1, [], sn1)), None))
     # V-AUTH-2: features, a version range, a secret longer than the
     # 64-byte HMAC block.
     k2 = bytes(range(80))
@@ -1344,8 +1668,55 @@ def auth_vectors():
                 frame("client_hello", pb_client_hello(
                     1, 3, ["x-example-one", "x-example-two"], cn2)),
                 frame("server_hello", pb_server_hello(
-                    1, ["x-example-two"], sn2))))
+                    1, ["x-example-two"], sn2)), None))
+    # V-AUTH-3: the handshake of Appendix B.1 had both sides offered and
+    # accepted the feature "incremental": V-AUTH-1's secret and nonces, so
+    # the features alone change TH and both MACs.
+    out.append(("V-AUTH-3",
+                'ClientHello{min_version: 1, max_version: 1, features: '
+                '["incremental"], nonce: CN}; ServerHello{version: 1, '
+                'features: ["incremental"], nonce: SN}; the secret and '
+                'nonces of V-AUTH-1',
+                k1, cn1, sn1,
+                frame("client_hello", pb_client_hello(
+                    1, 1, ["incremental"], cn1)),
+                frame("server_hello", pb_server_hello(
+                    1, ["incremental"], sn1)), None))
+    # V-AUTH-4: Appendix B.2, the next day: the same secret, fresh nonces.
+    cn4 = bytes(range(0x60, 0x80))
+    sn4 = bytes(range(0xA0, 0xC0))
+    out.append(("V-AUTH-4",
+                'ClientHello{min_version: 1, max_version: 1, features: '
+                '["incremental"], nonce: CN}; ServerHello{version: 1, '
+                'features: ["incremental"], nonce: SN}; the secret of '
+                'V-AUTH-1',
+                k1, cn4, sn4,
+                frame("client_hello", pb_client_hello(
+                    1, 1, ["incremental"], cn4)),
+                frame("server_hello", pb_server_hello(
+                    1, ["incremental"], sn4)), None))
+    # V-AUTH-5: over TLS, with the feature tls-exporter (section 5.5): the
+    # secret and nonces of V-AUTH-1, and the connection's exporter value
+    # CB after the two hellos in TH.
+    cb5 = bytes(range(0xC0, 0xE0))
+    both = ["incremental", "tls-exporter"]
+    out.append(("V-AUTH-5",
+                'ClientHello{min_version: 1, max_version: 1, features: '
+                '["incremental", "tls-exporter"], nonce: CN}; '
+                'ServerHello{version: 1, features: ["incremental", '
+                '"tls-exporter"], nonce: SN}; the secret and nonces of '
+                'V-AUTH-1; TLS exporter value CB',
+                k1, cn1, sn1,
+                frame("client_hello", pb_client_hello(1, 1, both, cn1)),
+                frame("server_hello", pb_server_hello(1, both, sn1)), cb5))
     return out
+
+
+def tls_vectors():
+    """(ID, description, secret): the TLS pre-shared keys (LS-TLS-5)."""
+    return [("V-TLS-1", "the 32-byte secret of V-AUTH-1", bytes(range(32))),
+            ("V-TLS-2", 'the 28-byte secret "correct horse battery staple"',
+             b"correct horse battery staple")]
 
 
 def generate():
@@ -1395,7 +1766,7 @@ def generate():
     para("`acc` is the sum of the digests modulo 2^128; `input` is "
       "`acc || u64be(count)`, the 24 bytes hashed. V-FP-1 to V-FP-6 "
       "exercise the formula on 16-byte digests of any origin (row digests "
-      "of A.2, two synthetic ones); V-FP-7 to V-FP-9 are fingerprints of "
+      "of A.2, two synthetic ones); V-FP-7 to V-FP-10 are fingerprints of "
       "item sets, summing item digests (A.12), as sessions compute them.")
     w("")
     for vid, desc, digests in FPS:
@@ -1448,8 +1819,9 @@ def generate():
     w("### A.6 Frames (sections 4, 8, 9, 10, 11)")
     w("")
     para("Complete frames: the 4-byte length prefix and the encoded `Frame`. "
-      "U1, U2, U3 and U5 are the UUIDs of V-ROW-1, V-ROW-2, V-ROW-3 and "
-      "V-ROW-5. Appendix B uses V-FRAME-1, 3, 10 and 14 to 20.")
+      "U1, U2, U3, U5 and U6 are the UUIDs of V-ROW-1, V-ROW-2, V-ROW-3, "
+      "V-ROW-5 and V-ROW-7. Appendix B.1 uses V-FRAME-1, 3, 10 and 14 to "
+      "20; Appendix B.2 uses V-FRAME-1 and 23 to 36.")
     w("")
     para("V-FRAME-6, V-FRAME-8, V-FRAME-9 and V-FRAME-13 carry Items and Rows "
          "without a version (and V-FRAME-6 the withdrawn `Item` field 2): "
@@ -1459,6 +1831,31 @@ def generate():
          "fingerprints of row digests, which no session computes any more. "
          "V-FRAME-2 is a TablesOpened whose fields all have their default "
          "value.")
+    w("")
+    big = [(1000, LEN), (1001, LEN), (1001, VARINT)]
+    para("V-FRAME-23 to V-FRAME-37 carry the bodies and fields of the "
+         "feature `incremental` (section 8.8), whose numbers, 1000 and up "
+         "(LS-EXT-3), take keys of 2 bytes. A key is the varint of "
+         "`(field number << 3) | wire type`: for field 1000 with wire type "
+         "2 (length-delimited), as `Frame.changes`, "
+         "`OpenTables.client_site`, `TableSchema.checkpoint`, "
+         "`TablesOpened.server_site` and `Committed.checkpoints` are, "
+         "`(1000 << 3) | 2 = %d`, the bytes `%s`. `TablesOpened.incremental`, "
+         "field 1001, is a repeated `uint32`, which proto3 packs: one "
+         "length-delimited field with the key %d, `%s`, whose contents are "
+         "the varints of the table indexes (`%s` for `[0]`, V-FRAME-27); "
+         "by the proto3 rules (LS-FRAME-6) a receiver accepts each index "
+         "unpacked as well, in a field of its own with the key %d (wire "
+         "type 0), `%s`. V-FRAME-37, an empty Changes body, is the shortest "
+         "frame with such a key; like an empty Ranges frame, it makes the "
+         "turn that holds it not quiet, and senders should not send one "
+         "(LS-TURN-6, LS-INC-14)."
+         % ((1000 << 3) | LEN, spaced(key(1000, LEN)),
+            (1001 << 3) | LEN, spaced(key(1001, LEN)),
+            spaced(f_msg(1001, varint(0))),
+            (1001 << 3) | VARINT, spaced(key(1001, VARINT))))
+    assert [key(*k) for k in big] == [b"\xc2\x3e", b"\xca\x3e",
+                                      b"\xc8\x3e"]
     w("")
     for vid, desc, fr in frames():
         w("```")
@@ -1482,10 +1879,16 @@ def generate():
     w("")
     para("`CH` and `SH` are the complete frames, length prefix included. "
       "`TH = SHA-256(CH || SH)`; the MACs are HMAC-SHA256 under key `K` of "
-      "`label || TH`.")
+      "`label || TH`. V-AUTH-3 differs from V-AUTH-1 only by the feature "
+      "`incremental`, offered and accepted: TH and both MACs change with "
+      "it (section 13, downgrade resistance). Appendix B.1 uses V-AUTH-1; "
+      "Appendix B.2 uses V-AUTH-3 (the session of B.1 with the feature) "
+      "and V-AUTH-4. V-AUTH-5 is V-AUTH-3 over TLS with the feature "
+      "`tls-exporter` as well: the exporter value `CB` follows the hellos, "
+      "`TH = SHA-256(CH || SH || CB)` (LS-CB-3).")
     w("")
-    for vid, desc, k, cn, sn, ch, sh in auth_vectors():
-        th = transcript_hash(ch, sh)
+    for vid, desc, k, cn, sn, ch, sh, cb in auth_vectors():
+        th = transcript_hash(ch, sh, cb)
         cm = client_mac(k, th)
         sm = server_mac(k, th)
         w("```")
@@ -1495,6 +1898,8 @@ def generate():
         L.extend(hexblock("SN", sn))
         L.extend(hexblock("CH", ch))
         L.extend(hexblock("SH", sh))
+        if cb:
+            L.extend(hexblock("CB", cb))
         L.extend(hexblock("TH", th))
         L.extend(hexblock("client label", CLIENT_LABEL))
         L.extend(hexblock("server label", SERVER_LABEL))
@@ -1504,6 +1909,23 @@ def generate():
                           frame("client_auth", f_bytes(1, cm))))
         L.extend(hexblock("server_auth frame",
                           frame("server_auth", f_bytes(1, sm))))
+        w("```")
+        w("")
+    para("The TLS 1.3 external pre-shared key of a secret `K` (LS-TLS-5): "
+         "`PSK = HKDF-SHA256(salt: empty, IKM: K, info: label, L: 32)`, "
+         "that is `PRK = HMAC-SHA256(32 zero bytes, K)` and "
+         "`PSK = HMAC-SHA256(PRK, label || 01)`. Its identity is the 13 "
+         "ASCII bytes `lipsync/1 psk`.")
+    w("")
+    for vid, desc, k in tls_vectors():
+        w("```")
+        w("%s  %s" % (vid, desc))
+        L.extend(hexblock("K", k))
+        L.extend(hexblock("label", TLS_PSK_INFO))
+        L.extend(hexblock("PRK", hmac.new(b"\0" * 32, k,
+                                          hashlib.sha256).digest()))
+        L.extend(hexblock("PSK", tls_psk(k)))
+        L.extend(hexblock("identity", b"lipsync/1 psk"))
         w("```")
         w("")
 
@@ -1661,6 +2083,53 @@ def check_ids(text):
 
 
 VECTOR_RE = re.compile(r"\bV-[A-Z]+-[0-9]+\b")
+FRAME_ROW_RE = re.compile(r"^\|\s*[0-9]+\s*\|\s*([CS])> (\w+)\s*\|\s*([0-9]+)"
+                          r"\s*\|(.*)\|\s*$")
+
+
+def check_worked_example(text):
+    """Each frame row of Appendix B (`| n | C> Name | bytes | content |`)
+    cites the vector of its frame last (EndTurn rows may cite none: they
+    are V-FRAME-1), and its size and body are the vector's."""
+    b = text.find("## Appendix B")
+    c = text.find("## Appendix C")
+    if b < 0 or c < b:
+        return ["no Appendix B before Appendix C"]
+    fr = {vid: f for vid, _, f in frames()}
+    auth = {}
+    for vid, _, k, _, _, ch, sh, cb in auth_vectors():
+        th = transcript_hash(ch, sh, cb)
+        auth[vid] = {"ClientHello": ch, "ServerHello": sh,
+                     "client_auth": frame("client_auth",
+                                          f_bytes(1, client_mac(k, th))),
+                     "server_auth": frame("server_auth",
+                                          f_bytes(1, server_mac(k, th)))}
+    problems = []
+    for line in text[b:c].splitlines():
+        m = FRAME_ROW_RE.match(line)
+        if not m:
+            continue
+        name, size, content = m.group(2), int(m.group(3)), m.group(4)
+        body = re.sub(r"(?<=[a-z])([A-Z])", r"_\1", name).lower()
+        cited = re.findall(r"\bV-(?:FRAME|AUTH)-[0-9]+\b", content)
+        vid = cited[-1] if cited else ("V-FRAME-1" if name == "EndTurn"
+                                       else None)
+        if vid is None:
+            problems.append("%s: cites no frame vector" % line[:40])
+            continue
+        want = auth.get(vid, {}).get(name) if vid.startswith("V-AUTH-") \
+            else fr.get(vid)
+        if want is None:
+            problems.append("%s: %s has no %s frame" % (line[:40], vid, name))
+            continue
+        if body not in FRAME_FIELDS or not want[4:].startswith(
+                key(FRAME_FIELDS[body], LEN)):
+            problems.append("%s: %s is not a %s frame" % (line[:40], vid,
+                                                          name))
+        if size != len(want):
+            problems.append("%s: %d bytes, but %s has %d" % (
+                line[:40], size, vid, len(want)))
+    return problems
 
 
 def check_vector_citations(text, appendix):
@@ -1701,6 +2170,10 @@ def main(argv):
         for p in vproblems:
             print("vector IDs: " + p)
         problems += vproblems
+        bproblems = check_worked_example(text)
+        for p in bproblems:
+            print("Appendix B: " + p)
+        problems += bproblems
         if problems:
             status = 1
         if status == 0:

@@ -2,30 +2,41 @@
 """The LipSync benchmark (`make bench`).
 
 Builds a table of 1,000,000 rows (five columns of mixed types) in a client
-database, then measures in one run:
+database, then measures in one run, with a SQLite server and then with a
+PostgreSQL server:
 
   - an initial sync over loopback TCP: every row on the client, none on the
-    server, with lipsync-client and lipsync-server;
-  - an in-process `INSERT INTO ... SELECT` copy of the same rows into an
-    empty table with the same schema: what this machine's SQLite needs to
-    write those rows at all, the floor for any sync;
-  - their ratio, the bytes on the wire, and the peak RSS of each process;
-  - a second sync right after the first, when nothing has changed;
-  - a third after updating 1,000 random rows and deleting 1,000 others on
-    the client: its time and bytes next to the initial sync's, and the rows
-    each side applied, which must be exactly the 2,000 changed.
+    server, against the fastest way to write those rows in order: an
+    in-process `INSERT INTO ... SELECT ... ORDER BY _lipsync_uuid` into an
+    empty table with a unique index on `_lipsync_uuid` (SQLite), `COPY`
+    (PostgreSQL);
+  - a second sync with nothing changed, which must be incremental;
+  - a sync after the client updated 1,000 random rows and deleted 1,000
+    others (exactly those 2,000 rows must travel), then one after the server
+    changed 1,000 rows (exactly those must reach the client);
+  - the rate of syncs with nothing to do, several clients at once against
+    one server;
+  - the client database restored in place from a copy taken after the
+    initial sync: its checkpoint no longer matches, the sync must fall back
+    to ranges, and the client must end equal to the server;
+  - the bytes on the wire (the whole session, as the server counts them)
+    and the peak RSS of each process, next to the figures before the
+    incremental exchange existed.
 
-Figures only: nothing here passes or fails, except that a sync that fails
-makes the benchmark exit non-zero.
+Figures only: the targets are printed next to them, and nothing fails on a
+figure; a sync that fails or ends wrong makes the benchmark exit non-zero.
 
 The rows come from the GeoNames gazetteer (https://www.geonames.org,
 CC BY 4.0): 135,233 places, cycled with distinct ids and names.
 
-Python's sqlite3 module is used only to prepare the databases and for the
-baseline; it links the same system libsqlite3 as the LipSync binaries.
+Python's sqlite3 module is used only to prepare and check the databases and
+for the baseline; it links the same system libsqlite3 as the LipSync
+binaries.
 """
 
 import argparse
+import concurrent.futures
+import hashlib
 import csv
 import ctypes
 import gzip
@@ -63,9 +74,13 @@ UUID_V4_SQL = (
     " || substr(lower(hex(randomblob(2))), 2)"
     " || '-' || lower(hex(randomblob(6)))")
 
+# The server's line for each session: its whole traffic.
+SESSION_LINE = re.compile(r"ok; (\d+) rows in, (\d+) rows out, (\d+) bytes in,"
+                          r" (\d+) bytes out")
 SUMMARY = re.compile(
     rf"^{TABLE}: sent (\d+) rows, received (\d+) rows,"
-    r" (\d+) bytes out, (\d+) bytes in, ([0-9.]+)s$", re.M)
+    r" (\d+) bytes out, (\d+) bytes in, ([0-9.]+)s( \(incremental\))?$",
+    re.M)
 
 # How long the server may take to say where it listens.
 STARTUP_TIMEOUT_S = 30
@@ -137,28 +152,32 @@ def build_client(path, cities, n):
     db.close()
 
 
-def count_rows(path):
-    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+def copy_database(src, dst):
+    """Copies database |src| into |dst| through SQLite's backup API: |dst|
+    stays the same file (a restore in place keeps its device and inode)."""
+    a, b = sqlite3.connect(str(src)), sqlite3.connect(str(dst))
     try:
-        return db.execute(f"SELECT count(*) FROM {TABLE}").fetchone()[0]
+        a.backup(b)
     finally:
-        db.close()
+        a.close()
+        b.close()
 
 
-# ---- the baseline --------------------------------------------------------
+# ---- the baseline ----------------------------------------------------------
 
-def baseline_copy(work, client_db, name="copy.db", where=""):
+def baseline_copy(work, client_db, name, order):
     """Seconds to copy every row into an empty table with the same schema
-    and unique index, in one transaction, in-process. With identical
-    schemas SQLite copies the records and index entries without decoding
-    them (its transfer optimization): the floor for writing these rows.
-    A WHERE clause, even `WHERE 1`, turns that optimization off, and the
-    rows are then inserted one by one like any other insert."""
+    and unique index, in one transaction, in-process. With |order| (ORDER
+    BY _lipsync_uuid) SQLite inserts the rows one by one, decoded, in UUID
+    order, as a sync must; without, between two tables of the same schema
+    it copies records and index entries as they are (its transfer
+    optimization), a floor no sync can reach."""
     db = create_table(str(work / name))
     db.execute("ATTACH DATABASE ? AS src", (str(client_db),))
     started = time.perf_counter()
     db.execute("BEGIN")
-    db.execute(f"INSERT INTO main.{TABLE} SELECT * FROM src.{TABLE} {where}")
+    db.execute(f"INSERT INTO main.{TABLE} SELECT * FROM src.{TABLE}"
+               + (" ORDER BY _lipsync_uuid" if order else ""))
     db.execute("COMMIT")
     seconds = time.perf_counter() - started
     db.close()
@@ -230,88 +249,119 @@ class Child:
             self.stdout.close()
 
 
-class Sync:
-    """One sync: a fresh lipsync-server on 127.0.0.1 port 0 and one
-    lipsync-client run against it."""
 
-    def __init__(self, bindir, work, secret_file, label, server_db=None):
-        self.bindir = Path(bindir)
-        self.work = work
-        self.secret_file = secret_file
-        self.label = label
-        self.server_db = server_db or work / "server.db"
+class Server:
+    """A lipsync-server on 127.0.0.1, port 0, serving |db|."""
 
-    def start(self, name, args, stdout):
-        with open(self.work / f"{name}-{self.label}.log", "wb") as log:
-            return Child([self.bindir / f"lipsync-{name}"] + args, stdout,
-                         log, self.work / f"{name}.pid")
+    def __init__(self, bench, label, db, extra=()):
+        self.bench, self.label, self.db = bench, label, db
+        self.extra = list(extra)
+        self.log = bench.work / f"server-{label}.log"
+        self.child = None
+        self.address = None
+        self.status = self.rss = None
 
-    def logs(self, *who):
-        text = ""
-        for w in who:
-            path = self.work / f"{w}-{self.label}.log"
-            if path.exists() and path.stat().st_size:
-                text += f"\n{w} said:\n" + path.read_text(errors="replace")
-        return text
-
-    def run(self):
-        """Returns a dict of figures; raises BenchError if the sync fails."""
-        server = client = None
-        try:
-            server = self.start(
-                "server", ["--db", self.server_db, "--listen",
-                           "127.0.0.1:0", "--secret-file", self.secret_file,
-                           "--table", TABLE], subprocess.PIPE)
-            ready, _, _ = select.select([server.stdout], [], [],
-                                        STARTUP_TIMEOUT_S)
-            line = server.stdout.readline().decode() if ready else ""
-            m = re.fullmatch(r"listening on (\S+)\n?", line)
-            if not m:
-                raise BenchError("the server did not report its address"
-                                 + self.logs("server"))
-            started = time.perf_counter()
-            client = self.start(
-                "client", ["--db", self.work / "client.db", "--connect",
-                           m.group(1), "--secret-file", self.secret_file,
-                           "--table", TABLE], subprocess.PIPE)
-            out = client.stdout.read().decode(errors="replace")
-            status = client.wait()
-            seconds = time.perf_counter() - started
-            # The session ended with the client: stopping the server now
-            # gives its peak RSS for this sync.
-            server_status = server.terminate()
-        finally:
-            for child in (client, server):
-                if child is not None:
-                    child.close()
-        if status != 0:
-            raise BenchError(f"the {self.label} sync failed (client exit"
-                             f" status {status})"
-                             + self.logs("client", "server"))
-        if server_status != 0:
-            raise BenchError(f"the server of the {self.label} sync exited"
-                             f" with status {server_status}"
-                             + self.logs("server"))
-        m = SUMMARY.search(out)
+    def __enter__(self):
+        b = self.bench
+        with open(self.log, "wb") as log:
+            self.child = Child(
+                [b.bindir / "lipsync-server", "--db", self.db, "--listen",
+                 "127.0.0.1:0", "--secret-file", b.secret, "--table", TABLE,
+                 "--max-clients", "64", *self.extra], subprocess.PIPE, log,
+                b.work / "server.pid")
+        ready, _, _ = select.select([self.child.stdout], [], [],
+                                    STARTUP_TIMEOUT_S)
+        line = self.child.stdout.readline().decode() if ready else ""
+        m = re.fullmatch(r"listening on (\S+)\n?", line)
         if not m:
-            raise BenchError(f"unexpected client output: {out!r}")
-        return {
-            "seconds": seconds,
-            "rows_sent": int(m.group(1)),
-            "rows_received": int(m.group(2)),
-            "bytes_out": int(m.group(3)),
-            "bytes_in": int(m.group(4)),
-            "client_seconds": float(m.group(5)),
-            "client_rss": client.rss,
-            "server_rss": server.rss,
-        }
+            self.child.close()
+            raise BenchError("the server did not report its address"
+                             + tail(self.log))
+        self.address = m.group(1)
+        return self
+
+    def __exit__(self, *exc):
+        self.status = self.child.terminate()
+        self.rss = self.child.rss
+        self.child.close()
+        if self.status != 0 and exc[0] is None:
+            raise BenchError(f"the server ({self.label}) exited with status"
+                             f" {self.status}" + tail(self.log))
+
+    def sessions(self):
+        """(rows in, rows out, bytes in, bytes out) of each session."""
+        return [tuple(map(int, m.groups()))
+                for m in SESSION_LINE.finditer(self.log.read_text())]
 
 
-# ---- PostgreSQL ------------------------------------------------------------
-#
-# The server side of the second part of the benchmark: a SQLite client syncs
-# into an empty PostgreSQL table, against COPY of the same rows into an
-# empty table of the same schema on the same server, the fastest way in.
+def tail(path, lines=20):
+    if not path.exists() or not path.stat().st_size:
+        return ""
+    text = path.read_text(errors="replace").splitlines()
+    return f"\n{path.name}:\n" + "\n".join(text[-lines:])
+
+
+def run_client(bench, address, label, db=None, extra=()):
+    """One lipsync-client run; returns its figures, or raises BenchError."""
+    log = bench.work / f"client-{label}.log"
+    with open(log, "wb") as err:
+        child = Child([bench.bindir / "lipsync-client", "--db",
+                       db or bench.client_db, "--connect", address,
+                       "--secret-file", bench.secret, "--table", TABLE,
+                       *extra],
+                      subprocess.PIPE, err, bench.work / f"client-{label}.pid")
+        started = time.perf_counter()
+        out = child.stdout.read().decode(errors="replace")
+        status = child.wait()
+        seconds = time.perf_counter() - started
+        child.close()
+    if status != 0:
+        raise BenchError(f"the {label} sync failed (client exit status"
+                         f" {status})" + tail(log))
+    log.unlink()
+    (bench.work / f"client-{label}.pid").unlink(missing_ok=True)
+    m = SUMMARY.search(out)
+    if not m:
+        raise BenchError(f"unexpected client output: {out!r}")
+    return {"seconds": seconds, "rows_sent": int(m.group(1)),
+            "rows_received": int(m.group(2)), "client_seconds":
+            float(m.group(5)), "incremental": m.group(6) is not None,
+            "client_rss": child.rss}
+
+
+def sync(bench, label, server_db, extra=()):
+    """One sync with a fresh server, so that its peak RSS is this sync's.
+    |extra|: options of both programs (--plaintext)."""
+    with Server(bench, label, server_db, extra) as server:
+        figures = run_client(bench, server.address, label, extra=extra)
+    sessions = server.sessions()
+    if len(sessions) != 1:
+        raise BenchError(f"the server logged {len(sessions)} sessions for"
+                         f" the {label} sync" + tail(server.log))
+    _, _, bytes_in, bytes_out = sessions[0]
+    figures.update(server_rss=server.rss, wire=bytes_in + bytes_out)
+    return figures
+
+
+def noop_rate(bench, label, server_db, total, parallel):
+    """|total| syncs with nothing to do, |parallel| clients at a time, of
+    the same client database, against one server: syncs per second."""
+    with Server(bench, label, server_db) as server:
+        started = time.perf_counter()
+        with concurrent.futures.ThreadPoolExecutor(parallel) as pool:
+            runs = list(pool.map(
+                lambda i: run_client(bench, server.address, f"{label}-{i}"),
+                range(total)))
+        seconds = time.perf_counter() - started
+    moved = sum(r["rows_sent"] + r["rows_received"] for r in runs)
+    incremental = sum(r["incremental"] for r in runs)
+    if moved or incremental != total:
+        raise BenchError(f"{label}: {moved} rows moved and {incremental} of"
+                         f" {total} syncs incremental; expected 0 and all")
+    return {"rate": total / seconds, "total": total, "parallel": parallel,
+            "longest": max(r["seconds"] for r in runs),
+            "server_rss": server.rss}
+
 
 PG_SCHEMA = ("(city_id bigint, name text, population bigint,"
              " lon double precision, code bytea, _lipsync_uuid uuid)")
@@ -353,81 +403,163 @@ def pg_copy(client_db, work):
     return seconds
 
 
-# ---- report ----------------------------------------------------------------
+
+def pg_rows_digest(table):
+    """An order-independent digest of |table|'s rows on PostgreSQL, in the
+    form sqlite_rows_digest gives a SQLite table's."""
+    out = subprocess.run(
+        ["psql", "-X", "-q", "-At", "-v", "ON_ERROR_STOP=1", "-d",
+         os.environ["LIPSYNC_PG_CONNINFO"], "-c",
+         f"COPY (SELECT _lipsync_uuid, city_id, name, population, lon,"
+         f" encode(code, 'hex') FROM {table}) TO STDOUT"],
+        capture_output=True)
+    if out.returncode != 0:
+        raise BenchError(f"psql failed: {out.stderr.decode(errors='replace')}")
+    acc, n = 0, 0
+    for line in out.stdout.decode().splitlines():
+        uuid, cid, name, pop, lon, code = line.split("\t")
+        name = name.replace("\\\\", "\\")
+        acc += row_digest(uuid, int(cid), name, int(pop), float(lon), code)
+        n += 1
+    return n, acc % (1 << 128)
+
+
+# ---- changes and checks -----------------------------------------------------
+
+CHANGED = 1000  # rows updated, and rows deleted, on the client
+SERVER_CHANGED = 500  # rows updated, and rows deleted, on the server
+
+
+def row_digest(uuid, cid, name, pop, lon, code_hex):
+    text = f"{uuid}|{cid}|{name}|{pop}|{lon!r}|{code_hex}"
+    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:16], "big")
+
+
+def sqlite_rows_digest(path):
+    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    acc, n = 0, 0
+    for uuid, cid, name, pop, lon, code in db.execute(
+            f"SELECT _lipsync_uuid, city_id, name, population, lon, code"
+            f" FROM {TABLE}"):
+        acc += row_digest(uuid, cid, name, pop, lon, code.hex())
+        n += 1
+    db.close()
+    return n, acc % (1 << 128)
+
+
+def change_rows(db, k, suffix):
+    """Updates |k| random rows and deletes |k| others through |db| (a
+    connection with LipSync's triggers in place, as any application's).
+    Returns the number of rows changed."""
+    picked = [r[0] for r in db.execute(
+        f"SELECT _lipsync_uuid FROM {TABLE} ORDER BY random() LIMIT ?",
+        (2 * k,))]
+    with db:
+        db.executemany(f"UPDATE {TABLE} SET population = population + 1,"
+                       f" name = name || ' ({suffix})' WHERE _lipsync_uuid"
+                       " = ?", [(u,) for u in picked[:k]])
+        db.executemany(f"DELETE FROM {TABLE} WHERE _lipsync_uuid = ?",
+                       [(u,) for u in picked[k:]])
+    return len(picked)
+
+
+def change_sqlite(path, k, suffix):
+    db = sqlite3.connect(str(path))
+    try:
+        return change_rows(db, k, suffix)
+    finally:
+        db.close()
+
+
+def change_pg(k, suffix):
+    psql(f"BEGIN; UPDATE {TABLE} SET population = population + 1, name ="
+         f" name || ' ({suffix})' WHERE _lipsync_uuid IN (SELECT"
+         f" _lipsync_uuid FROM {TABLE} ORDER BY random() LIMIT {k});"
+         f" DELETE FROM {TABLE} WHERE _lipsync_uuid IN (SELECT _lipsync_uuid"
+         f" FROM {TABLE} WHERE name NOT LIKE '% ({suffix})' ORDER BY random()"
+         f" LIMIT {k}); COMMIT")
+    return 2 * k
+
+
+def expect(ok, message):
+    if not ok:
+        raise BenchError(message)
+
+
+# ---- report ------------------------------------------------------------------
+
+# The same benchmark before the incremental exchange (main at 6d0c6be, on
+# the same kind of 2-core machine): every sync read and hashed every item,
+# and held the database's write lock throughout.
+BEFORE = {
+    "ratio": "4.2 (against this copy)",
+    "rss": "80 MB / 58 MB",
+    "noop": "0.9-1.0 s, 32 bytes out (items read and hashed)",
+    "client_changes": "1.2-1.5 s, 3.3 MB",
+    "pg_ratio": "1.9-2.2",
+}
+WIDTH = 50
+
 
 def mb(nbytes):
     return f"{nbytes / 1e6:.1f} MB"
 
 
-def report_pg(n, copy_s, sync):
-    width = 48
+def line(label, value):
+    print(f"  {label:<{WIDTH}}{value}")
 
-    def line(label, value):
-        print(f"  {label:<{width}}{value}")
 
+def verdict(ok):
+    return "ok" if ok else "MISSED"
+
+
+def report_small_sync(label, s, first, rows, before=None):
+    share = s["seconds"] / first["seconds"]
+    limit_s, limit_b = (0.03, 1000) if rows == 0 else (0.05, 500_000)
+    line(label, f"{s['seconds']:.2f} s = {100 * share:.1f} % of the initial"
+         f" sync (target <= {100 * limit_s:.0f} %: {verdict(share <= limit_s)})")
+    line("  bytes on the wire, both ways",
+         f"{s['wire']:,} (target <= {limit_b:,}: "
+         f"{verdict(s['wire'] <= limit_b)})")
+    if rows:
+        line("  rows applied by the server / the client",
+             f"{s['rows_sent']:,} / {s['rows_received']:,}")
+    line("  peak RSS client / server",
+         f"{mb(s['client_rss'])} / {mb(s['server_rss'])}")
+    if before:
+        line("  before", before)
+
+
+def report_scenario(name, r):
+    first = r["first"]
+    ratio = first["seconds"] / r["baseline_s"]
     print()
-    print("  PostgreSQL " + psql("SHOW server_version").strip()
-          + " (throwaway server, fsync off, on a Unix socket)")
-    line("initial sync, SQLite client -> PostgreSQL",
-         f"{sync['seconds']:.2f} s")
-    line("COPY of the same rows (psql \\copy)", f"{copy_s:.2f} s")
-    line("ratio", f"{sync['seconds'] / copy_s:.2f}   (target <= 2.0)")
-    line("peak RSS client / server",
-         f"{mb(sync['client_rss'])} / {mb(sync['server_rss'])}")
-
-
-CHANGED = 1000  # rows updated, and rows deleted, before the third sync
-
-
-def change_client(path, n):
-    """Updates CHANGED random rows and deletes CHANGED others, as an
-    application would: through its own connection, captured by LipSync's
-    triggers. Returns (updated uuids, deleted uuids)."""
-    db = connect(path)
-    k = min(CHANGED, n // 2)
-    picked = [r[0] for r in db.execute(
-        f"SELECT _lipsync_uuid FROM {TABLE} ORDER BY random() LIMIT ?",
-        (2 * k,))]
-    updated, deleted = picked[:k], picked[k:]
-    with db:
-        db.executemany(f"UPDATE {TABLE} SET population = population + 1,"
-                       " name = name || ' (updated)' WHERE _lipsync_uuid = ?",
-                       [(u,) for u in updated])
-        db.executemany(f"DELETE FROM {TABLE} WHERE _lipsync_uuid = ?",
-                       [(u,) for u in deleted])
-    db.close()
-    return updated, deleted
-
-
-def check_changes(path, n, updated, deleted):
-    db = connect(path)
-    have = db.execute(f"SELECT count(*) FROM {TABLE}").fetchone()[0]
-    marked = db.execute(f"SELECT count(*) FROM {TABLE}"
-                        " WHERE name LIKE '% (updated)'").fetchone()[0]
-    db.close()
-    if have != n - len(deleted) or marked != len(updated):
-        raise BenchError(f"after the third sync the server holds {have:,}"
-                         f" rows, {marked:,} of them updated; expected"
-                         f" {n - len(deleted):,} and {len(updated):,}")
-
-
-def report_changes(first, third, nchanged):
-    width = 48
-
-    def line(label, value):
-        print(f"  {label:<{width}}{value}")
-
-    print()
-    line(f"sync after {CHANGED:,} updates + {CHANGED:,} deletes",
-         f"{third['seconds']:.2f} s   (initial sync {first['seconds']:.2f} s)")
-    line("  bytes on the wire (client out / in)",
-         f"{third['bytes_out']:,} / {third['bytes_in']:,}   (initial"
-         f" {first['bytes_out']:,} / {first['bytes_in']:,})")
-    line("  rows applied by the server / the client",
-         f"{third['rows_sent']:,} / {third['rows_received']:,}"
-         f"   (changed: {nchanged:,} / 0)")
-    line("  its peak RSS client / server",
-         f"{mb(third['client_rss'])} / {mb(third['server_rss'])}")
+    print(f"  {name}")
+    line(r["baseline_label"], f"{r['baseline_s']:.2f} s")
+    line("initial sync, loopback TCP", f"{first['seconds']:.2f} s")
+    line("  ratio", f"{ratio:.2f} (target <= 2.0: {verdict(ratio <= 2.0)};"
+         f" before: {r['before_ratio']})")
+    line("  bytes on the wire, both ways",
+         f"{first['wire']:,} ({first['wire'] / r['rows']:.1f} per row)")
+    line("  peak RSS client / server",
+         f"{mb(first['client_rss'])} / {mb(first['server_rss'])}"
+         f" (target < 100 MB each; before: {BEFORE['rss']})")
+    report_small_sync("second sync, nothing changed", r["noop"], first, 0,
+                      BEFORE["noop"])
+    report_small_sync(f"{CHANGED:,} updates + {CHANGED:,} deletes on the"
+                      " client", r["client"], first, 2 * CHANGED,
+                      BEFORE["client_changes"])
+    report_small_sync(f"{2 * SERVER_CHANGED:,} changes on the server, pulled",
+                      r["server"], first, 2 * SERVER_CHANGED)
+    rate = r["rate"]
+    line(f"syncs with nothing to do, {rate['parallel']} clients at a time",
+         f"{rate['rate']:.0f} syncs/s ({rate['total']} syncs, longest"
+         f" {rate['longest']:.2f} s)")
+    restored = r["restored"]
+    line("client restored in place from a copy",
+         f"{restored['seconds']:.2f} s, by ranges (its checkpoint no longer"
+         " matches), tables equal")
+    line("  bytes on the wire, both ways", f"{restored['wire']:,}")
 
 
 def install_capture(bindir, client_db):
@@ -443,50 +575,168 @@ def install_capture(bindir, client_db):
     return time.perf_counter() - started
 
 
-def report(n, copy_s, rowwise_s, init_s, first, second):
-    width = 48
+# ---- one server ----------------------------------------------------------------
 
-    def line(label, value):
-        print(f"  {label:<{width}}{value}")
+class Bench:
+    def __init__(self, args, work, secret):
+        self.bindir = Path(args.bin)
+        self.work = work
+        self.secret = secret
+        self.rows = args.rows
+        self.client_db = work / "client.db"
 
-    ratio = first["seconds"] / copy_s if copy_s > 0 else float("inf")
+
+def scenario(bench, server_db, change_server, server_digest):
+    """The syncs of one server, from a client that holds every row and has
+    change capture installed. Returns the figures; raises BenchError when a
+    sync fails or ends wrong."""
+    n, r = bench.rows, {"rows": bench.rows}
+    os.sync()
+    first = r["first"] = sync(bench, "initial", server_db)
+    expect(first["rows_sent"] == n and not first["incremental"],
+           f"the initial sync sent {first['rows_sent']:,} rows; expected"
+           f" {n:,}, whole")
+    saved = bench.work / "client-saved.db"
+    saved.unlink(missing_ok=True)
+    copy_database(bench.client_db, saved)
+
+    os.sync()
+    r["noop"] = sync(bench, "noop", server_db)
+    expect(r["noop"]["incremental"] and not r["noop"]["rows_sent"]
+           and not r["noop"]["rows_received"],
+           "the second sync was not incremental or moved rows")
+
+    changed = change_sqlite(bench.client_db, CHANGED, "client")
+    os.sync()
+    s = r["client"] = sync(bench, "client-changes", server_db)
+    expect(s["incremental"] and s["rows_sent"] == changed
+           and s["rows_received"] == 0,
+           f"after {changed:,} changes on the client the sync sent"
+           f" {s['rows_sent']:,} rows and received {s['rows_received']:,}")
+
+    changed = change_server(SERVER_CHANGED, "server")
+    os.sync()
+    s = r["server"] = sync(bench, "server-changes", server_db)
+    expect(s["incremental"] and s["rows_received"] == changed
+           and s["rows_sent"] == 0,
+           f"after {changed:,} changes on the server the sync received"
+           f" {s['rows_received']:,} rows and sent {s['rows_sent']:,}")
+    expect(sqlite_rows_digest(bench.client_db) == server_digest(),
+           "after the syncs the client's table differs from the server's")
+
+    r["rate"] = noop_rate(bench, "rate", server_db, 200, 8)
+
+    copy_database(saved, bench.client_db)
+    os.sync()
+    s = r["restored"] = sync(bench, "restored", server_db)
+    expect(not s["incremental"],
+           "the restored client's sync was incremental: its checkpoint"
+           " should no longer match")
+    expect(sqlite_rows_digest(bench.client_db) == server_digest(),
+           "after the restored client's sync its table differs from the"
+           " server's")
+    return r
+
+
+def tls_cost(bench, init_db):
+    """The initial sync again, in plaintext: the same client database
+    into a fresh empty server. Prints its time next to the one under TLS
+    (the default, which every other figure uses)."""
+    copy_database(init_db, bench.client_db)
+    server_db = bench.work / "server-plain.db"
+    server_db.unlink(missing_ok=True)
+    create_table(str(server_db)).close()
+    os.sync()
+    s = sync(bench, "initial-plaintext", server_db, ["--plaintext"])
+    expect(s["rows_sent"] == bench.rows, "the plaintext initial sync did not"
+           " send every row")
+    server_db.unlink()
+    return s["seconds"]
+
+
+def report_tls(tls_s, plain_s):
+    cost = tls_s / plain_s - 1
+    line("initial sync in plaintext (--plaintext)", f"{plain_s:.2f} s")
+    line("  TLS 1.3 (the default) costs",
+         f"{100 * cost:+.1f} % ({tls_s:.2f} s; target < 15 %:"
+         f" {verdict(cost < 0.15)})")
+
+
+def bench_sqlite(bench, init_db):
+    server_db = bench.work / "server.db"
+    create_table(str(server_db)).close()
+    os.sync()
+    r = {"baseline_s": baseline_copy(bench.work, init_db, "copy.db", True),
+         "baseline_label": "INSERT ... SELECT ... ORDER BY _lipsync_uuid",
+         "before_ratio": BEFORE["ratio"]}
+    r.update(scenario(bench, server_db,
+                      lambda k, suffix: change_sqlite(server_db, k, suffix),
+                      lambda: sqlite_rows_digest(server_db)))
+    report_scenario("SQLite client -> SQLite server", r)
+    report_tls(r["first"]["seconds"], tls_cost(bench, init_db))
+    line("  for context: the copy without ORDER BY",
+         f"{baseline_copy(bench.work, init_db, 'transfer.db', False):.2f} s"
+         " (records copied as they are, not decoded)")
+
+
+def bench_pg(bench, init_db):
+    if "LIPSYNC_PG_CONNINFO" not in os.environ:
+        print("\n  PostgreSQL: skipped, LIPSYNC_PG_CONNINFO is not set"
+              " (make bench runs under tools/pgtest.sh)")
+        return
+    copy_database(init_db, bench.client_db)
+    os.sync()
+    r = {"baseline_s": pg_copy(bench.client_db, bench.work),
+         "baseline_label": "COPY of the same rows (psql \\copy)",
+         "before_ratio": BEFORE["pg_ratio"]}
+    pg_create(TABLE)
+    r.update(scenario(bench, os.environ["LIPSYNC_PG_CONNINFO"], change_pg,
+                      lambda: pg_rows_digest(TABLE)))
+    report_scenario("SQLite client -> PostgreSQL "
+                    + psql("SHOW server_version").strip()
+                    + " server (throwaway, fsync off, Unix socket)", r)
+
+
+def bench(args, cities, work):
+    n = args.rows
+    print(f"LipSync benchmark: {n:,} rows in table {TABLE}(city_id"
+          " INTEGER, name TEXT, population INTEGER, lon REAL, code BLOB)")
+    print(f"  rows: {len(cities):,} places from GeoNames"
+          " (https://www.geonames.org, CC BY 4.0),"
+          f" cycled {n / len(cities):.1f} times")
+    print("  every row already has its _lipsync_uuid (unique index), so"
+          " the sync measures")
+    print("  the transfer, not the first-time assignment of UUIDs")
+    print(f"  databases in {work} (WAL, synchronous=NORMAL),"
+          f" SQLite {sqlite3.sqlite_version}")
+    started = time.perf_counter()
+    b = Bench(args, work, write_secret(work))
+    build_client(str(b.client_db), cities, n)
+    print(f"  prepared the client database in"
+          f" {time.perf_counter() - started:.1f} s"
+          f" ({b.client_db.stat().st_size / 1e6:.1f} MB)")
+    os.sync()
+    line("change capture on the client (--init, once)",
+         f"{install_capture(b.bindir, b.client_db):.2f} s")
+    init_db = work / "client-init.db"
+    copy_database(b.client_db, init_db)
+    bench_sqlite(b, init_db)
+    bench_pg(b, init_db)
     print()
-    line("change capture on the client (--init, once)", f"{init_s:.2f} s")
-    line(f"initial sync ({n:,} rows, loopback TCP)",
-         f"{first['seconds']:.2f} s")
-    line("INSERT INTO ... SELECT (same rows, in-process)", f"{copy_s:.2f} s")
-    line("ratio", f"{ratio:.2f}   (target <= 2.0)")
-    line("  for context: the same copy, row by row",
-         f"{rowwise_s:.2f} s   (INSERT ... SELECT ... WHERE 1; ratio"
-         f" {first['seconds'] / rowwise_s:.2f})")
-    line("bytes on the wire (client out / in)",
-         f"{first['bytes_out']:,} / {first['bytes_in']:,}"
-         f"   ({first['bytes_out'] / max(n, 1):.1f} bytes per row)")
-    line("peak RSS client / server",
-         f"{mb(first['client_rss'])} / {mb(first['server_rss'])}"
-         "   (target < 100 MB each)")
-    line("second sync (nothing changed)",
-         f"{second['seconds']:.2f} s, {second['bytes_out']:,} / "
-         f"{second['bytes_in']:,} bytes out / in")
-    line("  its peak RSS client / server",
-         f"{mb(second['client_rss'])} / {mb(second['server_rss'])}")
-    print()
-    print("  Sync times: the client's wall time, process start to exit (its"
-          " own summary says")
-    print(f"  {first['client_seconds']:.2f} s and"
-          f" {second['client_seconds']:.2f} s). Bytes: the frames of table"
-          f" {TABLE}, as the client")
-    print("  counts them. Each sync has a fresh server. Peak RSS: each"
-          " process's ru_maxrss,")
-    print("  1 MB = 10^6 bytes. Between two tables of the same schema,"
-          " INSERT INTO ... SELECT *")
-    print("  lets SQLite copy records and index entries as they are (its"
-          " transfer optimization);")
-    print("  `WHERE 1` turns it off, so that copy inserts row by row, as a"
-          " sync must.")
+    print("  Every sync runs over TLS 1.3 with the key derived from the"
+          " secret (the default)")
+    print("  but the one marked plaintext.")
+    print("  Times: the client's wall time, process start to exit. Bytes:"
+          " the whole session,")
+    print("  both ways, as the server counts them. Each sync but the rate's"
+          " has a fresh server;")
+    print("  peak RSS: each process's ru_maxrss, 1 MB = 10^6 bytes. The"
+          " restored client is")
+    print("  the copy taken after the initial sync, written back over its"
+          " file (same inode).")
 
 
-# ---- main ------------------------------------------------------------------
+# ---- main ----------------------------------------------------------------------
 
 def prepare_workdir(keep):
     if keep is None:
@@ -495,7 +745,8 @@ def prepare_workdir(keep):
     work.mkdir(parents=True, exist_ok=True)
     # Start from scratch: a database left by an earlier run would change
     # what is measured.
-    for name in ("client", "server", "copy"):
+    for name in ("client", "client-init", "client-saved", "server", "copy",
+                 "transfer"):
         for suffix in (".db", ".db-wal", ".db-shm"):
             (work / (name + suffix)).unlink(missing_ok=True)
     return work, False
@@ -548,83 +799,6 @@ def main():
         else:
             print(f"  databases kept in {work}")
     return 0
-
-
-def bench_pg(args, work, secret, client_db, n):
-    """The same initial sync into an empty PostgreSQL table, against COPY."""
-    if "LIPSYNC_PG_CONNINFO" not in os.environ:
-        print("\n  PostgreSQL: skipped, LIPSYNC_PG_CONNINFO is not set"
-              " (make bench runs under tools/pgtest.sh)")
-        return
-    os.sync()
-    pg_copy_s = pg_copy(client_db, work)
-    pg_create(TABLE)
-    os.sync()
-    pg_sync = Sync(args.bin, work, secret, "pg",
-                   server_db=os.environ["LIPSYNC_PG_CONNINFO"]).run()
-    have = int(psql(f"SELECT count(*) FROM {TABLE}"))
-    if have != n:
-        raise BenchError(f"after the sync PostgreSQL holds {have:,} rows,"
-                         f" expected {n:,}")
-    report_pg(n, pg_copy_s, pg_sync)
-
-
-def bench(args, cities, work):
-    n = args.rows
-    print(f"LipSync benchmark: {n:,} rows in table {TABLE}(city_id"
-          " INTEGER, name TEXT, population INTEGER, lon REAL, code BLOB)")
-    print(f"  rows: {len(cities):,} places from GeoNames"
-          " (https://www.geonames.org, CC BY 4.0),"
-          f" cycled {n / len(cities):.1f} times")
-    print("  every row already has its _lipsync_uuid (unique index), so"
-          " the sync measures")
-    print("  the transfer, not the first-time assignment of UUIDs")
-    print(f"  databases in {work} (WAL, synchronous=NORMAL),"
-          f" SQLite {sqlite3.sqlite_version}")
-
-    started = time.perf_counter()
-    client_db = work / "client.db"
-    build_client(str(client_db), cities, n)
-    create_table(str(work / "server.db")).close()
-    print(f"  prepared the client database in"
-          f" {time.perf_counter() - started:.1f} s"
-          f" ({client_db.stat().st_size / 1e6:.1f} MB)")
-
-    # Before each timed step, flush what earlier steps left dirty in the
-    # page cache, so that no step pays for another one's write-back.
-    os.sync()
-    copy_s = baseline_copy(work, client_db)
-    os.sync()
-    rowwise_s = baseline_copy(work, client_db, "rowwise.db", "WHERE 1")
-    secret = write_secret(work)
-
-    os.sync()
-    init_s = install_capture(args.bin, client_db)
-    os.sync()
-    first = Sync(args.bin, work, secret, "first").run()
-    have = count_rows(work / "server.db")
-    if have != n or first["rows_sent"] != n:
-        raise BenchError(f"after the first sync the server holds {have:,}"
-                         f" rows and the client sent {first['rows_sent']:,};"
-                         f" expected {n:,}")
-    os.sync()
-    second = Sync(args.bin, work, secret, "second").run()
-    if second["rows_sent"] or second["rows_received"]:
-        raise BenchError("the second sync moved rows although nothing had"
-                         " changed")
-    report(n, copy_s, rowwise_s, init_s, first, second)
-    bench_pg(args, work, secret, client_db, n)
-
-    updated, deleted = change_client(str(client_db), n)
-    os.sync()
-    third = Sync(args.bin, work, secret, "third").run()
-    nchanged = len(updated) + len(deleted)
-    if third["rows_sent"] != nchanged or third["rows_received"]:
-        raise BenchError(f"the third sync sent {third['rows_sent']:,} rows"
-                         f" and received {third['rows_received']:,};"
-                         f" expected {nchanged:,} and 0")
-    check_changes(str(work / "server.db"), n, updated, deleted)
-    report_changes(first, third, nchanged)
 
 
 

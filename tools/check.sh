@@ -64,8 +64,10 @@ else
   count "unit tests" 1 0 1
 fi
 
-# 3. End-to-end tests of the binaries over loopback TCP.
-LIPSYNC_BIN=build/san/bin python3 ref/tests/e2e/test_cli.py >"$log/e2e" 2>&1
+# 3. End-to-end tests of the binaries over loopback TCP (test_cli.py), and
+# of their transports: TLS, plaintext, --stdio, ssh (test_transport.py).
+LIPSYNC_BIN=build/san/bin python3 -m unittest discover -s ref/tests/e2e \
+  -p 'test_*.py' >"$log/e2e" 2>&1
 rc=$?
 cat "$log/e2e"
 ran=$(sed -n 's/^Ran \([0-9]*\) tests\{0,1\}.*/\1/p' "$log/e2e" | tail -n 1)
@@ -94,19 +96,32 @@ ran=${ran:-0}
 good=$((ran - bad))
 [ "$good" -lt 0 ] && good=0
 count "conformance self-tests" $rc "$good" "$bad"
-python3 conformance/run.py --impl conformance/impls/ref.impl \
-  --backends sqlite,postgres -j 4 --json "$log/conf.json" >"$log/conf" 2>&1
-rc=$?
-cat "$log/conf"
-# shellcheck disable=SC2046 # two numbers
-set -- $(python3 -c 'import json, sys
+# conformance NAME ARGS...: one run of the suite, counted from its JSON.
+conformance() {
+  name=$1
+  shift
+  python3 conformance/run.py "$@" -j 4 --json "$log/conf.json" \
+    >"$log/conf" 2>&1
+  rc=$?
+  cat "$log/conf"
+  # shellcheck disable=SC2046 # two numbers
+  set -- $(python3 -c 'import json, sys
 c = json.load(open(sys.argv[1]))["counts"]
 print(c["pass"] + c["xfail"] + c["warn"], c["fail"] + c["xpass"] + c["error"])' \
-  "$log/conf.json" 2>/dev/null || echo 0 0)
-good=${1:-0}
-bad=${2:-0}
-[ "$rc" -ne 0 ] && [ "$bad" -eq 0 ] && bad=1
-count "conformance suite" $rc "$good" "$bad"
+    "$log/conf.json" 2>/dev/null || echo 0 0)
+  good=${1:-0}
+  bad=${2:-0}
+  [ "$rc" -ne 0 ] && [ "$bad" -eq 0 ] && bad=1
+  rm -f "$log/conf.json"
+  count "$name" $rc "$good" "$bad"
+}
+conformance "conformance suite" --impl conformance/impls/ref.impl \
+  --backends sqlite,postgres
+# The reference with the feature incremental against the reference
+# without it, each one's client against the other's server (spec 8.8.5).
+conformance "conformance cross matrix, with and without incremental" \
+  --impl conformance/impls/ref.impl --peer conformance/impls/ref-plain.impl \
+  --backends sqlite --filter 'cross/*'
 
 # 5. The suite catches faults: broken variants of the reference must fail
 # the tests that check what they break (conformance/selftest).
@@ -117,6 +132,17 @@ cat "$log/selftest"
 set -- $(sed -n 's/^\([0-9]*\) passed, \([0-9]*\) failed$/\1 \2/p' \
   "$log/selftest") 0 1
 count "conformance self-test on broken variants" $rc "$1" $(($2 + (rc != 0 && $2 == 0)))
+
+# 6. Load: one server serves many clients syncing at once, on SQLite and
+# PostgreSQL, and two servers on one PostgreSQL database (tools/load.py), at
+# a reduced size; `make bench` runs it at full size. One test a scenario.
+python3 tools/load.py --clients 20 --rows 5000 >"$log/load" 2>&1
+rc=$?
+cat "$log/load"
+# shellcheck disable=SC2046 # two numbers
+set -- $(sed -n 's/^load: \([0-9]*\) passed, \([0-9]*\) failed.*$/\1 \2/p' \
+  "$log/load") 0 1
+count "load test" $rc "$1" $(($2 + (rc != 0 && $2 == 0)))
 
 echo "$passed passed, $failed failed"
 [ "$failed" -eq 0 ] && [ "$passed" -gt 0 ]

@@ -145,6 +145,8 @@ done
 echo "-- lipsync-server --db server.db --listen 127.0.0.1:0 --secret-file secret \\"
 echo "     --table cities"
 echo "   listening on $address"
+echo "   (every byte between the two is encrypted: TLS 1.3 with a key both"
+echo "   derive from the shared secret, the default; no certificate needed)"
 sync_once() {
   echo "-- lipsync-client --db client.db --connect $address --secret-file secret \\"
   echo "     --table cities"

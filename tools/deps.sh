@@ -3,11 +3,13 @@
 # Used by `make check`, `make demo` and `make bench`; safe to run often.
 # PostgreSQL: libpq to build, and a server and psql for the tests, which
 # start a throwaway cluster of their own (tools/pgtest.sh); the cluster the
-# package may create is not used.
+# package may create is not used. openssl makes the tests' certificates;
+# the ssh test starts its own sshd on loopback (the system's is not used).
 set -eu
 
 PKGS="gcc make pkg-config protobuf-c-compiler libprotobuf-c-dev libsqlite3-dev
-libssl-dev libcunit1-dev python3 sqlite3 libpq-dev postgresql postgresql-client"
+libssl-dev libcunit1-dev python3 sqlite3 libpq-dev postgresql postgresql-client
+openssl openssh-server openssh-client"
 
 missing=""
 for p in $PKGS; do

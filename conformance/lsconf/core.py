@@ -91,11 +91,14 @@ class Context:
     def run_client(self, impl, database, address: str,
                    tables: Sequence[str], secret_file=None,
                    timeout: Optional[float] = None,
-                   policy: Optional[str] = None):
+                   policy: Optional[str] = None, full: bool = False,
+                   record: bool = False):
         """Runs |impl| as a client syncing |tables| of |database| with the
         server at |address|; returns an object with .status (exit code),
         .stdout, .stderr, .seconds. |policy| (lww, server-wins,
-        client-wins) adds the impl's policy_option."""
+        client-wins) adds the impl's policy_option, |full| its
+        full_option; |record| records the session's frames (in
+        .last_frames) even when the run records none."""
         raise NotImplementedError
 
     def run_init(self, impl, role: str, database, tables: Sequence[str],

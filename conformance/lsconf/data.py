@@ -24,16 +24,27 @@ directive a line, `#` comments, indented lines belong to the block above.
   client2 NAME:                            a second client of the server
 
   sync [client|client2] [expect OUTCOME] [unchanged] [policy P]
-       [retention MS]                      run one sync of the client (or
+       [retention MS] [mode incremental|ranges] [full]
+                                           run one sync of the client (or
                                            client2) with the server
                                            (OUTCOME: ok, fail, conflict,
-                                           schema, ...; P: lww, server-wins,
-                                           client-wins; MS: milliseconds)
-  sql client|client2|server|both|all[ fails]: STATEMENT
+                                           schema, ..., any; P: lww,
+                                           server-wins, client-wins; MS:
+                                           milliseconds;
+                                           mode: every table was / none was
+                                           listed in TablesOpened.
+                                           incremental; full: the impl's
+                                           full_option)
+  sql client|client2|server|both|all[ fails|uncaptured]: STATEMENT
                                            run SQL on those databases
-                                           (fails: each must refuse it)
+                                           (fails: each must refuse it;
+                                           uncaptured: through the impl's
+                                           uncaptured_sql_BACKEND)
   init client|client2|server               run the impl's client_init or
                                            server_init on that database
+  save SIDE NAME, restore SIDE NAME        snapshot a database, put it back
+                                           (a restore from a backup)
+  copy SIDE1 SIDE2                         SIDE2 becomes a copy of SIDE1
 
   expect client|client2|server|both|all NAME:
     ...                                    the table at this point (rows as
@@ -62,6 +73,7 @@ from collections import Counter
 from fnmatch import fnmatch
 from pathlib import Path
 
+from . import pbwire
 from . import values as V
 from .core import Test, Outcome, PASS, FAIL, passed, failed
 from .databases import (DECLARED, HarnessError, UUID_COLUMN, canonical_order,
@@ -79,6 +91,8 @@ DATABASES = ("client", "client2", "server")
 GROUPS = {"both": ("client", "server"),
           "all": ("client", "client2", "server")}
 POLICIES = ("lww", "server-wins", "client-wins")
+MODES = ("incremental", "ranges")
+INCREMENTAL = "incremental"         # the feature of spec 8.8
 STEP_GAP = 0.005        # seconds between steps: writes at distinct ms
 HASH_ABOVE = 200        # expected tables larger than this compare by hash
 DIFF_LINES = 12
@@ -150,9 +164,11 @@ class Fixture:
         self.tables = {}            # name -> Table, in order
         self.initial = {}           # (side, table) -> [(uuid, vals)]
         self.steps = []             # Sync(...), ("sql", sides, statement,
-                                    # lineno, must fail), ("init", side,
-                                    # lineno), ("expect", index in
-                                    # self.expect, lineno)
+                                    # lineno, must fail, uncaptured),
+                                    # ("init", side, lineno), ("expect",
+                                    # index in self.expect, lineno),
+                                    # ("save"|"restore", side, name,
+                                    # lineno), ("copy", from, to, lineno)
         self.expect = []            # (side, table, [(uuid, vals)], lineno)
 
     @property
@@ -165,8 +181,10 @@ class Fixture:
                 used.add(st.who)
             elif st[0] == "sql":
                 used.update(st[1])
-            elif st[0] == "init":
+            elif st[0] in ("init", "save", "restore"):
                 used.add(st[1])
+            elif st[0] == "copy":
+                used.update(st[1:3])
         for side, *_ in self.expect:
             used.update(GROUPS.get(side, (side,)))
         return tuple(d for d in DATABASES
@@ -182,9 +200,24 @@ class Fixture:
                     keys.add("policy_option")
                 if st.retention is not None:
                     keys.add("retention_option")
+                if st.full:
+                    keys.add("full_option")
             elif st[0] == "init":
                 keys.add("server_init" if st[1] == "server" else
                          "client_init")
+        return frozenset(keys)
+
+    def pair_keys(self, pair):
+        """The optional .impl keys that depend on the backend pair, as
+        (key, role) tuples: uncaptured_sql_BACKEND of the implementation
+        whose database a `sql SIDE uncaptured:` step writes."""
+        keys = set()
+        for st in self.steps:
+            if not isinstance(st, Sync) and st[0] == "sql" and st[5]:
+                for side in st[1]:
+                    role = "server" if side == "server" else "client"
+                    backend = pair[1] if role == "server" else pair[0]
+                    keys.add((f"uncaptured_sql_{backend}", role))
         return frozenset(keys)
 
 
@@ -194,9 +227,11 @@ class Sync:
     steps resemble."""
 
     def __init__(self, who="client", outcome="ok", unchanged=False,
-                 policy=None, retention=None, lineno=0):
+                 policy=None, retention=None, lineno=0, mode=None,
+                 full=False):
         self.who, self.outcome, self.unchanged = who, outcome, unchanged
         self.policy, self.retention, self.lineno = policy, retention, lineno
+        self.mode, self.full = mode, full
 
     def __getitem__(self, i):
         return ("sync", self.outcome, self.unchanged, self.lineno)[i]
@@ -204,12 +239,14 @@ class Sync:
     def __repr__(self):
         return (f"Sync({self.who}, {self.outcome}, unchanged="
                 f"{self.unchanged}, policy={self.policy}, retention="
-                f"{self.retention}, line {self.lineno})")
+                f"{self.retention}, mode={self.mode}, full={self.full}, "
+                f"line {self.lineno})")
 
 
 def parse_sync(words, err):
     """The words after `sync`: [client|client2] [expect OUTCOME]
-    [unchanged] [policy P] [retention MS], in any order."""
+    [unchanged] [policy P] [retention MS] [mode incremental|ranges]
+    [full], in any order."""
     st = Sync()
     seen = set()
     i = 0
@@ -224,7 +261,9 @@ def parse_sync(words, err):
             st.who = w
         elif w == "unchanged":
             st.unchanged = True
-        elif w in ("expect", "policy", "retention"):
+        elif w == "full":
+            st.full = True
+        elif w in ("expect", "policy", "retention", "mode"):
             if i + 1 >= len(words):
                 raise err(f"sync: {w} wants a value")
             v = words[i + 1]
@@ -237,6 +276,10 @@ def parse_sync(words, err):
                 if v not in POLICIES:
                     raise err(f"sync: policy is one of {', '.join(POLICIES)}")
                 st.policy = v
+            elif w == "mode":
+                if v not in MODES:
+                    raise err(f"sync: mode is one of {', '.join(MODES)}")
+                st.mode = v
             else:
                 if not re.fullmatch(r"[0-9]+", v):
                     raise err("sync: retention wants an integer number of "
@@ -244,8 +287,11 @@ def parse_sync(words, err):
                 st.retention = int(v)
         else:
             raise err(f"sync: cannot read {w!r} (client|client2, expect "
-                      "OUTCOME, unchanged, policy P, retention MS)")
+                      "OUTCOME, unchanged, policy P, retention MS, mode "
+                      "incremental|ranges, full)")
         i += 1
+    if st.outcome == "any" and st.unchanged:
+        raise err("sync: expect any and unchanged do not go together")
     return st
 
 
@@ -255,9 +301,12 @@ _BLOCK = re.compile(r"(client2|client|server)\s+(\S+)\s*:\s*$")
 _EXPECT = re.compile(r"expect\s+(client2|client|server|both|all)\s+(\S+)"
                      r"\s*:\s*$")
 _SYNC = re.compile(r"sync(\s.*)?$")
-_SQL = re.compile(r"sql\s+(client2|client|server|both|all)(\s+fails)?\s*:"
-                  r"\s*(.+)$")
+_SQL = re.compile(r"sql\s+(client2|client|server|both|all)"
+                  r"(\s+fails|\s+uncaptured)?\s*:\s*(.+)$")
 _INIT = re.compile(r"init\s+(client2|client|server)\s*$")
+_SAVE = re.compile(r"(save|restore)\s+(client2|client|server)\s+(\w+)\s*$")
+_COPY = re.compile(r"copy\s+(client2|client|server)\s+"
+                   r"(client2|client|server)\s*$")
 _CITIES = re.compile(r"cities\s+(\d+):(\d+)((?:\s+\S+)*)$")
 _ADJUST = re.compile(r"([a-z_]+)([+-])([0-9]+)$")
 _REQ = re.compile(r"LS-[A-Z]+-[0-9]+")
@@ -403,12 +452,28 @@ def parse_fixture(text, name, path=None):
         m = _SQL.match(s)
         if m:
             sides = GROUPS.get(m.group(1), (m.group(1),))
+            how = (m.group(2) or "").strip()
             fx.steps.append(("sql", sides, m.group(3), lineno,
-                             bool(m.group(2))))
+                             how == "fails", how == "uncaptured"))
             continue
         m = _INIT.match(s)
         if m:
             fx.steps.append(("init", m.group(1), lineno))
+            continue
+        m = _SAVE.match(s)
+        if m:
+            what, side, name = m.groups()
+            if what == "restore" and ("save", side, name) not in {
+                    st[:3] for st in fx.steps if st[0] == "save"}:
+                raise err(f"restore {side} {name}: no `save {side} "
+                          f"{name}` before it")
+            fx.steps.append((what, side, name, lineno))
+            continue
+        m = _COPY.match(s)
+        if m:
+            if m.group(1) == m.group(2):
+                raise err("copy: two different databases")
+            fx.steps.append(("copy", m.group(1), m.group(2), lineno))
             continue
         raise err(f"cannot read {s!r}")
     for t in fx.tables.values():
@@ -435,6 +500,10 @@ def parse_fixture(text, name, path=None):
                        "of a no-uuid table take - as UUID"))
     if not any(isinstance(st, Sync) for st in fx.steps):
         raise FixtureError(f"{where}: no step (sync)")
+    if any(isinstance(st, Sync) and st.mode == INCREMENTAL
+           for st in fx.steps) and INCREMENTAL not in fx.features:
+        raise FixtureError(f"{where}: `sync ... mode {INCREMENTAL}` needs "
+                           f"`features: {INCREMENTAL}`")
     if not fx.requirements:
         raise FixtureError(f"{where}: requirements: is missing")
     return fx
@@ -564,11 +633,19 @@ def run_fixture(fx, ctx):
             # Every write at a later millisecond than the writes before it
             # (versions are wall milliseconds << 16 | counter).
             time.sleep(STEP_GAP)
+        if step[0] in ("save", "restore", "copy"):
+            _copy_step(step, dbs)
+            log.append(f"line {step[3]}: {' '.join(step[:3])}")
+            continue
         if step[0] == "sql":
-            _, on, stmt, lineno, must_fail = step
+            _, on, stmt, lineno, must_fail, uncaptured = step
             for side in on:
+                sql = stmt
+                if uncaptured:
+                    im = server_impl if side == "server" else client_impl
+                    sql = im.uncaptured_sql(dbs[side].backend, stmt)
                 try:
-                    dbs[side].execute(stmt)
+                    dbs[side].execute(sql)
                     error = None
                 except Exception as e:   # noqa: BLE001 - sqlite3, psql
                     error = " ".join(str(e).split())
@@ -592,7 +669,8 @@ def run_fixture(fx, ctx):
                         "(change capture must accept every write)",
                         actual=error, frames=frames)
             log.append(f"line {lineno}: sql on {'+'.join(on)}"
-                       + (" (refused, as expected)" if must_fail else ""))
+                       + (" (refused, as expected)" if must_fail else "")
+                       + (" without capture" if uncaptured else ""))
             continue
         if step[0] == "init":
             _, side, lineno = step
@@ -617,6 +695,10 @@ def run_fixture(fx, ctx):
         skw = {} if step.retention is None else {
             "retention_ms": step.retention}
         ckw = {} if step.policy is None else {"policy": step.policy}
+        if step.full:
+            ckw["full"] = True
+        if step.mode is not None:
+            ckw["record"] = True
         server = ctx.start_server(server_impl, dbs["server"], names, **skw)
         res = ctx.run_client(client_impl, dbs[who], server.address, names,
                              **ckw)
@@ -626,12 +708,15 @@ def run_fixture(fx, ctx):
         got = client_impl.outcome_of(res.status)
         opts = "".join(f" {k} {v}" for k, v in (("policy", step.policy),
                                                  ("retention",
-                                                  step.retention))
-                       if v is not None)
+                                                  step.retention),
+                                                 ("mode", step.mode))
+                       if v is not None) + (" full" if step.full else "")
         log.append(f"line {lineno}: sync {who}{opts}: client exit "
                    f"{res.status} ({got}) in {res.seconds:.2f}s")
         codes = client_impl.exit_codes
-        if want == "ok":
+        if want == "any":   # a sync the spec lets end either way
+            ok = True
+        elif want == "ok":
             ok = res.status == 0
         elif want in codes:
             ok = res.status == codes[want]
@@ -648,6 +733,10 @@ def run_fixture(fx, ctx):
                 f"{_tail(res.stderr)}\nserver stderr: "
                 f"{_tail(server.stderr())}",
                 frames=frames)
+        if step.mode is not None:
+            bad = _check_mode(step, len(names), frames)
+            if bad:
+                return bad
         if unchanged:
             for side in sides:
                 after = (dbs[side].snapshot() if want != "ok" else
@@ -664,6 +753,53 @@ def run_fixture(fx, ctx):
                         actual=f"{side} {what} changed", frames=frames,
                         diff=d)
     return passed("; ".join(log))
+
+
+def _copy_step(step, dbs):
+    """save SIDE NAME, restore SIDE NAME, copy FROM TO."""
+    what, a, b, lineno = step
+    if what == "save":
+        dbs[a].save(b)
+    elif what == "restore":
+        dbs[a].restore(b)
+    else:
+        if dbs[a].backend != dbs[b].backend:
+            raise HarnessError(f"line {lineno}: copy {a} {b}: a "
+                               f"{dbs[a].backend} database cannot become "
+                               f"a {dbs[b].backend} one (restrict the "
+                               "fixture with pairs:)")
+        dbs[b].copy_from(dbs[a])
+
+
+def tables_opened(frames):
+    """The TablesOpened (decoded) among recorded frames, or None."""
+    for f in frames:
+        if f.direction != "server->client" or len(f.raw) < 4:
+            continue
+        try:
+            body, msg = pbwire.body_of(pbwire.decode_payload(f.raw[4:]))
+        except pbwire.DecodeError:
+            continue
+        if body == "tables_opened":
+            return msg
+    return None
+
+
+def _check_mode(step, ntables, frames):
+    """`sync ... mode M`: every table of the session was listed in
+    TablesOpened.incremental (incremental), or none was (ranges). None,
+    or a failing Outcome."""
+    opened = tables_opened(frames)
+    want = list(range(ntables)) if step.mode == INCREMENTAL else []
+    if opened is not None and sorted(opened["incremental"]) == want:
+        return None
+    return failed(
+        f"sync {step.who} at line {step.lineno}: the session was not "
+        f"{step.mode} for every table",
+        expected=f"TablesOpened.incremental = {want} (spec 8.8.2)",
+        actual=("no TablesOpened recorded" if opened is None else
+                pbwire.render({"tables_opened": opened})),
+        frames=frames)
 
 
 def _check_expect(fx, ctx, dbs, expect, frames):
@@ -780,7 +916,7 @@ def fixture_tests(fixtures, pairs, prefix="data"):
                      backends=tuple(sorted({cb, sb})), role="both",
                      description=fx.description)
             t.backend_pair = (cb, sb)
-            t.impl_keys = fx.impl_keys
+            t.impl_keys = fx.impl_keys | fx.pair_keys((cb, sb))
             t.fixture_backends = fx.backends
             tests.append(t)
     return tests

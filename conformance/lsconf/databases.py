@@ -18,6 +18,7 @@ import secrets
 import shutil
 import sqlite3
 import subprocess
+import time
 
 from . import values as V
 
@@ -93,6 +94,8 @@ class Database:
     rows(table) -> [{column: python value}] in table column order;
     canonical_rows(table) -> (canonical column names, [(uuid, values)]) or
     None; execute(sql); snapshot() -> digest of the whole database;
+    save(name), restore(name): a backup and its restore, under the same
+    {db}; copy_from(other): this database becomes a copy of |other|;
     spec() -> the {db} string; drop()."""
     backend = None
 
@@ -134,6 +137,41 @@ class SqliteDatabase(Database):
     def __init__(self, path):
         self.path = str(path)
         self._conn().close()
+
+    @staticmethod
+    def _backup(src_path, dst_path):
+        """Copies the database |src_path| into |dst_path| page by page
+        (sqlite3's online backup: consistent whatever the journal mode)."""
+        src = sqlite3.connect(src_path, timeout=30)
+        dst = sqlite3.connect(dst_path, timeout=30)
+        try:
+            src.backup(dst)
+        finally:
+            dst.close()
+            src.close()
+
+    def _saved(self, name):
+        return f"{self.path}.saved-{name}"
+
+    def save(self, name):
+        self._backup(self.path, self._saved(name))
+
+    def restore(self, name):
+        """Puts the saved database back into this file, in place: the same
+        file (inode), as a restore from a backup does."""
+        saved = self._saved(name)
+        if not os.path.exists(saved):
+            raise HarnessError(f"restore: {name} was never saved")
+        self._backup(saved, self.path)
+
+    def copy_from(self, other):
+        """A copy of |other|'s file becomes this database: a new file."""
+        tmp = self.path + ".copy"
+        self._backup(other.path, tmp)
+        for ext in ("-wal", "-shm", "-journal"):
+            if os.path.exists(self.path + ext):
+                os.remove(self.path + ext)
+        os.replace(tmp, self.path)
 
     def spec(self):
         return self.path
@@ -298,8 +336,42 @@ class PgDatabase(Database):
         return self.conninfo
 
     def drop(self):
-        psql(self.admin, f"DROP DATABASE IF EXISTS {qi(self.name)} "
-                         "WITH (FORCE)", check=False)
+        for name in [self.name] + list(getattr(self, "_saves", {}).values()):
+            psql(self.admin, f"DROP DATABASE IF EXISTS {qi(name)} "
+                             "WITH (FORCE)", check=False)
+
+    def _clone(self, source, target):
+        """CREATE DATABASE target TEMPLATE source; a template must have no
+        other session, so a moment's connection (autovacuum) is waited
+        out."""
+        for attempt in range(20):
+            try:
+                return psql(self.admin, f"CREATE DATABASE {qi(target)} "
+                                        f"TEMPLATE {qi(source)}")
+            except HarnessError:
+                if attempt == 19:
+                    raise
+                time.sleep(0.25)
+
+    def save(self, name):
+        saves = self.__dict__.setdefault("_saves", {})
+        if name in saves:
+            psql(self.admin, f"DROP DATABASE {qi(saves[name])} WITH (FORCE)")
+        saves[name] = f"lsconf_{secrets.token_hex(5)}_saved"
+        self._clone(self.name, saves[name])
+
+    def restore(self, name):
+        """Drops this database and creates it again, under its name, from
+        the saved one (a restore from a backup: a new database object)."""
+        saved = getattr(self, "_saves", {}).get(name)
+        if saved is None:
+            raise HarnessError(f"restore: {name} was never saved")
+        psql(self.admin, f"DROP DATABASE {qi(self.name)} WITH (FORCE)")
+        self._clone(saved, self.name)
+
+    def copy_from(self, other):
+        psql(self.admin, f"DROP DATABASE {qi(self.name)} WITH (FORCE)")
+        self._clone(other.name, self.name)
 
     def execute(self, sql):
         return [tuple(line.split(SEP))

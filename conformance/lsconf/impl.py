@@ -33,6 +33,17 @@ removed). Unknown keys are an error, so a typo never goes unnoticed.
                 client database and exits 0, without network (placeholders
                 {db} and {tables}); run by a fixture's `init client`
   server_init   optional: the same for a server database (`init server`)
+  full_option   optional: the client words for a sync that presents no
+                checkpoint and recounts what the client keeps of its
+                tables (feature incremental, spec 8.8.6), e.g. `--full`;
+                added to the client command by a fixture's `sync ... full`
+  uncaptured_sql_sqlite, uncaptured_sql_postgres
+                optional: how this implementation's database is written
+                without change capture, on that backend: SQL with {sql}
+                standing for the statement (the text is SQL, not split
+                into words), e.g. `UPDATE state SET off = 1; {sql};
+                UPDATE state SET off = 0`; run by a fixture's
+                `sql SIDE uncaptured: STATEMENT`
   exit_codes    optional: what the client's exit status means, as
                 `outcome:code` pairs, e.g. `conflict:7 schema:4` (outcomes
                 may share a code). A sync expected to end in a listed
@@ -68,10 +79,15 @@ from pathlib import Path
 KEYS = {"name", "server", "client", "table_option", "all_tables",
         "server_ready", "backends", "features", "env", "timeout",
         "exit_codes", "policy_option", "retention_option", "client_init",
-        "server_init"}
+        "server_init", "full_option", "uncaptured_sql_sqlite",
+        "uncaptured_sql_postgres"}
 # optional keys a fixture may need, and the role whose program uses them
+# (uncaptured_sql_*: the role of the database written, which a fixture's
+# test names with the key)
 OPTIONAL_KEYS = {"policy_option": "client", "retention_option": "server",
-                 "client_init": "client", "server_init": "server"}
+                 "client_init": "client", "server_init": "server",
+                 "full_option": "client"}
+UNCAPTURED_KEYS = ("uncaptured_sql_sqlite", "uncaptured_sql_postgres")
 BACKENDS = ("sqlite", "postgres")
 OUTCOMES = {"ok", "auth", "schema", "conflict", "invalid", "protocol",
             "storage", "usage", "error"}
@@ -87,7 +103,8 @@ class Impl:
     def __init__(self, path, name, server, client, table_option,
                  all_tables, server_ready, backends, features, env, timeout,
                  exit_codes, policy_option=None, retention_option=None,
-                 client_init=None, server_init=None):
+                 client_init=None, server_init=None, full_option=None,
+                 uncaptured_sql=None):
         self.path = Path(path)
         self.name = name
         self.server = server
@@ -104,6 +121,10 @@ class Impl:
         self.retention_option = retention_option
         self.client_init = client_init
         self.server_init = server_init
+        self.full_option = full_option
+        for b in BACKENDS:
+            setattr(self, "uncaptured_sql_" + b,
+                    (uncaptured_sql or {}).get(b))
 
     def __repr__(self):
         return f"Impl({self.name!r})"
@@ -167,15 +188,29 @@ class Impl:
             argv += self._option("retention_option", int(retention_ms))
         return argv
 
-    def client_argv(self, db, connect, secret_file, tables, policy=None):
+    def client_argv(self, db, connect, secret_file, tables, policy=None,
+                    full=False):
         """policy: lww, server-wins or client-wins: the words of
-        policy_option are added at the end."""
+        policy_option are added at the end; full: those of full_option."""
         argv = self._expand(self.client, {"db": db, "connect": connect,
                                           "secret_file": str(secret_file)},
                             tables)
         if policy is not None:
             argv += self._option("policy_option", policy)
+        if full:
+            if self.full_option is None:
+                raise ImplError(f"{self.name} declares no full_option")
+            argv += shlex.split(self.full_option)
         return argv
+
+    def uncaptured_sql(self, backend, statement):
+        """The SQL that runs |statement| without change capture on a
+        |backend| database of this implementation."""
+        template = getattr(self, "uncaptured_sql_" + backend, None)
+        if template is None:
+            raise ImplError(f"{self.name} declares no uncaptured_sql_"
+                            f"{backend}")
+        return fill(template, {"sql": statement})
 
     def init_argv(self, role, db, tables):
         """The client_init (role "client") or server_init command."""
@@ -276,6 +311,16 @@ def parse(text, path="<impl>"):
     for key in ("policy_option", "retention_option"):
         if key in values and "{}" not in values[key]:
             raise ImplError(f"{path}:{lines[key]}: {key} must contain {{}}")
+    if values.get("full_option"):
+        _check_template("full_option", values["full_option"],
+                        lines["full_option"], path, set())
+    for key in UNCAPTURED_KEYS:
+        if key in values:
+            names = set(_FIELD.findall(values[key].replace(
+                "{{", "").replace("}}", "")))
+            if names != {"sql"}:
+                raise ImplError(f"{path}:{lines[key]}: {key} must contain "
+                                "{sql} and no other placeholder")
     table_option = values.get("table_option", "")
     if not table_option or "{}" not in table_option:
         raise ImplError(f"{path}: table_option must be given and contain {{}}"
@@ -326,7 +371,10 @@ def parse(text, path="<impl>"):
                 values.get("policy_option") or None,
                 values.get("retention_option") or None,
                 values.get("client_init") or None,
-                values.get("server_init") or None)
+                values.get("server_init") or None,
+                values.get("full_option") or None,
+                {b: values["uncaptured_sql_" + b] for b in BACKENDS
+                 if values.get("uncaptured_sql_" + b)})
 
 
 def load(path):

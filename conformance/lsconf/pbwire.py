@@ -8,7 +8,9 @@ message's dict. encode_frame() returns the whole frame with its 4-byte
 length prefix; decode_frame() parses the payload (without the prefix).
 
 Encoding follows proto3: fields in number order, scalars equal to their
-default are omitted, repeated fields write every element, and oneof
+default are omitted, repeated fields write every element (repeated
+unsigned integers packed into one field, unless the message dict holds
+"_unpacked": True), and oneof
 members (the Frame body, Range.summary, Value.kind) are always written,
 even when empty or zero (LS-FRAME-5).
 
@@ -32,6 +34,7 @@ ERROR_CODES = {
     7: "TABLE_NOT_OFFERED", 8: "SCHEMA_MISMATCH", 9: "CONFLICT",
     10: "VERIFY_FAILED", 11: "STORAGE_ERROR", 12: "TIMEOUT",
     13: "INVALID_VALUE", 14: "SHUTTING_DOWN", 15: "INTERNAL_ERROR",
+    16: "TRY_AGAIN",
 }
 CODES = {name: code for code, name in ERROR_CODES.items()}
 POLICIES = {0: "LWW", 1: "SERVER_WINS", 2: "CLIENT_WINS"}
@@ -54,6 +57,8 @@ SCHEMA = {
         (11, "verify", "Verify", False, "body"),
         (12, "committed", "Committed", False, "body"),
         (15, "error", "Error", False, "body"),
+        # feature "incremental" (spec 8.8)
+        (1000, "changes", "Changes", False, "body"),
     ],
     "ClientHello": [
         (1, "min_version", "uint32", False, None),
@@ -76,16 +81,29 @@ SCHEMA = {
         (2, "columns", "Column", True, None),
         (3, "fingerprint", "bytes", False, None),
         (4, "last_sync", "uint64", False, None),
+        (1000, "checkpoint", "Checkpoint", False, None),
     ],
     # policy is the enum Policy (LWW 0, SERVER_WINS 1, CLIENT_WINS 2),
     # encoded as a varint like a uint32
     "OpenTables": [
         (1, "tables", "TableSchema", True, None),
         (2, "policy", "uint32", False, None),
+        (1000, "client_site", "bytes", False, None),
     ],
     "TablesOpened": [
         (1, "horizon", "uint64", False, None),
         (2, "clock", "uint64", False, None),
+        (1000, "server_site", "bytes", False, None),
+        (1001, "incremental", "uint32", True, None),   # packed
+    ],
+    "Checkpoint": [
+        (1, "server_site", "bytes", False, None),
+        (2, "token", "bytes", False, None),
+        (3, "server_position", "bytes", False, None),
+    ],
+    "Changes": [
+        (1, "table", "uint32", False, None),
+        (2, "items", "Item", True, None),
     ],
     "Version": [
         (1, "clock", "uint64", False, None),
@@ -142,7 +160,7 @@ SCHEMA = {
         (3, "conflicts", "uint64", False, None),
     ],
     "Verify": [(1, "tables", "TableState", True, None)],
-    "Committed": [],
+    "Committed": [(1000, "checkpoints", "Checkpoint", True, None)],
     "Error": [
         (1, "code", "uint32", False, None),
         (2, "message", "string", False, None),
@@ -229,6 +247,14 @@ def encode(msg_name, msg):
                     out += key(number, LEN) + varint(len(b)) + b
             elif v is not None:
                 b = encode(typ, v)
+                out += key(number, LEN) + varint(len(b)) + b
+        elif repeated and _WIRE[typ] == VARINT and not msg.get(
+                "_unpacked"):
+            # proto3 packs repeated numeric scalars: one length-delimited
+            # field holding the varints ("_unpacked": True in the dict
+            # writes one field per element, which a receiver accepts too)
+            if v:
+                b = b"".join(varint(int(e)) for e in v)
                 out += key(number, LEN) + varint(len(b)) + b
         elif repeated:
             for e in v:
@@ -339,11 +365,11 @@ def decode(msg_name, buf):
                 continue
             val = decode(typ, v)
         elif repeated and wt == LEN and _WIRE[typ] == VARINT:
-            # packed repeated scalars (none in this schema, but legal)
+            # packed repeated unsigned integers (TablesOpened.incremental)
             vals, p = [], 0
             while p < len(v):
                 x, p = read_varint(v, p)
-                vals.append(x)
+                vals.append(x & 0xFFFFFFFF if typ == "uint32" else x)
             out[name].extend(vals)
             continue
         else:
@@ -402,6 +428,7 @@ _TYPE_NAMES = {
     "open_tables": "OpenTables", "tables_opened": "TablesOpened",
     "ranges": "Ranges", "rows": "Rows", "need": "Need", "end_turn": "EndTurn",
     "verify": "Verify", "committed": "Committed", "error": "Error",
+    "changes": "Changes",
 }
 
 

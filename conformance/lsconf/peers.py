@@ -6,6 +6,12 @@ client-wins, the T0 rule of a stale client), and a minimal reconciliation
 engine (the ItemList strategy of 8.5) that both a scripted client and a
 scripted server drive.
 
+The feature incremental (8.8): every change of a scripted peer's item
+takes the next number of a per-table counter (TableData.seq), which is its
+change position; a ScriptedClient and a ScriptedServer keep site ids,
+checkpoints and tokens across sessions, and the engine sends and answers
+Changes.
+
 Standard library only. Written from spec/lipsync.md.
 """
 
@@ -489,9 +495,9 @@ class ClientSession:
         self.conn.send_frame("client_auth", {"mac": mac})
         return self.conn.recv()
 
-    def handshake(self):
+    def handshake(self, features=()):
         """The whole valid handshake; raises HandshakeFailed."""
-        r = self.hello()
+        r = self.hello(features=features)
         if not (r.kind == "frame" and r.body == "server_hello"):
             raise HandshakeFailed("expected ServerHello, got %s"
                                   % r.describe(), r)
@@ -566,14 +572,18 @@ class ServerSession:
             mac = server_mac(self.secret, self.th)
         self.conn.send_frame("server_auth", {"mac": mac})
 
-    def handshake(self):
-        """Valid server handshake up to and including reading OpenTables;
-        returns the Received OpenTables. Raises HandshakeFailed."""
+    def handshake(self, accept=()):
+        """Valid server handshake up to and including reading OpenTables,
+        accepting the offered features that |accept| names (in the
+        client's order: .features); returns the Received OpenTables.
+        Raises HandshakeFailed."""
         r = self.read_hello()
         if not (r.kind == "frame" and r.body == "client_hello"):
             raise HandshakeFailed("expected ClientHello, got %s"
                                   % r.describe(), r)
-        self.hello()
+        self.features = [f for f in self.client_hello["features"]
+                         if f in accept]
+        self.hello(features=self.features)
         r, ok = self.read_auth()
         if not ok:
             raise HandshakeFailed("expected a valid client_auth, got %s"
@@ -603,6 +613,12 @@ class TableData:
         self.columns = canonical_order(columns)
         self.rows = {}
         self.meta = {}
+        # Change positions (spec 8.8.1): every change of an item, local or
+        # applied, takes the next number of the table's change counter;
+        # a position is the counter's value, and the items changed since
+        # it are those whose last change has a higher number.
+        self.seq = 0
+        self.changed = {}
         for uuid, values in rows:
             self.add(uuid, values)
 
@@ -622,6 +638,44 @@ class TableData:
         else:
             self.rows[uuid] = values
         self.meta[uuid] = ItemState(version, deleted, base)
+        self.seq += 1
+        self.changed[uuid] = self.seq
+
+    def change(self, uuid, values=None, site=b"\x5c" * 16, deleted=False,
+               clock=None):
+        """A local write of this peer's database (what capture records,
+        LS-CAPTURE-1): a new version (clock: a tick of this moment, or
+        |clock|) of |site|; the base stays (the zero base for a new
+        UUID). |values|: a dict of column values (ignored with
+        deleted)."""
+        if clock is None:
+            top = max((st.version[0] for st in self.meta.values()),
+                      default=0)
+            clock = max(now_clock(), top + 1)
+        old = self.meta.get(bytes(uuid))
+        self.add(uuid, {} if deleted else values, (clock, site), deleted,
+                 old.base if old is not None else ZERO_VERSION)
+
+    def synced(self):
+        """After a successful sync as a client: every base := its version
+        (LS-POLICY-5)."""
+        for st in self.meta.values():
+            st.base = st.version
+
+    def changed_since(self, position, horizon=0, server=False):
+        """LS-INC-10: the UUIDs of the visible item set changed since
+        |position| (a value of seq), ascending."""
+        return [u for u in self.visible(horizon, server)
+                if self.changed.get(u, 0) > position]
+
+    def uuid_of(self, column, value):
+        """The UUID of the live row whose |column| holds |value| (a
+        Python value), or None."""
+        i = [n for n, _ in self.columns].index(column)
+        for u, vals in self.rows.items():
+            if pbwire.value_py(vals[i]) == value:
+                return u
+        return None
 
     def visible(self, horizon=0, server=False):
         """LS-TOMB-3: the UUIDs of the visible item set, ascending."""
@@ -667,15 +721,31 @@ class Reconciler:
 
     server: the scripted peer plays the server (decisions take the peer's
     items as the client's); policy: LWW, SERVER_WINS or CLIENT_WINS;
-    horizon: the session's tombstone horizon."""
+    horizon: the session's tombstone horizon.
 
-    def __init__(self, tables, server=False, policy=LWW, horizon=0):
+    Feature incremental (spec 8.8): |incremental| holds the indexes of the
+    incremental tables and |since| our change position (a TableData.seq
+    value) for each of them. The client's first turn then holds Changes
+    for them (LS-INC-11); the server answers the client's Changes and
+    lists its own other changed items (LS-INC-12); the client decides the
+    server's (LS-INC-13). A Changes frame the rules do not allow, or a
+    Ranges frame for an incremental table, raises ValueError (LS-INC-14).
+    |on_commit|, on a server, returns the Committed message it sends."""
+
+    def __init__(self, tables, server=False, policy=LWW, horizon=0,
+                 incremental=(), since=None, on_commit=None):
         self.tables = tables
         self.server = server
         self.policy = policy
         self.horizon = horizon
         self.conflicts = [0] * len(tables)
         self.sent = [set() for _ in tables]
+        self.incremental = set(incremental)
+        self.since = dict(since or {})
+        self.on_commit = on_commit
+        self.received_turns = 0
+        self.listed = [set() for _ in tables]   # UUIDs of the peer's Changes
+        self.own_listed = [set() for _ in tables]   # and of ours
 
     def item_msg(self, uuid, st):
         m = {"uuid": uuid, "version": version_msg(st.version)}
@@ -697,16 +767,48 @@ class Reconciler:
     def first_turn(self):
         out = []
         for i, t in enumerate(self.tables):
+            if i in self.incremental:
+                out += self.changes_frames(i)
+                continue
             items = [self.item_msg(u, st) for u, st in
                      t.items_in(b"", b"", self.horizon, self.server)]
             out.append(("ranges", {"table": i, "ranges": [
                 {"lower": b"", "upper": b"", "items": {"items": items}}]}))
         return out
 
+    def changes_frames(self, ti, skip=()):
+        """Our changed items of incremental table |ti| (LS-INC-10) but
+        those in |skip|, as Changes frames of at most 4096 items; none
+        when there is none."""
+        t = self.tables[ti]
+        uuids = [u for u in t.changed_since(self.since.get(ti, 0),
+                                            self.horizon, self.server)
+                 if u not in skip]
+        self.own_listed[ti].update(uuids)
+        items = [self.item_msg(u, t.meta[u]) for u in uuids]
+        return [("changes", {"table": ti, "items": items[i:i + 4096]})
+                for i in range(0, len(items), 4096)]
+
+    def committed(self):
+        """The Committed message a server sends on success."""
+        return self.on_commit() if self.on_commit else {}
+
+    def turn_is_quiet(self, turn):
+        """Whether the peer's turn (Received frames, EndTurn excluded) is
+        quiet: no Ranges, Need or Changes (LS-TURN-6, LS-INC-14); the
+        client's first turn never is (LS-INC-11)."""
+        if self.server and self.received_turns == 0:
+            return False
+        return not any(r.body in ("ranges", "need", "changes")
+                       for r in turn)
+
     def _rows_frame(self, ti, uuids):
         t = self.tables[ti]
         rows = []
         for u in uuids:
+            if u not in t.meta:
+                raise ValueError("a Need for %s, which we do not hold "
+                                 "(LS-NEED-2)" % u.hex())
             if u in self.sent[ti]:
                 continue
             self.sent[ti].add(u)
@@ -747,6 +849,54 @@ class Reconciler:
         base = mine.base if mine is not None else ZERO_VERSION
         t.add(u, row["values"], st.version, st.deleted, base)
 
+    def _decide(self, ti, theirs, mine, out):
+        """Decides each UUID of |theirs| and |mine| ({uuid: ItemState}),
+        as for an ItemList (LS-RECON-8): a Need for what the peer wins,
+        Rows for what we win, conflicts counted. Adds frames to |out|."""
+        need, give = [], []
+        for u in sorted(set(theirs) | set(mine)):
+            w = self.winner(mine.get(u), theirs.get(u))
+            if w == "PEER":
+                need.append(u)
+            elif w == "ME":
+                give.append(u)
+            elif w == "CONFLICT":
+                self.conflicts[ti] += 1
+        if need:
+            out.append(("need", {"table": ti, "uuids": need}))
+        f = self._rows_frame(ti, give)
+        if f:
+            out.append(f)
+
+    def _changes(self, ti, msg, out):
+        """A Changes frame of the peer (LS-INC-12, LS-INC-13)."""
+        t = self.tables[ti]
+        if ti not in self.incremental:
+            raise ValueError("a Changes frame for table %d, which is not "
+                             "incremental (LS-INC-14)" % ti)
+        if self.received_turns != 0:
+            raise ValueError("a Changes frame in a turn other than the "
+                             "first two (LS-INC-14)")
+        theirs = {}
+        last = max(self.listed[ti], default=None)
+        for i in msg["items"]:
+            u = i["uuid"]
+            if len(u) != 16:
+                raise ValueError("a Changes item whose uuid is not 16 "
+                                 "bytes (LS-ITEM-2)")
+            if last is not None and u <= last:
+                raise ValueError("Changes items not in strictly ascending "
+                                 "UUID order (LS-INC-11, LS-INC-12)")
+            if u in self.own_listed[ti]:
+                raise ValueError("the server's Changes repeat a UUID of the "
+                                 "client's (LS-INC-12)")
+            last = u
+            theirs[u] = self.theirs(i)
+        self.listed[ti].update(theirs)
+        visible = set(t.visible(self.horizon, self.server))
+        mine = {u: t.meta[u] for u in theirs if u in visible}
+        self._decide(ti, theirs, mine, out)
+
     def answer(self, turn):
         """turn: the Received frames of the peer's turn, EndTurn excluded.
         Returns the frames (body, msg) of our turn, EndTurn excluded, and
@@ -758,7 +908,12 @@ class Reconciler:
             if ti >= len(self.tables):
                 raise ValueError("table index %d out of range" % ti)
             t = self.tables[ti]
-            if body == "rows":
+            if body == "changes":
+                self._changes(ti, msg, out)
+            elif body == "ranges" and ti in self.incremental:
+                raise ValueError("a Ranges frame for incremental table %d "
+                                 "(LS-INC-14)" % ti)
+            elif body == "rows":
                 for row in msg["rows"]:
                     self._apply(t, row)
             elif body == "need":
@@ -782,26 +937,16 @@ class Reconciler:
                     elif "items" in rg:
                         theirs = {i["uuid"]: self.theirs(i)
                                   for i in rg["items"]["items"]}
-                        mine_d = dict(mine)
-                        need, give = [], []
-                        for u in sorted(set(theirs) | set(mine_d)):
-                            w = self.winner(mine_d.get(u), theirs.get(u))
-                            if w == "PEER":
-                                need.append(u)
-                            elif w == "ME":
-                                give.append(u)
-                            elif w == "CONFLICT":
-                                self.conflicts[ti] += 1
-                        if need:
-                            out.append(("need", {"table": ti,
-                                                 "uuids": need}))
-                        f = self._rows_frame(ti, give)
-                        if f:
-                            out.append(f)
+                        self._decide(ti, theirs, dict(mine), out)
                     else:
                         raise ValueError("Range with no summary")
             else:
                 raise ValueError("unexpected %s in a turn" % body)
+        if self.server and self.received_turns == 0:
+            # LS-INC-12: our other changed items, after the decisions
+            for ti in sorted(self.incremental):
+                out += self.changes_frames(ti, self.listed[ti])
+        self.received_turns += 1
         return out
 
     def verify(self):
@@ -827,7 +972,7 @@ class Reconciler:
 
 
 def quiet(frames):
-    return not any(b in ("ranges", "need") for b, _ in frames)
+    return not any(b in ("ranges", "need", "changes") for b, _ in frames)
 
 
 class SyncResult:
@@ -849,14 +994,16 @@ def read_turn(conn):
     frames = []
     while True:
         r = conn.recv()
-        if r.kind == "frame" and r.body in ("ranges", "rows", "need"):
+        if r.kind == "frame" and r.body in ("ranges", "rows", "need",
+                                            "changes"):
             frames.append(r)
             continue
         return frames, r
 
 
 def drive(conn, recon, is_server, mutate_verify=None,
-          stop_after_rows=False, send_committed=True):
+          stop_after_rows=False, send_committed=True, on_turn=None,
+          mutate_answer=None):
     """Drives the reconciliation and commit phases, starting by reading
     the peer's turn (a client calls it after sending its first turn, a
     server after sending TablesOpened).
@@ -867,9 +1014,16 @@ def drive(conn, recon, is_server, mutate_verify=None,
       closes the stream mid-transfer.
     send_committed: a scripted server sends Committed on success (and
       Error on failure); with False it sends neither.
+    on_turn(frames): called with the Received frames of each turn of the
+      peer (EndTurn excluded) before we answer it.
+    mutate_answer([(body, msg)]) -> [(body, msg)] changes each of our
+      answering turns (EndTurn excluded) before it is sent.
     Returns a SyncResult."""
     while True:
         turn, end = read_turn(conn)
+        if on_turn is not None and end.kind == "frame" and \
+                end.body == "end_turn":
+            on_turn(turn)
         if end.kind != "frame":
             return SyncResult("broken", end.describe(), end)
         if end.body == "error":
@@ -882,7 +1036,7 @@ def drive(conn, recon, is_server, mutate_verify=None,
                            first=False, send_committed=send_committed)
         if end.body != "end_turn":
             return SyncResult("broken", "unexpected %s" % end.describe(), end)
-        peer_quiet = not any(r.body in ("ranges", "need") for r in turn)
+        peer_quiet = recon.turn_is_quiet(turn)
         try:
             mine = recon.answer(turn)
         except ValueError as e:
@@ -890,6 +1044,8 @@ def drive(conn, recon, is_server, mutate_verify=None,
         if peer_quiet:
             return _finish(conn, recon, is_server, None, mutate_verify,
                            first=True, send_committed=send_committed)
+        if mutate_answer is not None:
+            mine = mutate_answer(mine)
         if stop_after_rows and any(b == "rows" for b, _ in mine):
             for b, m in mine:
                 if b == "rows":
@@ -921,7 +1077,7 @@ def _finish(conn, recon, is_server, peer_verify_r, mutate_verify, first,
         outcome = Reconciler.decide(mine, peer)
         if outcome is None or not send_committed:
             if send_committed:
-                conn.send_frame("committed")
+                conn.send_frame("committed", recon.committed())
             return SyncResult("committed" if outcome is None else
                               "decided", outcome or "success",
                               peer_verify_r, peer)
@@ -935,3 +1091,286 @@ def _finish(conn, recon, is_server, peer_verify_r, mutate_verify, first,
         return SyncResult("error", r.describe(), r, peer)
     return SyncResult("broken", "expected Committed, got %s" % r.describe(),
                       r, peer)
+
+
+# ---- feature incremental: scripted databases across sessions (spec 8.8) ----
+
+FEATURE = "incremental"
+MAX_POSITION = 1024
+DAY_MS = 86400 * 1000
+
+
+def position_bytes(seq):
+    """Our change position for a table (TableData.seq), as the opaque
+    bytes a checkpoint carries."""
+    return struct.pack(">Q", seq)
+
+
+def checkpoint_ok(cp):
+    """LS-INC-3: a Checkpoint dict with a 16-byte server_site and token and
+    a server_position of at most 1024 bytes; anything else is no
+    checkpoint."""
+    return (cp is not None and len(cp.get("server_site", b"")) == 16
+            and len(cp.get("token", b"")) == 16
+            and len(cp.get("server_position", b"")) <= MAX_POSITION)
+
+
+def check_tables_opened(opened, presented, ntables):
+    """LS-INC-9, the client's checks of a TablesOpened (decoded) with the
+    feature in effect; |presented|: the table indexes we presented a
+    checkpoint for. None, or what is wrong."""
+    if len(opened.get("server_site", b"")) != 16:
+        return "TablesOpened.server_site is not 16 bytes"
+    inc = opened.get("incremental", [])
+    if any(b <= a for a, b in zip(inc, inc[1:])):
+        return "TablesOpened.incremental is not strictly ascending"
+    for i in inc:
+        if i >= ntables:
+            return "TablesOpened.incremental names table %d of %d" % (
+                i, ntables)
+        if i not in presented:
+            return ("TablesOpened.incremental names table %d, for which "
+                    "no checkpoint was presented" % i)
+    return None
+
+
+class ClientSync:
+    """What one session of a ScriptedClient gave: the ServerHello and
+    TablesOpened (decoded), whether the feature was in effect, the
+    OpenTables and first turn we sent, the Reconciler, the SyncResult."""
+
+    def __init__(self, **kw):
+        self.server_hello = self.opened = self.open_msg = None
+        self.first_turn, self.recon, self.result = [], None, None
+        self.feature = False
+        self.__dict__.update(kw)
+
+    @property
+    def committed(self):
+        r = self.result
+        return r.last.msg if r is not None and r.ending == "committed" \
+            else None
+
+
+class ScriptedClient:
+    """A scripted client database across sessions: its tables (TableData),
+    its site id, and per table the last_sync (LS-TOMB-6) and the
+    checkpoint of its last session with the feature in effect (LS-INC-6):
+    the server's site, token and position, and our own position (a
+    TableData.seq value)."""
+
+    def __init__(self, tables, site=None):
+        self.tables = list(tables)
+        self.site = site if site is not None else os.urandom(16)
+        self.last_sync = {}
+        self.checkpoints = {}
+
+    def change(self, ti, uuid, values=None, deleted=False, clock=None):
+        """A local write on table |ti| (TableData.change) with our site."""
+        self.tables[ti].change(uuid, values, self.site, deleted, clock)
+
+    def open_msg(self, feature, policy=LWW, present=True):
+        """OpenTables: client_site and our checkpoints (unless |present|
+        is False) when the feature is in effect (LS-INC-7)."""
+        tables = []
+        for t in self.tables:
+            ts = table_schema(t)
+            ts["last_sync"] = self.last_sync.get(t.name, 0)
+            cp = self.checkpoints.get(t.name)
+            if feature and present and cp is not None:
+                ts["checkpoint"] = {k: cp[k] for k in (
+                    "server_site", "token", "server_position")}
+            tables.append(ts)
+        msg = {"tables": tables}
+        if policy:
+            msg["policy"] = policy
+        if feature:
+            msg["client_site"] = self.site
+        return msg
+
+    def record(self, opened, committed, feature):
+        """After Committed: bases and last_sync (LS-POLICY-5, LS-TOMB-6),
+        and with the feature in effect the checkpoints Committed gives,
+        with our positions (LS-INC-6; a malformed one is none, LS-INC-3)."""
+        cps = committed.get("checkpoints", [])
+        for i, t in enumerate(self.tables):
+            t.synced()
+            self.last_sync[t.name] = opened.get("clock", 0)
+            if not feature:
+                continue
+            cp = cps[i] if i < len(cps) else None
+            if checkpoint_ok(cp):
+                self.checkpoints[t.name] = dict(
+                    {k: cp.get(k, b"") for k in (
+                        "server_site", "token", "server_position")},
+                    own=t.seq)
+            else:
+                self.checkpoints.pop(t.name, None)
+
+    def sync(self, conn, secret, policy=LWW, feature=True, present=True,
+             first_turn=None, **drive_kw):
+        """One whole session on |conn|: the handshake (offering the
+        feature when |feature|), OpenTables, our first turn (changed by
+        |first_turn|([(body, msg)]) -> [(body, msg)] if given), then
+        drive(**drive_kw); records the result when the server commits.
+        Returns a ClientSync; raises HandshakeFailed."""
+        s = ClientSession(conn, secret)
+        s.handshake(features=[FEATURE] if feature else [])
+        out = ClientSync(server_hello=s.server_hello)
+        out.feature = FEATURE in s.server_hello["features"]
+        out.open_msg = self.open_msg(out.feature, policy, present)
+        conn.send_frame("open_tables", out.open_msg)
+        r = conn.recv()
+        if not (r.kind == "frame" and r.body == "tables_opened"):
+            out.result = SyncResult("error" if r.is_error() else "broken",
+                                    r.describe(), r)
+            return out
+        out.opened = r.msg
+        presented = {i for i, ts in enumerate(out.open_msg["tables"])
+                     if "checkpoint" in ts}
+        if out.feature:
+            bad = check_tables_opened(r.msg, presented, len(self.tables))
+            if bad:
+                out.result = SyncResult("broken", bad, r)
+                return out
+        inc = r.msg.get("incremental", []) if out.feature else []
+        out.recon = Reconciler(
+            self.tables, policy=policy, horizon=r.msg.get("horizon", 0),
+            incremental=inc, since={
+                i: self.checkpoints[self.tables[i].name]["own"]
+                for i in inc})
+        out.first_turn = out.recon.first_turn()
+        if first_turn is not None:
+            out.first_turn = first_turn(out.first_turn)
+        for b, m in out.first_turn:
+            conn.send_frame(b, m)
+        conn.send_frame("end_turn")
+        out.result = drive(conn, out.recon, False, **drive_kw)
+        if out.committed is not None:
+            self.record(out.opened, out.committed, out.feature)
+        return out
+
+
+class ScriptedServer:
+    """A scripted server database across sessions: its tables (TableData),
+    its site id, and the token it holds per client site and table
+    (LS-INC-4, LS-INC-5). Its change positions are TableData.seq values
+    (position_bytes). It accepts the feature when a client offers it and
+    |feature| is True."""
+
+    def __init__(self, tables, site=None, feature=True,
+                 retention_ms=30 * DAY_MS):
+        self.tables = list(tables)
+        self.site = site if site is not None else os.urandom(16)
+        self.feature = feature
+        self.retention_ms = retention_ms
+        self.tokens = {}
+
+    def change(self, ti, uuid, values=None, deleted=False, clock=None):
+        """A local write on table |ti| (TableData.change) with our site."""
+        self.tables[ti].change(uuid, values, self.site, deleted, clock)
+
+    def accepts(self, client_site, ts, t, stale):
+        """LS-INC-8: our position (a seq value) when we accept the
+        checkpoint of TableSchema |ts| (a decoded dict) of table |t|, else
+        None."""
+        cp = ts.get("checkpoint")
+        if not cp or not cp.get("token") or stale:
+            return None
+        pos = cp.get("server_position", b"")
+        if (cp.get("server_site") != self.site or len(pos) != 8 or
+                self.tokens.get((client_site, t.name)) != cp["token"]):
+            return None
+        seq = struct.unpack(">Q", pos)[0]
+        return seq if seq <= t.seq else None
+
+    def session(self, conn, secret):
+        return ServerRun(self, conn, secret)
+
+
+class ServerRun:
+    """One session of a ScriptedServer: handshake(), open(), then drive()
+    (or the steps by hand with .recon)."""
+
+    def __init__(self, server, conn, secret):
+        self.server, self.conn = server, conn
+        self.session = ServerSession(conn, secret)
+        self.feature = False
+        self.open_msg = self.opened = self.recon = None
+        self.tables, self.accepted, self.start_seq = [], [], []
+        self.mutate_checkpoints = None
+        self.checkpoints = None     # those of the Committed we sent
+
+    def handshake(self):
+        """The server handshake; returns the Received OpenTables. Raises
+        HandshakeFailed."""
+        r = self.session.handshake(
+            accept=[FEATURE] if self.server.feature else [])
+        self.feature = FEATURE in self.session.features
+        self.open_msg = r.msg
+        return r
+
+    def open(self, policy=None, mutate_opened=None):
+        """Answers the OpenTables read by handshake(): TablesOpened (changed
+        by |mutate_opened|(dict) -> dict if given) with the checkpoints we
+        accept listed as incremental. Returns None, or what is wrong with
+        the OpenTables (then we have sent Error PROTOCOL_ERROR)."""
+        srv, msg = self.server, self.open_msg
+        client_site = msg.get("client_site", b"")
+        if self.feature and len(client_site) != 16:
+            self.conn.send_frame("error", {
+                "code": pbwire.CODES["PROTOCOL_ERROR"],
+                "message": "client_site is not 16 bytes"})
+            return "OpenTables.client_site is not 16 bytes (LS-INC-7)"
+        by_name = {t.name: t for t in srv.tables}
+        names = [ts["name"] for ts in msg["tables"]]
+        if any(n not in by_name for n in names):
+            self.conn.send_frame("error", {
+                "code": pbwire.CODES["TABLE_NOT_OFFERED"], "message": ""})
+            return "OpenTables names a table we do not have: %r" % names
+        clock = max([now_clock()] + [st.version[0] + 1 for t in srv.tables
+                                     for st in t.meta.values()])
+        horizon = max(now_clock() - (srv.retention_ms << 16), 0)
+        self.tables = [by_name[n] for n in names]
+        self.start_seq = [t.seq for t in self.tables]
+        self.accepted = [
+            srv.accepts(client_site, ts, t, 0 < ts.get("last_sync", 0)
+                        < horizon) if self.feature else None
+            for ts, t in zip(msg["tables"], self.tables)]
+        inc = [i for i, a in enumerate(self.accepted) if a is not None]
+        opened = {"horizon": horizon, "clock": clock}
+        if self.feature:
+            opened.update(server_site=srv.site, incremental=inc)
+        if mutate_opened is not None:
+            opened = mutate_opened(opened)
+        self.opened = opened
+        self.conn.send_frame("tables_opened", opened)
+        pol = msg.get("policy", 0) if policy is None else policy
+        self.recon = Reconciler(
+            self.tables, server=True, policy=pol, horizon=horizon,
+            incremental=inc, since={i: self.accepted[i] for i in inc},
+            on_commit=self._committed)
+        return None
+
+    def _committed(self):
+        """Committed: with the feature in effect one checkpoint per table
+        (LS-INC-4); a new token when the table changed in the session or
+        no checkpoint was accepted, else the one we hold (LS-INC-5)."""
+        if not self.feature:
+            return {}
+        srv, site = self.server, self.open_msg.get("client_site", b"")
+        cps = []
+        for i, t in enumerate(self.tables):
+            key = (site, t.name)
+            if (self.accepted[i] is None or t.seq != self.start_seq[i]
+                    or key not in srv.tokens):
+                srv.tokens[key] = os.urandom(16)
+            cps.append({"server_site": srv.site, "token": srv.tokens[key],
+                        "server_position": position_bytes(t.seq)})
+        if self.mutate_checkpoints is not None:
+            cps = self.mutate_checkpoints(cps)
+        self.checkpoints = cps
+        return {"checkpoints": cps}
+
+    def drive(self, **kw):
+        return drive(self.conn, self.recon, True, **kw)

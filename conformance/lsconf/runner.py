@@ -251,10 +251,17 @@ class FrameProxy(threading.Thread):
         self.start()
 
     def run(self):
-        try:
-            conn, _ = self.sock.accept()
-        except OSError:
-            return
+        # One relay per connection: a client may open a second session
+        # (say, a new one after VERIFY_FAILED, spec LS-INC-16).
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._relay, args=(conn,),
+                             daemon=True).start()
+
+    def _relay(self, conn):
         try:
             host, port = self.target.rsplit(":", 1)
             up = socket.create_connection((host, int(port)), 10)
@@ -366,14 +373,16 @@ class RunContext(Context):
         return server
 
     def _client_argv(self, impl, database, address, tables, secret_file,
-                     policy=None):
+                     policy=None, full=False):
         if impl.client is None:
             raise ImplStartError(f"{impl.name} has no client command")
         if policy is not None and not impl.policy_option:
             raise ImplStartError(f"{impl.name} declares no policy_option")
+        if full and not impl.full_option:
+            raise ImplStartError(f"{impl.name} declares no full_option")
         return impl.client_argv(_dbspec(database), address,
                                 secret_file or self.secret_file, list(tables),
-                                policy)
+                                policy, full)
 
     def run_init(self, impl, role, database, tables, timeout=None):
         """Runs |impl|'s client_init or server_init command (|role|) on
@@ -393,14 +402,18 @@ class RunContext(Context):
                             time.monotonic() - c.started)
 
     def run_client(self, impl, database, address, tables, secret_file=None,
-                   timeout=None, policy=None):
+                   timeout=None, policy=None, full=False, record=False):
+        """|record|: relay the session to record its frames even when the
+        run records none (--no-frames): a test reads them."""
         proxy = None
-        if address in self._servers and self.runner.record_frames:
+        self.last_frames = []
+        if address in self._servers and (self.runner.record_frames or
+                                         record):
             proxy = FrameProxy(address, self.runner.decode_frame)
             self._later(proxy.close)
             address = proxy.address
         argv = self._client_argv(impl, database, address, tables,
-                                 secret_file, policy)
+                                 secret_file, policy, full)
         c = ClientProcess(argv, child_env(impl))
         limit = timeout or impl.timeout
         status = c.wait(limit)
@@ -520,11 +533,14 @@ class Runner:
             if missing:
                 return (f"{im.name} does not declare feature(s) "
                         f"{', '.join(sorted(missing))}")
-            for key in sorted(getattr(test, "impl_keys", ()) or ()):
-                if OPTIONAL_KEYS.get(key) == role and \
-                        getattr(im, key, None) is None:
-                    return (f"{im.name} declares no {key} (the fixture "
-                            "needs it)")
+            for key in sorted(getattr(test, "impl_keys", ()) or (),
+                              key=str):
+                # a key, or (key, role) for a key of either role
+                k, r = key if isinstance(key, tuple) else (
+                    key, OPTIONAL_KEYS.get(key))
+                if r == role and getattr(im, k, None) is None:
+                    return (f"{im.name} declares no {k} (the test needs "
+                            "it)")
             if pair:
                 need = [pair[0] if role == "client" else pair[1]]
             else:

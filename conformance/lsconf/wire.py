@@ -504,11 +504,12 @@ def server_bad_schema_fingerprint(ctx):
                       "fingerprint of the columns), then close")
 
 
-def _sync_case(ctx, mutate_verify=None, stop_after_rows=False):
-    """A scripted client syncs CLIENT_ROWS with the server's SERVER_ROWS.
-    Returns (case, db, before, SyncResult) or an Outcome on failure."""
+def _sync_case(ctx, mutate_verify=None, stop_after_rows=False, server=None):
+    """A scripted client syncs CLIENT_ROWS with the server's SERVER_ROWS
+    (|server|: (db, server) already started). Returns (case, db, before,
+    SyncResult, conn, recon) or an Outcome on failure."""
     case = Case(ctx)
-    db, srv = _server(ctx)
+    db, srv = server or _server(ctx)
     before = db.snapshot()
     try:
         conn, s, r = _open_session(case, srv.address)
@@ -543,7 +544,7 @@ def server_sync_push(ctx):
     if have != want:
         return case.fail("the server's table does not hold the union",
                          repr(want), repr(have))
-    # the server's Verify must describe the union too (LS-VERIFY-4)
+    # the server's Verify must describe the union too (LS-VERIFY-5)
     mine = recon.verify()["tables"][0]
     pv = res.peer_verify["tables"][0]
     if (pv["count"], pv["fingerprint"]) != (mine["count"],
@@ -694,6 +695,16 @@ class ClientRun:
         bad = _unchanged(case, self.db, self.before)
         return bad
 
+    def refused(self, codes, expected):
+        """The client's answer must be one Error with a code in |codes|,
+        then the close; then it must exit non-zero with its database
+        unchanged. Returns the Outcome."""
+        ok, what, _ = expect_error_close(self.conn, codes)
+        bad = self.finish(False, what, expected)
+        if not ok:
+            return self.case.fail(what, expected, what)
+        return bad or self.case.ok(what)
+
 
 def _no_conn(run):
     return run.case.fail("the client did not connect",
@@ -716,11 +727,7 @@ def client_wrong_server_proof(ctx):
     s.auth(mac=server_mac(b"not the secret", s.th))
     exp = ("Error AUTH_FAILED then close, no OpenTables (LS-AUTH-8); "
            "non-zero exit; database unchanged")
-    ok, what, _ = expect_error_close(run.conn, [C["AUTH_FAILED"]])
-    bad = run.finish(False, what, exp)
-    if not ok:
-        return run.case.fail(what, exp, what)
-    return bad or run.case.ok(what)
+    return run.refused([C["AUTH_FAILED"]], exp)
 
 
 def client_version_outside(ctx):
@@ -950,11 +957,7 @@ def client_rows_loses(ctx):
                              "; ".join(x.describe() for x in turn))
     run.conn.send_frame("rows", {"table": 0, "rows": [older]})
     run.conn.send_frame("end_turn")
-    ok, what, _ = expect_error_close(run.conn, [C["PROTOCOL_ERROR"]])
-    bad = run.finish(False, what, exp)
-    if not ok:
-        return run.case.fail(what, exp, what)
-    return bad or run.case.ok(what)
+    return run.refused([C["PROTOCOL_ERROR"]], exp)
 
 
 def client_close_mid_transfer(ctx):
@@ -1088,7 +1091,7 @@ def tests():
            "a wrong schema fingerprint: PROTOCOL_ERROR"),
         _t("wire/server/sync/push-itemlist",
            ["LS-TURN-5", "LS-RECON-8", "LS-NEED-3", "LS-TURN-7",
-            "LS-VERIFY-1", "LS-VERIFY-4", "LS-COMMIT-2", "LS-CLOSE-1",
+            "LS-VERIFY-1", "LS-VERIFY-5", "LS-COMMIT-2", "LS-CLOSE-1",
             "LS-APPLY-3", "LS-TURN-1", "LS-TURN-3", "LS-TURN-4",
             "LS-RECON-1", "LS-DIGEST-1", "LS-DIGEST-2", "LS-FP-1",
             "LS-FP-3", "LS-EXT-4", "LS-VERSION-6", "LS-FEAT-4", "LS-AUTH-9",
@@ -1133,14 +1136,20 @@ def tests():
         _t("wire/client/sync/pull-itemlist",
            ["LS-HELLO-1", "LS-HELLO-2", "LS-HELLO-3", "LS-AUTH-5",
             "LS-TABLE-1", "LS-TABLE-5", "LS-TURN-5", "LS-RECON-8",
-            "LS-VERIFY-4", "LS-COMMIT-4", "LS-FEAT-2", "LS-FEAT-4",
+            "LS-VERIFY-5", "LS-COMMIT-4", "LS-FEAT-2", "LS-FEAT-4",
             "LS-DIGEST-1", "LS-DIGEST-2", "LS-EXT-4", "LS-VERSION-6",
             "LS-AUTH-9", "LS-FRAME-12", "LS-SCHEMA-1", "LS-FP-1",
             "LS-FP-3", "LS-ITEM-1", "LS-ITEM-2", "LS-VERSION-5",
             "LS-VERSION-6", "LS-POLICY-5", "LS-POLICY-6", "LS-TOMB-6"],
            client_sync_pull, K,
            "a scripted server sync: the client commits the union"),
-    ] + more_tests()
+    ] + more_tests() + _feature_tests()
+
+
+def _feature_tests():
+    """The tests of the features (15.3), in modules of their own."""
+    from . import wire_incremental
+    return wire_incremental.tests()
 
 
 # ---- more cases: ranges, items, rows, values, turns, transport ------------------
@@ -1177,17 +1186,43 @@ def _received(case):
     return out
 
 
-def _check_sent_frames(case, secret, stderr=""):
-    """The implementation's frames: no field undefined in version 1 (no
-    feature is in effect), valid UTF-8 strings, never the secret (on the
-    wire, in Error messages, or in its log). None, or a failing Outcome."""
+def _feature_fields(body, msg):
+    """The fields and bodies of the feature incremental (spec 15.1) that a
+    decoded frame body sets."""
+    out = []
+    if body == "changes":
+        out.append("the Changes body")
+    elif body == "open_tables":
+        if msg.get("client_site"):
+            out.append("OpenTables.client_site")
+        if any("checkpoint" in t for t in msg.get("tables", [])):
+            out.append("TableSchema.checkpoint")
+    elif body == "tables_opened":
+        if msg.get("server_site"):
+            out.append("TablesOpened.server_site")
+        if msg.get("incremental"):
+            out.append("TablesOpened.incremental")
+    elif body == "committed" and msg.get("checkpoints"):
+        out.append("Committed.checkpoints")
+    return out
+
+
+def _check_sent_frames(case, secret, stderr="", features=()):
+    """The implementation's frames: no field undefined in version 1 or
+    defined by a feature not in |features| (the features in effect), valid
+    UTF-8 strings, never the secret (on the wire, in Error messages, or in
+    its log). None, or a failing Outcome."""
     for raw, body, msg, fr in _received(case):
         bad = _scan_unknown(fr)
+        if "incremental" not in features:
+            bad += _feature_fields(body, msg)
         if bad:
             return case.fail("the implementation set fields undefined in "
-                             "version 1 (no feature in effect): "
+                             "version 1 or by the features in effect (%s): "
+                             % (", ".join(features) or "none")
                              + "; ".join(bad),
-                             "only fields of version 1 (LS-EXT-4, LS-VERSION-6, "
+                             "only fields of version 1 and of the features "
+                             "in effect (LS-EXT-4, LS-VERSION-6, "
                              "LS-FEAT-4)", pbwire.render(fr))
         if secret and secret in raw:
             return case.fail("the secret K appears in a frame",
@@ -2063,11 +2098,7 @@ def _client_bad_hello(ctx, **hello):
     s.hello(**hello)
     exp = ("Error PROTOCOL_ERROR, then close; no client_auth; non-zero "
            "exit; database unchanged")
-    ok, what, _ = expect_error_close(run.conn, [C["PROTOCOL_ERROR"]])
-    bad = run.finish(False, what, exp)
-    if not ok:
-        return run.case.fail(what, exp, what)
-    return bad or run.case.ok(what)
+    return run.refused([C["PROTOCOL_ERROR"]], exp)
 
 
 def client_short_server_nonce(ctx):
@@ -2082,7 +2113,7 @@ def server_prepared_in_transaction(ctx):
     """SQLite: when TablesOpened arrives, the server has begun its
     transaction and prepared the table (it gives its rows UUIDs, a
     write): another writer is locked out until the session ends, and a
-    close rolls the preparation back (LS-OPEN-6)."""
+    close rolls the preparation back (LS-OPEN-9)."""
     import sqlite3
     case = Case(ctx)
     db, srv = _server(ctx)
@@ -2113,6 +2144,65 @@ def server_prepared_in_transaction(ctx):
         "locked after TablesOpened; rolled back on close")
 
 
+def server_locked(ctx):
+    """SQLite: another connection holds the database's write lock while a
+    client opens a session and pushes rows. The server may wait for the
+    lock, at most its timeout, but then must fail with TRY_AGAIN, not
+    STORAGE_ERROR (LS-OPEN-9, LS-ERR-10), and change nothing; once the
+    lock is gone, the same sync succeeds. The wait is bounded by the
+    server's timeout (default 60 s), so the test waits up to 75 s."""
+    import sqlite3
+    case = Case(ctx)
+    db, srv = _server(ctx)
+    before = db.snapshot()
+    lock = sqlite3.connect(db.spec(), isolation_level=None, timeout=0)
+    lock.execute("BEGIN IMMEDIATE")
+    exp = ("Error TRY_AGAIN (a lock held by another writer, waited for at "
+           "most the server's timeout), then close; database unchanged")
+    try:
+        conn = case.connect(srv.address)
+        conn.timeout = 75
+        s = ClientSession(conn, ctx.secret)
+        try:
+            s.handshake()
+        except peers.HandshakeFailed as e:
+            return case.fail("handshake failed: %s" % e, "handshake",
+                             str(e))
+        recon = Reconciler([_client_table()])
+        r = s.open_tables(recon.tables)
+        if r.kind == "frame" and r.body == "tables_opened":
+            for b, m in recon.first_turn():
+                conn.send_frame(b, m)
+            conn.send_frame("end_turn")
+            res = peers.drive(conn, recon, False)
+            r = res.last
+            if res.ending == "committed":
+                return case.fail("the server committed while another "
+                                 "connection held the write lock", exp,
+                                 res.what)
+        if r is None or not r.is_error([C["TRY_AGAIN"]]):
+            return case.fail("no TRY_AGAIN while the database was locked",
+                             exp, r.describe() if r else "nothing")
+        c = conn.wait_close()
+        if c.kind not in ("eof", "reset"):
+            return case.fail("no close after the Error", exp, c.describe())
+    finally:
+        lock.execute("ROLLBACK")
+        lock.close()
+    bad = _unchanged(case, db, before)
+    if bad:
+        return bad
+    got = _sync_case(ctx, server=(db, srv))
+    if isinstance(got, Outcome):
+        return got
+    res = got[3]
+    if res.ending != "committed":
+        return case.fail("the same sync, once the lock was gone, did not "
+                         "complete: %s" % res.what, "Committed (LS-ERR-10)",
+                         res.what)
+    return case.ok("TRY_AGAIN while locked; committed afterwards")
+
+
 def more_tests():
     S, K = "server", "client"
     R = "LS-STATE-4"
@@ -2132,12 +2222,17 @@ def more_tests():
         ("wire/server/value/invalid-utf8", ["LS-VALUE-5", "LS-ERR-9"],
          server_invalid_utf8,
          "a stored TEXT that is not UTF-8: INVALID_VALUE, not sent"),
-        ("wire/server/open/prepared-in-transaction", ["LS-OPEN-6"],
+        ("wire/server/open/prepared-in-transaction", ["LS-OPEN-9"],
          server_prepared_in_transaction,
          "after TablesOpened the server's transaction holds the table"),
         ("wire/server/apply/constraint", ["LS-APPLY-2", "LS-COMMIT-6"],
          server_constraint,
          "a pushed row breaks a UNIQUE constraint: STORAGE_ERROR"),
+        ("wire/server/store/locked", ["LS-ERR-10", "LS-OPEN-9", "LS-ERR-9",
+                                      "LS-COMMIT-6"],
+         server_locked,
+         "another writer holds the lock: TRY_AGAIN, then the sync "
+         "succeeds"),
     ]]
     return [
         _t("wire/server/range/short-bound", ["LS-RANGE-1", R],

@@ -92,6 +92,12 @@ def frames():
 # receiver rejects (LS-ITEM-2, LS-VERSION-6): see test_unversioned_frames.
 VERSIONED = ("V-FRAME-2", "V-FRAME-5", "V-FRAME-11") + tuple(
     "V-FRAME-%d" % i for i in range(14, 23))
+# Frames of the feature incremental (spec 8.8; fields and bodies 1000 and
+# up), V-FRAME-23 on, when the spec has them.
+FEATURE_FRAMES = tuple(sorted(
+    (v for v in VEC if v.startswith("V-FRAME-")
+     and int(v.rsplit("-", 1)[1]) >= 23),
+    key=lambda v: int(v.rsplit("-", 1)[1])))
 UNVERSIONED = ("V-FRAME-6", "V-FRAME-8", "V-FRAME-9", "V-FRAME-13")
 
 
@@ -250,11 +256,60 @@ class Vectors(unittest.TestCase):
                     {body: normalized(pbwire._BODY_BY_NAME[body][2],
                                       fr[body])})
 
+    def test_feature_frames(self):
+        """The frames of the feature incremental: decoding and encoding
+        again gives the same bytes; the bodies and fields with 2-byte keys
+        decode to what their titles name."""
+        if not FEATURE_FRAMES:
+            self.skipTest("spec/lipsync.md has no frames of the feature "
+                          "incremental (V-FRAME-23 on)")
+        seen = set()
+        for vid in FEATURE_FRAMES:
+            with self.subTest(vid):
+                raw = bytes.fromhex(VEC[vid]["frame"])
+                got = pbwire.decode_payload(raw[4:])
+                self.assertNotIn("_unknown", got)
+                self.assertEqual(pbwire.encode_frame(got), raw)
+                body, m = pbwire.body_of(got)
+                self.assertIsNotNone(body)
+                title = VEC[vid]["title"]
+                if body == "changes":
+                    self.assertTrue(title.startswith("Changes{"))
+                    for it in m["items"]:
+                        self.assertEqual(len(it["uuid"]), 16)
+                        self.assertEqual(len(it["version"]["site"]), 16)
+                elif body == "open_tables" and "client_site" in title:
+                    self.assertEqual(len(m["client_site"]), 16)
+                    cp = m["tables"][0].get("checkpoint")
+                    self.assertEqual(cp is not None, "checkpoint:" in title)
+                    if cp is not None:
+                        self.assertTrue(peers.checkpoint_ok(cp))
+                elif body == "tables_opened":
+                    self.assertEqual(len(m["server_site"]), 16)
+                    want = re.search(r"incremental: \[([0-9, ]*)\]", title)
+                    self.assertEqual(m["incremental"], [
+                        int(x) for x in want.group(1).split(",")]
+                        if want else [])
+                elif body == "committed":
+                    self.assertTrue(m["checkpoints"])
+                    for cp in m["checkpoints"]:
+                        self.assertTrue(peers.checkpoint_ok(cp))
+                elif body == "error" and "TRY_AGAIN" in title:
+                    self.assertEqual(m["code"], 16)
+                    self.assertIn("TRY_AGAIN", pbwire.render(got))
+                seen.add(body)
+        self.assertTrue({"changes", "open_tables", "tables_opened",
+                         "committed"} <= seen, seen)
+
     def test_auth(self):
         for vid, feats_c, feats_s, max_v in (
                 ("V-AUTH-1", [], [], 1),
                 ("V-AUTH-2", ["x-example-one", "x-example-two"],
-                 ["x-example-two"], 3)):
+                 ["x-example-two"], 3),
+                ("V-AUTH-3", ["incremental"], ["incremental"], 1),
+                ("V-AUTH-4", ["incremental"], ["incremental"], 1)):
+            if vid not in VEC:
+                continue
             with self.subTest(vid):
                 v = VEC[vid]
                 ch = pbwire.frame("client_hello", {
@@ -373,7 +428,53 @@ class RoundTrip(unittest.TestCase):
         {"committed": {}},
         {"error": {"code": 15, "message": "x\ny", "min_version": 0,
                    "max_version": 9}},
+        # feature incremental (spec 8.8): fields and a body numbered 1000
+        # and up
+        {"open_tables": {"client_site": b"\xc0" * 16, "tables": [
+            {"name": "t", "columns": [], "fingerprint": b"\x04" * 32,
+             "last_sync": 7, "checkpoint": {
+                 "server_site": b"\xe0" * 16, "token": b"\xd0" * 16,
+                 "server_position": b"\x00" * 1024}},
+            {"name": "u", "columns": [], "fingerprint": b"",
+             "checkpoint": {}}]}},
+        {"tables_opened": {"horizon": 1, "clock": 2,
+                           "server_site": b"\xe0" * 16,
+                           "incremental": [0, 3, 200, 4294967295]}},
+        {"tables_opened": {"server_site": b"\xe0" * 16,
+                           "incremental": []}},
+        {"changes": {"table": 2, "items": [
+            {"uuid": b"\x01" * 16, "deleted": True,
+             "version": {"clock": 9, "site": b"\x02" * 16},
+             "base_version": {}},
+            {"uuid": b"\x03" * 16,
+             "version": {"clock": 2 ** 64 - 1, "site": b"\x04" * 16}}]}},
+        {"changes": {}},
+        {"committed": {"checkpoints": [
+            {"server_site": b"\xe0" * 16, "token": b"\xd0" * 16,
+             "server_position": b"\x07"}, {}]}},
+        {"error": {"code": 16, "message": "table t: row changed by "
+                   "another writer"}},
     ]
+
+    def test_feature_keys(self):
+        """Field 1000 of wire type 2 has the 2-byte key c2 3e; the packed
+        TablesOpened.incremental (1001) ca 3e; a receiver accepts it
+        unpacked (c8 3e, one varint each), as proto3 wants."""
+        self.assertEqual(pbwire.encode_frame({"changes": {}}).hex(),
+                         "00000003c23e00")
+        packed = pbwire.encode("TablesOpened", {"incremental": [0, 1, 300]})
+        self.assertEqual(packed.hex(), "ca3e040001ac02")
+        unpacked = pbwire.encode("TablesOpened", {
+            "incremental": [0, 1, 300], "_unpacked": True})
+        self.assertEqual(unpacked.hex(), "c83e00c83e01c83eac02")
+        mixed = unpacked + packed
+        self.assertEqual(pbwire.decode("TablesOpened", mixed)["incremental"],
+                         [0, 1, 300, 0, 1, 300])
+        self.assertEqual(pbwire.render({"committed": pbwire.decode(
+            "Committed", pbwire.encode("Committed", {"checkpoints": [
+                {"token": b"\x01"}]}))}),
+            "Committed{checkpoints: [{token: 01}]}")
+        self.assertEqual(pbwire.ERROR_CODES[16], "TRY_AGAIN")
 
     def test_roundtrip(self):
         for x in self.SAMPLES:

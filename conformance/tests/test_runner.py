@@ -300,9 +300,19 @@ class FakeSync:
         self.server_db = db
         return self.Proc()
 
-    def run_client(self, impl, db, address, tables, policy=None):
+    # what the fake server lists in TablesOpened.incremental
+    incremental = ()
+
+    def run_client(self, impl, db, address, tables, policy=None,
+                   full=False, record=False):
+        from lsconf import pbwire
+        from lsconf.core import FrameRecord
         who = [n for n, d in self.dbs.items() if d is db][0]
-        self.calls.append(("client", who, policy))
+        self.calls.append(("client", who, policy) + (("full",) if full
+                                                     else ()))
+        self.last_frames = [FrameRecord("server->client", pbwire.frame(
+            "tables_opened", {"clock": 1, "incremental": list(
+                self.incremental)}))] if record else []
         for t in tables:
             a = dict(db.canonical_rows(t)[1])
             b = dict(self.server_db.canonical_rows(t)[1])
@@ -352,6 +362,39 @@ class FixtureRunner(unittest.TestCase):
         for bad in ("sync policy", "sync policy first-wins",
                     "sync retention 1.5", "sync expect ok expect ok",
                     "sync unchanged client2", "sync client3", "sync now"):
+            with self.assertRaises(data.FixtureError, msg=bad):
+                data.parse_fixture("requirements: LS-A-1\ntable t: a "
+                                   "integer\n" + bad + "\n", "x")
+
+    def test_feature_words(self):
+        fx = data.parse_fixture(
+            "requirements: LS-A-1\nfeatures: incremental\ntable t: a "
+            "integer\nsync mode incremental full\nsync client2 mode ranges"
+            "\nsql server uncaptured: UPDATE t SET a = 1\n"
+            "save server b1\nrestore server b1\ncopy client client2\n"
+            "sync expect any\n", "x")
+        syncs = [st for st in fx.steps if isinstance(st, data.Sync)]
+        self.assertEqual([(st.mode, st.full, st.outcome) for st in syncs],
+                         [("incremental", True, "ok"),
+                          ("ranges", False, "ok"), (None, False, "any")])
+        self.assertEqual(fx.steps[2], ("sql", ("server",),
+                                       "UPDATE t SET a = 1", 6, False,
+                                       True))
+        self.assertEqual([st[:3] for st in fx.steps[3:6]],
+                         [("save", "server", "b1"),
+                          ("restore", "server", "b1"),
+                          ("copy", "client", "client2")])
+        self.assertEqual(fx.databases, ("client", "client2", "server"))
+        self.assertEqual(fx.impl_keys, frozenset({"full_option"}))
+        self.assertEqual(fx.pair_keys(("sqlite", "postgres")), frozenset(
+            {("uncaptured_sql_postgres", "server")}))
+        for bad in ("features: incremental\nsync mode fast",
+                    "sync mode incremental",       # the feature missing
+                    "features: incremental\nsync expect any unchanged",
+                    "sync\nrestore client b1",
+                    "sync\nsave client b1\nrestore server b1",
+                    "sync\ncopy client client",
+                    "sync\nsql client ignored: SELECT 1"):
             with self.assertRaises(data.FixtureError, msg=bad):
                 data.parse_fixture("requirements: LS-A-1\ntable t: a "
                                    "integer\n" + bad + "\n", "x")
@@ -436,6 +479,89 @@ class FixtureRunner(unittest.TestCase):
                                    FakeSync(d, self.impl()))
         self.assertEqual(out.status, FAIL)
         self.assertIn("client2", out.message)
+
+    def test_uncaptured_keys_by_pair_and_role(self):
+        fx = data.parse_fixture(
+            "requirements: LS-A-1\ntable t: a integer\nsync\n"
+            "sql client uncaptured: UPDATE t SET a = 2\nsync\n", "x")
+        t = data.fixture_tests([fx], [("sqlite", "sqlite")])[0]
+        plain = self.impl()
+        self.assertIn("uncaptured_sql_sqlite", runner.Runner(
+            plain, backends=("sqlite",)).why_unsupported(t))
+        keyed = self.impl("uncaptured_sql_sqlite = PRAGMA x; {sql}\n")
+        self.assertIsNone(runner.Runner(keyed, backends=("sqlite",))
+                          .why_unsupported(t))
+        # the client's database: the server's implementation needs no key
+        t.client_impl, t.server_impl = keyed, plain
+        self.assertIsNone(runner.Runner(keyed, backends=("sqlite",))
+                          .why_unsupported(t))
+        t.client_impl, t.server_impl = plain, keyed
+        self.assertIn("declares no uncaptured_sql_sqlite", runner.Runner(
+            keyed, backends=("sqlite",)).why_unsupported(t))
+        self.assertEqual(keyed.uncaptured_sql("sqlite", "UPDATE t"),
+                         "PRAGMA x; UPDATE t")
+        for bad in ("uncaptured_sql_sqlite = UPDATE t\n",
+                    "uncaptured_sql_postgres = {sql}; {db}\n",
+                    "full_option = --full {}\n"):
+            with self.assertRaises(implmod.ImplError, msg=bad):
+                self.impl(bad)
+        full = self.impl("full_option = --full --really\n")
+        self.assertEqual(full.client_argv("d", "a", "s", ["t"],
+                                          full=True)[-2:],
+                         ["--full", "--really"])
+        with self.assertRaises(implmod.ImplError):
+            self.impl().client_argv("d", "a", "s", ["t"], full=True)
+
+    def test_run_feature_steps(self):
+        """save/restore put a database back in place (the same file),
+        copy makes a new file; uncaptured SQL goes through the .impl's
+        template; `mode` reads TablesOpened from the recorded frames;
+        `full` reaches the client command."""
+        text = ("requirements: LS-A-1\nfeatures: incremental\n"
+                "table t: k integer, v text\n"
+                "client t:\n  @1 int:1 text:\"one\"\n"
+                "sync\nsave client b\n"
+                "sql client: UPDATE t SET v = 'two'\n"
+                "restore client b\n"
+                "expect client t:\n  @1 int:1 text:\"one\"\n"
+                "copy client client2\n"
+                "sql client2 uncaptured: UPDATE t SET v = 'three'\n"
+                "expect client2 t:\n  @1 int:1 text:\"three\"\n"
+                "expect client t:\n  @1 int:1 text:\"one\"\n"
+                "sync mode incremental full\n")
+        im = self.impl("uncaptured_sql_sqlite = CREATE TABLE marker (x); "
+                       "{sql}\nfull_option = --full\n")
+        with tempfile.TemporaryDirectory() as d:
+            ctx = FakeSync(d, im)
+            ctx.incremental = (0,)
+            inodes = {}
+            fx = data.parse_fixture(text, "x")
+            orig = data._copy_step
+
+            def spy(step, dbs):
+                before = {k: os.stat(v.path).st_ino for k, v in dbs.items()}
+                orig(step, dbs)
+                inodes[step[0]] = (before, {k: os.stat(v.path).st_ino
+                                            for k, v in dbs.items()})
+            data._copy_step = spy
+            try:
+                out = data.run_fixture(fx, ctx)
+            finally:
+                data._copy_step = orig
+            self.assertEqual(out.status, PASS, out.message + out.diff)
+            self.assertEqual(ctx.calls[-1], ("client", "client", None,
+                                             "full"))
+            self.assertTrue(ctx.dbs["client2"].execute(
+                "SELECT count(*) FROM marker"))
+            before, after = inodes["restore"]
+            self.assertEqual(before["client"], after["client"])
+            before, after = inodes["copy"]
+            self.assertNotEqual(before["client2"], after["client2"])
+        with tempfile.TemporaryDirectory() as d:
+            ctx = FakeSync(d, im)           # lists no table: not incremental
+            out = data.run_fixture(data.parse_fixture(text, "x"), ctx)
+            self.assertEqual(out.status, FAIL)
+            self.assertIn("not incremental", out.message)
 
     def test_sql_fails(self):
         from lsconf.databases import HarnessError
@@ -594,6 +720,16 @@ exit_codes = conflict:7 schema:4
         self.assertEqual(im.backends, ("sqlite", "postgres"))
         self.assertTrue(im.server_argv("d", "a", "s", ["t"])[0].endswith(
             "build/bin/lipsync-server"))
+        self.assertEqual(im.features, frozenset({"incremental"}))
+        self.assertIn("{sql}", im.uncaptured_sql_sqlite)
+        self.assertIn("{sql}", im.uncaptured_sql_postgres)
+        # the same programs without the feature, for --peer
+        plain = implmod.load(CONF / "impls" / "ref-plain.impl")
+        self.assertEqual(plain.features, frozenset())
+        self.assertNotEqual(plain.name, im.name)
+        for argv in (plain.server_argv("d", "a", "s", ["t"]),
+                     plain.client_argv("d", "a", "s", ["t"])):
+            self.assertIn("--no-incremental", argv)
 
 
 class Coverage(unittest.TestCase):

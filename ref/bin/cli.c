@@ -2,6 +2,7 @@
  * cli.c: helpers shared by lipsync-server and lipsync-client (see cli.h).
  */
 #include "cli.h"
+#include "conn.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -23,6 +24,23 @@
 #include "lipsync.h"
 
 extern char **environ;
+
+int cli_lock_timeout(int timeout_ms) {
+  return timeout_ms > 0 ? (timeout_ms + 1) / 2 : INT_MAX;
+}
+
+int cli_conn_exit(int failure) {
+  switch (failure) {
+  case CONN_FAIL_AUTH:
+    return CLI_EXIT_AUTH;
+  case CONN_FAIL_TLS:
+    return CLI_EXIT_TLS;
+  case CONN_FAIL_MISMATCH:
+    return CLI_EXIT_TRANSPORT;
+  default:
+    return CLI_EXIT_PEER;
+  }
+}
 
 int cli_exit_code(int error) {
   switch (error) {
@@ -49,6 +67,8 @@ int cli_exit_code(int error) {
     return CLI_EXIT_DATABASE;
   case LIPSYNC_ERR_CONFLICT:
     return CLI_EXIT_CONFLICT;
+  case LIPSYNC_ERR_TRY_AGAIN:
+    return CLI_EXIT_BUSY;
   default:
     return CLI_EXIT_INTERNAL;
   }

@@ -21,13 +21,16 @@
  * renumber them. */
 enum cli_exit {
   CLI_EXIT_OK = 0,
-  CLI_EXIT_INTERNAL = 1, /* internal or any other error */
-  CLI_EXIT_USAGE = 2,    /* bad or missing option, unusable secret */
-  CLI_EXIT_AUTH = 3,     /* the peer does not hold the same secret */
-  CLI_EXIT_SCHEMA = 4,   /* schema mismatch, table unknown or not offered */
-  CLI_EXIT_PEER = 5,     /* protocol, network, timeout, peer went away */
-  CLI_EXIT_DATABASE = 6, /* the local database failed or refused a value */
-  CLI_EXIT_CONFLICT = 7  /* rows with the same UUID differ */
+  CLI_EXIT_INTERNAL = 1,  /* internal or any other error */
+  CLI_EXIT_USAGE = 2,     /* bad or missing option, unusable secret */
+  CLI_EXIT_AUTH = 3,      /* the peer does not hold the same secret */
+  CLI_EXIT_SCHEMA = 4,    /* schema mismatch, table unknown or not offered */
+  CLI_EXIT_PEER = 5,      /* protocol, network, timeout, peer went away */
+  CLI_EXIT_DATABASE = 6,  /* the local database failed or refused a value */
+  CLI_EXIT_CONFLICT = 7,  /* rows with the same UUID differ */
+  CLI_EXIT_BUSY = 8,      /* another writer got in the way: sync again */
+  CLI_EXIT_TLS = 9,       /* TLS failed: certificate not accepted, ... */
+  CLI_EXIT_TRANSPORT = 10 /* one side speaks TLS, the other plaintext */
 };
 
 /* The exit status table, for --help. */
@@ -41,10 +44,25 @@ enum cli_exit {
   "  5  protocol or network error: connection refused or lost, timeout,\n"     \
   "     server shutting down, final verification failed\n"                     \
   "  6  database error, or a value the database cannot store exactly\n"        \
-  "  7  conflict: rows with the same UUID differ between the two sides\n"
+  "  7  conflict: rows with the same UUID differ between the two sides\n"      \
+  "  8  busy: another writer of a database changed a row the sync had\n"       \
+  "     to write, or kept it locked too long; nothing was changed, and\n"      \
+  "     the same sync run again may succeed\n"                                 \
+  "  9  TLS failed: the server's certificate was not accepted (unknown\n"      \
+  "     issuer, expired, issued for another name) or the handshake failed\n"   \
+  " 10  one side runs with --plaintext and the other with TLS\n"
+
+/* How long a program with idle timeout |timeout_ms| (0: none) waits for
+ * a lock of its database: half as long, so that it tells its peer to sync
+ * again (TRY_AGAIN) before the peer, which waits with the same timeout,
+ * gives up on it. */
+int cli_lock_timeout(int timeout_ms);
 
 /* Maps a lipsync_error (0 or negative) to an exit status. */
 int cli_exit_code(int error);
+
+/* Maps a conn_failure (conn.h) to an exit status. */
+int cli_conn_exit(int failure);
 
 /* Prints "PROG VERSION (protocol N)" to stdout. */
 void cli_print_version(const char *prog);

@@ -1,6 +1,8 @@
 /*
- * lipsync-server: accepts LipSync clients over TCP and syncs the tables they
- * name with one SQLite database.
+ * lipsync-server: accepts LipSync clients over TCP (TLS 1.3 unless told
+ * otherwise) and syncs the tables they name with one database; or, with
+ * --stdio, serves one client on its standard input and output (under
+ * ssh, say).
  *
  * The main thread owns the listening socket and every connection record; it
  * sleeps in poll() on the listener and on a wake pipe. Each connection runs
@@ -14,6 +16,7 @@
 #include <fcntl.h>
 #include <getopt.h>
 #include <inttypes.h>
+#include <limits.h>
 #include <netdb.h>
 #include <poll.h>
 #include <pthread.h>
@@ -28,6 +31,7 @@
 #include <unistd.h>
 
 #include "cli.h"
+#include "conn.h"
 #include "lipsync.h"
 
 #define PROG "lipsync-server"
@@ -39,6 +43,10 @@
 #define LINGER_MS 500
 /* How long to stop accepting when out of file descriptors. */
 #define ACCEPT_BACKOFF_MS 100
+/* At most how often a finished session folds the changes applications made
+ * into the summaries the store keeps, and purges old tombstones
+ * (lipsync_store_maintain): cheap, and never needed for correctness. */
+#define MAINTAIN_INTERVAL_MS 10000
 
 typedef struct server_config {
   const char *db_path;
@@ -53,12 +61,19 @@ typedef struct server_config {
   size_t max_clients;
   uint64_t retention_ms;
   int init;
+  int no_incremental;
+  int plaintext; /* --plaintext */
+  int stdio;     /* --stdio */
+  int tls_stdio; /* --tls: TLS over --stdio too */
+  conn_tls_options tls_options;
+  conn_tls *tls; /* NULL: plaintext */
   cli_secret secret;
 } server_config;
 
 typedef struct connection {
   const server_config *config;
   int fd;
+  int wfd;            /* where to write: |fd|, except with --stdio */
   int cancel_pipe[2]; /* written once by the main thread to cancel */
   int wake_fd;        /* the main thread's wake pipe */
   char peer[CLI_ADDRESS_MAX];
@@ -84,6 +99,8 @@ typedef struct server {
 } server;
 
 static volatile sig_atomic_t stop_requested;
+/* When a session last ran lipsync_store_maintain (cli_now() in ms). */
+static atomic_llong last_maintain_ms;
 static int signal_wake_fd = -1;
 
 /* ---- options ---------------------------------------------------------- */
@@ -91,9 +108,11 @@ static int signal_wake_fd = -1;
 static void usage(FILE *out, int full) {
   fprintf(
       out,
-      "Usage: " PROG " --db DB --listen HOST:PORT --secret-file FILE\n"
-      "         (--table NAME... | --all-tables) [--once] [--timeout SECONDS]\n"
-      "         [--max-clients N] [--tombstone-retention DURATION] [--quiet]\n"
+      "Usage: " PROG " --db DB (--listen HOST:PORT | --stdio)\n"
+      "         --secret-file FILE (--table NAME... | --all-tables)\n"
+      "         [--tls-cert FILE --tls-key FILE | --plaintext] [--tls]\n"
+      "         [--once] [--timeout SECONDS] [--max-clients N]\n"
+      "         [--tombstone-retention DURATION] [--no-incremental] [--quiet]\n"
       "       " PROG " --db DB --init (--table NAME... | --all-tables)\n"
       "       " PROG " --help | --version\n");
   if (!full) {
@@ -115,16 +134,30 @@ static void usage(FILE *out, int full) {
       "                      or a host name (its first address); port 0\n"
       "                      picks a free port. The line \"listening on\n"
       "                      HOST:PORT\" on stdout tells the address in use.\n"
+      "  --stdio             serve one session on standard input and output\n"
+      "                      instead (for ssh HOST " PROG " --stdio ...);\n"
+      "                      messages go to stderr. No TLS unless --tls.\n"
       "  --secret-file FILE  the shared secret: the file's contents without\n"
       "                      one trailing newline. Without this option the\n"
       "                      secret is taken from $" CLI_SECRET_ENV ".\n"
       "  --table NAME        offer table NAME (repeat for several tables);\n"
       "                      on PostgreSQL SCHEMA.NAME, else schema public\n"
       "  --all-tables        offer every table of the database\n"
+      "  --tls-cert FILE     present this certificate chain (PEM) to clients\n"
+      "  --tls-key FILE      that verify one; its private key (PEM). Clients\n"
+      "                      are also accepted with the TLS key derived from\n"
+      "                      the secret, which needs no certificate (the\n"
+      "                      default: TLS 1.3 with that key)\n"
+      "  --plaintext         no TLS: rows cross the network in clear (for a\n"
+      "                      network you trust, or a tunnel)\n"
+      "  --tls               with --stdio: TLS all the same\n"
       "  --once              serve one connection, then exit with the status\n"
       "                      of that session (even when a signal ends it)\n"
       "  --timeout SECONDS   end a session whose client stays silent this\n"
-      "                      long (default 60; 0 = wait forever)\n"
+      "                      long (default 60; 0 = wait forever), or that\n"
+      "                      waits half as long for another writer's lock\n"
+      "                      on the database (the client is told to sync\n"
+      "                      again)\n"
       "  --max-clients N     serve at most N sessions at once (default 64).\n"
       "                      Further connections are not refused: they wait\n"
       "                      in the kernel's listen backlog and are served as\n"
@@ -135,6 +168,8 @@ static void usage(FILE *out, int full) {
       "                      (N seconds, or Nms, Ns, Nm, Nh, Nd; default\n"
       "                      30d); a client that stays away longer has its\n"
       "                      rows deleted here since removed, not restored\n"
+      "  --no-incremental    do not offer the incremental exchange: every\n"
+      "                      client reconciles whole tables\n"
       "  --init              install change capture on the tables (as the\n"
       "                      first sync would) and exit, without listening\n"
       "  --quiet             do not log one line per session on stderr\n"
@@ -157,6 +192,12 @@ enum {
   OPT_QUIET,
   OPT_RETENTION,
   OPT_INIT,
+  OPT_NO_INCREMENTAL,
+  OPT_STDIO,
+  OPT_PLAINTEXT,
+  OPT_TLS,
+  OPT_TLS_CERT,
+  OPT_TLS_KEY,
   OPT_HELP,
   OPT_VERSION
 };
@@ -173,6 +214,12 @@ static const struct option long_options[] = {
     {"quiet", no_argument, NULL, OPT_QUIET},
     {"tombstone-retention", required_argument, NULL, OPT_RETENTION},
     {"init", no_argument, NULL, OPT_INIT},
+    {"no-incremental", no_argument, NULL, OPT_NO_INCREMENTAL},
+    {"stdio", no_argument, NULL, OPT_STDIO},
+    {"plaintext", no_argument, NULL, OPT_PLAINTEXT},
+    {"tls", no_argument, NULL, OPT_TLS},
+    {"tls-cert", required_argument, NULL, OPT_TLS_CERT},
+    {"tls-key", required_argument, NULL, OPT_TLS_KEY},
     {"help", no_argument, NULL, OPT_HELP},
     {"version", no_argument, NULL, OPT_VERSION},
     {NULL, 0, NULL, 0}};
@@ -228,6 +275,24 @@ static int apply_option(server_config *config, int opt, const char *arg) {
   case OPT_INIT:
     config->init = 1;
     return -1;
+  case OPT_NO_INCREMENTAL:
+    config->no_incremental = 1;
+    return -1;
+  case OPT_STDIO:
+    config->stdio = 1;
+    return -1;
+  case OPT_PLAINTEXT:
+    config->plaintext = 1;
+    return -1;
+  case OPT_TLS:
+    config->tls_stdio = 1;
+    return -1;
+  case OPT_TLS_CERT:
+    config->tls_options.cert_file = arg;
+    return -1;
+  case OPT_TLS_KEY:
+    config->tls_options.key_file = arg;
+    return -1;
   case OPT_HELP:
     usage(stdout, 1);
     return CLI_EXIT_OK;
@@ -258,8 +323,20 @@ static int parse_options(server_config *config, int argc, char **argv) {
     return usage_error("unexpected argument");
   if (config->db_path == NULL)
     return usage_error("missing --db");
-  if (config->listen.host[0] == '\0' && !config->init)
-    return usage_error("missing --listen");
+  if (config->listen.host[0] == '\0' && !config->init && !config->stdio)
+    return usage_error("missing --listen (or --stdio)");
+  if (config->listen.host[0] != '\0' && config->stdio)
+    return usage_error("--listen and --stdio exclude each other");
+  if (!config->tls_options.cert_file != !config->tls_options.key_file)
+    return usage_error("--tls-cert and --tls-key go together");
+  if (config->plaintext && (config->tls_options.cert_file || config->tls_stdio))
+    return usage_error("--plaintext excludes --tls, --tls-cert and "
+                       "--tls-key");
+  if (config->tls_stdio && !config->stdio)
+    return usage_error("--tls goes with --stdio (TLS is the default "
+                       "with --listen)");
+  config->tls_options.enabled =
+      !config->plaintext && (!config->stdio || config->tls_stdio);
   if (config->ntables == 0 && !config->all_tables)
     return usage_error("name the tables to offer with --table or give "
                        "--all-tables");
@@ -383,8 +460,43 @@ static void log_session(const connection *conn, lipsync_session *session,
            rows_out, bytes_in, bytes_out, seconds);
 }
 
-/* Runs one session over |conn|. Returns its exit status. */
+/* Lets one finished session in MAINTAIN_INTERVAL_MS keep the store's
+ * summaries folded and its old tombstones purged. */
+static void maybe_maintain(const connection *conn, lipsync_store *store) {
+  long long now = (long long)(cli_now() * 1000.0);
+  long long last = atomic_load(&last_maintain_ms);
+  if (stop_requested || now - last < MAINTAIN_INTERVAL_MS ||
+      !atomic_compare_exchange_strong(&last_maintain_ms, &last, now))
+    return;
+  if (lipsync_store_maintain(store, conn->config->retention_ms) < 0)
+    log_line(conn, "maintenance failed: %s", lipsync_store_errmsg(store));
+}
+
+/* Runs one session over |conn|, after the TLS handshake. Returns its exit
+ * status. */
+static int serve_session(connection *conn, cli_conn *link);
+
 static int serve_connection(connection *conn) {
+  cli_conn *link = conn_new(conn->config->tls, 1, conn->fd, conn->wfd);
+  if (!link) {
+    log_line(conn, "%s failed: out of memory", conn->peer);
+    return CLI_EXIT_INTERNAL;
+  }
+  int rc;
+  /* Nothing touches the database before the client has proved it holds
+   * the secret: with TLS, the handshake comes first. */
+  if (conn_handshake(link, conn->config->timeout_ms, conn->cancel_pipe[0]) <
+      0) {
+    log_line(conn, "%s failed: %s", conn->peer, conn_errmsg(link));
+    rc = cli_conn_exit(conn_failure_of(link));
+  } else {
+    rc = serve_session(conn, link);
+  }
+  conn_free(link);
+  return rc;
+}
+
+static int serve_session(connection *conn, cli_conn *link) {
   const server_config *config = conn->config;
   double started = cli_now();
   char err[256];
@@ -400,23 +512,32 @@ static int serve_connection(connection *conn) {
       (const char *const *)config->tables, config->ntables, config->all_tables);
   if (rc == 0)
     rc = lipsync_session_set_tombstone_retention(session, config->retention_ms);
+  if (rc == 0)
+    rc = lipsync_session_set_incremental(session, !config->no_incremental);
   if (rc < 0) {
     log_line(conn, "%s failed: cannot start session: %s", conn->peer,
              lipsync_strerror(rc));
     lipsync_store_free(store);
     return cli_exit_code(rc);
   }
+  lipsync_store_set_lock_timeout(store, cli_lock_timeout(config->timeout_ms));
   pthread_mutex_lock(&conn->lock);
   conn->store = store;
   pthread_mutex_unlock(&conn->lock);
-  rc = lipsync_session_run_fd(session, conn->fd, config->timeout_ms,
-                              conn->cancel_pipe[0]);
+  rc = conn_run(link, session, config->timeout_ms, conn->cancel_pipe[0]);
+  conn_close_notify(link);
+  /* Nothing more to send: the client need not wait for what follows (the
+   * log, maintenance, the store's checkpoint). */
+  shutdown(conn->wfd, SHUT_WR);
   log_session(conn, session, rc, cli_now() - started);
   lipsync_session_free(session);
+  maybe_maintain(conn, store);
   pthread_mutex_lock(&conn->lock);
   conn->store = NULL;
   pthread_mutex_unlock(&conn->lock);
   lipsync_store_free(store);
+  if (rc < 0 && conn_failure_of(link) == CONN_FAIL_MISMATCH)
+    return CLI_EXIT_TRANSPORT;
   return cli_exit_code(rc);
 }
 
@@ -451,6 +572,7 @@ static connection *connection_new(server *srv, int fd,
     return NULL;
   conn->config = &srv->config;
   conn->fd = fd;
+  conn->wfd = fd;
   conn->wake_fd = srv->wake_pipe[1];
   atomic_init(&conn->finished, 0);
   pthread_mutex_init(&conn->lock, NULL);
@@ -669,9 +791,35 @@ static int check_database(const char *db) {
   return 0;
 }
 
+/* --stdio: one session on standard input and output, in this thread; a
+ * stop signal cancels it as it would a session of the listening server. */
+static int serve_stdio(server *srv) {
+  connection conn;
+  memset(&conn, 0, sizeof conn);
+  conn.config = &srv->config;
+  conn.fd = STDIN_FILENO;
+  conn.wfd = STDOUT_FILENO;
+  conn.wake_fd = -1;
+  snprintf(conn.peer, sizeof conn.peer, "stdio");
+  if (make_pipe(conn.cancel_pipe, 1) < 0) {
+    fprintf(stderr, PROG ": out of resources\n");
+    return CLI_EXIT_INTERNAL;
+  }
+  pthread_mutex_init(&conn.lock, NULL);
+  install_signal_handlers(conn.cancel_pipe[1]);
+  int rc = serve_connection(&conn);
+  close(STDOUT_FILENO); /* the client sees the end of the stream */
+  close(conn.cancel_pipe[0]);
+  close(conn.cancel_pipe[1]);
+  pthread_mutex_destroy(&conn.lock);
+  return rc;
+}
+
 static int run(server *srv) {
   if (check_database(srv->config.db_path) < 0)
     return CLI_EXIT_DATABASE;
+  if (srv->config.stdio)
+    return serve_stdio(srv);
   srv->slots = calloc(srv->config.max_clients, sizeof *srv->slots);
   if (srv->slots == NULL || make_pipe(srv->wake_pipe, 1) < 0) {
     fprintf(stderr, PROG ": out of resources\n");
@@ -704,10 +852,17 @@ int main(int argc, char **argv) {
                         sizeof err) < 0) {
       fprintf(stderr, PROG ": %s\n", err);
       rc = CLI_EXIT_USAGE;
+    } else if (srv.config.tls_options.enabled &&
+               conn_tls_new(&srv.config.tls, 1, &srv.config.tls_options,
+                            srv.config.secret.data, srv.config.secret.len, err,
+                            sizeof err) < 0) {
+      fprintf(stderr, PROG ": TLS: %s\n", err);
+      rc = CLI_EXIT_USAGE;
     } else {
       rc = run(&srv);
     }
   }
+  conn_tls_free(srv.config.tls);
   cli_secret_wipe(&srv.config.secret);
   free(srv.slots);
   free(srv.config.tables);

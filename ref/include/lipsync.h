@@ -199,12 +199,15 @@ struct lipsync_store {
 /* Base of a backend's per-table handle, valid from open_table until the
  * transaction ends. |columns| excludes _lipsync_uuid and is sorted in
  * canonical column order (bytewise by name). |last_sync| is the server
- * clock recorded by the last finish_table as a client (0 if none). */
+ * clock recorded by the last finish_table as a client (0 if none).
+ * |is_server| is set by the core after open_table when a server's session
+ * opened the table: a backend may skip what only a client keeps (bases). */
 struct lipsync_table {
   const char *name;
   size_t ncolumns;
   const lipsync_column *columns;
   uint64_t last_sync;
+  int is_server;
 };
 
 /* A change position (spec 8.8.1): opaque bytes that only the database
@@ -378,8 +381,10 @@ struct lipsync_store_methods {
    * reader or writer. prepare_table may turn it into a write transaction
    * (capture to install, UUIDs to give) before anything else is read. */
   int (*begin_read)(lipsync_store *store);
-  /* Lets the transaction write, waiting for the database's write lock for
-   * at most the lock timeout (then LIPSYNC_ERR_TRY_AGAIN). What the session
+  /* Lets the transaction write, waiting for whatever lock the backend
+   * needs to write (SQLite: the database's write lock; PostgreSQL: none
+   * here, row locks as it writes) for at most the lock timeout (then
+   * LIPSYNC_ERR_TRY_AGAIN). What the session
    * reads stays its snapshot's (LS-STORE-4): writing, or reading again, an
    * item that another writer changed since then fails with
    * LIPSYNC_ERR_TRY_AGAIN. insert, update and finish_table call it when
@@ -456,18 +461,21 @@ void lipsync_store_interrupt(lipsync_store *store);
  * the caller's transactions. */
 void lipsync_store_set_lock_timeout(lipsync_store *store, int ms);
 /* Outside any sync: folds the changes the store's capture logged into the
- * summaries it keeps, and purges tombstones below |horizon| (0: none), in
- * short transactions of its own; a busy database is left for next time.
- * Never needed for correctness: it keeps the next syncs cheap. */
-int lipsync_store_maintain(lipsync_store *store, uint64_t horizon);
+ * summaries it keeps, and purges tombstones older than |retention_ms| (0:
+ * none), in short transactions of its own; a busy database is left for
+ * next time. Never needed for correctness: it keeps the next syncs cheap.
+ * A server calls it now and then (lipsync-server: every 10 s at most). */
+int lipsync_store_maintain(lipsync_store *store, uint64_t retention_ms);
 
 /* SQLite backend over an open connection |db| (a sqlite3 *). Does not take
  * ownership of |db|: the caller closes it after lipsync_store_free(). The
  * connection's settings (busy timeout, journal mode) stay the caller's. */
 int lipsync_store_sqlite_wrap(lipsync_store **out, void *db);
 /* SQLite backend that opens (creating if needed) the database at |path| and
- * closes it when freed. It sets WAL mode, waits up to 30 s for another
- * writer's lock, and uses a 32 MiB page cache while it inserts. On failure *out
+ * closes it when freed. It sets WAL mode (readers and the one writer do not
+ * block each other), waits for another writer's lock up to the lock
+ * timeout (lipsync_store_set_lock_timeout), and uses a 32 MiB page cache
+ * while it inserts. On failure *out
  * is NULL and, when |errbuf| is not NULL, the reason is copied into it. */
 int lipsync_store_sqlite_open(lipsync_store **out, const char *path,
                               char *errbuf, size_t errlen);
@@ -624,6 +632,42 @@ int lipsync_session_set_incremental(lipsync_session *session, int on);
 int lipsync_session_set_full(lipsync_session *session);
 /* Nonzero once table |index| is known to be synced by its changes. */
 int lipsync_session_table_incremental(lipsync_session *session, size_t index);
+
+/* ------------------------------------------------------------------ */
+/* TLS (spec 2.1, 5.5)                                                  */
+/* ------------------------------------------------------------------ */
+
+/* The library does no TLS itself; a program that runs a session over TLS
+ * (as lipsync-server and lipsync-client do, with OpenSSL) uses these. */
+
+/* The ALPN protocol identifier of this protocol version (spec LS-TLS-3). */
+#define LIPSYNC_TLS_ALPN "lipsync/1"
+/* The identity of the external pre-shared key (spec LS-TLS-5). */
+#define LIPSYNC_TLS_PSK_IDENTITY "lipsync/1 psk"
+#define LIPSYNC_TLS_PSK_LEN 32
+/* The label of the TLS exporter value that binds the authentication to
+ * the TLS connection, and its length (spec 5.5). */
+#define LIPSYNC_TLS_EXPORTER_LABEL "EXPORTER-LipSync-channel-binding"
+#define LIPSYNC_TLS_BINDING_LEN 32
+
+/* Derives the TLS 1.3 external pre-shared key from the shared secret:
+ * HKDF-SHA256 with the label of spec LS-TLS-5 (never the secret itself).
+ * Returns 0 or LIPSYNC_ERR_INVALID_ARGUMENT (an empty secret). */
+int lipsync_tls_psk(const void *secret, size_t secret_len,
+                    uint8_t psk[LIPSYNC_TLS_PSK_LEN]);
+
+/* Binds the session's authentication to the TLS connection it runs over
+ * (feature "tls-exporter", spec 5.5): |binding| is the connection's
+ * exporter value for LIPSYNC_TLS_EXPORTER_LABEL with no context,
+ * LIPSYNC_TLS_BINDING_LEN bytes. The client then offers the feature and
+ * the server accepts it when offered; both MACs cover the value, so a man
+ * in the middle who terminates TLS on each side fails authentication.
+ * Call before the first recv/send. */
+int lipsync_session_set_channel_binding(lipsync_session *session,
+                                        const uint8_t *binding, size_t len);
+/* Nonzero once the authentication is known to cover the TLS connection
+ * (the feature "tls-exporter" is in effect). */
+int lipsync_session_channel_bound(lipsync_session *session);
 
 /* ------------------------------------------------------------------ */
 /* Socket loop                                                          */

@@ -20,7 +20,7 @@ int auth_nonce_bytes(uint8_t *out, size_t n) {
 
 void auth_transcript(const uint8_t *client_hello, size_t client_len,
                      const uint8_t *server_hello, size_t server_len,
-                     uint8_t th[AUTH_TRANSCRIPT_LEN]) {
+                     const uint8_t *binding, uint8_t th[AUTH_TRANSCRIPT_LEN]) {
   EVP_MD_CTX *ctx = EVP_MD_CTX_new();
   memset(th, 0, AUTH_TRANSCRIPT_LEN);
   if (!ctx)
@@ -28,6 +28,8 @@ void auth_transcript(const uint8_t *client_hello, size_t client_len,
   EVP_DigestInit_ex(ctx, EVP_sha256(), NULL);
   EVP_DigestUpdate(ctx, client_hello, client_len);
   EVP_DigestUpdate(ctx, server_hello, server_len);
+  if (binding)
+    EVP_DigestUpdate(ctx, binding, LIPSYNC_TLS_BINDING_LEN);
   EVP_DigestFinal_ex(ctx, th, NULL);
   EVP_MD_CTX_free(ctx);
 }
@@ -58,4 +60,26 @@ int auth_verify(const uint8_t *secret, size_t secret_len, auth_role role,
            CRYPTO_memcmp(expect, mac, LIPSYNC_MAC_LEN) == 0;
   OPENSSL_cleanse(expect, sizeof expect);
   return ok ? 0 : LIPSYNC_ERR_AUTH_FAILED;
+}
+
+/* HKDF-SHA256 (RFC 5869) of one output block: PRK = HMAC(salt, IKM), then
+ * OKM = HMAC(PRK, info || 0x01). The salt is empty, which HKDF reads as 32
+ * zero bytes. */
+int lipsync_tls_psk(const void *secret, size_t secret_len,
+                    uint8_t psk[LIPSYNC_TLS_PSK_LEN]) {
+  static const char INFO[] = "LipSync v1 TLS 1.3 external PSK";
+  uint8_t salt[32] = {0}, prk[32], info[sizeof INFO];
+  unsigned int len = 0;
+  if (!secret || secret_len == 0)
+    return LIPSYNC_ERR_INVALID_ARGUMENT;
+  memcpy(info, INFO, sizeof INFO - 1);
+  info[sizeof INFO - 1] = 0x01;
+  int ok = HMAC(EVP_sha256(), salt, sizeof salt, secret, secret_len, prk,
+                &len) != NULL &&
+           len == sizeof prk &&
+           HMAC(EVP_sha256(), prk, sizeof prk, info, sizeof info, psk, &len) !=
+               NULL &&
+           len == LIPSYNC_TLS_PSK_LEN;
+  OPENSSL_cleanse(prk, sizeof prk);
+  return ok ? 0 : LIPSYNC_ERR_INTERNAL;
 }

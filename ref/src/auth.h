@@ -18,10 +18,12 @@ int auth_nonce(uint8_t nonce[LIPSYNC_NONCE_LEN]);
 /* Fills |n| bytes at |out| from the system CSPRNG (tokens, spec LS-INC-4). */
 int auth_nonce_bytes(uint8_t *out, size_t n);
 
-/* TH = SHA-256(client hello frame || server hello frame), frames as sent. */
+/* TH = SHA-256(client hello frame || server hello frame), frames as sent;
+ * with the feature "tls-exporter" (|binding| not NULL), the TLS exporter
+ * value follows them: TH = SHA-256(CH || SH || binding) (spec LS-CB-3). */
 void auth_transcript(const uint8_t *client_hello, size_t client_len,
                      const uint8_t *server_hello, size_t server_len,
-                     uint8_t th[AUTH_TRANSCRIPT_LEN]);
+                     const uint8_t *binding, uint8_t th[AUTH_TRANSCRIPT_LEN]);
 
 /* The proof of |role|: HMAC-SHA256(secret, label(role) || TH). */
 int auth_proof(const uint8_t *secret, size_t secret_len, auth_role role,

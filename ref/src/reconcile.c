@@ -121,9 +121,16 @@ static int add_range(lipsync_session *s, sync_table *t, const uint8_t *lower,
 /* A failure of the store, or of reading my items, ends the session with
  * the store's detail. */
 static int store_failed(lipsync_session *s, sync_table *t, int rc) {
+  const char *detail = store_errmsg(s->store);
+  size_t n = strlen(t->name);
   if (rc == LIPSYNC_ERR_NOMEM)
     return session_fail(s, rc, "out of memory");
-  return session_fail(s, rc, "table %s: %s", t->name, store_errmsg(s->store));
+  /* Backends name the table themselves, mostly. */
+  if (strncmp(detail, "table ", 6) == 0 &&
+      strncmp(detail + 6, t->name, n) == 0 &&
+      (detail[6 + n] == ':' || detail[6 + n] == ' '))
+    return session_fail(s, rc, "%s", detail);
+  return session_fail(s, rc, "table %s: %s", t->name, detail);
 }
 
 int recon_prepare(lipsync_session *s) {
@@ -133,7 +140,10 @@ int recon_prepare(lipsync_session *s) {
     t->ctx.policy = s->policy;
     t->ctx.horizon = s->horizon;
     t->ctx.stale = t->last_sync != 0 && t->last_sync < s->horizon;
-    t->max_clock = s->server_clock; /* observed too (spec LS-VERSION-3) */
+    /* A client observes the server's clock too (spec LS-VERSION-3); a
+     * server only the clocks it receives, so that a session that receives
+     * none writes nothing (LS-INC-5). */
+    t->max_clock = s->is_server ? 0 : s->server_clock;
     int rc = items_open(&t->view, s->store, t->handle, &s->hasher,
                         !s->is_server, s->horizon, detail, sizeof detail);
     if (rc)
@@ -290,17 +300,17 @@ static int only_mine_item(lipsync_session *s, sync_table *t,
  * client, each decided against the implicit tombstone. */
 static int only_mine(lipsync_session *s, sync_table *t, const uint8_t *lower,
                      const uint8_t *upper) {
-  item_cursor c;
+  item_cursor *c = &s->scan; /* closed by the session if it fails */
   lipsync_item it;
   int rc;
   if (s->is_server || !t->ctx.stale)
     return add_push_range(s, t, lower, upper);
-  if ((rc = items_scan(&t->view, lower, upper, &c)) != 0)
+  if ((rc = items_scan(&t->view, lower, upper, c)) != 0)
     return store_failed(s, t, rc);
-  while ((rc = items_next(&c, &it, NULL)) > 0)
+  while ((rc = items_next(c, &it, NULL)) > 0)
     if ((rc = only_mine_item(s, t, &it)) != 0)
       break;
-  items_close(&c);
+  items_close(c);
   return rc < 0 ? (s->result ? s->result : store_failed(s, t, rc)) : 0;
 }
 
@@ -375,7 +385,7 @@ static int check_item(lipsync_session *s, sync_table *t,
 static int on_item_list(lipsync_session *s, sync_table *t, const uint8_t *lower,
                         const uint8_t *upper, const Lipsync__ItemList *list) {
   bool per_item = !s->is_server && t->ctx.stale;
-  item_cursor c;
+  item_cursor *c = &s->scan; /* closed by the session if it fails */
   lipsync_item own;
   int have, rc;
   uint8_t run[LIPSYNC_UUID_LEN];
@@ -383,9 +393,9 @@ static int on_item_list(lipsync_session *s, sync_table *t, const uint8_t *lower,
 
   if (list->n_items == 0 && !per_item)
     return add_push_range(s, t, lower, upper);
-  if ((rc = items_scan(&t->view, lower, upper, &c)) != 0)
+  if ((rc = items_scan(&t->view, lower, upper, c)) != 0)
     return store_failed(s, t, rc);
-  have = items_next(&c, &own, NULL);
+  have = items_next(c, &own, NULL);
   for (size_t k = 0; k <= list->n_items && have >= 0 && !s->result; k++) {
     const Lipsync__Item *it = k < list->n_items ? list->items[k] : NULL;
     side_item peer;
@@ -403,7 +413,7 @@ static int on_item_list(lipsync_session *s, sync_table *t, const uint8_t *lower,
         memcpy(run, own.uuid, LIPSYNC_UUID_LEN);
         in_run = true;
       }
-      have = items_next(&c, &own, NULL);
+      have = items_next(c, &own, NULL);
     }
     if (s->result)
       break;
@@ -419,9 +429,9 @@ static int on_item_list(lipsync_session *s, sync_table *t, const uint8_t *lower,
     if (act_on(s, t, it->uuid.data, both ? &own : NULL, &peer))
       break;
     if (both)
-      have = items_next(&c, &own, NULL);
+      have = items_next(c, &own, NULL);
   }
-  items_close(&c);
+  items_close(c);
   if (s->result)
     return s->result;
   return have < 0 ? store_failed(s, t, have) : 0;
@@ -761,7 +771,10 @@ static int apply_row(lipsync_session *s, sync_table *t, const Lipsync__Row *in,
   if (peer_side(s, t, in->version, in->deleted, in->base_version, &peer))
     return s->result;
   lipsync_uuid_format(in->uuid.data, text);
-  if ((rc = uuid_set_add(&t->applied, in->uuid.data)) <= 0)
+  /* A table that was empty pushes none of its rows, so it need not
+   * remember what it received (a million UUIDs, in a first sync): the
+   * store refuses a row received twice (spec LS-RECON-6). */
+  if (!t->empty && (rc = uuid_set_add(&t->applied, in->uuid.data)) <= 0)
     return rc < 0
                ? session_fail(s, rc, "out of memory")
                : session_fail(s, LIPSYNC_ERR_PROTOCOL,

@@ -18,8 +18,9 @@
 #include <strings.h>
 
 #define DEFAULT_SPLIT_THRESHOLD 32
-/* The name of the feature of spec 8.8. */
+/* The names of the features (spec 15.3): 8.8 and 5.5. */
 #define FEATURE_INCREMENTAL "incremental"
+#define FEATURE_TLS_EXPORTER "tls-exporter"
 
 /* ------------------------------------------------------------------ */
 /* construction                                                         */
@@ -62,17 +63,40 @@ static int add_tables(lipsync_session *s, const char *const *names, size_t n) {
   return 0;
 }
 
+/* The features this side offers (client) or would accept (server), into
+ * |names| (room for 2). Returns how many. */
+static size_t my_features(const lipsync_session *s, char *names[2]) {
+  size_t n = 0;
+  if (s->incremental_enabled)
+    names[n++] = FEATURE_INCREMENTAL;
+  if (s->has_binding)
+    names[n++] = FEATURE_TLS_EXPORTER;
+  return n;
+}
+
+/* Marks feature |name| in effect; returns -1 if this side does not offer
+ * or accept it, or it is already in effect. */
+static int use_feature(lipsync_session *s, const char *name) {
+  bool *on = NULL;
+  if (name && strcmp(name, FEATURE_INCREMENTAL) == 0 && s->incremental_enabled)
+    on = &s->incremental;
+  else if (name && strcmp(name, FEATURE_TLS_EXPORTER) == 0 && s->has_binding)
+    on = &s->bound;
+  if (!on || *on)
+    return -1;
+  *on = true;
+  return 0;
+}
+
 static int send_client_hello(lipsync_session *s) {
   Lipsync__Frame f = LIPSYNC__FRAME__INIT;
   Lipsync__ClientHello m = LIPSYNC__CLIENT_HELLO__INIT;
-  char *features[] = {FEATURE_INCREMENTAL};
+  char *features[2];
   int rc = auth_nonce(s->nonce);
   if (rc)
     return rc;
-  if (s->incremental_enabled) {
-    m.n_features = 1;
-    m.features = features;
-  }
+  m.n_features = my_features(s, features);
+  m.features = m.n_features ? features : NULL;
   m.min_version = s->min_version;
   m.max_version = s->max_version;
   m.nonce.data = s->nonce;
@@ -150,6 +174,7 @@ static void end_transaction(lipsync_session *s, bool commit, int *rc) {
     store_close_cursor(s->store, s->gen.cursor);
   s->gen.cursor = NULL;
   items_close(&s->gen.items);
+  items_close(&s->scan);
   for (size_t i = 0; i < s->ntables; i++)
     s->tables[i].handle = NULL;
   s->txn_open = false;
@@ -192,16 +217,16 @@ static bool is_terminal(const lipsync_session *s) {
   return s->state == ST_DONE || s->state == ST_FAILED;
 }
 
-/* After a session whose tables were synced by their changes ended with
- * VERIFY_FAILED, those checkpoints are not to be trusted again (spec
- * LS-INC-16), and the summaries the store keeps are to be recounted
- * (LS-INC-17): the store records it, its transaction rolled back. */
+/* After a session that ended with VERIFY_FAILED (the peer's Verify, or a
+ * store that found its items disagree with its rows), the checkpoints of
+ * its tables are not to be trusted again (spec LS-INC-16), and the
+ * summaries the store keeps are to be recounted (LS-INC-17): the store
+ * records it, its transaction rolled back. */
 static void distrust_after(lipsync_session *s, int code) {
   if (code != LIPSYNC_ERR_VERIFY_FAILED)
     return;
   for (size_t i = 0; i < s->ntables; i++)
-    if (s->tables[i].incremental || s->is_server)
-      store_distrust(s->store, s->tables[i].name);
+    store_distrust(s->store, s->tables[i].name);
 }
 
 static void queue_error(lipsync_session *s, int code, const char *message) {
@@ -294,15 +319,17 @@ static int on_client_hello(lipsync_session *s, const Lipsync__ClientHello *m) {
   sh.version = v;
   sh.nonce.data = s->nonce;
   sh.nonce.len = LIPSYNC_NONCE_LEN;
-  /* The one feature this side knows, when offered (spec LS-FEAT-3). */
-  char *features[] = {FEATURE_INCREMENTAL};
-  for (size_t i = 0; s->incremental_enabled && i < m->n_features; i++)
-    if (m->features[i] && strcmp(m->features[i], FEATURE_INCREMENTAL) == 0)
-      s->incremental = true;
-  if (s->incremental) {
-    sh.n_features = 1;
-    sh.features = features;
-  }
+  /* The features this side knows, when offered (spec LS-FEAT-3), listed
+   * in its own order. */
+  char *mine[2], *features[2];
+  size_t nmine = my_features(s, mine);
+  for (size_t i = 0; i < m->n_features; i++)
+    (void)use_feature(s, m->features[i]); /* unknown or repeated: ignored */
+  for (size_t i = 0; i < nmine; i++)
+    if ((strcmp(mine[i], FEATURE_INCREMENTAL) == 0 && s->incremental) ||
+        (strcmp(mine[i], FEATURE_TLS_EXPORTER) == 0 && s->bound))
+      features[sh.n_features++] = mine[i];
+  sh.features = sh.n_features ? features : NULL;
   f.body_case = LIPSYNC__FRAME__BODY_SERVER_HELLO;
   f.server_hello = &sh;
   size_t start = s->out.len;
@@ -311,7 +338,8 @@ static int on_client_hello(lipsync_session *s, const Lipsync__ClientHello *m) {
   if (bytebuf_append(&s->server_hello, s->out.data + start, s->out.len - start))
     return session_fail(s, LIPSYNC_ERR_NOMEM, "out of memory");
   auth_transcript(s->client_hello.data, s->client_hello.len,
-                  s->server_hello.data, s->server_hello.len, s->transcript);
+                  s->server_hello.data, s->server_hello.len,
+                  s->bound ? s->binding : NULL, s->transcript);
   s->state = ST_WAIT_CLIENT_AUTH;
   return 0;
 }
@@ -343,23 +371,19 @@ static int on_server_hello(lipsync_session *s, const Lipsync__ServerHello *m) {
     return session_fail(s, LIPSYNC_ERR_VERSION_MISMATCH,
                         "server chose protocol version %u, outside %u..%u",
                         m->version, s->min_version, s->max_version);
-  for (size_t i = 0; i < m->n_features; i++) {
-    bool offered = s->incremental_enabled && m->features[i] &&
-                   strcmp(m->features[i], FEATURE_INCREMENTAL) == 0 &&
-                   !s->incremental;
-    if (!offered)
+  for (size_t i = 0; i < m->n_features; i++)
+    if (use_feature(s, m->features[i]) < 0)
       return session_fail(s, LIPSYNC_ERR_PROTOCOL,
                           "server accepted feature '%s', which was not "
                           "offered (or accepted it twice)",
                           m->features[i] ? m->features[i] : "");
-    s->incremental = true;
-  }
   s->version = m->version;
   s->server_hello.len = 0;
   if (frame_reader_copy(&s->reader, &s->server_hello))
     return session_fail(s, LIPSYNC_ERR_NOMEM, "out of memory");
   auth_transcript(s->client_hello.data, s->client_hello.len,
-                  s->server_hello.data, s->server_hello.len, s->transcript);
+                  s->server_hello.data, s->server_hello.len,
+                  s->bound ? s->binding : NULL, s->transcript);
   if (send_proof(s, AUTH_CLIENT))
     return s->result;
   s->state = ST_WAIT_SERVER_AUTH;
@@ -388,6 +412,7 @@ static int open_local_tables(lipsync_session *s) {
     rc = store_open_table(s->store, s->tables[i].name, &s->tables[i].handle);
     if (rc)
       return session_fail(s, rc, "%s", store_errmsg(s->store));
+    s->tables[i].handle->is_server = s->is_server;
   }
   return 0;
 }
@@ -1267,6 +1292,23 @@ int lipsync_session_set_full(lipsync_session *s) {
     return LIPSYNC_ERR_INVALID_ARGUMENT;
   s->force_full = true;
   return 0;
+}
+
+int lipsync_session_set_channel_binding(lipsync_session *s,
+                                        const uint8_t *binding, size_t len) {
+  if (!s || !binding || len != LIPSYNC_TLS_BINDING_LEN)
+    return LIPSYNC_ERR_INVALID_ARGUMENT;
+  /* Too late once the hello that would offer it is out. */
+  if ((s->state != ST_WAIT_SERVER_HELLO && s->state != ST_WAIT_CLIENT_HELLO) ||
+      s->client_hello.len)
+    return LIPSYNC_ERR_INVALID_ARGUMENT;
+  memcpy(s->binding, binding, len);
+  s->has_binding = true;
+  return 0;
+}
+
+int lipsync_session_channel_bound(lipsync_session *s) {
+  return s && s->bound;
 }
 
 int lipsync_session_table_incremental(lipsync_session *s, size_t index) {

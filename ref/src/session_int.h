@@ -146,6 +146,11 @@ struct lipsync_session {
   uint64_t horizon;
   uint64_t server_clock;
 
+  /* feature "tls-exporter" (spec 5.5) */
+  uint8_t binding[LIPSYNC_TLS_BINDING_LEN]; /* the TLS exporter value */
+  bool has_binding;                         /* this side offers or accepts */
+  bool bound;                               /* in effect in this session */
+
   /* feature "incremental" (spec 8.8) */
   bool incremental_enabled;       /* this side offers or accepts it */
   bool incremental;               /* in effect in this session */
@@ -159,6 +164,7 @@ struct lipsync_session {
   bool peer_turn_requests; /* the peer's current turn held Ranges or Need */
   bool verify_sent;
   turn_producer gen;
+  item_cursor scan; /* a scan of my items while the peer's turn is read */
   size_t split_threshold;
   canon_hasher hasher;
   uint8_t *lookup; /* LOOKUP_BATCH UUIDs, for store_scan_uuids */

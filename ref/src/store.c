@@ -1,6 +1,8 @@
 /* store.c: the public entry points shared by every backend. */
 #include "store.h"
 
+#include "hlc.h"
+
 #include <ctype.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -25,12 +27,13 @@ void lipsync_store_set_lock_timeout(lipsync_store *store, int ms) {
     store->methods->set_lock_timeout(store, ms);
 }
 
-int lipsync_store_maintain(lipsync_store *store, uint64_t horizon) {
+int lipsync_store_maintain(lipsync_store *store, uint64_t retention_ms) {
   if (!store)
     return LIPSYNC_ERR_INVALID_ARGUMENT;
   if (store->methods->version < 3 || !store->methods->maintain)
     return 0;
-  return store->methods->maintain(store, horizon);
+  return store->methods->maintain(
+      store, retention_ms ? hlc_horizon(hlc_wall_ms(), retention_ms) : 0);
 }
 
 int lipsync_db_is_postgres(const char *db) {

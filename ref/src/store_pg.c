@@ -2,33 +2,41 @@
  * store_pg.c: the PostgreSQL storage backend, one lipsync_store over one
  * libpq connection.
  *
- * A sync runs inside one READ COMMITTED transaction whose settings (time
- * zone UTC, ISO dates, UTF-8, a 30 s lock timeout) are SET LOCAL, so a
- * caller's connection gets its own back at the end. open_table locks each
- * table IN SHARE ROW EXCLUSIVE MODE before it reads anything of it: other
- * writers, and other syncs of the table, wait until this transaction ends
- * (readers do not), so every later statement sees one consistent table
- * even at READ COMMITTED, and a second sync of the table starts from the
- * rows the first committed.
+ * A sync runs inside one REPEATABLE READ transaction (spec LS-STORE-4)
+ * whose settings (time zone UTC, ISO dates, UTF-8, the lock timeout) are
+ * SET LOCAL, so a caller's connection gets its own back at the end.
+ * Everything the sync reads comes from the snapshot its first statement
+ * takes, and it locks no table while it reads: other syncs, readers and
+ * writers of its tables go on meanwhile. Its writes lock the rows they
+ * write; a row that another transaction changed after the snapshot cannot
+ * be written (PostgreSQL reports a serialization failure), and the sync
+ * fails with TRY_AGAIN, changing nothing. Two things lock more: adding
+ * _lipsync_uuid and installing capture (ALTER TABLE, CREATE TRIGGER, as
+ * PostgreSQL does), and a bulk load into a table that was empty, items
+ * included, when prepared (see pg_store_insert).
  *
  * Tables are named `schema.table` (split at the first '.'; no dot means
  * schema public), exactly, and every identifier is quoted. Reads go
  * through server-side BINARY cursors fetched in batches sized to about
  * 8 MiB, so memory stays bounded whatever the table; values whose
  * canonical form is PostgreSQL's text output (numeric, dates, json) are
- * selected as ::text. Inserts of one table stream through one COPY FROM
- * STDIN in text format, ended before any other statement; every value is
- * checked against its column's canonical form (pg_types.c) before it
- * enters the stream, and jsonb values are checked in batches once the
- * COPY ends, since only the server knows jsonb's normalized form.
+ * selected as ::text. Rows are read with their live item (a JOIN with the
+ * item table), in UUID order. Inserts of one table stream through one
+ * COPY FROM STDIN in text format, ended before any other statement; every
+ * value is checked against its column's canonical form (pg_types.c)
+ * before it enters the stream, and jsonb values are checked in batches
+ * once the COPY ends, since only the server knows jsonb's normalized
+ * form.
  *
  * Every statement waits for its result in short polls, so interrupt()
  * from another thread cancels a lock wait at once (PQcancel).
  *
- * Change capture (store methods version 2) lives beside: its objects and
- * the clock in store_pg_capture.c, items and update() in store_pg_items.c.
- * The sync transaction sets lipsync.applying = 'on', which the capture
- * triggers check, so the rows it writes get no new version.
+ * Change capture lives beside: its objects, the clock and the end of a
+ * sync in store_pg_capture.c, items and update() in store_pg_items.c,
+ * positions, summaries, checkpoints and maintenance in
+ * store_pg_changes.c. The sync transaction sets lipsync.applying = 'on',
+ * which the capture triggers check, so the rows it writes get no new
+ * version.
  */
 #include "buf.h"
 #include "canon.h"
@@ -47,8 +55,6 @@
 #include <string.h>
 
 #define DEFAULT_SCHEMA "public"
-/* How long a sync waits for another's lock (spec LS-OPEN-6). */
-#define LOCK_TIMEOUT "30 s"
 /* A cursor's first batch is small, for tables of large rows; later ones
  * hold about FETCH_TARGET_BYTES. */
 #define FETCH_FIRST_ROWS 100
@@ -71,9 +77,12 @@
 /* Binary array header: ndim, flags, element type, length, lower bound. */
 #define ARRAY_HEADER 20
 
-static const char begin_sql[] =
-    "BEGIN ISOLATION LEVEL READ COMMITTED;"
-    " SET LOCAL lock_timeout = '30s';" /* LOCK_TIMEOUT */
+/* The transaction of a sync (REPEATABLE READ) or of maintenance (READ
+ * COMMITTED), with the lock timeout in milliseconds. No statement here
+ * takes the snapshot: the first that reads does. */
+static const char begin_fmt[] =
+    "BEGIN ISOLATION LEVEL %s;"
+    " SET LOCAL lock_timeout = '%dms';"
     " SET LOCAL idle_in_transaction_session_timeout = 0;"
     " SET LOCAL TIME ZONE 'UTC';"
     " SET LOCAL DateStyle = 'ISO, YMD';"
@@ -129,12 +138,47 @@ static void context_prefix(char *out, size_t outlen, const char *table,
     snprintf(out, outlen, "%s", what);
 }
 
+const char *pgs_sqlstate(const PGresult *r) {
+  const char *state = r ? PQresultErrorField(r, PG_DIAG_SQLSTATE) : NULL;
+  return state ? state : "";
+}
+
+/* What another writer's interference means for the sync, appended to
+ * PostgreSQL's own message: LIPSYNC_ERR_TRY_AGAIN, or 0 for any other
+ * error. */
+static int interference(pg_store *s, const PGresult *res, const char *state,
+                        char *msg, size_t len) {
+  const char *table = res ? PQresultErrorField(res, PG_DIAG_TABLE_NAME) : NULL;
+  size_t n = strlen(msg);
+  if (strcmp(state, "23505") == 0 && table &&
+      strncmp(table, "_lipsync_meta_", 14) == 0) /* a new item's UUID */
+    snprintf(msg + n, len - n,
+             " (another writer added a row of the same UUID during the"
+             " sync; nothing was changed, sync again)");
+  else if (strcmp(state, "40001") == 0) /* serialization_failure */
+    snprintf(msg + n, len - n,
+             " (another writer changed a row of the table after this sync"
+             " read it; nothing was changed, sync again)");
+  else if (strcmp(state, "40P01") == 0) /* deadlock_detected */
+    snprintf(msg + n, len - n,
+             " (this sync and another writer waited for each other;"
+             " nothing was changed, sync again)");
+  else if (strcmp(state, "55P03") == 0) /* lock_not_available */
+    snprintf(msg + n, len - n,
+             " (waited %d.%d s for a lock another transaction held;"
+             " nothing was changed, sync again)",
+             s->lock_timeout_ms / 1000, s->lock_timeout_ms % 1000 / 100);
+  else
+    return 0;
+  return LIPSYNC_ERR_TRY_AGAIN;
+}
+
 /* Fails with PostgreSQL's message for |res| (NULL: the connection's), its
  * primary message and DETAIL. */
 int pgs_fail_pg(pg_store *s, const PGresult *res, const char *table,
                 const char *what) {
   char prefix[256], msg[768];
-  const char *state = res ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
+  const char *state = pgs_sqlstate(res);
   const char *primary =
       res ? PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY) : NULL;
   const char *detail =
@@ -153,12 +197,10 @@ int pgs_fail_pg(pg_store *s, const PGresult *res, const char *table,
   else
     one_line(res ? PQresultErrorMessage(res) : PQerrorMessage(s->conn), msg,
              sizeof msg);
-  int code = state && strcmp(state, "53200") == 0 ? LIPSYNC_ERR_NOMEM
-                                                  : LIPSYNC_ERR_STORAGE;
-  if (state && strcmp(state, "55P03") == 0) /* lock_not_available */
-    snprintf(msg + strlen(msg), sizeof msg - strlen(msg),
-             " (another transaction held a lock this sync needs for "
-             "more than " LOCK_TIMEOUT ")");
+  int code = interference(s, res, state, msg, sizeof msg);
+  if (!code)
+    code =
+        strcmp(state, "53200") == 0 ? LIPSYNC_ERR_NOMEM : LIPSYNC_ERR_STORAGE;
   if (detail && *detail) {
     char d[512];
     one_line(detail, d, sizeof d);
@@ -263,6 +305,66 @@ int pgs_exec_sql(pg_store *s, const char *sql, const char *table,
   return pgs_expect(s, pgs_run(s, sql), PGRES_COMMAND_OK, table, what);
 }
 
+int pgs_exec_buf(pg_store *s, bytebuf *b, int rc, const char *table,
+                 const char *what) {
+  PGresult *r;
+  if (rc || !pgs_cstr(b)) {
+    bytebuf_free(b);
+    return pgs_fail_nomem(s);
+  }
+  r = pgs_run(s, (const char *)b->data);
+  bytebuf_free(b);
+  /* The last statement may return rows (a SELECT of a function). */
+  if (r && PQresultStatus(r) == PGRES_TUPLES_OK) {
+    PQclear(r);
+    return 0;
+  }
+  return pgs_expect(s, r, PGRES_COMMAND_OK, table, what);
+}
+
+int pgs_query(pg_store *s, pg_table *t, bytebuf *b, int rc, const char *what,
+              bool binary, PGresult **out) {
+  PGresult *r;
+  *out = NULL;
+  if (rc || !pgs_cstr(b)) {
+    bytebuf_free(b);
+    return pgs_fail_nomem(s);
+  }
+  r = binary ? pgs_run_params(s, (const char *)b->data, 0, NULL, NULL, NULL, 1)
+             : pgs_run(s, (const char *)b->data);
+  bytebuf_free(b);
+  if (!r || PQresultStatus(r) != PGRES_TUPLES_OK)
+    return pgs_expect(s, r, PGRES_TUPLES_OK, t ? t->name : NULL, what);
+  *out = r;
+  return 0;
+}
+
+int pgs_query_row(pg_store *s, pg_table *t, bytebuf *b, int rc,
+                  const char *what, bool binary, PGresult **out) {
+  PGresult *r;
+  if ((rc = pgs_query(s, t, b, rc, what, binary, out)) != 0)
+    return rc;
+  r = *out;
+  *out = NULL;
+  if (PQntuples(r) != 1) {
+    PQclear(r);
+    return pgs_fail(s, LIPSYNC_ERR_STORAGE, "%s%s%s%s: unexpected result",
+                    t ? "table " : "", t ? t->name : "", t ? ": " : "", what);
+  }
+  *out = r;
+  return 0;
+}
+
+int pgs_query_bool(pg_store *s, pg_table *t, bytebuf *sql, int rc,
+                   const char *what, bool *out) {
+  PGresult *r;
+  if ((rc = pgs_query_row(s, t, sql, rc, what, false, &r)) != 0)
+    return rc;
+  *out = PQgetvalue(r, 0, 0)[0] == 't';
+  PQclear(r);
+  return 0;
+}
+
 /* ------------------------------------------------------------------ */
 /* SQL text                                                             */
 /* ------------------------------------------------------------------ */
@@ -316,6 +418,40 @@ int pgs_put_ident(pg_store *s, bytebuf *b, const char *name) {
   int rc = pgs_put(b, q);
   PQfreemem(q);
   return rc;
+}
+
+int pgs_put_hex(bytebuf *b, const uint8_t *data, size_t len) {
+  static const char hex[] = "0123456789abcdef";
+  int rc = bytebuf_reserve(b, 2 * len);
+  if (rc)
+    return rc;
+  for (size_t i = 0; i < len; i++) {
+    b->data[b->len++] = (uint8_t)hex[data[i] >> 4];
+    b->data[b->len++] = (uint8_t)hex[data[i] & 15];
+  }
+  return 0;
+}
+
+/* decode() rather than a bytea literal: the same text whatever
+ * standard_conforming_strings says. */
+int pgs_put_bytea(bytebuf *b, const uint8_t *data, size_t len) {
+  int rc;
+  if (!data)
+    return pgs_put(b, "NULL");
+  if ((rc = pgs_put(b, "pg_catalog.decode('")) != 0 ||
+      (rc = pgs_put_hex(b, data, len)) != 0)
+    return rc;
+  return pgs_put(b, "', 'hex')");
+}
+
+int pgs_put_uuid_array(bytebuf *b, const uint8_t *uuids, size_t n) {
+  char text[37];
+  int rc = pgs_put(b, "'{");
+  for (size_t i = 0; i < n && !rc; i++) {
+    lipsync_uuid_format(uuids + i * LIPSYNC_UUID_LEN, text);
+    rc = pgs_putf(b, "%s%s", i ? "," : "", text);
+  }
+  return rc ? rc : pgs_put(b, "}'::pg_catalog.uuid[]");
 }
 
 /* Notes that |c|'s server cursor is to be closed, with the next
@@ -552,6 +688,8 @@ static void table_free(pg_table *t) {
   free(t->type_names);
   free(t->uuid_slot);
   free(t->uuid_bad_type);
+  free(t->columns_sql);
+  free(t->plain_sql);
   free(t->select_sql);
   free(t->copy_sql);
   free(t->fetch_values);
@@ -561,6 +699,7 @@ static void table_free(pg_table *t) {
   free(t->qname);
   free(t->oid);
   free(t->schema);
+  free(t->reg_lit);
   free(t->meta_qname);
   free(t->items_sql);
   free(t->stage_qname);
@@ -586,6 +725,9 @@ static void free_tables(pg_store *s) {
    * last. */
   s->capture_ready = false;
   s->item_stage_ready = false;
+  s->digest_stage_ready = false;
+  s->site_known = false;
+  s->global_checked = false;
 }
 
 /* Splits |name| at its first '.' into a schema and a table; no '.' means
@@ -700,8 +842,22 @@ static int take_column(pg_store *s, pg_table *t, PGresult *r, int i,
   return 0;
 }
 
-/* Locks the table, then reads its columns into canonical order. */
-static int lock_and_read_columns(pg_store *s, pg_table *t) {
+int pgs_temp_table(pg_store *s, pg_table *t, bool *ready, const char *def,
+                   const char *what) {
+  bytebuf sql = {0};
+  int rc;
+  if (*ready)
+    return 0;
+  rc = pgs_putf(&sql, "CREATE TEMPORARY TABLE IF NOT EXISTS %s ON COMMIT DROP",
+                def);
+  rc = pgs_exec_buf(s, &sql, rc, t->name, what);
+  *ready = rc == 0;
+  return rc;
+}
+
+/* Reads the table's columns into canonical order. No lock: the catalog
+ * as the snapshot holds it. */
+static int read_columns(pg_store *s, pg_table *t) {
   bytebuf sql = {0};
   PGresult *r;
   lipsync_column *cols = NULL;
@@ -710,21 +866,15 @@ static int lock_and_read_columns(pg_store *s, pg_table *t) {
   size_t n = 0, total;
   int rc;
 
-  rc = pgs_put(&sql, "LOCK TABLE ");
-  if (!rc)
-    rc = pgs_put(&sql, t->qname);
-  if (!rc)
-    rc = pgs_putf(&sql,
-                  " IN SHARE ROW EXCLUSIVE MODE;"
-                  " SELECT a.attname, a.atttypid, a.atttypmod,"
-                  " a.attgenerated <> '', ty.typname = 'citext' AND"
-                  " ty.typtype = 'b', pg_catalog.format_type(a.atttypid,"
-                  " a.atttypmod) FROM pg_catalog.pg_attribute a"
-                  " JOIN pg_catalog.pg_type ty ON ty.oid = a.atttypid"
-                  " WHERE a.attrelid = %s AND a.attnum > 0",
-                  t->oid);
-  if (!rc)
-    rc = pgs_put(&sql, " AND NOT a.attisdropped ORDER BY a.attnum");
+  rc = pgs_putf(&sql,
+                "SELECT a.attname, a.atttypid, a.atttypmod,"
+                " a.attgenerated <> '', ty.typname = 'citext' AND"
+                " ty.typtype = 'b', pg_catalog.format_type(a.atttypid,"
+                " a.atttypmod) FROM pg_catalog.pg_attribute a"
+                " JOIN pg_catalog.pg_type ty ON ty.oid = a.atttypid"
+                " WHERE a.attrelid = %s AND a.attnum > 0"
+                " AND NOT a.attisdropped ORDER BY a.attnum",
+                t->oid);
   if (rc || !pgs_cstr(&sql)) {
     bytebuf_free(&sql);
     return pgs_fail_nomem(s);
@@ -732,7 +882,7 @@ static int lock_and_read_columns(pg_store *s, pg_table *t) {
   r = pgs_run(s, (const char *)sql.data);
   bytebuf_free(&sql);
   if (!r || PQresultStatus(r) != PGRES_TUPLES_OK)
-    return pgs_expect(s, r, PGRES_TUPLES_OK, t->name, "locking the table");
+    return pgs_expect(s, r, PGRES_TUPLES_OK, t->name, "reading its columns");
 
   total = (size_t)PQntuples(r);
   cols = calloc(total + 1, sizeof *cols);
@@ -778,34 +928,72 @@ static int lock_and_read_columns(pg_store *s, pg_table *t) {
 }
 
 /*
- * SELECT "c1", "c2"::pg_catalog.text, ..., "_lipsync_uuid" FROM "s"."t"
- * and COPY "s"."t" ("c1", ..., "_lipsync_uuid") FROM STDIN.
+ * SELECT t."c1", t."c2"::pg_catalog.text, ..., t."_lipsync_uuid" FROM
+ * "s"."t" AS t and COPY "s"."t" ("c1", ..., "_lipsync_uuid") FROM STDIN.
+ * Columns are qualified: the join with the items (build_select) must not
+ * take one of theirs.
  */
 static int build_statements(pg_store *s, pg_table *t) {
-  bytebuf sel = {0}, copy = {0};
-  int rc = pgs_put(&sel, "SELECT ");
-  if (!rc)
-    rc = pgs_putf(&copy, "COPY %s (", t->qname);
+  bytebuf cols = {0}, copy = {0}, plain = {0};
+  int rc = pgs_putf(&copy, "COPY %s (", t->qname);
   t->nuuid = 0;
   for (size_t i = 0; i < t->base.ncolumns && !rc; i++) {
     t->uuid_slot[i] = t->types[i].kind == PGTYPE_UUID ? t->nuuid++ : NO_SLOT;
-    rc = pgs_put_ident(s, &sel, t->columns[i].name);
-    if (!rc && pgtype_select_as_text(t->types[i].kind))
-      rc = pgs_put(&sel, "::pg_catalog.text");
+    rc = pgs_put(&cols, "t.");
     if (!rc)
-      rc = pgs_put(&sel, ", ");
+      rc = pgs_put_ident(s, &cols, t->columns[i].name);
+    if (!rc && pgtype_select_as_text(t->types[i].kind))
+      rc = pgs_put(&cols, "::pg_catalog.text");
+    if (!rc)
+      rc = pgs_put(&cols, ", ");
     if (!rc)
       rc = pgs_put_ident(s, &copy, t->columns[i].name);
     if (!rc)
       rc = pgs_put(&copy, ", ");
   }
   if (!rc)
-    rc = pgs_putf(&sel, "\"%s\" FROM %s", LIPSYNC_UUID_COLUMN, t->qname);
+    rc = pgs_put(&cols, "t.\"" LIPSYNC_UUID_COLUMN "\"");
   if (!rc)
     rc = pgs_putf(&copy, "\"%s\") FROM STDIN", LIPSYNC_UUID_COLUMN);
-  t->select_sql = pgs_take_cstr(&sel, rc);
   t->copy_sql = pgs_take_cstr(&copy, rc);
-  return t->select_sql && t->copy_sql ? 0 : pgs_fail_nomem(s);
+  if (!(t->columns_sql = pgs_take_cstr(&cols, rc)))
+    return pgs_fail_nomem(s);
+  rc = pgs_putf(&plain, "SELECT %s FROM %s AS t", t->columns_sql, t->qname);
+  t->plain_sql = pgs_take_cstr(&plain, rc);
+  return t->plain_sql && t->copy_sql ? 0 : pgs_fail_nomem(s);
+}
+
+/* The rows with their live items: a row without one (written with
+ * capture off, until a recount repairs it) is not read. */
+static int build_select(pg_store *s, pg_table *t) {
+  bytebuf sql = {0};
+  int rc;
+  if (t->select_sql)
+    return 0;
+  rc = pgs_putf(&sql,
+                "SELECT %s, m.clock, m.site, m.base_clock, m.base_site FROM"
+                " %s AS t JOIN %s AS m ON m.uuid = t.\"" LIPSYNC_UUID_COLUMN
+                "\" WHERE NOT m.deleted",
+                t->columns_sql, t->qname, t->meta_qname);
+  t->select_sql = pgs_take_cstr(&sql, rc);
+  return t->select_sql ? 0 : pgs_fail_nomem(s);
+}
+
+/* The table's name in the registry, "schema.table", as a literal. */
+static int registry_literal(pg_store *s, pg_table *t) {
+  size_t n = strlen(t->schema) + strlen(t->relname) + 2;
+  char *name = malloc(n), *lit;
+  if (!name)
+    return pgs_fail_nomem(s);
+  snprintf(name, n, "%s.%s", t->schema, t->relname);
+  lit = PQescapeLiteral(s->conn, name, strlen(name));
+  free(name);
+  if (lit && !(t->reg_lit = strdup(lit))) {
+    PQfreemem(lit);
+    lit = NULL;
+  }
+  PQfreemem(lit);
+  return t->reg_lit ? 0 : pgs_fail_nomem(s);
 }
 
 static int pg_store_open_table(lipsync_store *store, const char *name,
@@ -855,7 +1043,7 @@ static int pg_store_open_table(lipsync_store *store, const char *name,
   }
   if ((rc = find_table(s, t, schema)) != 0)
     goto fail;
-  if ((rc = lock_and_read_columns(s, t)) != 0)
+  if ((rc = read_columns(s, t)) != 0)
     goto fail;
   size_t n = t->base.ncolumns;
   t->uuid_slot = calloc(n + 1, sizeof *t->uuid_slot);
@@ -872,6 +1060,8 @@ static int pg_store_open_table(lipsync_store *store, const char *name,
   }
   t->schema = schema;
   schema = NULL;
+  if ((rc = registry_literal(s, t)) != 0)
+    goto fail;
   if ((rc = pgs_capture_last_sync(s, t)) != 0)
     goto fail;
   t->base.name = t->name;
@@ -944,7 +1134,7 @@ static int find_uuid_index(pg_store *s, pg_table *t, const char *index_name,
  * it reads the table). Named <table>__lipsync_uuid when that name fits
  * and is free, else as PostgreSQL chooses.
  *
- * An empty table, when |may_defer|, gets it later (build_pending_index):
+ * An empty table, when |may_defer|, gets it later (pgs_build_pending):
  * rows bulk-loaded into it arrive in random UUID order, and one index
  * build afterwards costs a third less than keeping the index up to date
  * through the COPY.
@@ -1000,7 +1190,7 @@ static int ensure_uuid_index(pg_store *s, pg_table *t, bool may_defer) {
  * cursor on the table is open: then lookups go without it until the
  * cursor is done (a full scan read halfway, which the session does not
  * leave to look rows up). */
-static int build_pending_index(pg_store *s, pg_table *t) {
+int pgs_build_pending(pg_store *s, pg_table *t) {
   int rc;
   if (!t->index_pending && !t->meta_key_pending)
     return 0;
@@ -1020,10 +1210,181 @@ static int build_pending_index(pg_store *s, pg_table *t) {
   return pgs_build_meta_key(s, t);
 }
 
+/* Whether the snapshot's catalog shows _lipsync_uuid (after this
+ * transaction's own ALTER TABLE, which it sees). */
+static int uuid_column_visible(pg_store *s, pg_table *t, bool *visible) {
+  bytebuf sql = {0};
+  int rc = pgs_putf(&sql,
+                    "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_attribute"
+                    " WHERE attrelid = %s AND attname = '" LIPSYNC_UUID_COLUMN
+                    "' AND NOT attisdropped)",
+                    t->oid);
+  return pgs_query_bool(s, t, &sql, rc, "adding " LIPSYNC_UUID_COLUMN, visible);
+}
+
+/* Gives the table its _lipsync_uuid column, or a UUID to every row that
+ * has none. */
+static int give_uuids(pg_store *s, pg_table *t) {
+  bytebuf sql = {0};
+  bool visible = false;
+  int rc;
+  /* A new column gets a fresh UUID in every row as the table is rewritten
+   * once, cheaper than adding it empty and updating every row. The
+   * default stays: rows inserted later get one too. */
+  if (!t->has_uuid) {
+    /* IF NOT EXISTS: another sync may have added it since this one's
+     * snapshot, and committed while this one waited for the lock. */
+    rc = pgs_putf(&sql,
+                  "ALTER TABLE %s ADD COLUMN IF NOT EXISTS"
+                  " \"" LIPSYNC_UUID_COLUMN "\" pg_catalog.uuid"
+                  " DEFAULT pg_catalog.gen_random_uuid()",
+                  t->qname);
+    if ((rc = pgs_exec_buf(s, &sql, rc, t->name,
+                           "adding " LIPSYNC_UUID_COLUMN)) != 0 ||
+        (rc = uuid_column_visible(s, t, &visible)) != 0)
+      return rc;
+    /* Then the rows it wrote are not in this one's snapshot. */
+    if (!visible)
+      return pgs_fail(s, LIPSYNC_ERR_TRY_AGAIN,
+                      "table %s: another sync added " LIPSYNC_UUID_COLUMN
+                      " to the table after this one began; nothing was"
+                      " changed, sync again",
+                      t->name);
+    t->has_uuid = true;
+    t->added_uuid = true;
+    return 0;
+  }
+  rc = pgs_putf(&sql,
+                "UPDATE %s SET \"" LIPSYNC_UUID_COLUMN
+                "\" = pg_catalog.gen_random_uuid() WHERE \"" LIPSYNC_UUID_COLUMN
+                "\" IS NULL",
+                t->qname);
+  if (rc || !pgs_cstr(&sql)) {
+    bytebuf_free(&sql);
+    return pgs_fail_nomem(s);
+  }
+  PGresult *r = pgs_run(s, (const char *)sql.data);
+  bytebuf_free(&sql);
+  /* Rows given a UUID now were written with capture off: recount. */
+  t->uuids_given = r && PQresultStatus(r) == PGRES_COMMAND_OK &&
+                   strcmp(PQcmdTuples(r), "0") != 0;
+  return pgs_expect(s, r, PGRES_COMMAND_OK, t->name, "giving rows a UUID");
+}
+
+/* Reads the description of |t| again, in the transaction begun since it
+ * was opened: the same table with the same columns, or TRY_AGAIN (the
+ * session core holds the columns it described). */
+static int reread_table(pg_store *s, pg_table *t) {
+  pg_table *now = calloc(1, sizeof *now);
+  bool same;
+  int rc;
+  if (!now)
+    return pgs_fail_nomem(s);
+  now->store = s;
+  now->name = strdup(t->name);
+  now->relname = strdup(t->relname);
+  rc = now->name && now->relname ? find_table(s, now, t->schema)
+                                 : pgs_fail_nomem(s);
+  if (!rc && strcmp(now->oid, t->oid) == 0)
+    rc = read_columns(s, now);
+  same = !rc && strcmp(now->oid, t->oid) == 0 &&
+         now->base.ncolumns == t->base.ncolumns &&
+         (now->uuid_bad_type != NULL) == (t->uuid_bad_type != NULL);
+  for (size_t i = 0; same && i < t->base.ncolumns; i++)
+    same = strcmp(now->columns[i].name, t->columns[i].name) == 0 &&
+           strcmp(now->type_names[i], t->type_names[i]) == 0;
+  if (!rc && !same)
+    rc = pgs_fail(s, LIPSYNC_ERR_TRY_AGAIN,
+                  "table %s: its columns changed as this sync began; nothing"
+                  " was changed, sync again",
+                  t->name);
+  if (!rc)
+    t->has_uuid = now->has_uuid;
+  table_free(now);
+  return rc ? rc : pgs_capture_last_sync(s, t);
+}
+
+/*
+ * A table whose capture is to be installed or brought up to date must not
+ * change between the snapshot and the moment its triggers take over: a
+ * write committed then would be in no item, or logged by no delta. So the
+ * first prepare_table of a transaction that has read nothing yet begins it
+ * again, with every open table that needs it locked (ACCESS EXCLUSIVE:
+ * installing takes that anyway) before the first statement takes the
+ * snapshot. (A table prepared later, in a transaction that has read,
+ * gets a recount at its next sync instead: see pgs_capture_prepare.)
+ */
+/* Rolls back the transaction that has done nothing yet and begins it
+ * again, re-reading every open table; with |lock_sql|, that statement
+ * first. */
+static int begin_again(pg_store *s, const char *lock_sql) {
+  int rc = pgs_exec_sql(s, "ROLLBACK", NULL, "beginning again");
+  s->in_txn = PQtransactionStatus(s->conn) != PQTRANS_IDLE;
+  s->capture_ready = s->site_known = s->global_checked = false;
+  for (pg_table *t = s->tables; t; t = t->next)
+    t->facts_known = false;
+  if (!rc)
+    rc = pgs_begin(s, true);
+  s->fresh = false;
+  if (!rc && lock_sql)
+    rc = pgs_exec_sql(s, lock_sql, NULL,
+                      "locking the tables to install change capture");
+  for (pg_table *t = s->tables; t && !rc; t = t->next)
+    rc = reread_table(s, t);
+  return rc;
+}
+
+/* Whether every table locked to install capture has it by now (another
+ * session installed it while this one waited for the lock). */
+static int locked_ones_ready(pg_store *s, bool *all) {
+  bool ready;
+  int rc = 0;
+  *all = true;
+  for (pg_table *t = s->tables; t && !rc && *all; t = t->next)
+    if (t->locked_early && (rc = pgs_capture_ready(s, t, &ready)) == 0)
+      *all = ready;
+  return rc;
+}
+
+static int restart_locked(pg_store *s) {
+  bytebuf sql = {0};
+  bool ready;
+  int rc = 0;
+  for (pg_table *t = s->tables; t && !rc; t = t->next) {
+    if (t->uuid_bad_type)
+      continue;
+    if ((rc = pgs_capture_ready(s, t, &ready)) != 0 || ready)
+      continue;
+    rc = pgs_put(&sql, sql.len ? ", " : "LOCK TABLE ");
+    if (!rc)
+      rc = pgs_put(&sql, t->qname);
+    t->locked_early = true;
+  }
+  if (rc || !sql.len) {
+    bytebuf_free(&sql);
+    return rc;
+  }
+  rc = pgs_put(&sql, " IN ACCESS EXCLUSIVE MODE");
+  if (rc || !pgs_cstr(&sql)) {
+    bytebuf_free(&sql);
+    return pgs_fail_nomem(s);
+  }
+  rc = begin_again(s, (const char *)sql.data);
+  bytebuf_free(&sql);
+  /* Sessions of many clients arriving together all wait for the first
+   * one's lock: those that find capture installed then go on without it,
+   * side by side. */
+  if (!rc && (rc = locked_ones_ready(s, &ready)) == 0 && ready) {
+    for (pg_table *t = s->tables; t; t = t->next)
+      t->locked_early = false;
+    rc = begin_again(s, NULL);
+  }
+  return rc;
+}
+
 static int pg_store_prepare_table(lipsync_store *store, lipsync_table *table) {
   pg_store *s = (pg_store *)store;
   pg_table *t = (pg_table *)table;
-  bytebuf sql = {0};
   int rc;
 
   if (pgs_is_interrupted(s))
@@ -1035,66 +1396,51 @@ static int pg_store_prepare_table(lipsync_store *store, lipsync_table *table) {
                     t->name, t->uuid_bad_type);
   if ((rc = pgs_copy_end(s)) != 0)
     return rc;
-  /* A new column gets a fresh UUID in every row as the table is rewritten
-   * once, cheaper than adding it empty and updating every row. */
-  if (!t->has_uuid) {
-    rc = pgs_put(&sql, "ALTER TABLE ");
-    if (!rc)
-      rc = pgs_put(&sql, t->qname);
-    /* The default stays: rows inserted later get one too. */
-    if (!rc)
-      rc = pgs_put(&sql,
-                   " ADD COLUMN \"" LIPSYNC_UUID_COLUMN
-                   "\" pg_catalog.uuid DEFAULT pg_catalog.gen_random_uuid()");
-  } else {
-    rc = pgs_put(&sql, "UPDATE ");
-    if (!rc)
-      rc = pgs_put(&sql, t->qname);
-    if (!rc)
-      rc = pgs_put(
-          &sql, " SET \"" LIPSYNC_UUID_COLUMN
-                "\" = pg_catalog.gen_random_uuid() WHERE \"" LIPSYNC_UUID_COLUMN
-                "\" IS NULL");
+  if (s->fresh) {
+    s->fresh = false;
+    if ((rc = restart_locked(s)) != 0)
+      return rc;
   }
-  if (rc || !pgs_cstr(&sql)) {
-    bytebuf_free(&sql);
-    return pgs_fail_nomem(s);
-  }
-  PGresult *r = pgs_run(s, (const char *)sql.data);
-  bytebuf_free(&sql);
-  /* Rows given a UUID now were written with capture off: repair. */
-  t->uuids_given = t->has_uuid && r && PQresultStatus(r) == PGRES_COMMAND_OK &&
-                   strcmp(PQcmdTuples(r), "0") != 0;
-  rc = pgs_expect(s, r, PGRES_COMMAND_OK, t->name,
-                  t->has_uuid ? "giving rows a UUID"
-                              : "adding " LIPSYNC_UUID_COLUMN);
-  if (rc)
+  /* The global objects first: a copied database takes its own site id
+   * before anything else. */
+  if ((rc = pgs_capture_global(s)) != 0 || (rc = give_uuids(s, t)) != 0)
     return rc;
-  t->has_uuid = true;
   if (!t->index_pending && (rc = ensure_uuid_index(s, t, true)) != 0)
     return rc;
-  return pgs_capture_prepare(s, t);
+  if ((rc = pgs_capture_prepare(s, t)) != 0 || (rc = build_select(s, t)) != 0)
+    return rc;
+  t->prepared = true;
+  return 0;
 }
 
 /* ------------------------------------------------------------------ */
 /* Reading                                                              */
 /* ------------------------------------------------------------------ */
 
-static int not_prepared(pg_store *s, pg_table *t, const char *what) {
-  return pgs_fail(s, LIPSYNC_ERR_STORAGE,
-                  "table %s: %s: the table has no " LIPSYNC_UUID_COLUMN
-                  " column (prepare_table adds it)",
-                  t->name, what);
+int pgs_need_prepared(pg_store *s, pg_table *t, const char *what) {
+  if (!t->has_uuid)
+    return pgs_fail(s, LIPSYNC_ERR_STORAGE,
+                    "table %s: %s: the table has no " LIPSYNC_UUID_COLUMN
+                    " column (prepare_table adds it)",
+                    t->name, what);
+  if (!t->prepared)
+    return pgs_fail(s, LIPSYNC_ERR_STORAGE,
+                    "table %s: %s: the table is not prepared (prepare_table"
+                    " installs its change capture)",
+                    t->name, what);
+  return 0;
 }
 
 /* Fills |row| from tuple |tup| of |r|: the columns in canonical order, then
- * the UUID. Values point into |r| and |scratch|. */
-static int read_row(pg_table *t, const PGresult *r, int tup,
-                    lipsync_value *values, char *scratch, lipsync_row *row) {
+ * the UUID, then, when |r| has them, its item's clock, site, base_clock and
+ * base_site. Values point into |r| and |scratch|. */
+int pgs_read_row(pg_table *t, const PGresult *r, int tup, lipsync_value *values,
+                 char *scratch, lipsync_row *row) {
   pg_store *s = t->store;
   int n = (int)t->base.ncolumns;
   char uuid[37], why[160];
 
+  memset(row, 0, sizeof *row);
   if (PQgetisnull(r, tup, n) || PQgetlength(r, tup, n) != LIPSYNC_UUID_LEN)
     return pgs_fail(s, LIPSYNC_ERR_STORAGE,
                     "table %s: a row has no " LIPSYNC_UUID_COLUMN, t->name);
@@ -1117,7 +1463,33 @@ static int read_row(pg_table *t, const PGresult *r, int tup,
   }
   row->nvalues = (size_t)n;
   row->values = values;
+  if (PQnfields(r) == n + 1 + ROW_ITEM_FIELDS) {
+    if (!pgs_read_version(r, tup, n + 1, &row->version) ||
+        !pgs_read_version(r, tup, n + 3, &row->base)) {
+      lipsync_uuid_format(row->uuid, uuid);
+      return pgs_fail(s, LIPSYNC_ERR_STORAGE,
+                      "table %s: the item of row %s is malformed", t->name,
+                      uuid);
+    }
+    if (pgs_base_is_version(t)) /* never synced as a client */
+      memset(&row->base, 0, sizeof row->base);
+  }
   return 0;
+}
+
+/* The fields of a tuple a cursor of |kind| reads. */
+static int kind_fields(const pg_table *t, cursor_kind kind) {
+  int n = (int)t->base.ncolumns + 1;
+  switch (kind) {
+  case CURSOR_ROWS:
+    return n + ROW_ITEM_FIELDS;
+  case CURSOR_CONTENTS:
+    return n + 1;
+  case CURSOR_ITEMS:
+    return ITEM_FIELDS;
+  default:
+    return n;
+  }
 }
 
 /* Takes the answer to a FETCH of |asked| rows, and sizes the table's next
@@ -1127,7 +1499,7 @@ static int take_batch(pg_cursor *c, PGresult *r, size_t asked) {
   pg_store *s = t->store;
   if (!r || PQresultStatus(r) != PGRES_TUPLES_OK)
     return pgs_expect(s, r, PGRES_TUPLES_OK, t->name, "scan");
-  if (PQnfields(r) != (c->items ? ITEM_FIELDS : (int)t->base.ncolumns + 1) ||
+  if (PQnfields(r) != kind_fields(t, c->kind) ||
       (PQnfields(r) && PQfformat(r, 0) != 1)) {
     PQclear(r);
     return pgs_fail(s, LIPSYNC_ERR_STORAGE, "table %s: scan: unexpected result",
@@ -1141,7 +1513,7 @@ static int take_batch(pg_cursor *c, PGresult *r, size_t asked) {
    * cursor would keep the index build of an empty table waiting. */
   if (c->last_batch)
     queue_close(s, c);
-  if (c->nrows > 0 && !c->items) {
+  if (c->nrows > 0 && c->kind != CURSOR_ITEMS) {
     size_t per_row = PQresultMemorySize(r) / (size_t)c->nrows;
     size_t rows = FETCH_TARGET_BYTES / (per_row ? per_row : 1);
     t->batch_rows = rows < 1                ? 1
@@ -1174,7 +1546,7 @@ static int fetch_batch(pg_cursor *c) {
   pg_table *t = c->table;
   pg_store *s = t->store;
   bytebuf sql = {0};
-  size_t asked = c->items ? FETCH_MAX_ROWS : t->batch_rows;
+  size_t asked = c->kind == CURSOR_ITEMS ? FETCH_MAX_ROWS : t->batch_rows;
   int rc;
 
   if ((rc = pgs_copy_end(s)) != 0)
@@ -1190,12 +1562,15 @@ static int fetch_batch(pg_cursor *c) {
   return take_batch(c, r, asked);
 }
 
-/* Declares a cursor over the table's rows matching |where| (SQL, may be
- * empty) and fetches its first batch. */
+/* Declares a cursor over the table's rows (or items) matching |where|
+ * (SQL, may be empty) and fetches its first batch. Rows with their items,
+ * and items, are there once the table is prepared; plain rows as soon as
+ * it has its UUID column. */
 int pgs_open_scan(pg_store *s, pg_table *t, const char *select,
-                  const char *where, bool items, bool needs_index,
+                  const char *where, cursor_kind kind, bool needs_index,
                   lipsync_cursor **out) {
-  size_t n = t->base.ncolumns, asked = items ? FETCH_MAX_ROWS : t->batch_rows;
+  size_t n = t->base.ncolumns;
+  size_t asked = kind == CURSOR_ITEMS ? FETCH_MAX_ROWS : t->batch_rows;
   bytebuf sql = {0};
   pg_cursor *c;
   int rc;
@@ -1203,9 +1578,10 @@ int pgs_open_scan(pg_store *s, pg_table *t, const char *select,
   *out = NULL;
   if (pgs_is_interrupted(s))
     return pgs_fail_interrupted(s);
-  if (!t->has_uuid)
-    return not_prepared(s, t, "scan");
-  if (needs_index && (rc = build_pending_index(s, t)) != 0)
+  if ((!t->has_uuid || kind == CURSOR_ROWS || kind == CURSOR_ITEMS) &&
+      (rc = pgs_need_prepared(s, t, "scan")) != 0)
+    return rc;
+  if (needs_index && (rc = pgs_build_pending(s, t)) != 0)
     return rc;
   if ((rc = pgs_copy_end(s)) != 0)
     return rc;
@@ -1214,7 +1590,7 @@ int pgs_open_scan(pg_store *s, pg_table *t, const char *select,
     return pgs_fail_nomem(s);
   c->base.table = &t->base;
   c->table = t;
-  c->items = items;
+  c->kind = kind;
   snprintf(c->name, sizeof c->name, "lipsync_cursor_%u", ++s->cursor_seq);
   c->scratch = malloc(37 * (t->nuuid + 1));
   rc = c->scratch
@@ -1244,54 +1620,64 @@ int pgs_open_scan(pg_store *s, pg_table *t, const char *select,
   return 0;
 }
 
+int pgs_open_scan_buf(pg_store *s, pg_table *t, const char *select,
+                      bytebuf *where, int rc, cursor_kind kind,
+                      bool needs_index, lipsync_cursor **out) {
+  *out = NULL;
+  if (rc || !pgs_cstr(where)) {
+    bytebuf_free(where);
+    return pgs_fail_nomem(s);
+  }
+  rc = pgs_open_scan(s, t, select, (const char *)where->data, kind, needs_index,
+                     out);
+  bytebuf_free(where);
+  return rc;
+}
+
+void pgs_uuid_bounds(char *out, size_t outlen, const char *column,
+                     const uint8_t *lower, const uint8_t *upper) {
+  char bound[37];
+  size_t len = strlen(out);
+  if (lower) {
+    lipsync_uuid_format(lower, bound);
+    len += (size_t)snprintf(out + len, outlen - len, " AND %s >= '%s'", column,
+                            bound);
+  }
+  if (upper && len < outlen) {
+    lipsync_uuid_format(upper, bound);
+    snprintf(out + len, outlen - len, " AND %s < '%s'", column, bound);
+  }
+}
+
+/* Rows in UUID order, with their live items. */
 static int pg_store_scan(lipsync_store *store, lipsync_table *table,
                          const uint8_t *lower, const uint8_t *upper,
                          lipsync_cursor **out) {
-  char where[160], bound[37];
-  size_t len = 0;
-  where[0] = '\0';
-  /* The bounds are literals: the planner sees the range. */
-  if (lower) {
-    lipsync_uuid_format(lower, bound);
-    len +=
-        (size_t)snprintf(where + len, sizeof where - len,
-                         " WHERE \"%s\" >= '%s'", LIPSYNC_UUID_COLUMN, bound);
-  }
-  if (upper) {
-    lipsync_uuid_format(upper, bound);
-    snprintf(where + len, sizeof where - len, " %s \"%s\" < '%s'",
-             lower ? "AND" : "WHERE", LIPSYNC_UUID_COLUMN, bound);
-  }
+  char where[256] = "";
   pg_table *t = (pg_table *)table;
-  return pgs_open_scan((pg_store *)store, t, t->select_sql, where, false,
+  pgs_uuid_bounds(where, sizeof where, "t.\"" LIPSYNC_UUID_COLUMN "\"", lower,
+                  upper);
+  snprintf(where + strlen(where), sizeof where - strlen(where),
+           " ORDER BY t.\"" LIPSYNC_UUID_COLUMN "\"");
+  return pgs_open_scan((pg_store *)store, t, t->select_sql, where, CURSOR_ROWS,
                        lower || upper, out);
 }
 
 /* One query for a batch of lookups: a round trip per row would dominate a
- * sync over a network. UUIDs are hex and dashes, safe as a literal. */
+ * sync over a network. */
 static int pg_store_scan_uuids(lipsync_store *store, lipsync_table *table,
                                const uint8_t *uuids, size_t n,
                                lipsync_cursor **out) {
   pg_store *s = (pg_store *)store;
+  pg_table *t = (pg_table *)table;
   bytebuf where = {0};
-  char text[37];
-  int rc = pgs_putf(&where, " WHERE \"%s\" = ANY ('{", LIPSYNC_UUID_COLUMN);
-  for (size_t i = 0; i < n && !rc; i++) {
-    lipsync_uuid_format(uuids + i * LIPSYNC_UUID_LEN, text);
-    rc = pgs_putf(&where, "%s%s", i ? "," : "", text);
-  }
+  int rc = pgs_put(&where, " AND t.\"" LIPSYNC_UUID_COLUMN "\" = ANY (");
   if (!rc)
-    rc = pgs_put(&where, "}'::uuid[])");
+    rc = pgs_put_uuid_array(&where, uuids, n);
   if (!rc)
-    rc = bytebuf_append(&where, "", 1);
-  if (rc) {
-    bytebuf_free(&where);
-    return pgs_fail_nomem(s);
-  }
-  rc = pgs_open_scan(s, (pg_table *)table, ((pg_table *)table)->select_sql,
-                     (const char *)where.data, false, true, out);
-  bytebuf_free(&where);
-  return rc;
+    rc = pgs_put(&where, ")");
+  return pgs_open_scan_buf(s, t, t->select_sql, &where, rc, CURSOR_ROWS, true,
+                           out);
 }
 
 int pgs_cursor_step(pg_cursor *c) {
@@ -1319,7 +1705,7 @@ static int pg_store_next(lipsync_cursor *cursor, lipsync_row *row) {
   int rc = pgs_cursor_step(c);
   if (rc != 1)
     return rc;
-  rc = read_row(t, c->res, c->row++, c->values, c->scratch, row);
+  rc = pgs_read_row(t, c->res, c->row++, c->values, c->scratch, row);
   if (rc)
     return c->status = rc;
   return 1;
@@ -1354,7 +1740,7 @@ static int prepare_fetch(pg_store *s, pg_table *t) {
   snprintf(name, sizeof name, "lipsync_fetch_%u", ++s->statement_seq);
   rc = pgs_put(&sql, t->select_sql);
   if (!rc)
-    rc = pgs_put(&sql, " WHERE \"" LIPSYNC_UUID_COLUMN "\" = $1");
+    rc = pgs_put(&sql, " AND t.\"" LIPSYNC_UUID_COLUMN "\" = $1");
   /* Room to note the DEALLOCATE, so that success cannot fail to. */
   if (!rc)
     rc = bytebuf_reserve(&s->deallocs, sizeof name + 16);
@@ -1386,9 +1772,9 @@ static int pg_store_fetch(lipsync_store *store, lipsync_table *table,
 
   if (pgs_is_interrupted(s))
     return pgs_fail_interrupted(s);
-  if (!t->has_uuid)
-    return not_prepared(s, t, "fetch");
-  if ((rc = build_pending_index(s, t)) != 0 || (rc = pgs_copy_end(s)) != 0)
+  if ((rc = pgs_need_prepared(s, t, "fetch")) != 0)
+    return rc;
+  if ((rc = pgs_build_pending(s, t)) != 0 || (rc = pgs_copy_end(s)) != 0)
     return rc;
   PQclear(s->fetched); /* the previous fetched row lives until here */
   s->fetched = NULL;
@@ -1409,7 +1795,7 @@ static int pg_store_fetch(lipsync_store *store, lipsync_table *table,
                     text);
   }
   s->fetched = r;
-  return read_row(t, r, 0, t->fetch_values, t->fetch_scratch, row);
+  return pgs_read_row(t, r, 0, t->fetch_values, t->fetch_scratch, row);
 }
 
 /* ------------------------------------------------------------------ */
@@ -1505,10 +1891,11 @@ static int write_row(pg_store *s, pg_table *t, const lipsync_row *row,
   lipsync_uuid_format(row->uuid, key);
   if ((rc = encode_row(s, t, row, key)) != 0)
     return rc;
-  if ((items == &t->items_new
-           ? pgs_item_binary(items, row->uuid, &row->version, false)
-           : pgs_item_line(items, row->uuid, &row->version, false, false)) != 0)
+  if ((stage ? pgs_item_line(items, row->uuid, &row->version, false, false)
+             : pgs_item_binary(items, row->uuid, &row->version, false)) != 0)
     return pgs_fail_nomem(s);
+  if (stage)
+    t->nset++;
   if (s->copy_buf.len >= COPY_CHUNK && !copy_send(s)) {
     /* The server has refused the stream: take its reason. */
     rc = pgs_copy_end(s);
@@ -1522,17 +1909,46 @@ static int write_row(pg_store *s, pg_table *t, const lipsync_row *row,
   return 0;
 }
 
+/*
+ * The first row inserted into a table that had no row and no item when it
+ * was prepared starts a bulk load (the first sync of a table, typically):
+ * the table is locked IN SHARE ROW EXCLUSIVE MODE until the transaction
+ * ends, so that no other writer adds rows while it loads and the indexes
+ * set aside for it (ensure_uuid_index, pgs_capture_prepare) are built over
+ * its rows alone. Readers go on.
+ */
+static int start_bulk(pg_store *s, pg_table *t) {
+  bytebuf sql = {0};
+  int rc;
+  t->empty = false;
+  if ((rc = pgs_copy_end(s)) != 0)
+    return rc;
+  rc = pgs_putf(&sql, "LOCK TABLE %s IN SHARE ROW EXCLUSIVE MODE", t->qname);
+  return pgs_exec_buf(s, &sql, rc, t->name, "locking the table to load it");
+}
+
+/* What an applied row adds to the table's item digests and takes away,
+ * for the delta row its finish writes (spec 8.8.6). */
+static void note_applied(pg_table *t, const lipsync_row *row) {
+  canon_fp_add(&t->applied_add, row->digest);
+  if (row->had_item)
+    canon_fp_add(&t->applied_sub, row->old_digest);
+}
+
 /* A live row goes into the COPY of the table, its item into the next COPY
  * of items; a tombstone is an item alone. */
 static int pg_store_insert(lipsync_store *store, lipsync_table *table,
                            const lipsync_row *row) {
   pg_store *s = (pg_store *)store;
   pg_table *t = (pg_table *)table;
+  int rc;
 
   if (pgs_is_interrupted(s))
     return pgs_fail_interrupted(s);
-  if (!t->has_uuid)
-    return not_prepared(s, t, "insert");
+  if ((rc = pgs_need_prepared(s, t, "insert")) != 0 ||
+      (t->empty && (rc = start_bulk(s, t)) != 0))
+    return rc;
+  note_applied(t, row);
   if (!row->deleted)
     return write_row(s, t, row, false, &t->items_new);
   if (pgs_item_binary(&t->items_new, row->uuid, &row->version, true) != 0)
@@ -1542,7 +1958,7 @@ static int pg_store_insert(lipsync_store *store, lipsync_table *table,
 
 /* A live row goes through the table's staging table (store_pg_items.c
  * merges it, writing only rows that differ); a tombstone's row is deleted
- * before any later row of the table is written. Items are upserted. */
+ * before any later row of the table is written. Items are replaced. */
 static int pg_store_update(lipsync_store *store, lipsync_table *table,
                            const lipsync_row *row) {
   pg_store *s = (pg_store *)store;
@@ -1551,8 +1967,9 @@ static int pg_store_update(lipsync_store *store, lipsync_table *table,
 
   if (pgs_is_interrupted(s))
     return pgs_fail_interrupted(s);
-  if (!t->has_uuid)
-    return not_prepared(s, t, "update");
+  if ((rc = pgs_need_prepared(s, t, "update")) != 0)
+    return rc;
+  note_applied(t, row);
   if (!row->deleted)
     return write_row(s, t, row, true, &t->items_set);
   if (s->copy_table == t && (rc = pgs_copy_end(s)) != 0)
@@ -1560,6 +1977,7 @@ static int pg_store_update(lipsync_store *store, lipsync_table *table,
   if (bytebuf_append(&t->deletes, row->uuid, LIPSYNC_UUID_LEN) != 0 ||
       pgs_item_line(&t->items_set, row->uuid, &row->version, true, false) != 0)
     return pgs_fail_nomem(s);
+  t->nset++;
   if (t->deletes.len >= DELETE_BATCH * LIPSYNC_UUID_LEN ||
       t->items_set.len >= ITEMS_BATCH_BYTES)
     return pgs_copy_end(s);
@@ -1595,8 +2013,8 @@ static void end_statements(pg_store *s) {
   s->deallocs.len = 0;
 }
 
-static int pg_store_begin(lipsync_store *store) {
-  pg_store *s = (pg_store *)store;
+int pgs_begin(pg_store *s, bool snapshot) {
+  char sql[sizeof begin_fmt + 32];
   int rc;
   if (pgs_is_interrupted(s))
     return pgs_fail_interrupted(s);
@@ -1608,12 +2026,34 @@ static int pg_store_begin(lipsync_store *store) {
   if (PQtransactionStatus(s->conn) != PQTRANS_IDLE)
     return pgs_fail(s, LIPSYNC_ERR_STORAGE,
                     "begin: the connection is already in a transaction");
+  snprintf(sql, sizeof sql, begin_fmt,
+           snapshot ? "REPEATABLE READ" : "READ COMMITTED", s->lock_timeout_ms);
   use_blocking(s);
-  rc = pgs_exec_sql(s, begin_sql, NULL, "begin");
+  rc = pgs_exec_sql(s, sql, NULL, "begin");
   /* A failed SET leaves an open transaction for rollback to end. */
   s->in_txn = PQtransactionStatus(s->conn) != PQTRANS_IDLE;
+  s->fresh = snapshot;
   restore_blocking(s);
   return rc;
+}
+
+static int pg_store_begin(lipsync_store *store) {
+  return pgs_begin((pg_store *)store, true);
+}
+
+/* The transaction reads one snapshot and writes without another lock: a
+ * reader and a writer are the same transaction. */
+static int pg_store_begin_write(lipsync_store *store) {
+  pg_store *s = (pg_store *)store;
+  if (pgs_is_interrupted(s))
+    return pgs_fail_interrupted(s);
+  return s->in_txn ? 0
+                   : pgs_fail(s, LIPSYNC_ERR_INTERNAL,
+                              "write: no transaction is open");
+}
+
+static void pg_store_set_lock_timeout(lipsync_store *store, int ms) {
+  ((pg_store *)store)->lock_timeout_ms = ms > 0 ? ms : DEFAULT_LOCK_TIMEOUT_MS;
 }
 
 /* Ends the COPY, builds the indexes set aside (whose duplicates are
@@ -1621,7 +2061,7 @@ static int pg_store_begin(lipsync_store *store) {
 static int end_writes(pg_store *s) {
   int rc = copy_end_stream(s);
   for (pg_table *t = s->tables; t && !rc; t = t->next)
-    rc = build_pending_index(s, t);
+    rc = pgs_build_pending(s, t);
   return rc ? rc : pgs_copy_end(s);
 }
 
@@ -1674,6 +2114,9 @@ static int pg_store_commit(lipsync_store *store) {
   if (!s->in_txn)
     end_statements(s);
   restore_blocking(s);
+  if (rc == 0 && !s->in_txn)
+    pgs_upkeep_run(s);
+  pgs_upkeep_clear(s);
   return rc;
 }
 
@@ -1694,6 +2137,7 @@ static int pg_store_rollback(lipsync_store *store) {
   end_statements(s);
   restore_blocking(s);
   s->no_cancel = false;
+  pgs_upkeep_clear(s);
   return rc;
 }
 
@@ -1786,6 +2230,8 @@ static void pg_store_destroy(lipsync_store *store) {
   bytebuf_free(&s->copy_uuids);
   bytebuf_free(&s->jsonb_array);
   free(s->jsonb);
+  free(s->upkeep);
+  canon_hasher_free(&s->hasher);
   PQfreeCancel(s->cancel);
   if (s->owns_conn)
     PQfinish(s->conn);
@@ -1801,6 +2247,20 @@ static void pg_store_interrupt(lipsync_store *store) {
   atomic_store(&s->interrupted, 1);
   if (s->cancel)
     PQcancel(s->cancel, buf, sizeof buf);
+}
+
+/* A recount rewrites what the store keeps of the table: prepared, it is
+ * in this transaction. */
+static int pg_store_recount(lipsync_store *store, lipsync_table *table) {
+  pg_store *s = (pg_store *)store;
+  pg_table *t = (pg_table *)table;
+  int rc;
+  if (pgs_is_interrupted(s))
+    return pgs_fail_interrupted(s);
+  if ((rc = pgs_need_prepared(s, t, "recount")) != 0 ||
+      (rc = pgs_copy_end(s)) != 0)
+    return rc;
+  return pgs_capture_recount(s, t);
 }
 
 static const lipsync_store_methods pg_store_methods = {
@@ -1827,6 +2287,20 @@ static const lipsync_store_methods pg_store_methods = {
     .next_item = pgs_next_item,
     .finish_table = pgs_finish_table,
     .tick = pgs_tick,
+    .begin_read = pg_store_begin,
+    .begin_write = pg_store_begin_write,
+    .set_lock_timeout = pg_store_set_lock_timeout,
+    .position = pgs_position,
+    .scan_changes = pgs_scan_changes,
+    .scan_item_range = pgs_scan_item_range,
+    .lookup_items = pgs_lookup_items,
+    .scan_tombstones = pgs_scan_tombstones,
+    .summarize = pgs_summarize,
+    .load_checkpoint = pgs_load_checkpoint,
+    .load_token = pgs_load_token,
+    .distrust = pgs_distrust,
+    .recount = pg_store_recount,
+    .maintain = pgs_maintain,
 };
 
 static int store_new(PGconn *conn, bool owns_conn, pg_store **out) {
@@ -1834,9 +2308,14 @@ static int store_new(PGconn *conn, bool owns_conn, pg_store **out) {
   *out = NULL;
   if (!s)
     return LIPSYNC_ERR_NOMEM;
+  if (canon_hasher_init(&s->hasher) != 0) {
+    free(s);
+    return LIPSYNC_ERR_NOMEM;
+  }
   s->base.methods = &pg_store_methods;
   s->conn = conn;
   s->owns_conn = owns_conn;
+  s->lock_timeout_ms = DEFAULT_LOCK_TIMEOUT_MS;
   /* NULL for a connection that is not open: then nothing can be
    * cancelled. */
   s->cancel = PQgetCancel(conn);

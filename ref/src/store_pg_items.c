@@ -3,10 +3,16 @@
  * table's "_lipsync_meta_<table>" per UUID) as a sync reads and writes
  * them, and the rows update() writes.
  *
+ * Item cursors read the snapshot, in UUID order where the interface asks
+ * for it (ranges, lookups, changes), through the item table's primary key.
+ *
  * Writes wait in buffers for the next statement (pgs_copy_end): the rows
  * deleted by tombstones (one DELETE per batch), the items of new UUIDs
  * (one COPY), and the items update() replaces (a COPY into a temporary
- * table, then one upsert that keeps each base). update()'s live rows
+ * table, then one UPDATE that keeps each base: an item that another
+ * writer changed or purged since the snapshot makes it fail with a
+ * serialization failure, TRY_AGAIN). Every item written records the
+ * transaction (xid) and forgets its row digest. update()'s live rows
  * stream through a COPY into a temporary staging table shaped like the
  * user table; pgs_stage_merge then updates the rows whose text differs
  * (so an equal row is not written and fires no trigger) and inserts those
@@ -83,25 +89,16 @@ const char *pgs_item_columns(const pg_table *t) {
 /* Deletes the rows of the buffered UUIDs. */
 static int flush_deletes(pg_store *s, pg_table *t) {
   bytebuf sql = {0};
-  char text[37];
-  size_t n = t->deletes.len / LIPSYNC_UUID_LEN;
-  int rc = pgs_putf(
-      &sql, "DELETE FROM %s WHERE \"" LIPSYNC_UUID_COLUMN "\" = ANY ('{",
-      t->qname);
-  for (size_t i = 0; i < n && !rc; i++) {
-    lipsync_uuid_format(t->deletes.data + i * LIPSYNC_UUID_LEN, text);
-    rc = pgs_putf(&sql, "%s%s", i ? "," : "", text);
-  }
+  int rc =
+      pgs_putf(&sql, "DELETE FROM %s WHERE \"" LIPSYNC_UUID_COLUMN "\" = ANY (",
+               t->qname);
   if (!rc)
-    rc = pgs_put(&sql, "}'::pg_catalog.uuid[])");
+    rc = pgs_put_uuid_array(&sql, t->deletes.data,
+                            t->deletes.len / LIPSYNC_UUID_LEN);
+  if (!rc)
+    rc = pgs_put(&sql, ")");
   t->deletes.len = 0;
-  if (rc || !pgs_cstr(&sql)) {
-    bytebuf_free(&sql);
-    return pgs_fail_nomem(s);
-  }
-  rc = pgs_exec_sql(s, (const char *)sql.data, t->name, "deleting rows");
-  bytebuf_free(&sql);
-  return rc;
+  return pgs_exec_buf(s, &sql, rc, t->name, "deleting rows");
 }
 
 static int flush_new(pg_store *s, pg_table *t) {
@@ -128,39 +125,40 @@ static int flush_new(pg_store *s, pg_table *t) {
 
 static int flush_set(pg_store *s, pg_table *t) {
   bytebuf sql = {0};
+  PGresult *r;
+  size_t want = t->nset;
   int rc = 0;
-  if (!s->item_stage_ready) {
-    rc = pgs_exec_sql(s,
-                      "CREATE TEMPORARY TABLE IF NOT EXISTS"
-                      " _lipsync_item_stage (uuid uuid, clock bigint,"
-                      " site bytea, deleted boolean) ON COMMIT DROP",
-                      t->name, "recording versions");
-    if (rc) {
-      t->items_set.len = 0;
-      return rc;
-    }
-    s->item_stage_ready = true;
-  }
-  rc = pgs_copy_lines(s, t,
-                      "COPY " ITEM_STAGE " (uuid, clock, site, deleted)"
-                      " FROM STDIN",
-                      &t->items_set, "recording versions");
+  t->nset = 0;
+  rc = pgs_temp_table(s, t, &s->item_stage_ready,
+                      "_lipsync_item_stage (uuid uuid, clock bigint,"
+                      " site bytea, deleted boolean)",
+                      "recording versions");
+  if (!rc)
+    rc = pgs_copy_lines(s, t,
+                        "COPY " ITEM_STAGE " (uuid, clock, site, deleted)"
+                        " FROM STDIN",
+                        &t->items_set, "recording versions");
   t->items_set.len = 0;
+  /* One statement: the stage empties as the items are written. */
   if (!rc)
     rc = pgs_putf(&sql,
-                  "INSERT INTO %s AS m (uuid, clock, site, deleted)"
-                  " SELECT uuid, clock, site, deleted FROM " ITEM_STAGE
-                  " ON CONFLICT (uuid) DO UPDATE SET clock = EXCLUDED.clock,"
-                  " site = EXCLUDED.site, deleted = EXCLUDED.deleted;"
-                  " TRUNCATE " ITEM_STAGE,
+                  "WITH w AS (UPDATE %s AS m SET clock = s.clock,"
+                  " site = s.site, deleted = s.deleted,"
+                  " xid = pg_catalog.pg_current_xact_id(), rowdig = NULL"
+                  " FROM " ITEM_STAGE " AS s WHERE m.uuid = s.uuid"
+                  " RETURNING 1), e AS (DELETE FROM " ITEM_STAGE ")"
+                  " SELECT pg_catalog.count(*) FROM w",
                   t->meta_qname);
-  if (!rc && !pgs_cstr(&sql))
-    rc = LIPSYNC_ERR_NOMEM;
-  if (rc == LIPSYNC_ERR_NOMEM)
-    rc = pgs_fail_nomem(s);
-  if (!rc)
-    rc = pgs_exec_sql(s, (const char *)sql.data, t->name, "recording versions");
-  bytebuf_free(&sql);
+  if (rc || (rc = pgs_query_row(s, t, &sql, rc, "recording versions", false,
+                                &r)) != 0)
+    return rc;
+  /* update() is for UUIDs that have an item. */
+  if (strtoull(PQgetvalue(r, 0, 0), NULL, 10) != want)
+    rc = pgs_fail(s, LIPSYNC_ERR_STORAGE,
+                  "table %s: recording versions: %zu items to replace, %s"
+                  " found",
+                  t->name, want, PQgetvalue(r, 0, 0));
+  PQclear(r);
   return rc;
 }
 
@@ -176,6 +174,7 @@ int pgs_items_flush(pg_store *s, pg_table *t) {
     t->deletes.len = 0;
     t->items_new.len = 0;
     t->items_set.len = 0;
+    t->nset = 0;
   }
   return rc;
 }
@@ -268,13 +267,22 @@ int pgs_stage_merge(pg_store *s, pg_table *t) {
                   t->base.ncolumns ? ", " : "");
   if (!rc)
     rc = put_columns(s, t, &sql, "s.");
+  /* A row of the same UUID that another writer inserted after the
+   * snapshot, which NOT EXISTS cannot see, is a serialization failure
+   * with ON CONFLICT rather than a duplicate key; a partitioned table has
+   * no unique index on the UUID for it, nor has a table loaded while
+   * empty yet. */
   if (!rc)
-    rc = pgs_putf(
-        &sql,
-        "%ss.\"" LIPSYNC_UUID_COLUMN "\" FROM %s AS s WHERE NOT"
-        " EXISTS (SELECT 1 FROM %s AS t WHERE t.\"" LIPSYNC_UUID_COLUMN
-        "\" = s.\"" LIPSYNC_UUID_COLUMN "\"); TRUNCATE %s",
-        t->base.ncolumns ? ", " : "", t->stage_qname, t->qname, t->stage_qname);
+    rc =
+        pgs_putf(&sql,
+                 "%ss.\"" LIPSYNC_UUID_COLUMN "\" FROM %s AS s WHERE NOT"
+                 " EXISTS (SELECT 1 FROM %s AS t WHERE t.\"" LIPSYNC_UUID_COLUMN
+                 "\" = s.\"" LIPSYNC_UUID_COLUMN "\")%s; TRUNCATE %s",
+                 t->base.ncolumns ? ", " : "", t->stage_qname, t->qname,
+                 t->partitioned || t->index_pending
+                     ? ""
+                     : " ON CONFLICT (\"" LIPSYNC_UUID_COLUMN "\") DO NOTHING",
+                 t->stage_qname);
   if (rc || !pgs_cstr(&sql)) {
     bytebuf_free(&sql);
     return pgs_fail_nomem(s);
@@ -284,15 +292,60 @@ int pgs_stage_merge(pg_store *s, pg_table *t) {
   return rc;
 }
 
+int pgs_items_where(pg_store *s, pg_table *t, bytebuf *where, int rc,
+                    bool ordered, lipsync_cursor **out) {
+  bytebuf sql = {0};
+  if (!rc && (rc = pgs_put(&sql, " WHERE ")) == 0 &&
+      (rc = bytebuf_append(&sql, where->data, where->len)) == 0 && ordered)
+    rc = pgs_put(&sql, " ORDER BY uuid");
+  bytebuf_free(where);
+  return pgs_open_scan_buf(s, t, t->items_sql, &sql, rc, CURSOR_ITEMS, false,
+                           out);
+}
+
 int pgs_scan_items(lipsync_store *store, lipsync_table *table,
                    lipsync_cursor **out) {
-  pg_store *s = (pg_store *)store;
   pg_table *t = (pg_table *)table;
-  *out = NULL;
-  if (!t->items_sql)
-    return pgs_fail(s, LIPSYNC_ERR_STORAGE,
-                    "table %s: scan_items: the table is not prepared", t->name);
-  return pgs_open_scan(s, t, t->items_sql, "", true, false, out);
+  return pgs_open_scan((pg_store *)store, t, t->items_sql, "", CURSOR_ITEMS,
+                       false, out);
+}
+
+int pgs_scan_item_range(lipsync_store *store, lipsync_table *table,
+                        const uint8_t *lower, const uint8_t *upper,
+                        lipsync_cursor **out) {
+  char bounds[160] = "true";
+  bytebuf where = {0};
+  pgs_uuid_bounds(bounds, sizeof bounds, "uuid", lower, upper);
+  int rc = pgs_put(&where, bounds);
+  return pgs_items_where((pg_store *)store, (pg_table *)table, &where, rc, true,
+                         out);
+}
+
+int pgs_lookup_items(lipsync_store *store, lipsync_table *table,
+                     const uint8_t *uuids, size_t n, lipsync_cursor **out) {
+  bytebuf where = {0};
+  int rc = pgs_put(&where, "uuid = ANY (");
+  if (!rc)
+    rc = pgs_put_uuid_array(&where, uuids, n);
+  if (!rc)
+    rc = pgs_put(&where, ")");
+  return pgs_items_where((pg_store *)store, (pg_table *)table, &where, rc, true,
+                         out);
+}
+
+/* Through the partial index on the clocks of tombstones, in any order. */
+int pgs_scan_tombstones(lipsync_store *store, lipsync_table *table,
+                        uint64_t clock, lipsync_cursor **out) {
+  pg_table *t = (pg_table *)table;
+  bytebuf where = {0};
+  int rc =
+      pgs_putf(&where, "deleted AND clock < %llu",
+               (unsigned long long)(clock > INT64_MAX ? INT64_MAX : clock));
+  rc = pgs_items_where((pg_store *)store, t, &where, rc, false, out);
+  /* Some to purge once the session commits (pgs_upkeep_note). */
+  if (rc == 0 && ((pg_cursor *)*out)->nrows > 0)
+    t->old_tombstones = true;
+  return rc;
 }
 
 static uint64_t be64(const char *p) {
@@ -302,9 +355,7 @@ static uint64_t be64(const char *p) {
   return v;
 }
 
-/* A version from binary bigint |clock| and bytea |site| fields. */
-static bool read_version(const PGresult *r, int tup, int col,
-                         lipsync_version *v) {
+bool pgs_read_version(const PGresult *r, int tup, int col, lipsync_version *v) {
   memset(v, 0, sizeof *v);
   if (PQgetisnull(r, tup, col))
     return true;
@@ -327,10 +378,11 @@ int pgs_next_item(lipsync_cursor *cursor, lipsync_item *item) {
   const PGresult *r = c->res;
   int tup = c->row++;
   memset(item, 0, sizeof *item);
-  bool ok =
-      !PQgetisnull(r, tup, 0) && PQgetlength(r, tup, 0) == LIPSYNC_UUID_LEN &&
-      PQgetlength(r, tup, 3) == 1 && read_version(r, tup, 1, &item->version) &&
-      read_version(r, tup, 4, &item->base);
+  bool ok = !PQgetisnull(r, tup, 0) &&
+            PQgetlength(r, tup, 0) == LIPSYNC_UUID_LEN &&
+            PQgetlength(r, tup, 3) == 1 &&
+            pgs_read_version(r, tup, 1, &item->version) &&
+            pgs_read_version(r, tup, 4, &item->base);
   if (!ok)
     return c->status = pgs_fail(c->table->store, LIPSYNC_ERR_STORAGE,
                                 "table %s: a malformed item", c->table->name);

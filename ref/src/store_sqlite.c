@@ -932,6 +932,8 @@ static int start_bulk(sqlite_store *s, sqlite_table *t) {
   t->bulk = true;
   t->bulk_sorted = true;
   canon_fp_init(&t->bulk_fp);
+  if ((rc = sq_capture_mark_bulk(s, t)) != 0)
+    return rc;
   if ((rc = sq_exec_for_table(
            s, t,
            sqlite3_mprintf("DROP TRIGGER IF EXISTS main.\"_lipsync_ins_%w\";"
@@ -944,6 +946,8 @@ static int start_bulk(sqlite_store *s, sqlite_table *t) {
   t->index_pending = true;
   return defer_indexes(s, t);
 }
+
+static int back_to_reading(sqlite_store *s);
 
 static int sqlite_store_prepare_table(lipsync_store *store,
                                       lipsync_table *table) {
@@ -958,6 +962,13 @@ static int sqlite_store_prepare_table(lipsync_store *store,
     if ((rc = sq_capture_ready(s, t, &ready)) != 0)
       return rc;
     if (!ready && (rc = sq_begin_write(s)) != 0)
+      return rc;
+    /* While this session waited for the lock, another one (the sessions
+     * of a hundred clients arriving together) may have prepared the table:
+     * then it goes on reading, without the lock. */
+    if (!ready && s->resnapshot_taken &&
+        ((rc = sq_capture_ready(s, t, &ready)) != 0 ||
+         (ready && (rc = back_to_reading(s)) != 0)))
       return rc;
   }
   if (!ready) {
@@ -1416,7 +1427,16 @@ int sq_write_row(sqlite_store *s, sqlite_table *t, sqlite3_stmt *st,
   sqlite3_bind_text(st, (int)n + 1, t->insert_key, UUID_TEXT_LEN,
                     SQLITE_STATIC);
   rc = sqlite3_step(st);
-  if (rc != SQLITE_DONE)
+  if (rc != SQLITE_DONE &&
+      sqlite3_extended_errcode(s->db) == SQLITE_CONSTRAINT_UNIQUE &&
+      strstr(sqlite3_errmsg(s->db), "." LIPSYNC_UUID_COLUMN))
+    /* The row is there but its item is not: a change escaped capture. */
+    rc = sq_fail(s, LIPSYNC_ERR_VERIFY_FAILED,
+                 "table %s: row %s is in the table without its item (a"
+                 " change made with change capture off?); nothing was"
+                 " changed, and the next sync recounts the table",
+                 t->name, t->insert_key);
+  else if (rc != SQLITE_DONE)
     rc = sq_fail(s, sq_insert_error(sqlite3_extended_errcode(s->db)),
                  "table %s: row %s: %s", t->name, t->insert_key,
                  sqlite3_errmsg(s->db));
@@ -1481,10 +1501,33 @@ static int begin_txn(sqlite_store *s, const char *sql, bool writing) {
   return 0;
 }
 
+/* The WAL size at which SQLite's automatic checkpoint would run. */
+#define CHECKPOINT_FRAMES 1000
+
+static int on_wal_commit(void *arg, sqlite3 *db, const char *name, int frames) {
+  (void)db;
+  (void)name;
+  ((sqlite_store *)arg)->wal_frames = frames;
+  return SQLITE_OK;
+}
+
+/* The checkpoint SQLite would have run inside the last COMMIT, run later:
+ * when the next transaction begins, at maintenance, or when the store is
+ * freed, so that the peer does not wait for it. PASSIVE: it waits for no
+ * reader or writer, and copies what it can. */
+void sq_checkpoint_if_due(sqlite_store *s) {
+  if (s->wal_frames < CHECKPOINT_FRAMES || s->in_txn)
+    return;
+  s->wal_frames = 0;
+  sqlite3_wal_checkpoint_v2(s->db, "main", SQLITE_CHECKPOINT_PASSIVE, NULL,
+                            NULL); /* best effort */
+}
+
 static int sqlite_store_begin(lipsync_store *store) {
   sqlite_store *s = (sqlite_store *)store;
   if (s->in_txn)
     return sq_fail(s, LIPSYNC_ERR_INTERNAL, "a transaction is already open");
+  sq_checkpoint_if_due(s);
   /* IMMEDIATE takes the write lock now: syncs into one database take turns
    * (waiting up to the lock timeout) instead of failing midway. */
   return begin_txn(s, "BEGIN IMMEDIATE", true);
@@ -1494,6 +1537,7 @@ static int sqlite_store_begin_read(lipsync_store *store) {
   sqlite_store *s = (sqlite_store *)store;
   if (s->in_txn)
     return sq_fail(s, LIPSYNC_ERR_INTERNAL, "a transaction is already open");
+  sq_checkpoint_if_due(s);
   return begin_txn(s, "BEGIN", false);
 }
 
@@ -1509,10 +1553,16 @@ static int take_windows(sqlite_store *s, uint64_t since) {
     size_t cap = 0;
     int rc;
     t->nwindow = 0;
+    if (t->bulk_seq > since)
+      return sq_fail(s, LIPSYNC_ERR_TRY_AGAIN,
+                     "table %s was loaded by another writer during the sync;"
+                     " nothing was changed, sync again",
+                     t->name);
     if (sq_prepare_mprintf(s, t, &st, "reading concurrent changes",
-                           "SELECT uuid FROM main.\"%w\" WHERE seq > ?1"
+                           "SELECT uuid FROM main.\"%w\" INDEXED BY"
+                           " \"%w_seq\" WHERE seq > ?1 AND seq > 0"
                            " ORDER BY uuid",
-                           t->meta_name) != 0) {
+                           t->meta_name, t->meta_name) != 0) {
       sqlite3_errcode(s->db); /* no items yet: nothing changed */
       continue;
     }
@@ -1537,9 +1587,22 @@ static int take_windows(sqlite_store *s, uint64_t since) {
   return 0;
 }
 
+/* Ends the write transaction that has written nothing yet and begins a
+ * read transaction in its place. */
+static int back_to_reading(sqlite_store *s) {
+  sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
+  s->in_txn = false;
+  s->writing = false;
+  s->applying = false;
+  for (sqlite_table *t = s->tables; t; t = t->next)
+    t->nwindow = 0;
+  return begin_txn(s, "BEGIN", false);
+}
+
 int sq_begin_write(sqlite_store *s) {
   uint64_t seq;
   int rc;
+  s->resnapshot_taken = false;
   if (s->writing)
     return 0;
   if (!s->in_txn)
@@ -1557,6 +1620,7 @@ int sq_begin_write(sqlite_store *s) {
       rc != SQLITE_ERROR) /* no state yet: a first install */
     return sq_fail_db(s, NULL, "taking the write lock");
   /* Else on a new snapshot, with the write lock. */
+  s->resnapshot_taken = true;
   reset_tables(s);
   if (!sqlite3_get_autocommit(s->db))
     sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
@@ -1709,6 +1773,7 @@ static const char *sqlite_store_errmsg(lipsync_store *store) {
 static void sqlite_store_destroy(lipsync_store *store) {
   sqlite_store *s = (sqlite_store *)store;
   sqlite_store_rollback(store);
+  sq_checkpoint_if_due(s);
   free_names(s);
   canon_hasher_free(&s->hasher);
   if (s->owns_db)
@@ -2031,6 +2096,9 @@ int lipsync_store_sqlite_open(lipsync_store **out, const char *path,
     code = sq_code(rc);
     goto fail_db;
   }
+  /* Until the store's own busy handler takes over: another connection may
+   * hold a lock while this one switches to WAL. */
+  sqlite3_busy_timeout(db, DEFAULT_LOCK_TIMEOUT_MS);
   /* An in-memory database has no journal file to switch. */
   if (strcmp(path, ":memory:") != 0) {
     rc = use_wal(db);
@@ -2048,6 +2116,8 @@ int lipsync_store_sqlite_open(lipsync_store **out, const char *path,
     goto fail_db;
   }
   sqlite3_busy_handler(db, busy_wait, s);
+  /* Replaces SQLite's automatic checkpoint (sq_checkpoint_if_due). */
+  sqlite3_wal_hook(db, on_wal_commit, s);
   *out = &s->base;
   return 0;
 

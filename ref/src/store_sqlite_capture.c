@@ -10,12 +10,16 @@
  *                  seq INTEGER, layout INTEGER, home TEXT)
  *   _lipsync_tables(name TEXT PRIMARY KEY, last_sync INTEGER, sum BLOB,
  *                   count INTEGER, recount INTEGER, position BLOB,
- *                   ck_site BLOB, ck_token BLOB, ck_position BLOB)
+ *                   ck_site BLOB, ck_token BLOB, ck_position BLOB,
+ *                   bulk_seq INTEGER)
  *   _lipsync_peers(tbl TEXT, site BLOB, token BLOB) (a server's tokens)
  * Per synced table T:
  *   "_lipsync_meta_T"(uuid TEXT PRIMARY KEY, clock, site, deleted,
  *                     base_clock, base_site, seq, rowdig) WITHOUT ROWID,
- *     indexed by seq, and its tombstones by clock;
+ *     indexed by seq, and its tombstones by clock; the items of a bulk
+ *     load (a first sync into an empty table, capture installed on a full
+ *     one) share one sequence number, _lipsync_tables.bulk_seq, and are
+ *     written with seq 0, outside the (partial) seq index;
  *   "_lipsync_prev_T"(uuid TEXT PRIMARY KEY, clock, site, deleted): for
  *     each item changed since the last fold, the state the kept summary
  *     (_lipsync_tables.sum, count) counts; clock NULL: none;
@@ -70,7 +74,7 @@ static const char state_sql[] =
     "name TEXT PRIMARY KEY, last_sync INTEGER NOT NULL DEFAULT 0,"
     " sum BLOB, count INTEGER NOT NULL DEFAULT 0,"
     " recount INTEGER NOT NULL DEFAULT 0, position BLOB, ck_site BLOB,"
-    " ck_token BLOB, ck_position BLOB);"
+    " ck_token BLOB, ck_position BLOB, bulk_seq INTEGER NOT NULL DEFAULT 0);"
     "CREATE TABLE IF NOT EXISTS main._lipsync_peers(tbl TEXT, site BLOB,"
     " token BLOB, PRIMARY KEY (tbl, site)) WITHOUT ROWID;";
 
@@ -86,7 +90,31 @@ static const char *const state_columns[][2] = {
     {"_lipsync_tables", "ck_site BLOB"},
     {"_lipsync_tables", "ck_token BLOB"},
     {"_lipsync_tables", "ck_position BLOB"},
+    {"_lipsync_tables", "bulk_seq INTEGER NOT NULL DEFAULT 0"},
 };
+
+/* Runs |sql| (from sqlite3_mprintf, freed here) with ?1 = |a| and ?2 the
+ * table's name, where the statement has them. */
+static int run_bound(sqlite_store *s, sqlite_table *t, char *sql,
+                     sqlite3_int64 a, const char *what) {
+  sqlite3_stmt *st = NULL;
+  int rc;
+  if (!sql)
+    return sq_fail_nomem(s);
+  rc = sqlite3_prepare_v2(s->db, sql, -1, &st, NULL);
+  sqlite3_free(sql);
+  if (rc == SQLITE_OK) {
+    /* ?1 is |a|, ?2 the table's name, where the statement has them. */
+    int n = sqlite3_bind_parameter_count(st);
+    if (n >= 1)
+      sqlite3_bind_int64(st, 1, a);
+    if (n >= 2)
+      sqlite3_bind_text(st, 2, t->name, -1, SQLITE_STATIC);
+    rc = sqlite3_step(st);
+  }
+  sqlite3_finalize(st);
+  return rc == SQLITE_DONE ? 0 : sq_fail_db(s, t->name, what);
+}
 
 int sq_check_clock(sqlite_store *s, sqlite_table *t, uint64_t clock) {
   if (clock <= INT64_MAX)
@@ -243,20 +271,43 @@ int sq_capture_tick_write(sqlite_store *s, lipsync_version *out,
 }
 
 int sq_capture_read_last_sync(sqlite_store *s, sqlite_table *t) {
-  sqlite3_int64 v;
+  sqlite3_stmt *st;
   bool found;
   int rc;
 
   t->base.last_sync = 0;
+  t->bulk_seq = 0;
   if ((rc = schema_lookup(s, "table", "_lipsync_tables", &found, NULL)) != 0 ||
       !found)
     return rc;
-  rc = sq_query_int(s, t->name,
-                    "SELECT last_sync FROM main._lipsync_tables"
-                    " WHERE name = ?1",
-                    t->name, &v, NULL);
-  t->base.last_sync = (uint64_t)v;
-  return rc;
+  /* SELECT *: an older layout lacks bulk_seq until its migration. */
+  if (sq_prepare(s, "SELECT * FROM main._lipsync_tables WHERE name = ?1",
+                 &st) != SQLITE_OK)
+    return sq_fail_db(s, t->name, "reading the table registry");
+  sqlite3_bind_text(st, 1, t->name, -1, SQLITE_STATIC);
+  rc = sqlite3_step(st);
+  for (int i = 0; rc == SQLITE_ROW && i < sqlite3_column_count(st); i++) {
+    const char *col = sqlite3_column_name(st, i);
+    if (strcmp(col, "last_sync") == 0)
+      t->base.last_sync = (uint64_t)sqlite3_column_int64(st, i);
+    else if (strcmp(col, "bulk_seq") == 0)
+      t->bulk_seq = (uint64_t)sqlite3_column_int64(st, i);
+  }
+  sqlite3_finalize(st);
+  return rc == SQLITE_ROW || rc == SQLITE_DONE
+             ? 0
+             : sq_fail_db(s, t->name, "reading the table registry");
+}
+
+int sq_capture_mark_bulk(sqlite_store *s, sqlite_table *t) {
+  t->bulk_seq = ++s->own_hi;
+  return run_bound(s, t,
+                   sqlite3_mprintf("INSERT INTO main._lipsync_tables(name,"
+                                   " bulk_seq) VALUES (%Q, ?1) ON"
+                                   " CONFLICT(name) DO UPDATE SET bulk_seq ="
+                                   " excluded.bulk_seq",
+                                   t->name),
+                   (sqlite3_int64)t->bulk_seq, "recording a bulk load");
 }
 
 /* ------------------------------------------------------------------ */
@@ -664,7 +715,7 @@ static int initial_versions(sqlite_store *s, sqlite_table *t) {
   t->staging = true;
   t->bulk = true;
   canon_fp_init(&t->bulk_fp);
-  rc = 0;
+  rc = sq_capture_mark_bulk(s, t);
   while (!rc && (rc = sqlite3_step(rows)) == SQLITE_ROW) {
     lipsync_row row;
     memset(&row, 0, sizeof row);
@@ -719,6 +770,90 @@ static int run_with_tick(sqlite_store *s, sqlite_table *t, char *sql,
   return rc == SQLITE_DONE ? 0 : sq_fail_db(s, t->name, what);
 }
 
+/* Runs |fn| for each row |sql| returns (the table's columns, then
+ * _lipsync_uuid, then any more), with the row's digest and |write|, a
+ * statement prepared from |write_sql|. Both SQL texts come from
+ * sqlite3_mprintf and are freed here. */
+typedef int (*row_fn)(sqlite_store *s, sqlite_table *t, sqlite3_stmt *rows,
+                      const uint8_t *digest, sqlite3_stmt *write, void *ctx);
+
+static int each_row(sqlite_store *s, sqlite_table *t, char *sql,
+                    char *write_sql, const char *what, row_fn fn, void *ctx) {
+  sqlite3_stmt *rows = NULL, *write = NULL;
+  lipsync_value *values = calloc(t->base.ncolumns + 1, sizeof *values);
+  int rc = 0;
+
+  if (!values || !sql || !write_sql)
+    rc = sq_fail_nomem(s);
+  else if (sq_prepare(s, sql, &rows) != SQLITE_OK)
+    rc = sq_fail_db(s, t->name, "reading the rows");
+  else if (sqlite3_prepare_v2(s->db, write_sql, -1, &write, NULL) != SQLITE_OK)
+    rc = sq_fail_db(s, t->name, what);
+  sqlite3_free(sql);
+  sqlite3_free(write_sql);
+  while (!rc && (rc = sqlite3_step(rows)) == SQLITE_ROW) {
+    lipsync_row row;
+    uint8_t digest[LIPSYNC_DIGEST_LEN];
+    memset(&row, 0, sizeof row);
+    if ((rc = sq_read_row(t, rows, values, &row)) != 0)
+      break;
+    if (canon_row_digest(&s->hasher, &row, digest) != 0)
+      rc = sq_fail_nomem(s);
+    else if ((rc = fn(s, t, rows, digest, write, ctx)) == 0 &&
+             sqlite3_step(write) != SQLITE_DONE)
+      rc = sq_fail_db(s, t->name, what);
+    sqlite3_reset(write);
+    if (rc < 0)
+      break;
+    rc = 0;
+  }
+  if (rc == SQLITE_DONE)
+    rc = 0;
+  else if (rc > 0)
+    rc = sq_fail_db(s, t->name, "reading the rows");
+  sqlite3_finalize(rows);
+  sqlite3_finalize(write);
+  free(values);
+  return rc;
+}
+
+/* The UUID of the current row of |rows| (read by each_row). */
+static void bind_row_uuid(sqlite_table *t, sqlite3_stmt *rows,
+                          sqlite3_stmt *st) {
+  sqlite3_bind_text(
+      st, 1, (const char *)sqlite3_column_text(rows, (int)t->base.ncolumns),
+      UUID_TEXT_LEN, SQLITE_TRANSIENT);
+}
+
+static int new_initial_item(sqlite_store *s, sqlite_table *t,
+                            sqlite3_stmt *rows, const uint8_t *digest,
+                            sqlite3_stmt *ins, void *ctx) {
+  (void)s;
+  bind_row_uuid(t, rows, ins);
+  sqlite3_bind_blob(ins, 2, digest, LIPSYNC_DIGEST_LEN, SQLITE_TRANSIENT);
+  sqlite3_bind_int64(ins, 3, (sqlite3_int64) * (const uint64_t *)ctx);
+  return 0;
+}
+
+/* Gives every row of |t| that has no item the item of a row capture never
+ * saw: its initial version (clock 0, site = the row digest, as capture
+ * installed on a full table gives), sequence number |seq|. So it is new to
+ * a peer that lacks it, equal to a peer's identical row, and older than
+ * any change a peer made to it. */
+static int items_for_rows(sqlite_store *s, sqlite_table *t, uint64_t seq) {
+  return each_row(
+      s, t,
+      sqlite3_mprintf("SELECT * FROM (%s) AS t WHERE t.\"%w\" IS NOT NULL"
+                      " AND NOT EXISTS (SELECT 1 FROM main.\"%w\" AS m"
+                      " WHERE m.uuid = t.\"%w\")",
+                      t->plain_sql, LIPSYNC_UUID_COLUMN, t->meta_name,
+                      LIPSYNC_UUID_COLUMN),
+      sqlite3_mprintf("INSERT INTO main.\"%w\"(uuid, clock, site, deleted,"
+                      " seq, rowdig) VALUES (?1, 0, ?2, 0, ?3, ?2)",
+                      t->meta_name),
+      "repairing the items", new_initial_item, &seq);
+}
+
 /* Rows changed while capture was off: every item that disagrees with its
  * row as to whether it exists gets one fresh version. The kept summary is
  * recounted afterwards. */
@@ -741,15 +876,7 @@ static int repair_items(sqlite_store *s, sqlite_table *t) {
       &v, seq, "repairing the items");
   /* A row without an item gets one. */
   if (!rc)
-    rc = run_with_tick(
-        s, t,
-        sqlite3_mprintf(
-            "INSERT INTO main.\"%w\"(uuid, clock, site, deleted, seq)"
-            " SELECT t.\"%w\", ?1, ?2, 0, ?3 FROM main.\"%w\" AS t"
-            " WHERE t.\"%w\" IS NOT NULL AND NOT EXISTS (SELECT 1 FROM"
-            " main.\"%w\" AS m WHERE m.uuid = t.\"%w\")",
-            t->meta_name, u, t->name, u, t->meta_name, u),
-        &v, seq, "repairing the items");
+    rc = items_for_rows(s, t, seq);
   /* A live item without a row is a deletion. */
   if (!rc)
     rc = run_with_tick(
@@ -763,78 +890,63 @@ static int repair_items(sqlite_store *s, sqlite_table *t) {
   return rc;
 }
 
-/* Compares every live row with the digest its item recorded at the last
- * recount: a row whose values changed with capture off gets a fresh
- * version; rows recorded for the first time, or changed since through
- * capture, record their digest now. */
-static int check_contents(sqlite_store *s, sqlite_table *t) {
-  sqlite3_stmt *rows = NULL, *upd = NULL;
-  lipsync_value *values = calloc(t->base.ncolumns + 1, sizeof *values);
+/* Where check_contents is: the fresh version it gives rows changed with
+ * capture off, taken at the first one. */
+typedef struct contents_check {
   lipsync_version fresh;
-  uint64_t seq = 0;
-  bool ticked = false;
-  char *sql;
-  int rc;
+  uint64_t seq;
+  bool ticked;
+} contents_check;
 
-  if (!values)
-    return sq_fail_nomem(s);
-  sql = sqlite3_mprintf("SELECT t.*, m.rowdig FROM (%s) AS t JOIN"
-                        " main.\"%w\" AS m ON m.uuid = t.\"%w\""
-                        " WHERE NOT m.deleted",
-                        t->plain_sql, t->meta_name, LIPSYNC_UUID_COLUMN);
-  rc = sql ? (sq_prepare(s, sql, &rows) == SQLITE_OK
-                  ? 0
-                  : sq_fail_db(s, t->name, "reading the rows"))
-           : sq_fail_nomem(s);
-  sqlite3_free(sql);
-  if (!rc)
-    rc = sq_prepare_mprintf(
-        s, t, &upd, "recording row digests",
-        "UPDATE main.\"%w\" SET rowdig = ?2, clock = coalesce(?3, clock),"
-        " site = coalesce(?4, site), seq = coalesce(?5, seq) WHERE uuid = ?1",
-        t->meta_name);
-  while (!rc && (rc = sqlite3_step(rows)) == SQLITE_ROW) {
-    lipsync_row row;
-    uint8_t digest[LIPSYNC_DIGEST_LEN];
-    int n = (int)t->base.ncolumns + 1;
-    const void *have = sqlite3_column_blob(rows, n);
-    bool known = sqlite3_column_bytes(rows, n) == LIPSYNC_DIGEST_LEN;
-    memset(&row, 0, sizeof row);
-    rc = sq_read_row(t, rows, values, &row);
-    if (!rc && canon_row_digest(&s->hasher, &row, digest) != 0)
-      rc = sq_fail_nomem(s);
-    if (rc || (known && memcmp(have, digest, LIPSYNC_DIGEST_LEN) == 0))
-      continue;
-    if (known && !ticked) { /* changed with capture off */
-      if ((rc = sq_capture_tick_write(s, &fresh, &seq)) != 0)
-        break;
-      ticked = true;
-    }
-    sqlite3_bind_text(upd, 1, (const char *)sqlite3_column_text(rows, n - 1),
-                      UUID_TEXT_LEN, SQLITE_TRANSIENT);
-    sqlite3_bind_blob(upd, 2, digest, LIPSYNC_DIGEST_LEN, SQLITE_TRANSIENT);
-    if (known) {
-      sqlite3_bind_int64(upd, 3, (sqlite3_int64)fresh.clock);
-      sqlite3_bind_blob(upd, 4, fresh.site, LIPSYNC_SITE_LEN, SQLITE_STATIC);
-      sqlite3_bind_int64(upd, 5, (sqlite3_int64)seq);
-    } else {
-      sqlite3_bind_null(upd, 3);
-      sqlite3_bind_null(upd, 4);
-      sqlite3_bind_null(upd, 5);
-    }
-    if (sqlite3_step(upd) != SQLITE_DONE)
-      rc = sq_fail_db(s, t->name, "recording row digests");
-    sqlite3_reset(upd);
-    t->wrote = true;
+static int check_row(sqlite_store *s, sqlite_table *t, sqlite3_stmt *rows,
+                     const uint8_t *digest, sqlite3_stmt *upd, void *ctx) {
+  contents_check *cc = ctx;
+  int n = (int)t->base.ncolumns + 1, rc;
+  const void *have = sqlite3_column_blob(rows, n);
+  bool known = sqlite3_column_bytes(rows, n) == LIPSYNC_DIGEST_LEN;
+  if (known && memcmp(have, digest, LIPSYNC_DIGEST_LEN) == 0)
+    return 1;                 /* as recorded: nothing to write */
+  if (known && !cc->ticked) { /* changed with capture off */
+    if ((rc = sq_capture_tick_write(s, &cc->fresh, &cc->seq)) != 0)
+      return rc;
+    cc->ticked = true;
   }
-  if (rc == SQLITE_DONE)
-    rc = 0;
-  else if (rc > 0)
-    rc = sq_fail_db(s, t->name, "reading the rows");
-  sqlite3_finalize(rows);
-  sqlite3_finalize(upd);
-  free(values);
-  return rc;
+  bind_row_uuid(t, rows, upd);
+  sqlite3_bind_blob(upd, 2, digest, LIPSYNC_DIGEST_LEN, SQLITE_TRANSIENT);
+  if (known) {
+    sqlite3_bind_int64(upd, 3, (sqlite3_int64)cc->fresh.clock);
+    sqlite3_bind_blob(upd, 4, cc->fresh.site, LIPSYNC_SITE_LEN,
+                      SQLITE_TRANSIENT);
+    sqlite3_bind_int64(upd, 5, (sqlite3_int64)cc->seq);
+  } else {
+    sqlite3_bind_null(upd, 3);
+    sqlite3_bind_null(upd, 4);
+    sqlite3_bind_null(upd, 5);
+  }
+  t->wrote = true;
+  return 0;
+}
+
+/* Compares every live row with the digest its item recorded at the last
+ * recount (or the digest an initial version carries as its site): a row
+ * whose values changed with capture off gets a fresh version; rows
+ * recorded for the first time, or changed since through capture, record
+ * their digest now. */
+static int check_contents(sqlite_store *s, sqlite_table *t) {
+  contents_check cc;
+  memset(&cc, 0, sizeof cc);
+  /* An initial version's site is its row's digest. */
+  return each_row(
+      s, t,
+      sqlite3_mprintf("SELECT t.*, coalesce(m.rowdig, CASE WHEN m.clock = 0"
+                      " THEN m.site END) FROM (%s) AS t JOIN main.\"%w\""
+                      " AS m ON m.uuid = t.\"%w\" WHERE NOT m.deleted",
+                      t->plain_sql, t->meta_name, LIPSYNC_UUID_COLUMN),
+      sqlite3_mprintf("UPDATE main.\"%w\" SET rowdig = ?2, clock ="
+                      " coalesce(?3, clock), site = coalesce(?4, site), seq ="
+                      " coalesce(?5, seq) WHERE uuid = ?1",
+                      t->meta_name),
+      "recording row digests", check_row, &cc);
 }
 
 /* Recomputes the kept summary of |t| from its items and repairs what
@@ -881,7 +993,8 @@ static int ensure_item_tables(sqlite_store *s, sqlite_table *t) {
       sqlite3_mprintf(
           "CREATE TABLE IF NOT EXISTS main.\"%w\"(uuid TEXT PRIMARY KEY,"
           " clock INTEGER, site BLOB, deleted INTEGER) WITHOUT ROWID;"
-          "CREATE INDEX IF NOT EXISTS main.\"%w_seq\" ON \"%w\"(seq);"
+          "CREATE INDEX IF NOT EXISTS main.\"%w_seq\" ON \"%w\"(seq)"
+          " WHERE seq > 0;"
           "CREATE INDEX IF NOT EXISTS main.\"%w_tomb\" ON \"%w\"(clock)"
           " WHERE deleted",
           t->prev_name, t->meta_name, t->meta_name, t->meta_name, t->meta_name),
@@ -1066,27 +1179,6 @@ int sq_distrust(sqlite_store *s, const char *name) {
 /* The end of a table's sync                                            */
 /* ------------------------------------------------------------------ */
 
-static int run_bound(sqlite_store *s, sqlite_table *t, char *sql,
-                     sqlite3_int64 a, const char *what) {
-  sqlite3_stmt *st = NULL;
-  int rc;
-  if (!sql)
-    return sq_fail_nomem(s);
-  rc = sqlite3_prepare_v2(s->db, sql, -1, &st, NULL);
-  sqlite3_free(sql);
-  if (rc == SQLITE_OK) {
-    /* ?1 is |a|, ?2 the table's name, where the statement has them. */
-    int n = sqlite3_bind_parameter_count(st);
-    if (n >= 1)
-      sqlite3_bind_int64(st, 1, a);
-    if (n >= 2)
-      sqlite3_bind_text(st, 2, t->name, -1, SQLITE_STATIC);
-    rc = sqlite3_step(st);
-  }
-  sqlite3_finalize(st);
-  return rc == SQLITE_DONE ? 0 : sq_fail_db(s, t->name, what);
-}
-
 /* The client's items that the session covers become clean: those changed
  * since its previous position (all, without one) that its new position
  * covers (spec LS-POLICY-5; a change another writer made meanwhile stays
@@ -1101,22 +1193,34 @@ static int record_bases(sqlite_store *s, sqlite_table *t) {
   if (old.client_position.len &&
       sq_items_parse_position(s, &old.client_position, &since, &lo, &hi) != 0)
     since = 0;
-  if ((rc = sq_prepare_mprintf(
-           s, t, &st, "recording the base versions",
-           "UPDATE main.\"%w\" SET base_clock = clock, base_site = site"
-           " WHERE seq > ?1 AND (seq <= ?2 OR seq BETWEEN ?3 AND ?4)"
-           " AND (base_clock IS NOT clock OR base_site IS NOT site)",
-           t->meta_name)) != 0)
-    return rc;
-  sqlite3_bind_int64(st, 1, (sqlite3_int64)since);
-  sqlite3_bind_int64(st, 2, (sqlite3_int64)s->read_seq);
-  sqlite3_bind_int64(st, 3, (sqlite3_int64)s->own_lo);
-  sqlite3_bind_int64(st, 4, (sqlite3_int64)s->own_hi);
-  rc = sqlite3_step(st);
-  sqlite3_finalize(st);
-  return rc == SQLITE_DONE
-             ? 0
-             : sq_fail_db(s, t->name, "recording the base versions");
+  /* The items of a bulk load (seq 0) changed at bulk_seq. */
+  uint64_t b = t->bulk_seq;
+  bool bulk =
+      b > since && (b <= s->read_seq || (b >= s->own_lo && b <= s->own_hi));
+  for (int pass = 0; pass < (bulk ? 2 : 1); pass++) {
+    if ((rc = sq_prepare_mprintf(
+             s, t, &st, "recording the base versions",
+             pass ? "UPDATE main.\"%w\" SET base_clock = clock, base_site ="
+                    " site WHERE seq = 0 AND (base_clock IS NOT clock OR"
+                    " base_site IS NOT site)"
+                  : "UPDATE main.\"%w\" SET base_clock = clock, base_site ="
+                    " site WHERE seq > ?1 AND seq > 0 AND (seq <= ?2 OR seq"
+                    " BETWEEN ?3 AND ?4) AND (base_clock IS NOT clock OR"
+                    " base_site IS NOT site)",
+             t->meta_name)) != 0)
+      return rc;
+    if (!pass) {
+      sqlite3_bind_int64(st, 1, (sqlite3_int64)since);
+      sqlite3_bind_int64(st, 2, (sqlite3_int64)s->read_seq);
+      sqlite3_bind_int64(st, 3, (sqlite3_int64)s->own_lo);
+      sqlite3_bind_int64(st, 4, (sqlite3_int64)s->own_hi);
+    }
+    rc = sqlite3_step(st);
+    sqlite3_finalize(st);
+    if (rc != SQLITE_DONE)
+      return sq_fail_db(s, t->name, "recording the base versions");
+  }
+  return 0;
 }
 
 /* The client's checkpoint and position of |t| (spec LS-INC-6). */
@@ -1239,6 +1343,39 @@ int sq_capture_finish(sqlite_store *s, sqlite_table *t,
 /* Maintenance                                                          */
 /* ------------------------------------------------------------------ */
 
+static void free_names(char **names, size_t n) {
+  for (size_t i = 0; i < n; i++)
+    free(names[i]);
+  free(names);
+}
+
+/* Whether a table of |names| has changes to fold or tombstones below
+ * |horizon|: two index probes each, without the write lock. */
+static bool maintain_needed(sqlite_store *s, char **names, size_t n,
+                            uint64_t horizon) {
+  sqlite3_int64 h = horizon > INT64_MAX ? INT64_MAX : (sqlite3_int64)horizon;
+  bool needed = false;
+  for (size_t i = 0; i < n && !needed; i++) {
+    sqlite3_stmt *st = NULL;
+    char *sql = sqlite3_mprintf(
+        "SELECT EXISTS (SELECT 1 FROM main.\"_lipsync_prev_%w\") OR EXISTS"
+        " (SELECT 1 FROM main.\"_lipsync_meta_%w\" WHERE deleted AND clock"
+        " < ?1)",
+        names[i], names[i]);
+    /* A table whose capture is not (or not fully) installed: the write
+     * path decides. */
+    if (!sql || sqlite3_prepare_v2(s->db, sql, -1, &st, NULL) != SQLITE_OK)
+      needed = true;
+    else {
+      sqlite3_bind_int64(st, 1, h);
+      needed = sqlite3_step(st) != SQLITE_ROW || sqlite3_column_int(st, 0);
+    }
+    sqlite3_finalize(st);
+    sqlite3_free(sql);
+  }
+  return needed;
+}
+
 /* Folds the changes of every captured table into its kept summary and
  * purges its old tombstones, in one short write transaction, when changes
  * are waiting: a server that only serves reads folds nothing otherwise.
@@ -1251,6 +1388,7 @@ int sq_maintain(sqlite_store *s, uint64_t horizon) {
 
   if (s->in_txn)
     return sq_fail(s, LIPSYNC_ERR_INTERNAL, "maintain: a transaction is open");
+  sq_checkpoint_if_due(s);
   if (sq_prepare(s, "SELECT name FROM main._lipsync_tables", &st) != SQLITE_OK)
     return 0; /* nothing captured */
   while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
@@ -1263,6 +1401,10 @@ int sq_maintain(sqlite_store *s, uint64_t horizon) {
     n++;
   }
   sqlite3_finalize(st);
+  if (rc == SQLITE_DONE && !maintain_needed(s, names, n, horizon)) {
+    free_names(names, n);
+    return 0;
+  }
   s->lock_timeout_ms = 200;
   rc = rc == SQLITE_DONE ? s->base.methods->begin(&s->base) : sq_fail_nomem(s);
   s->lock_timeout_ms = saved;
@@ -1280,9 +1422,7 @@ int sq_maintain(sqlite_store *s, uint64_t horizon) {
     if (!rc)
       rc = sq_items_fold(s, t, true, &fold);
   }
-  for (size_t i = 0; i < n; i++)
-    free(names[i]);
-  free(names);
+  free_names(names, n);
   if (rc == 0)
     return s->base.methods->commit(&s->base);
   if (s->in_txn)

@@ -67,6 +67,11 @@ struct sqlite_store {
   bool big_cache;  /* the insert-time page cache is in force */
   atomic_int interrupted; /* set by interrupt(), from any thread */
   int lock_timeout_ms;
+  /* Frames in the WAL after the last commit (a connection the store
+   * opened checkpoints itself, after the sync, not inside its COMMIT). */
+  int wal_frames;
+  /* The last sq_begin_write() began a new snapshot to write on. */
+  bool resnapshot_taken;
   sqlite_table *tables; /* opened since the last commit or rollback */
   char **names;         /* the last list_tables answer */
   size_t nnames;
@@ -126,6 +131,9 @@ struct sqlite_table {
   bool bulk_sorted; /* items arrived in ascending UUID order so far */
   bool bulk_done;   /* its indexes and triggers are back */
   uint8_t bulk_last[LIPSYNC_UUID_LEN];
+  /* The sequence number of the table's last bulk load (0: none): the items
+   * with seq 0 changed then (they stay out of the seq index). */
+  uint64_t bulk_seq;
   /* The kept summary as the snapshot holds it (summarize), once read. */
   bool summarized;
   lipsync_summary summary;
@@ -180,6 +188,8 @@ int sq_exec(sqlite_store *s, const char *table, const char *sql,
             const char *what);
 /* A name that reaches the rowid of |t|'s rows, or NULL. */
 const char *sq_rowid_name(const sqlite_table *t);
+/* Runs the checkpoint the last commit left due, if any (store_sqlite.c). */
+void sq_checkpoint_if_due(sqlite_store *s);
 /* Builds the indexes (and items) set aside while bulk loading. */
 int sq_need_index(sqlite_store *s, sqlite_table *t);
 /* Fills |row| from the current row of |st| (columns, the UUID, then the
@@ -231,8 +241,11 @@ int sq_capture_ready(sqlite_store *s, sqlite_table *t, bool *ready);
  * where the database lives, recounts if due. Writes: the transaction must
  * be a writer. */
 int sq_capture_prepare(sqlite_store *s, sqlite_table *t);
-/* Sets t->base.last_sync from the registry (0 if none). */
+/* Sets t->base.last_sync and t->bulk_seq from the registry (0 if none). */
 int sq_capture_read_last_sync(sqlite_store *s, sqlite_table *t);
+/* Starts a bulk load of |t|: takes the sequence number all its items share
+ * (they are written with seq 0) and records it. */
+int sq_capture_mark_bulk(sqlite_store *s, sqlite_table *t);
 /* Installs the triggers set aside during a bulk load (staging). */
 int sq_capture_resume(sqlite_store *s, sqlite_table *t);
 /* Before COMMIT: resets the applying flag, records the sequence numbers

@@ -15,11 +15,12 @@
  *
  * A bulk load into a table that had no item (the first sync of a million
  * rows) logs nothing for the fold: the digests of its items add up in
- * memory. Its items join the table in UUID order: directly while they
- * arrive in order (a peer sends a range in UUID order), else through a TEMP
- * staging table and one INSERT ... SELECT ... ORDER BY uuid (SQLite's
- * external sorter, bounded memory) when the indexes set aside are built
- * (sq_need_index), as its rows' indexes are.
+ * memory, and its items share one sequence number (t->bulk_seq) and are
+ * written with seq 0, outside the seq index. Its items join the table in UUID
+ * order: directly while they arrive in order (a peer sends a range in UUID
+ * order), else through a TEMP staging table and one INSERT ... SELECT ... ORDER
+ * BY uuid (SQLite's external sorter, bounded memory) when the indexes set aside
+ * are built (sq_need_index), as its rows' indexes are.
  */
 #include "store_sqlite_int.h"
 
@@ -86,7 +87,7 @@ static int log_state(sqlite_store *s, sqlite_table *t, sqlite3_stmt **st,
  * sync as a client, which sets every base to its version, rewrites only
  * the items that differ. */
 static bool base_is_version(const sqlite_table *t) {
-  return t->base.last_sync == 0;
+  return t->base.last_sync == 0 && !t->base.is_server;
 }
 
 static int prepare_meta_insert(sqlite_store *s, sqlite_table *t) {
@@ -192,14 +193,15 @@ static int bulk_item(sqlite_store *s, sqlite_table *t, const lipsync_row *row,
 }
 
 int sq_items_insert(sqlite_store *s, sqlite_table *t, const lipsync_row *row) {
-  uint64_t seq = ++s->own_hi;
+  uint64_t seq;
   int rc;
 
   if ((rc = sq_check_clock(s, t, row->version.clock)) != 0)
     return rc;
   lipsync_uuid_format(row->uuid, t->insert_key);
   if (t->bulk)
-    return bulk_item(s, t, row, seq);
+    return bulk_item(s, t, row, 0);
+  seq = ++s->own_hi;
   /* The kept summary counts no state for this UUID. */
   if ((rc = log_state(s, t, &t->prev_none,
                       "INSERT OR IGNORE INTO main.\"%w\"(uuid) VALUES (?1)"
@@ -333,7 +335,9 @@ static int open_items(sqlite_store *s, sqlite_table *t, int shape,
   if ((rc = write_staged(s, t)) != 0)
     return rc;
   sq_snapshot_used(s);
-  if (!t->idle[shape] && !(sql = sqlite3_mprintf(fmt, t->meta_name)))
+  /* |fmt| names the item table once or twice (an index of it). */
+  if (!t->idle[shape] &&
+      !(sql = sqlite3_mprintf(fmt, t->meta_name, t->meta_name)))
     return sq_fail_nomem(s);
   rc = sq_take_stmt(s, t, shape, sql, &st);
   sqlite3_free(sql);
@@ -394,9 +398,16 @@ int sq_items_changes(sqlite_store *s, sqlite_table *t,
   *out = NULL;
   if ((rc = sq_items_parse_position(s, since, &read_seq, &lo, &hi)) != 0)
     return rc;
+  /* A bulk load since: every item changed, a scan of the whole table. */
+  if (t->bulk_seq > read_seq && !(t->bulk_seq >= lo && t->bulk_seq <= hi))
+    return sq_fail(s, LIPSYNC_ERR_NOT_FOUND,
+                   "table %s was loaded whole since that position", t->name);
+  /* INDEXED BY: without statistics the planner would rather scan the
+   * whole table in UUID order than sort the few changed items. */
   rc = open_items(s, t, SHAPE_CHANGES, out,
-                  "SELECT " ITEM_COLUMNS " FROM main.\"%w\" WHERE seq > ?1"
-                  " AND (seq < ?2 OR seq > ?3) ORDER BY uuid");
+                  "SELECT " ITEM_COLUMNS " FROM main.\"%w\" INDEXED BY"
+                  " \"%w_seq\" WHERE seq > ?1 AND seq > 0 AND (seq < ?2 OR"
+                  " seq > ?3) ORDER BY uuid");
   if (rc)
     return rc;
   sqlite3_bind_int64((*out)->stmt, 1, (sqlite3_int64)read_seq);

@@ -12,7 +12,7 @@ static void transcript_of(uint8_t th[AUTH_TRANSCRIPT_LEN], uint8_t fill) {
   uint8_t ch[40], sh[40];
   memset(ch, fill, sizeof ch);
   memset(sh, (uint8_t)(fill + 1), sizeof sh);
-  auth_transcript(ch, sizeof ch, sh, sizeof sh, th);
+  auth_transcript(ch, sizeof ch, sh, sizeof sh, NULL, th);
 }
 
 static void test_proof_verifies(void) {

@@ -19,6 +19,7 @@ static int (*const registrations[])(void) = {
     register_frame_tests,        register_auth_tests,
     register_store_sqlite_tests, register_store_pg_tests,
     register_session_tests,      register_versions_tests,
+    register_incremental_tests,
 };
 
 static void list_tests(FILE *out) {

@@ -632,6 +632,78 @@ static void test_reflected_proof(void) {
   peer_close(&s);
 }
 
+/* Feature tls-exporter (spec 5.5): one sync with the bindings |cb| (client)
+ * and |sb| (server), either NULL for a side without TLS. Returns the
+ * client's result; *bound gets whether the feature was in effect. */
+static int sync_bound(const uint8_t *cb, const uint8_t *sb, int *bound) {
+  peer c, s;
+  peer_open(&c, mem_db());
+  peer_open(&s, mem_db());
+  exec(c.db, T1);
+  exec(s.db, "CREATE TABLE t(a INTEGER, b TEXT);");
+  bytebuf before = db_state(s.db);
+  const char *t[] = {"t"};
+  start_client(&c, t, 1, SECRET);
+  start_server(&s, NULL, 0);
+  if (cb)
+    CU_ASSERT_EQUAL(lipsync_session_set_channel_binding(
+                        c.session, cb, LIPSYNC_TLS_BINDING_LEN),
+                    0);
+  if (sb)
+    CU_ASSERT_EQUAL(lipsync_session_set_channel_binding(
+                        s.session, sb, LIPSYNC_TLS_BINDING_LEN),
+                    0);
+  pump(c.session, s.session);
+  int rc = lipsync_session_result(c.session);
+  CU_ASSERT_EQUAL(lipsync_session_result(s.session), rc);
+  *bound = lipsync_session_channel_bound(c.session);
+  CU_ASSERT_EQUAL(lipsync_session_channel_bound(s.session), *bound);
+  if (rc == 0) {
+    assert_tables_equal(c.db, s.db, "t");
+  } else {
+    bytebuf after = db_state(s.db);
+    CU_ASSERT_TRUE(same_state(before, after));
+    bytebuf_free(&after);
+  }
+  bytebuf_free(&before);
+  peer_close(&c);
+  peer_close(&s);
+  return rc;
+}
+
+static void test_channel_binding(void) {
+  uint8_t one[LIPSYNC_TLS_BINDING_LEN], two[LIPSYNC_TLS_BINDING_LEN];
+  int bound;
+  memset(one, 0xa5, sizeof one);
+  memcpy(two, one, sizeof two);
+  two[31] ^= 1;
+  /* The same TLS connection on both sides: bound, and the sync works. */
+  CU_ASSERT_EQUAL(sync_bound(one, one, &bound), 0);
+  CU_ASSERT_TRUE(bound);
+  /* Two TLS connections (a relay that terminates TLS on each side): the
+   * proofs fail and nothing changes. */
+  CU_ASSERT_EQUAL(sync_bound(one, two, &bound), LIPSYNC_ERR_AUTH_FAILED);
+  /* A side without TLS, or without the feature: no binding, the sync
+   * works as before (LS-FEAT-3). */
+  CU_ASSERT_EQUAL(sync_bound(one, NULL, &bound), 0);
+  CU_ASSERT_FALSE(bound);
+  CU_ASSERT_EQUAL(sync_bound(NULL, one, &bound), 0);
+  CU_ASSERT_FALSE(bound);
+  /* Too late, or the wrong length: refused. */
+  peer c;
+  peer_open(&c, mem_db());
+  const char *t[] = {"t"};
+  start_client(&c, t, 1, SECRET);
+  CU_ASSERT_EQUAL(lipsync_session_set_channel_binding(c.session, one, 16),
+                  LIPSYNC_ERR_INVALID_ARGUMENT);
+  const uint8_t *d;
+  CU_ASSERT_TRUE(lipsync_session_send(c.session, &d) > 0);
+  CU_ASSERT_EQUAL(
+      lipsync_session_set_channel_binding(c.session, one, sizeof one),
+      LIPSYNC_ERR_INVALID_ARGUMENT);
+  peer_close(&c);
+}
+
 int register_session_tests(void) {
   static const tu_test tests[] = {
       {"disjoint rows, table without _lipsync_uuid, re-sync",
@@ -652,6 +724,7 @@ int register_session_tests(void) {
       {"oversized, garbage, unknown and unexpected frames", test_bad_frames},
       {"replayed client proof fails", test_replayed_client_proof},
       {"reflected proof fails", test_reflected_proof},
+      {"channel binding (tls-exporter)", test_channel_binding},
       {NULL, NULL}};
   return tu_add_suite("session", tests);
 }

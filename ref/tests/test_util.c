@@ -89,6 +89,77 @@ char *tu_query_text_at(sqlite3 *db, const char *sql, const char *file,
   return v;
 }
 
+/* Appends the rows of |sql| to |out|, a line each, every value in a form
+ * that tells types apart. */
+static bool dump_rows(sqlite3 *db, const char *sql, sqlite3_str *out) {
+  sqlite3_stmt *st = NULL;
+  int rc = sqlite3_prepare_v2(db, sql, -1, &st, NULL);
+  while (st && (rc = sqlite3_step(st)) == SQLITE_ROW) {
+    for (int c = 0; c < sqlite3_column_count(st); c++) {
+      const unsigned char *p;
+      int n;
+      switch (sqlite3_column_type(st, c)) {
+      case SQLITE_INTEGER:
+        sqlite3_str_appendf(out, " %lld", sqlite3_column_int64(st, c));
+        break;
+      case SQLITE_FLOAT:
+        sqlite3_str_appendf(out, " %!.17g", sqlite3_column_double(st, c));
+        break;
+      case SQLITE_TEXT:
+        sqlite3_str_appendf(out, " %Q", sqlite3_column_text(st, c));
+        break;
+      case SQLITE_BLOB:
+        p = sqlite3_column_blob(st, c);
+        n = sqlite3_column_bytes(st, c);
+        sqlite3_str_appendall(out, " x'");
+        for (int i = 0; i < n; i++)
+          sqlite3_str_appendf(out, "%02x", p[i]);
+        sqlite3_str_appendall(out, "'");
+        break;
+      default:
+        sqlite3_str_appendall(out, " NULL");
+      }
+    }
+    sqlite3_str_appendall(out, "\n");
+  }
+  sqlite3_finalize(st);
+  return rc == SQLITE_DONE;
+}
+
+char *tu_db_dump_at(sqlite3 *db, const char *skip, const char *file, int line) {
+  sqlite3_str *out = sqlite3_str_new(db);
+  sqlite3_stmt *st = NULL;
+  char msg[600];
+  bool ok = dump_rows(db,
+                      "SELECT type, name, sql FROM main.sqlite_schema"
+                      " ORDER BY type, name",
+                      out) &&
+            sqlite3_prepare_v2(db,
+                               "SELECT name FROM main.sqlite_schema WHERE"
+                               " type = 'table' AND name NOT LIKE 'sqlite%'"
+                               " AND name IS NOT ?1 ORDER BY name",
+                               -1, &st, NULL) == SQLITE_OK;
+  if (ok)
+    sqlite3_bind_text(st, 1, skip, -1, SQLITE_STATIC);
+  while (ok && sqlite3_step(st) == SQLITE_ROW) {
+    const char *name = (const char *)sqlite3_column_text(st, 0);
+    char *sql = sqlite3_mprintf("SELECT * FROM main.\"%w\"", name);
+    sqlite3_str_appendf(out, "table %s\n", name);
+    ok = sql && dump_rows(db, sql, out);
+    sqlite3_free(sql);
+  }
+  sqlite3_finalize(st);
+  char *text = sqlite3_str_finish(out);
+  char *copy = ok && text ? strdup(text) : NULL;
+  sqlite3_free(text);
+  if (!copy) {
+    snprintf(msg, sizeof msg, "cannot dump the database: %s",
+             sqlite3_errmsg(db));
+    record_failure(msg, file, line);
+  }
+  return copy;
+}
+
 bool tu_tmpdir(char *out, size_t outlen) {
   const char *base = getenv("TMPDIR");
   if (!base || !*base)
@@ -103,6 +174,27 @@ bool tu_tmpdir(char *out, size_t outlen) {
 
 void tu_path(char *out, size_t outlen, const char *dir, const char *name) {
   snprintf(out, outlen, "%s/%s", dir, name);
+}
+
+bool tu_copy_file_at(const char *from, const char *to, const char *file,
+                     int line) {
+  char buf[65536], msg[1100];
+  size_t n;
+  FILE *in = fopen(from, "rb");
+  FILE *out = in ? fopen(to, "wb") : NULL;
+  bool ok = in && out;
+  while (ok && (n = fread(buf, 1, sizeof buf, in)) > 0)
+    ok = fwrite(buf, 1, n, out) == n;
+  ok = ok && !ferror(in);
+  if (out && fclose(out) != 0)
+    ok = false;
+  if (in)
+    fclose(in);
+  if (!ok) {
+    snprintf(msg, sizeof msg, "cannot copy %s to %s", from, to);
+    record_failure(msg, file, line);
+  }
+  return ok;
 }
 
 void tu_rmdir(const char *dir) {

@@ -20,6 +20,7 @@
 int register_auth_tests(void);
 int register_canon_tests(void);
 int register_frame_tests(void);
+int register_incremental_tests(void);
 int register_session_tests(void);
 int register_store_sqlite_tests(void);
 int register_store_pg_tests(void);
@@ -59,6 +60,13 @@ int64_t tu_query_int_at(sqlite3 *db, const char *sql, int64_t dflt,
 char *tu_query_text_at(sqlite3 *db, const char *sql, const char *file,
                        int line);
 
+/* Every schema object of |db| and every row of each of its tables but
+ * |skip| (NULL: none) and SQLite's own, as text (malloc'd, caller frees):
+ * two dumps are equal when the database holds the same. NULL, with a
+ * failure recorded, on error. */
+#define TU_DB_DUMP(db, skip) tu_db_dump_at((db), (skip), __FILE__, __LINE__)
+char *tu_db_dump_at(sqlite3 *db, const char *skip, const char *file, int line);
+
 /* ---- Files ----------------------------------------------------------- */
 
 /* Creates a new private directory under $TMPDIR (or /tmp) and writes its
@@ -66,6 +74,11 @@ char *tu_query_text_at(sqlite3 *db, const char *sql, const char *file,
 bool tu_tmpdir(char *out, size_t outlen);
 /* Writes |dir|/|name| into |out|. */
 void tu_path(char *out, size_t outlen, const char *dir, const char *name);
+/* Copies the file |from| to |to|, overwriting it in place (as cp does).
+ * Returns false, with a failure recorded, on error. */
+#define TU_COPY_FILE(from, to) tu_copy_file_at((from), (to), __FILE__, __LINE__)
+bool tu_copy_file_at(const char *from, const char *to, const char *file,
+                     int line);
 /* Removes |dir| and the files directly inside it. */
 void tu_rmdir(const char *dir);
 

@@ -482,7 +482,12 @@ static void test_auth(void) {
     field_hex(v, "TH", th, sizeof th);
     field_hex(v, "client mac", cmac, sizeof cmac);
     field_hex(v, "server mac", smac, sizeof smac);
-    auth_transcript(ch, chlen, sh, shlen, got);
+    /* With the feature tls-exporter, the TLS exporter value CB follows. */
+    uint8_t cb[LIPSYNC_TLS_BINDING_LEN];
+    int bound = field(v, "CB") != NULL;
+    if (bound)
+      CU_ASSERT_EQUAL_FATAL(field_hex(v, "CB", cb, sizeof cb), sizeof cb);
+    auth_transcript(ch, chlen, sh, shlen, bound ? cb : NULL, got);
     CU_ASSERT_EQUAL(memcmp(got, th, 32), 0);
     CU_ASSERT_EQUAL(auth_proof(k, klen, AUTH_CLIENT, th, got), 0);
     CU_ASSERT_EQUAL(memcmp(got, cmac, 32), 0);
@@ -493,6 +498,21 @@ static void test_auth(void) {
                     LIPSYNC_ERR_AUTH_FAILED);
   }
   CU_ASSERT(count_prefix("V-AUTH-") >= 1);
+}
+
+/* A.8: the TLS pre-shared key derived from the secret (spec LS-TLS-5). */
+static void test_tls_psk(void) {
+  for (size_t i = 0; i < V.n; i++) {
+    const vector *v = &V.v[i];
+    if (strncmp(v->id, "V-TLS-", 6) != 0)
+      continue;
+    uint8_t k[128], psk[LIPSYNC_TLS_PSK_LEN], got[LIPSYNC_TLS_PSK_LEN];
+    size_t klen = field_hex(v, "K", k, sizeof k);
+    CU_ASSERT_EQUAL_FATAL(field_hex(v, "PSK", psk, sizeof psk), sizeof psk);
+    CU_ASSERT_EQUAL(lipsync_tls_psk(k, klen, got), 0);
+    CU_ASSERT_EQUAL(memcmp(got, psk, sizeof psk), 0);
+  }
+  CU_ASSERT(count_prefix("V-TLS-") >= 1);
 }
 
 /* Reads an unsigned decimal into |out|; 0 on success. */
@@ -626,6 +646,7 @@ int register_vectors_tests(void) {
       {"A.6 frames decode and re-encode", test_frames},
       {"A.7 malformed input", test_malformed},
       {"A.8 handshake MACs", test_auth},
+      {"A.8 TLS pre-shared key", test_tls_psk},
       {"A.10 versions", test_versions},
       {"A.11 version order", test_version_order},
       {"A.11 clock ticks", test_ticks},

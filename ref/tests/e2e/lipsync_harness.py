@@ -55,6 +55,7 @@ EXIT_SCHEMA = 4
 EXIT_PEER = 5
 EXIT_DATABASE = 6
 EXIT_CONFLICT = 7
+EXIT_BUSY = 8
 
 UUID_COLUMN = "_lipsync_uuid"
 CITY_COLUMNS = [
@@ -71,7 +72,8 @@ CITY_COLUMNS = [
 CITY_NAMES = [name for name, _ in CITY_COLUMNS]
 SUMMARY_RE = re.compile(
     r"^(?P<table>\S+): sent (?P<sent>\d+) rows, received (?P<received>\d+) "
-    r"rows, (?P<out>\d+) bytes out, (?P<in>\d+) bytes in, \d+\.\d\ds$"
+    r"rows, (?P<out>\d+) bytes out, (?P<in>\d+) bytes in, \d+\.\d\ds"
+    r"(?: \(incremental\))?$"
 )
 
 # What AddressSanitizer, LeakSanitizer and UBSan print when they find a

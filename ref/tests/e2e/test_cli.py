@@ -29,7 +29,8 @@ import uuid
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from lipsync_harness import (  # noqa: E402
-    CITY_NAMES, CITY_SCHEMA, CLIENT, EXIT_AUTH, EXIT_DATABASE, EXIT_CONFLICT,
+    CITY_NAMES, CITY_SCHEMA, CLIENT, EXIT_AUTH, EXIT_BUSY, EXIT_DATABASE,
+    EXIT_CONFLICT,
     EXIT_INTERNAL, EXIT_PEER, EXIT_SCHEMA, EXIT_USAGE, SANITIZER_RE, SERVER,
     UUID_COLUMN, SyncTestCase, add_cities, cities, clean_env, client_args,
     connect, create_cities_table, dump, parse_summary, quote_literal,
@@ -373,6 +374,49 @@ class ServerLifecycleTest(SyncTestCase):
         self.assertEqual(proc.returncode, EXIT_PEER)
         self.assertIn("stopping", err.decode())
         holder.execute("ROLLBACK")
+
+    def test_lock_wait_ends_in_busy_and_changes_nothing(self):
+        # Another program keeps the server database's write lock for longer
+        # than --timeout: the session that must write gives up with
+        # TRY_AGAIN (exit code 8), changing nothing; a session with nothing
+        # to write does not wait at all; once the lock is free the same
+        # sync succeeds.
+        server = self.start_server(self.server_db, extra=["--timeout", "1"])
+        self.sync(self.client_db, server)
+        holder = sqlite3.connect(self.server_db, isolation_level=None)
+        self.addCleanup(holder.close)
+        holder.execute("BEGIN IMMEDIATE")
+        r = self.sync(self.client_db, server)
+        self.assertIn("(incremental)", r.stdout)
+        self.assertEqual(parse_summary(r.stdout), {"cities": (0, 0)})
+        add_cities(self.client_db, self.cities[100:110])
+        before = dump(self.client_db)
+        r = self.sync(self.client_db, server, expect=EXIT_BUSY,
+                      extra=["--retries", "0"])
+        self.assertRegex(r.stderr, r"locked for 0\.5 s; nothing was changed")
+        self.assertEqual(dump(self.client_db), before)
+        holder.execute("ROLLBACK")
+        r = self.sync(self.client_db, server)
+        self.assertEqual(parse_summary(r.stdout), {"cities": (10, 0)})
+
+    def test_client_retries_after_a_lock_wait(self):
+        # The lock is released while the client pauses between attempts.
+        server = self.start_server(self.server_db, extra=["--timeout", "1"])
+        holder = sqlite3.connect(self.server_db, isolation_level=None)
+        self.addCleanup(holder.close)
+        holder.execute("BEGIN IMMEDIATE")
+        proc = subprocess.Popen(
+            client_args(self.client_db, server.address, ["cities"],
+                        self.secret_file, ["--retries", "5"]),
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            env=clean_env())
+        self.addCleanup(stop_process, proc, signal.SIGKILL)
+        time.sleep(1.5)
+        holder.execute("ROLLBACK")
+        out, err = proc.communicate(timeout=60)
+        self.assertEqual(proc.returncode, 0, err)
+        self.assertIn("syncing again (attempt 2 of 6)", err)
+        self.assertEqual(parse_summary(out), {"cities": (50, 50)})
 
     def test_once_exits_with_session_status(self):
         server = self.start_server(self.server_db, extra=["--once"])
@@ -729,6 +773,37 @@ class SyncPairTests:
                         "SELECT count(*) FROM pg_attribute WHERE attrelid = "
                         f"{quote_literal(d)}::regclass AND attname = "
                         f"'{UUID_COLUMN}'").strip(), "0", d)
+
+    def test_incremental_after_the_first_sync(self):
+        # The first sync reconciles whole tables; the next ones list only
+        # what changed since (spec 8.8), unless either side says otherwise;
+        # a session without the feature drops the checkpoint (LS-INC-20).
+        self.client_db.create_table("cities", rows=self.cities[:1000])
+        self.server_db.create_table("cities", rows=self.cities[1000:1500])
+        server = self.start_server(self.server_db)
+        plain = self.start_server(self.server_db, extra=["--no-incremental"])
+
+        def sync(srv, incremental, summary, extra=()):
+            r = self.sync(self.client_db, srv, extra=extra)
+            self.assertEqual("(incremental)" in r.stdout, incremental,
+                             r.stdout)
+            self.assertEqual(parse_summary(r.stdout), {"cities": summary})
+
+        sync(server, False, (1000, 500))
+        self.client_db.insert("cities", CITY_SCHEMA, self.cities[1500:1510])
+        self.server_db.insert("cities", CITY_SCHEMA, self.cities[1510:1530])
+        sync(server, True, (10, 20))
+        self.assertSynced(self.client_db, self.server_db)
+        sync(server, False, (0, 0), ["--full"])
+        sync(server, True, (0, 0))
+        sync(server, False, (0, 0), ["--no-incremental"])
+        sync(server, False, (0, 0))
+        sync(server, True, (0, 0))
+        self.server_db.insert("cities", CITY_SCHEMA, self.cities[1530:1540])
+        sync(plain, False, (0, 10))
+        sync(server, False, (0, 0))
+        sync(server, True, (0, 0))
+        self.assertSynced(self.client_db, self.server_db)
 
     def test_two_clients_at_once(self):
         # Big enough that the two sessions overlap: one waits for the
