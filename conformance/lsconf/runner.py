@@ -248,6 +248,7 @@ class FrameProxy(threading.Thread):
         self.address = f"127.0.0.1:{self.sock.getsockname()[1]}"
         self.frames, self.lock = [], threading.Lock()
         self.count = 0
+        self.relays = []
         self.start()
 
     def run(self):
@@ -258,8 +259,11 @@ class FrameProxy(threading.Thread):
                 conn, _ = self.sock.accept()
             except OSError:
                 return
-            threading.Thread(target=self._relay, args=(conn,),
-                             daemon=True).start()
+            relay = threading.Thread(target=self._relay, args=(conn,),
+                                     daemon=True)
+            with self.lock:
+                self.relays.append(relay)
+            relay.start()
 
     def _relay(self, conn):
         try:
@@ -321,7 +325,23 @@ class FrameProxy(threading.Thread):
                 "client->server" if direction == "sent" else
                 "server->client", raw, decoded))
 
+    def finish(self, timeout):
+        """Once the client has exited: accepts no more connections and
+        waits up to |timeout| seconds for the relays to end."""
+        self.close()
+        deadline = time.monotonic() + timeout
+        self.join(max(0.0, deadline - time.monotonic()))
+        with self.lock:
+            relays = list(self.relays)
+        for relay in relays:
+            relay.join(max(0.0, deadline - time.monotonic()))
+
     def close(self):
+        # shutdown() wakes the accept() of run(); close() alone does not.
+        try:
+            self.sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
         self.sock.close()
 
 
@@ -424,7 +444,7 @@ class RunContext(Context):
             note = f"\n[harness: killed after {limit:g}s]"
         seconds = time.monotonic() - c.started
         if proxy:
-            proxy.join(2)
+            proxy.finish(2)
             with proxy.lock:
                 self.last_frames = list(proxy.frames)
                 if proxy.count > len(proxy.frames):
