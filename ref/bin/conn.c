@@ -236,6 +236,30 @@ static int time_left(int64_t last_progress, int timeout_ms) {
   return remain > 0 ? (int)remain : 0;
 }
 
+/* ---- cancelling ---------------------------------------------------------- */
+
+/* Reads why |cancel_fd| became readable (conn.h, CONN_CANCEL_*) into a
+ * session error code and message. */
+static void cancel_reason(int cancel_fd, int *code, const char **msg) {
+  char why = CONN_CANCEL_SHUTDOWN;
+  if (read(cancel_fd, &why, 1) != 1)
+    why = CONN_CANCEL_SHUTDOWN;
+  switch (why) {
+  case CONN_CANCEL_AUTH_TIMEOUT:
+    *code = LIPSYNC_ERR_TIMEOUT;
+    *msg = "the client did not authenticate in time";
+    break;
+  case CONN_CANCEL_EVICTED:
+    *code = LIPSYNC_ERR_TRY_AGAIN;
+    *msg = "the server has too many connections waiting to authenticate; "
+           "this one, the oldest, was closed";
+    break;
+  default:
+    *code = LIPSYNC_ERR_SHUTTING_DOWN;
+    *msg = "the server is shutting down";
+  }
+}
+
 /* ---- the TLS handshake ------------------------------------------------- */
 
 /* Words a failed handshake (spec LS-TLS-2, LS-TLS-7). */
@@ -353,9 +377,15 @@ int conn_handshake(cli_conn *c, int timeout_ms, int cancel_fd) {
     if (flushed < 0)
       return -1;
     int bits = wait_for(c, 1, 0, cancel_fd, time_left(last, timeout_ms));
-    if (bits < 0 || (bits & 4)) {
-      set_failure(c, bits < 0 ? CONN_FAIL_IO : CONN_FAIL_CANCEL,
-                  bits < 0 ? "poll failed" : "the server is shutting down");
+    if (bits < 0) {
+      set_failure(c, CONN_FAIL_IO, "poll failed");
+      return -1;
+    }
+    if (bits & 4) {
+      int code;
+      const char *why;
+      cancel_reason(cancel_fd, &code, &why);
+      set_failure(c, CONN_FAIL_CANCEL, "%s", why);
       return -1;
     }
     if (!(bits & 1)) {
@@ -480,8 +510,10 @@ int conn_run(cli_conn *c, lipsync_session *s, int timeout_ms, int cancel_fd) {
       continue;
     }
     if (bits & 4) {
-      lipsync_session_abort(s, LIPSYNC_ERR_SHUTTING_DOWN,
-                            "the server is shutting down");
+      int code;
+      const char *why;
+      cancel_reason(cancel_fd, &code, &why);
+      lipsync_session_abort(s, code, why);
       cancel_fd = -1;
       continue;
     }

@@ -66,6 +66,12 @@ typedef struct cli_conn cli_conn;
 cli_conn *conn_new(conn_tls *tls, int is_server, int rfd, int wfd);
 void conn_free(cli_conn *c);
 
+/* What one byte written to a connection's cancel descriptor means: the
+ * loops below read it and end the session with that reason. */
+#define CONN_CANCEL_SHUTDOWN 'S'     /* SHUTTING_DOWN */
+#define CONN_CANCEL_AUTH_TIMEOUT 'A' /* TIMEOUT: not authenticated in time */
+#define CONN_CANCEL_EVICTED 'E'      /* TRY_AGAIN: too many unauthenticated */
+
 /* TLS: runs the handshake, giving up after |timeout_ms| without progress
  * (<= 0: never) or when |cancel_fd| (or -1) becomes readable. Plaintext:
  * does nothing. Returns 0, or -1 with conn_failure() and conn_errmsg()

@@ -28,6 +28,7 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "cli.h"
@@ -38,6 +39,10 @@
 #define DEFAULT_TIMEOUT_MS 60000
 #define DEFAULT_MAX_CLIENTS 64
 #define MAX_MAX_CLIENTS 4096
+/* Connections not yet authenticated: how many at once (the oldest is
+ * closed for a new one), and how long each may take (spec LS-SEC-2). */
+#define DEFAULT_MAX_UNAUTHENTICATED 64
+#define DEFAULT_AUTH_TIMEOUT_MS 10000
 /* How long a finished session waits for the client to close first, so the
  * client reads our last frame (say, SHUTTING_DOWN) instead of a reset. */
 #define LINGER_MS 500
@@ -59,6 +64,8 @@ typedef struct server_config {
   int quiet;
   int timeout_ms;
   size_t max_clients;
+  size_t max_unauthenticated;
+  int auth_timeout_ms;
   uint64_t retention_ms;
   int init;
   int no_incremental;
@@ -85,14 +92,28 @@ typedef struct connection {
   pthread_mutex_t lock;
   lipsync_store *store;
   int exit_code;
+  struct server *srv;       /* for the session permits */
+  double accepted_at;       /* cli_now() at accept */
+  atomic_int authenticated; /* set once the client's proof verified */
+  int cancelled;            /* main thread: a cancel byte was written */
+  int has_permit;           /* thread: holds one of the session permits */
 } connection;
 
 typedef struct server {
   server_config config;
   int listen_fd;
   int wake_pipe[2];
-  connection **slots; /* config.max_clients entries, NULL when free */
+  /* config.max_clients + config.max_unauthenticated entries, NULL when
+   * free: each connection, authenticated or not, has its thread. */
+  connection **slots;
+  size_t nslots;
   size_t active;
+  /* Session permits: at most config.max_clients authenticated sessions
+   * use the database at once; others wait for a permit. */
+  pthread_mutex_t permit_lock;
+  pthread_cond_t permit_freed;
+  size_t permits_used;
+  int stopping;
   int accepted;  /* connections accepted so far, for --once */
   int once_exit; /* exit status of the --once session */
   double accept_paused_until;
@@ -112,6 +133,7 @@ static void usage(FILE *out, int full) {
       "         --secret-file FILE (--table NAME... | --all-tables)\n"
       "         [--tls-cert FILE --tls-key FILE | --plaintext] [--tls]\n"
       "         [--once] [--timeout SECONDS] [--max-clients N]\n"
+      "         [--auth-timeout SECONDS] [--max-unauthenticated N]\n"
       "         [--tombstone-retention DURATION] [--no-incremental] [--quiet]\n"
       "       " PROG " --db DB --init (--table NAME... | --all-tables)\n"
       "       " PROG " --help | --version\n");
@@ -158,11 +180,19 @@ static void usage(FILE *out, int full) {
       "                      waits half as long for another writer's lock\n"
       "                      on the database (the client is told to sync\n"
       "                      again)\n"
-      "  --max-clients N     serve at most N sessions at once (default 64).\n"
-      "                      Further connections are not refused: they wait\n"
-      "                      in the kernel's listen backlog and are served as\n"
-      "                      sessions end, or give up after their own "
-      "timeout.\n"
+      "  --max-clients N     serve at most N authenticated sessions at once\n"
+      "                      (default 64), each with its database connection;\n"
+      "                      further authenticated clients wait for one to\n"
+      "                      end (at most --timeout, then they are told to\n"
+      "                      sync again)\n"
+      "  --auth-timeout SECONDS\n"
+      "                      close a connection that has not proved it holds\n"
+      "                      the secret (TLS and the handshake) this long\n"
+      "                      after it opened (default 10)\n"
+      "  --max-unauthenticated N\n"
+      "                      keep at most N connections that have not yet\n"
+      "                      authenticated (default 64): a new one closes\n"
+      "                      the oldest. None of them touches the database.\n"
       "  --tombstone-retention DURATION\n"
       "                      keep the mark a deleted row leaves this long\n"
       "                      (N seconds, or Nms, Ns, Nm, Nh, Nd; default\n"
@@ -189,6 +219,8 @@ enum {
   OPT_ONCE,
   OPT_TIMEOUT,
   OPT_MAX_CLIENTS,
+  OPT_AUTH_TIMEOUT,
+  OPT_MAX_UNAUTHENTICATED,
   OPT_QUIET,
   OPT_RETENTION,
   OPT_INIT,
@@ -211,6 +243,8 @@ static const struct option long_options[] = {
     {"once", no_argument, NULL, OPT_ONCE},
     {"timeout", required_argument, NULL, OPT_TIMEOUT},
     {"max-clients", required_argument, NULL, OPT_MAX_CLIENTS},
+    {"auth-timeout", required_argument, NULL, OPT_AUTH_TIMEOUT},
+    {"max-unauthenticated", required_argument, NULL, OPT_MAX_UNAUTHENTICATED},
     {"quiet", no_argument, NULL, OPT_QUIET},
     {"tombstone-retention", required_argument, NULL, OPT_RETENTION},
     {"init", no_argument, NULL, OPT_INIT},
@@ -264,6 +298,17 @@ static int apply_option(server_config *config, int opt, const char *arg) {
       return usage_error("--max-clients takes a number from 1 to 4096");
     config->max_clients = (size_t)count;
     return -1;
+  case OPT_AUTH_TIMEOUT:
+    if (cli_parse_timeout(arg, &config->auth_timeout_ms) < 0 ||
+        config->auth_timeout_ms <= 0)
+      return usage_error("--auth-timeout takes a number of seconds above 0");
+    return -1;
+  case OPT_MAX_UNAUTHENTICATED:
+    if (cli_parse_count(arg, 1, MAX_MAX_CLIENTS, &count) < 0)
+      return usage_error("--max-unauthenticated takes a number from 1 to "
+                         "4096");
+    config->max_unauthenticated = (size_t)count;
+    return -1;
   case OPT_QUIET:
     config->quiet = 1;
     return -1;
@@ -309,6 +354,8 @@ static int apply_option(server_config *config, int opt, const char *arg) {
 static int parse_options(server_config *config, int argc, char **argv) {
   config->timeout_ms = DEFAULT_TIMEOUT_MS;
   config->max_clients = DEFAULT_MAX_CLIENTS;
+  config->max_unauthenticated = DEFAULT_MAX_UNAUTHENTICATED;
+  config->auth_timeout_ms = DEFAULT_AUTH_TIMEOUT_MS;
   config->retention_ms = LIPSYNC_DEFAULT_RETENTION_MS;
   config->tables = calloc((size_t)argc, sizeof *config->tables);
   if (config->tables == NULL)
@@ -496,20 +543,76 @@ static int serve_connection(connection *conn) {
   return rc;
 }
 
+/* ---- session permits ---------------------------------------------------- */
+
+/* Waits up to |timeout_ms| (0: forever) for one of the max_clients
+ * permits. Returns 0, or -1 when it timed out or the server is stopping. */
+static int permit_take(server *srv, int timeout_ms) {
+  struct timespec until;
+  clock_gettime(CLOCK_REALTIME, &until);
+  until.tv_sec += timeout_ms / 1000;
+  until.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
+  if (until.tv_nsec >= 1000000000L) {
+    until.tv_sec++;
+    until.tv_nsec -= 1000000000L;
+  }
+  int rc = 0;
+  pthread_mutex_lock(&srv->permit_lock);
+  while (rc == 0 && !srv->stopping &&
+         srv->permits_used >= srv->config.max_clients)
+    rc = timeout_ms > 0
+             ? pthread_cond_timedwait(&srv->permit_freed, &srv->permit_lock,
+                                      &until)
+             : pthread_cond_wait(&srv->permit_freed, &srv->permit_lock);
+  int ok = !srv->stopping && srv->permits_used < srv->config.max_clients;
+  if (ok)
+    srv->permits_used++;
+  pthread_mutex_unlock(&srv->permit_lock);
+  return ok ? 0 : -1;
+}
+
+static void permit_give(server *srv) {
+  pthread_mutex_lock(&srv->permit_lock);
+  srv->permits_used--;
+  pthread_cond_signal(&srv->permit_freed);
+  pthread_mutex_unlock(&srv->permit_lock);
+}
+
+/* The session's lipsync_store_opener: runs once the client's proof has
+ * verified (spec LS-SEC-3). Takes a permit, then opens the database. */
+static int open_store(void *user, lipsync_store **out, char *err,
+                      size_t errlen) {
+  connection *conn = user;
+  const server_config *config = conn->config;
+  atomic_store(&conn->authenticated, 1);
+  wake(conn->wake_fd); /* no longer under the authentication bounds */
+  if (permit_take(conn->srv, config->timeout_ms) < 0) {
+    snprintf(err, errlen,
+             "the server serves its maximum of %zu sessions; sync again",
+             config->max_clients);
+    return LIPSYNC_ERR_TRY_AGAIN;
+  }
+  conn->has_permit = 1;
+  lipsync_store *store = NULL;
+  if (lipsync_store_open(&store, config->db_path, err, errlen) < 0)
+    return LIPSYNC_ERR_STORAGE;
+  lipsync_store_set_lock_timeout(store, cli_lock_timeout(config->timeout_ms));
+  pthread_mutex_lock(&conn->lock);
+  conn->store = store;
+  pthread_mutex_unlock(&conn->lock);
+  *out = store;
+  return 0;
+}
+
 static int serve_session(connection *conn, cli_conn *link) {
   const server_config *config = conn->config;
   double started = cli_now();
-  char err[256];
-  lipsync_store *store = NULL;
-  int rc = lipsync_store_open(&store, config->db_path, err, sizeof err);
-  if (rc < 0) {
-    log_line(conn, "%s failed: cannot open database: %s", conn->peer, err);
-    return CLI_EXIT_DATABASE;
-  }
   lipsync_session *session = NULL;
-  rc = lipsync_session_server_new(
-      &session, store, config->secret.data, config->secret.len,
+  int rc = lipsync_session_server_new(
+      &session, NULL, config->secret.data, config->secret.len,
       (const char *const *)config->tables, config->ntables, config->all_tables);
+  if (rc == 0)
+    rc = lipsync_session_set_store_opener(session, open_store, conn);
   if (rc == 0)
     rc = lipsync_session_set_tombstone_retention(session, config->retention_ms);
   if (rc == 0)
@@ -517,13 +620,9 @@ static int serve_session(connection *conn, cli_conn *link) {
   if (rc < 0) {
     log_line(conn, "%s failed: cannot start session: %s", conn->peer,
              lipsync_strerror(rc));
-    lipsync_store_free(store);
+    lipsync_session_free(session);
     return cli_exit_code(rc);
   }
-  lipsync_store_set_lock_timeout(store, cli_lock_timeout(config->timeout_ms));
-  pthread_mutex_lock(&conn->lock);
-  conn->store = store;
-  pthread_mutex_unlock(&conn->lock);
   rc = conn_run(link, session, config->timeout_ms, conn->cancel_pipe[0]);
   conn_close_notify(link);
   /* Nothing more to send: the client need not wait for what follows (the
@@ -531,11 +630,16 @@ static int serve_session(connection *conn, cli_conn *link) {
   shutdown(conn->wfd, SHUT_WR);
   log_session(conn, session, rc, cli_now() - started);
   lipsync_session_free(session);
-  maybe_maintain(conn, store);
   pthread_mutex_lock(&conn->lock);
+  lipsync_store *store = conn->store;
   conn->store = NULL;
   pthread_mutex_unlock(&conn->lock);
+  if (store)
+    maybe_maintain(conn, store);
   lipsync_store_free(store);
+  if (conn->has_permit)
+    permit_give(conn->srv);
+  conn->has_permit = 0;
   if (rc < 0 && conn_failure_of(link) == CONN_FAIL_MISMATCH)
     return CLI_EXIT_TRANSPORT;
   return cli_exit_code(rc);
@@ -571,8 +675,11 @@ static connection *connection_new(server *srv, int fd,
   if (conn == NULL)
     return NULL;
   conn->config = &srv->config;
+  conn->srv = srv;
   conn->fd = fd;
   conn->wfd = fd;
+  conn->accepted_at = cli_now();
+  atomic_init(&conn->authenticated, 0);
   conn->wake_fd = srv->wake_pipe[1];
   atomic_init(&conn->finished, 0);
   pthread_mutex_init(&conn->lock, NULL);
@@ -588,14 +695,63 @@ static connection *connection_new(server *srv, int fd,
 
 static size_t free_slot(const server *srv) {
   size_t i = 0;
-  while (srv->slots[i] != NULL)
+  while (i < srv->nslots && srv->slots[i] != NULL)
     i++;
   return i;
 }
 
+/* Writes the cancel byte |why| (conn.h, CONN_CANCEL_*) to |conn|. */
+static void cancel(connection *conn, char why) {
+  ssize_t rc = write(conn->cancel_pipe[1], &why, 1);
+  (void)rc;
+  conn->cancelled = 1;
+}
+
+/* Whether |conn| is still under the authentication bounds. */
+static int unauthenticated(const connection *conn) {
+  return conn && !conn->cancelled && !atomic_load(&conn->authenticated) &&
+         !atomic_load(&conn->finished);
+}
+
+/* Closes the connections that did not authenticate in time; returns the
+ * milliseconds until the next one's deadline (-1: none). */
+static int enforce_auth_deadlines(server *srv) {
+  double now = cli_now(), next = -1;
+  double limit = srv->config.auth_timeout_ms / 1000.0;
+  for (size_t i = 0; i < srv->nslots; i++) {
+    connection *conn = srv->slots[i];
+    if (!unauthenticated(conn))
+      continue;
+    double left = conn->accepted_at + limit - now;
+    if (left <= 0)
+      cancel(conn, CONN_CANCEL_AUTH_TIMEOUT);
+    else if (next < 0 || left < next)
+      next = left;
+  }
+  return next < 0 ? -1 : (int)(next * 1000.0) + 1;
+}
+
+/* Makes room for a new connection under --max-unauthenticated: closes
+ * the oldest connection still waiting to authenticate when there are as
+ * many as that. */
+static void evict_if_full(server *srv) {
+  size_t waiting = 0;
+  connection *oldest = NULL;
+  for (size_t i = 0; i < srv->nslots; i++) {
+    connection *conn = srv->slots[i];
+    if (!unauthenticated(conn))
+      continue;
+    waiting++;
+    if (!oldest || conn->accepted_at < oldest->accepted_at)
+      oldest = conn;
+  }
+  if (oldest && waiting >= srv->config.max_unauthenticated)
+    cancel(oldest, CONN_CANCEL_EVICTED);
+}
+
 /* Joins every finished connection and frees its slot. */
 static void reap_finished(server *srv) {
-  for (size_t i = 0; i < srv->config.max_clients; i++) {
+  for (size_t i = 0; i < srv->nslots; i++) {
     connection *conn = srv->slots[i];
     if (conn == NULL || !atomic_load(&conn->finished))
       continue;
@@ -641,6 +797,7 @@ static void accept_one(server *srv) {
   fcntl(fd, F_SETFD, FD_CLOEXEC);
   cli_set_nonblocking(fd, 0);
   cli_set_nodelay(fd);
+  evict_if_full(srv);
   connection *conn = connection_new(srv, fd, (struct sockaddr *)&addr, addrlen);
   if (conn == NULL) {
     fprintf(stderr, PROG ": out of resources, dropping a connection\n");
@@ -664,7 +821,7 @@ static void accept_one(server *srv) {
 }
 
 static int accepting(const server *srv) {
-  return srv->listen_fd >= 0 && srv->active < srv->config.max_clients;
+  return srv->listen_fd >= 0 && srv->active < srv->nslots;
 }
 
 /* Sleeps until something happens; returns 1 if the listener is readable. */
@@ -672,11 +829,11 @@ static int wait_for_event(server *srv) {
   struct pollfd fds[2] = {{srv->wake_pipe[0], POLLIN, 0},
                           {srv->listen_fd, POLLIN, 0}};
   nfds_t nfds = 1;
-  int timeout = -1;
+  int timeout = enforce_auth_deadlines(srv);
   double paused = srv->accept_paused_until - cli_now();
   if (accepting(srv) && paused <= 0)
     nfds = 2;
-  else if (accepting(srv))
+  else if (accepting(srv) && (timeout < 0 || paused * 1000.0 < timeout))
     timeout = (int)(paused * 1000.0) + 1;
   if (poll(fds, nfds, timeout) < 0)
     return 0; /* EINTR: the loop checks stop_requested */
@@ -701,18 +858,22 @@ static void shut_down(server *srv) {
   if (srv->listen_fd >= 0)
     close(srv->listen_fd);
   srv->listen_fd = -1;
-  for (size_t i = 0; i < srv->config.max_clients; i++) {
+  pthread_mutex_lock(&srv->permit_lock);
+  srv->stopping = 1; /* sessions waiting for a permit give up */
+  pthread_cond_broadcast(&srv->permit_freed);
+  pthread_mutex_unlock(&srv->permit_lock);
+  for (size_t i = 0; i < srv->nslots; i++) {
     connection *conn = srv->slots[i];
     if (conn == NULL)
       continue;
-    wake(conn->cancel_pipe[1]);
+    cancel(conn, CONN_CANCEL_SHUTDOWN);
     /* A session waiting for the database lock is inside a store call, not
      * polling its cancel pipe. */
     pthread_mutex_lock(&conn->lock);
     lipsync_store_interrupt(conn->store);
     pthread_mutex_unlock(&conn->lock);
   }
-  for (size_t i = 0; i < srv->config.max_clients; i++) {
+  for (size_t i = 0; i < srv->nslots; i++) {
     connection *conn = srv->slots[i];
     if (conn == NULL)
       continue;
@@ -797,6 +958,8 @@ static int serve_stdio(server *srv) {
   connection conn;
   memset(&conn, 0, sizeof conn);
   conn.config = &srv->config;
+  conn.srv = srv;
+  atomic_init(&conn.authenticated, 0);
   conn.fd = STDIN_FILENO;
   conn.wfd = STDOUT_FILENO;
   conn.wake_fd = -1;
@@ -820,7 +983,8 @@ static int run(server *srv) {
     return CLI_EXIT_DATABASE;
   if (srv->config.stdio)
     return serve_stdio(srv);
-  srv->slots = calloc(srv->config.max_clients, sizeof *srv->slots);
+  srv->nslots = srv->config.max_clients + srv->config.max_unauthenticated;
+  srv->slots = calloc(srv->nslots, sizeof *srv->slots);
   if (srv->slots == NULL || make_pipe(srv->wake_pipe, 1) < 0) {
     fprintf(stderr, PROG ": out of resources\n");
     return CLI_EXIT_INTERNAL;
@@ -839,6 +1003,8 @@ int main(int argc, char **argv) {
   server srv;
   memset(&srv, 0, sizeof srv);
   srv.listen_fd = -1;
+  pthread_mutex_init(&srv.permit_lock, NULL);
+  pthread_cond_init(&srv.permit_freed, NULL);
   srv.wake_pipe[0] = srv.wake_pipe[1] = -1;
   int rc = parse_options(&srv.config, argc, argv);
   if (rc < 0 && srv.config.init) {

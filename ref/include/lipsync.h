@@ -517,7 +517,8 @@ int lipsync_session_client_new(lipsync_session **out, lipsync_store *store,
 
 /* Creates a server session over |store|. It offers the |noffered| tables
  * named in |offered|, or every table of the store when |offer_all| is
- * nonzero. Does not take ownership of |store|. */
+ * nonzero. Does not take ownership of |store|. |store| may be NULL when
+ * lipsync_session_set_store_opener() follows. */
 int lipsync_session_server_new(lipsync_session **out, lipsync_store *store,
                                const void *secret, size_t secret_len,
                                const char *const *offered, size_t noffered,
@@ -612,6 +613,19 @@ int lipsync_session_set_tombstone_retention(lipsync_session *session,
  * when |errbuf| is not NULL, the reason is copied into it. */
 int lipsync_store_init_tables(lipsync_store *store, const char *const *tables,
                               size_t ntables, char *errbuf, size_t errlen);
+
+/* Server: opens the database only once the client has proved it holds
+ * the secret (spec LS-SEC-3), so that connections that never authenticate
+ * cost no database connection. Pass a NULL store to
+ * lipsync_session_server_new() and set |open| before the first recv: the
+ * session calls it once, right after the client's proof verified, and
+ * uses the store it returns (which the caller frees after the session).
+ * On failure |open| returns a negative lipsync_error and describes it in
+ * |err|; the session fails with that code and tells the client. */
+typedef int (*lipsync_store_opener)(void *user, lipsync_store **store,
+                                    char *err, size_t errlen);
+int lipsync_session_set_store_opener(lipsync_session *session,
+                                     lipsync_store_opener open, void *user);
 
 /* Testing and tuning knobs; call before the first recv/send. */
 int lipsync_session_set_versions(lipsync_session *session, uint32_t min,

@@ -140,7 +140,8 @@ int lipsync_session_server_new(lipsync_session **out, lipsync_store *store,
                                const char *const *offered, size_t noffered,
                                int offer_all) {
   *out = NULL;
-  if (!store || !secret || !secret_len || (!offer_all && !noffered) ||
+  /* A NULL store: lipsync_session_set_store_opener() must follow. */
+  if (!secret || !secret_len || (!offer_all && !noffered) ||
       (noffered && !offered))
     return LIPSYNC_ERR_INVALID_ARGUMENT;
   lipsync_session *s = session_alloc(store, secret, secret_len);
@@ -555,6 +556,18 @@ static int on_client_auth(lipsync_session *s, const Lipsync__AuthProof *m) {
       !fault_on("accept-wrong-secret")) /* fault injection: self-test */
     return session_fail(s, LIPSYNC_ERR_AUTH_FAILED,
                         "the client could not prove it holds the secret");
+  if (!s->store && s->opener) { /* only now (LS-SEC-3) */
+    char err[256] = "";
+    int rc = s->opener(s->opener_user, &s->store, err, sizeof err);
+    if (rc < 0 || !s->store) {
+      s->store = NULL;
+      return session_fail(s, rc < 0 ? rc : LIPSYNC_ERR_INTERNAL,
+                          "the server cannot open its database%s%s",
+                          err[0] ? ": " : "", err);
+    }
+  }
+  if (!s->store)
+    return session_fail(s, LIPSYNC_ERR_INTERNAL, "the server has no store");
   if (send_proof(s, AUTH_SERVER))
     return s->result;
   s->state = ST_WAIT_OPEN_TABLES;
@@ -1304,6 +1317,15 @@ int lipsync_session_set_channel_binding(lipsync_session *s,
     return LIPSYNC_ERR_INVALID_ARGUMENT;
   memcpy(s->binding, binding, len);
   s->has_binding = true;
+  return 0;
+}
+
+int lipsync_session_set_store_opener(lipsync_session *s,
+                                     lipsync_store_opener open, void *user) {
+  if (!s || !open || !s->is_server || s->state != ST_WAIT_CLIENT_HELLO)
+    return LIPSYNC_ERR_INVALID_ARGUMENT;
+  s->opener = open;
+  s->opener_user = user;
   return 0;
 }
 

@@ -146,6 +146,10 @@ struct lipsync_session {
   uint64_t horizon;
   uint64_t server_clock;
 
+  /* server: the store, opened once the client authenticated */
+  lipsync_store_opener opener;
+  void *opener_user;
+
   /* feature "tls-exporter" (spec 5.5) */
   uint8_t binding[LIPSYNC_TLS_BINDING_LEN]; /* the TLS exporter value */
   bool has_binding;                         /* this side offers or accepts */

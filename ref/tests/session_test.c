@@ -704,6 +704,65 @@ static void test_channel_binding(void) {
   peer_close(&c);
 }
 
+/* The server's store opener (spec LS-SEC-3): called once, right after the
+ * client's proof verified; never for a client with the wrong secret. */
+typedef struct opener_state {
+  lipsync_store *store;
+  int calls;
+  int fail;
+} opener_state;
+
+static int count_open(void *user, lipsync_store **out, char *err,
+                      size_t len) {
+  opener_state *o = user;
+  o->calls++;
+  if (o->fail) {
+    snprintf(err, len, "disk on fire");
+    return LIPSYNC_ERR_STORAGE;
+  }
+  *out = o->store;
+  return 0;
+}
+
+static int sync_deferred(const char *secret, opener_state *o) {
+  peer c, s;
+  peer_open(&c, mem_db());
+  peer_open(&s, mem_db());
+  exec(c.db, T1);
+  exec(s.db, "CREATE TABLE t(a INTEGER, b TEXT);");
+  o->store = s.store;
+  const char *t[] = {"t"};
+  start_client(&c, t, 1, secret);
+  CU_ASSERT_EQUAL_FATAL(lipsync_session_server_new(&s.session, NULL, SECRET,
+                                                   SECRET_LEN, NULL, 0, 1),
+                        0);
+  CU_ASSERT_EQUAL(lipsync_session_set_store_opener(s.session, count_open, o),
+                  0);
+  pump(c.session, s.session);
+  int rc = lipsync_session_result(c.session);
+  if (rc == 0)
+    assert_tables_equal(c.db, s.db, "t");
+  else
+    CU_ASSERT_EQUAL(query_int(s.db, "SELECT count(*) FROM t"), 0);
+  peer_close(&c);
+  peer_close(&s);
+  return rc;
+}
+
+static void test_store_opened_after_authentication(void) {
+  opener_state o = {NULL, 0, 0};
+  CU_ASSERT_EQUAL(sync_deferred(SECRET, &o), 0);
+  CU_ASSERT_EQUAL(o.calls, 1);
+  opener_state wrong = {NULL, 0, 0};
+  CU_ASSERT_EQUAL(sync_deferred("not the secret", &wrong),
+                  LIPSYNC_ERR_AUTH_FAILED);
+  CU_ASSERT_EQUAL(wrong.calls, 0);
+  /* A database that cannot be opened: the client hears why. */
+  opener_state failing = {NULL, 0, 1};
+  CU_ASSERT_EQUAL(sync_deferred(SECRET, &failing), LIPSYNC_ERR_STORAGE);
+  CU_ASSERT_EQUAL(failing.calls, 1);
+}
+
 int register_session_tests(void) {
   static const tu_test tests[] = {
       {"disjoint rows, table without _lipsync_uuid, re-sync",
@@ -725,6 +784,8 @@ int register_session_tests(void) {
       {"replayed client proof fails", test_replayed_client_proof},
       {"reflected proof fails", test_reflected_proof},
       {"channel binding (tls-exporter)", test_channel_binding},
+      {"store opened only after authentication",
+       test_store_opened_after_authentication},
       {NULL, NULL}};
   return tu_add_suite("session", tests);
 }

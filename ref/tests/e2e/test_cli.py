@@ -22,6 +22,7 @@ import sqlite3
 import struct
 import subprocess
 import sys
+import threading
 import time
 import unittest
 import uuid
@@ -445,17 +446,81 @@ class ServerLifecycleTest(SyncTestCase):
         self.sync(self.client_db, server)
         self.assertSynced(self.client_db, self.server_db)
 
-    def test_max_clients_keeps_extra_clients_waiting(self):
-        server = self.start_server(
-            self.server_db, extra=["--max-clients", "1", "--timeout", "1"])
+    def test_max_clients_bounds_authenticated_sessions(self):
+        server = self.start_server(self.server_db,
+                                   extra=["--max-clients", "1"])
         with socket.create_connection(("127.0.0.1", server.port)):
-            # That silent connection holds the only slot until it times
-            # out; the real client waits in the backlog, then is served.
+            # A silent connection has not authenticated: it holds no
+            # session permit and no database connection, so the one
+            # permit goes to the real client at once.
             time.sleep(0.2)
             start = time.monotonic()
             self.sync(self.client_db, server)
-            self.assertGreater(time.monotonic() - start, 0.5)
+            self.assertLess(time.monotonic() - start, 3)
         self.assertSynced(self.client_db, self.server_db)
+        # Two real clients at once with one permit: the second waits for
+        # the first to end, and both succeed.
+        other = self.path("other.db")
+        create_cities_table(other, rows=self.cities[200:260])
+        procs = [subprocess.Popen(
+            client_args(db, server.address, ["cities"], self.secret_file),
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            env=clean_env()) for db in (self.client_db, other)]
+        for p in procs:
+            out, err = p.communicate(timeout=60)
+            self.assertEqual(p.returncode, 0, err)
+        self.sync(self.client_db, server)
+        self.assertSynced(self.client_db, self.server_db)
+        self.assertSynced(other, self.server_db)
+
+    def test_connections_that_never_authenticate(self):
+        """200 connections that send nothing and 20 that send a byte a
+        second do not keep a real client from syncing within seconds
+        (spec LS-SEC-2): at most --max-unauthenticated of them are kept
+        (the oldest goes for a new one) and none past --auth-timeout."""
+        server = self.start_server(
+            self.server_db, extra=["--max-unauthenticated", "32",
+                                   "--auth-timeout", "2"])
+        idle = [socket.create_connection(("127.0.0.1", server.port))
+                for _ in range(200)]
+        self.addCleanup(lambda: [s.close() for s in idle])
+        slow = [socket.create_connection(("127.0.0.1", server.port))
+                for _ in range(20)]
+        self.addCleanup(lambda: [s.close() for s in slow])
+        stop = threading.Event()
+        self.addCleanup(stop.set)
+
+        def drip():
+            while not stop.wait(1):
+                for s in slow:
+                    try:
+                        s.send(b"\x16")
+                    except OSError:
+                        pass
+        threading.Thread(target=drip, daemon=True).start()
+        time.sleep(0.5)
+        before = dump(self.server_db)
+        start = time.monotonic()
+        self.sync(self.client_db, server)
+        self.assertLess(time.monotonic() - start, 5, "the client waited")
+        self.assertSynced(self.client_db, self.server_db)
+        self.assertNotEqual(dump(self.server_db), before)
+        # Every hostile connection is closed by the server: evicted, or
+        # cut off after --auth-timeout.
+        deadline = time.monotonic() + 10
+        for s in idle + slow:
+            s.settimeout(max(0.1, deadline - time.monotonic()))
+            try:
+                while s.recv(4096):
+                    pass
+            except socket.timeout:
+                self.fail("a connection that never authenticated was kept")
+            except OSError:
+                pass
+        log = server.stderr()
+        self.assertIn("too many connections waiting to authenticate", log)
+        self.assertIn("did not authenticate in time", log)
+        self.assertTrue(server.alive())
 
     def test_ipv6_loopback(self):
         if not socket.has_ipv6:
@@ -912,6 +977,24 @@ class PgSideTests:
     def pg_side(self):
         return self.server_db if self.server_db.kind == "pg" else \
             self.client_db
+
+    def test_unauthenticated_connections_open_no_database_connection(self):
+        if self.server_db.kind != "pg":
+            self.skipTest("the server's database is SQLite here")
+        self.server_db.create_table("cities", rows=self.cities[:10])
+        server = self.start_server(self.server_db)
+        count = ("SELECT count(*) FROM pg_stat_activity WHERE datname = "
+                 f"{quote_literal(self.server_db.name)} "
+                 "AND pid <> pg_backend_pid()")
+        idle = [socket.create_connection(("127.0.0.1", server.port))
+                for _ in range(20)]
+        self.addCleanup(lambda: [s.close() for s in idle])
+        time.sleep(0.5)
+        # Spec LS-SEC-3: nothing touches the database before the proof.
+        self.assertEqual(self.server_db.sql(count).strip(), "0")
+        self.client_db.create_table("cities", rows=self.cities[10:20])
+        self.sync(self.client_db, server)
+        self.assertSynced(self.client_db, self.server_db)
 
     def test_uri_connection_strings(self):
         for db in (self.client_db, self.server_db):
