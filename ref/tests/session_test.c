@@ -712,8 +712,7 @@ typedef struct opener_state {
   int fail;
 } opener_state;
 
-static int count_open(void *user, lipsync_store **out, char *err,
-                      size_t len) {
+static int count_open(void *user, lipsync_store **out, char *err, size_t len) {
   opener_state *o = user;
   o->calls++;
   if (o->fail) {
