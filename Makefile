@@ -85,6 +85,22 @@ $(B)/san/unit-tests: $(SANOBJ) $(TESTSRC:ref/tests/%.c=$(B)/san/tests/%.o)
 $(B)/san/bin/%: $(B)/san/bin/%.o $(CLIMODS:%=$(B)/san/bin/%.o) $(SANOBJ)
 	$(CC) $(SOPT) -o $@ $^ $(BINLIBS)
 
+# ---- ThreadSanitizer build of the programs (the multi-threaded server) ----
+TSOPT   := -O1 -g -fsanitize=thread
+$(B)/tsan/%.o: ref/src/%.c $(GEN)/lipsync.pb-c.h ref/include/lipsync.h $(wildcard ref/src/*.h)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_ALL) $(TSOPT) -c -o $@ $<
+$(B)/tsan/lipsync.pb-c.o: $(GEN)/lipsync.pb-c.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CSTD) $(TSOPT) -I$(GEN) -c -o $@ $<
+$(B)/tsan/bin/%.o: ref/bin/%.c $(BINHDR)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_ALL) $(TSOPT) -c -o $@ $<
+TSANOBJ := $(SRC:ref/src/%.c=$(B)/tsan/%.o) $(B)/tsan/lipsync.pb-c.o
+$(B)/tsan/bin/%: $(B)/tsan/bin/%.o $(CLIMODS:%=$(B)/tsan/bin/%.o) $(TSANOBJ)
+	$(CC) $(TSOPT) -o $@ $^ $(BINLIBS)
+.SECONDARY: $(TSANOBJ) $(BINS:%=$(B)/tsan/bin/%.o) $(CLIMODS:%=$(B)/tsan/bin/%.o)
+
 # Deliberately broken variants of the binaries, for the conformance
 # suite's self-test (conformance/selftest).
 include conformance/faults.mk
@@ -93,7 +109,8 @@ export ASAN_OPTIONS := abort_on_error=0:detect_leaks=1
 export UBSAN_OPTIONS := print_stacktrace=1:halt_on_error=1
 
 check: deps
-	@$(MAKE) --no-print-directory all $(B)/san/unit-tests $(BINS:%=$(B)/san/bin/%)
+	@$(MAKE) --no-print-directory all $(B)/san/unit-tests $(BINS:%=$(B)/san/bin/%) \
+	  $(BINS:%=$(B)/tsan/bin/%)
 	@sh tools/check.sh
 
 unit: $(B)/san/unit-tests

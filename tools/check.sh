@@ -144,5 +144,35 @@ set -- $(sed -n 's/^load: \([0-9]*\) passed, \([0-9]*\) failed.*$/\1 \2/p' \
   "$log/load") 0 1
 count "load test" $rc "$1" $(($2 + (rc != 0 && $2 == 0)))
 
+# 7. ThreadSanitizer: the multi-threaded server built with it (build/tsan)
+# under the load test and the hostile-connection tests, with release
+# clients. A report makes the server exit 66 on SIGTERM (and shows in its
+# log), which both count as a failure.
+tsan=build/tsan/load
+mkdir -p "$tsan"
+ln -sf ../bin/lipsync-server "$tsan/lipsync-server"
+ln -sf ../../bin/lipsync-client "$tsan/lipsync-client"
+python3 tools/load.py --clients 20 --rows 5000 --timeout 120 --bin "$tsan" \
+  >"$log/tsan-load" 2>&1
+rc=$?
+cat "$log/tsan-load"
+# shellcheck disable=SC2046 # two numbers
+set -- $(sed -n 's/^load: \([0-9]*\) passed, \([0-9]*\) failed.*$/\1 \2/p' \
+  "$log/tsan-load") 0 1
+count "ThreadSanitizer, load test" $rc "$1" $(($2 + (rc != 0 && $2 == 0)))
+LIPSYNC_BIN=$tsan python3 ref/tests/e2e/test_cli.py \
+  ServerLifecycleTest.test_connections_that_never_authenticate \
+  ServerLifecycleTest.test_max_clients_bounds_authenticated_sessions \
+  ServerLifecycleTest.test_sigterm_during_transfer >"$log/tsan-e2e" 2>&1
+rc=$?
+cat "$log/tsan-e2e"
+ran=$(sed -n 's/^Ran \([0-9]*\) tests\{0,1\}.*/\1/p' "$log/tsan-e2e" | tail -n 1)
+bad=$(grep -c '^\(FAIL\|ERROR\): ' "$log/tsan-e2e")
+ran=${ran:-0}
+[ "$rc" -ne 0 ] && [ "$bad" -eq 0 ] && bad=1
+good=$((ran - bad))
+[ "$good" -lt 0 ] && good=0
+count "ThreadSanitizer, hostile connections and shutdown" $rc "$good" "$bad"
+
 echo "$passed passed, $failed failed"
 [ "$failed" -eq 0 ] && [ "$passed" -gt 0 ]

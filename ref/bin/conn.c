@@ -22,6 +22,7 @@
 #include "conn_int.h"
 
 #define IO_CHUNK (64 * 1024)
+#define FLUSH_MAX (256 * 1024)
 
 struct cli_conn {
   conn_tls *tls;
@@ -172,11 +173,14 @@ static int take_output(cli_conn *c, lipsync_session *s) {
   }
 }
 
-/* Writes what there is to write without blocking. Returns the bytes
+/* Writes what there is to write without blocking, at most FLUSH_MAX
+ * bytes, so that the loop looks at the peer's input now and then even
+ * while the peer drains a long turn as fast as it comes (an Error frame
+ * from it must not wait for the end of the turn). Returns the bytes
  * written, or a negative errno (-EPROTO: TLS failed). */
 static ssize_t flush_some(cli_conn *c, lipsync_session *s) {
   ssize_t total = 0;
-  for (;;) {
+  while (total < FLUSH_MAX) {
     if (take_output(c, s) < 0)
       return -EPROTO;
     if (!c->left)
@@ -191,6 +195,7 @@ static ssize_t flush_some(cli_conn *c, lipsync_session *s) {
     c->left -= (size_t)w;
     total += w;
   }
+  return total;
 }
 
 /* ---- polling ----------------------------------------------------------- */
@@ -490,19 +495,27 @@ int conn_run(cli_conn *c, lipsync_session *s, int timeout_ms, int cancel_fd) {
     if (wrote > 0)
       last_progress = now_ms();
     if (wrote < 0) {
+      /* The peer may have said why it closed (an Error frame): read what
+       * arrived before blaming the write. */
+      for (ssize_t r; !lipsync_session_is_done(s) && !c->input_closed &&
+                      (r = read(c->rfd, buf, sizeof buf)) > 0;)
+        deliver(c, s, buf, (size_t)r);
       char msg[sizeof c->msg];
       if (wrote == -EPROTO)
         snprintf(msg, sizeof msg, "%s", c->msg);
       else
         snprintf(msg, sizeof msg, "write failed: %s", strerror((int)-wrote));
-      lipsync_session_abort(s, LIPSYNC_ERR_IO, msg);
+      if (!lipsync_session_is_done(s))
+        lipsync_session_abort(s, LIPSYNC_ERR_IO, msg);
       c->left = 0;
       break;
     }
     if (lipsync_session_is_done(s) && c->left == 0)
       break;
     int want_in = !c->input_closed && lipsync_session_want_read(s);
-    int want_out = c->left || lipsync_session_want_write(s);
+    /* Records OpenSSL still holds count as output, as the session's do. */
+    int want_out = c->left || lipsync_session_want_write(s) ||
+                   (c->ssl && BIO_ctrl_pending(c->net_out) > 0);
     int bits = wait_for(c, want_in, want_out, cancel_fd,
                         time_left(last_progress, timeout_ms));
     if (bits < 0) {

@@ -14,18 +14,23 @@
 #include <time.h>
 #include <unistd.h>
 
+#define FLUSH_MAX (256 * 1024)
+
 static int64_t now_ms(void) {
   struct timespec ts;
   clock_gettime(CLOCK_MONOTONIC, &ts);
   return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-/* Writes what the session has to send, without blocking. Returns the bytes
- * written, or a negative errno. |pending|/|left| keep a partial write. */
+/* Writes what the session has to send, without blocking, at most
+ * FLUSH_MAX bytes so that input is looked at now and then (a peer that
+ * drains a long turn as fast as it comes may have sent an Error). Returns
+ * the bytes written, or a negative errno. |pending|/|left| keep a partial
+ * write. */
 static ssize_t flush_some(lipsync_session *s, int fd, const uint8_t **pending,
                           size_t *left) {
   ssize_t total = 0;
-  for (;;) {
+  while (total < FLUSH_MAX) {
     if (*left == 0) {
       ssize_t n = lipsync_session_send(s, pending);
       if (n <= 0)
@@ -46,6 +51,7 @@ static ssize_t flush_some(lipsync_session *s, int fd, const uint8_t **pending,
     if (*left)
       return total;
   }
+  return total;
 }
 
 int lipsync_session_run_fd(lipsync_session *s, int fd, int timeout_ms,
@@ -63,9 +69,15 @@ int lipsync_session_run_fd(lipsync_session *s, int fd, int timeout_ms,
     if (wrote > 0)
       last_progress = now_ms();
     if (wrote < 0) {
+      /* The peer may have said why it closed (an Error frame): read what
+       * arrived before blaming the write. */
+      for (ssize_t r; !lipsync_session_is_done(s) && !input_closed &&
+                      (r = recv(fd, buf, sizeof buf, MSG_DONTWAIT)) > 0;)
+        lipsync_session_recv(s, buf, (size_t)r);
       char msg[160];
       snprintf(msg, sizeof msg, "write failed: %s", strerror((int)-wrote));
-      lipsync_session_abort(s, LIPSYNC_ERR_IO, msg);
+      if (!lipsync_session_is_done(s))
+        lipsync_session_abort(s, LIPSYNC_ERR_IO, msg);
       break;
     }
     if (lipsync_session_is_done(s) && left == 0)
