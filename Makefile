@@ -5,6 +5,7 @@
 #   make demo     sync two small SQLite databases and show the result
 #   make bench    the benchmark (1,000,000 rows) and the load test (100
 #                 clients at once)
+#   make fuzz     every libFuzzer harness for FUZZ_SECONDS (default 60)
 #   make conformance [IMPL=conformance/impls/ref.impl] [PEER=other.impl]
 #                 the conformance suite (conformance/README.md)
 #
@@ -104,13 +105,16 @@ $(B)/tsan/bin/%: $(B)/tsan/bin/%.o $(CLIMODS:%=$(B)/tsan/bin/%.o) $(TSANOBJ)
 # Deliberately broken variants of the binaries, for the conformance
 # suite's self-test (conformance/selftest).
 include conformance/faults.mk
+# libFuzzer harnesses (fuzz/README.md): make fuzz [FUZZ_SECONDS=60],
+# make fuzz-regress (part of make check).
+include fuzz/fuzz.mk
 
 export ASAN_OPTIONS := abort_on_error=0:detect_leaks=1
 export UBSAN_OPTIONS := print_stacktrace=1:halt_on_error=1
 
 check: deps
 	@$(MAKE) --no-print-directory all $(B)/san/unit-tests $(BINS:%=$(B)/san/bin/%) \
-	  $(BINS:%=$(B)/tsan/bin/%)
+	  $(BINS:%=$(B)/tsan/bin/%) fuzz-build
 	@sh tools/check.sh
 
 unit: $(B)/san/unit-tests

@@ -174,5 +174,16 @@ good=$((ran - bad))
 [ "$good" -lt 0 ] && good=0
 count "ThreadSanitizer, hostile connections and shutdown" $rc "$good" "$bad"
 
+# 8. Fuzzing, a regression run: every libFuzzer harness (fuzz/) over its
+# checked-in corpus, the inputs that once crashed included; `make fuzz`
+# searches for new ones. One test a harness.
+sh fuzz/run.sh regress build/fuzz >"$log/fuzz" 2>&1
+rc=$?
+cat "$log/fuzz"
+# shellcheck disable=SC2046 # two numbers
+set -- $(sed -n 's/^\([0-9]*\) passed, \([0-9]*\) failed$/\1 \2/p' \
+  "$log/fuzz") 0 1
+count "fuzz regression" $rc "$1" $(($2 + (rc != 0 && $2 == 0)))
+
 echo "$passed passed, $failed failed"
 [ "$failed" -eq 0 ] && [ "$passed" -gt 0 ]

@@ -4,12 +4,13 @@
 # PostgreSQL: libpq to build, and a server and psql for the tests, which
 # start a throwaway cluster of their own (tools/pgtest.sh); the cluster the
 # package may create is not used. openssl makes the tests' certificates;
-# the ssh test starts its own sshd on loopback (the system's is not used).
+# the ssh test starts its own sshd on loopback (the system's is not used);
+# clang and its runtime build the libFuzzer harnesses (fuzz/).
 set -eu
 
 PKGS="gcc make pkg-config protobuf-c-compiler libprotobuf-c-dev libsqlite3-dev
 libssl-dev libcunit1-dev python3 sqlite3 libpq-dev postgresql postgresql-client
-openssl openssh-server openssh-client"
+openssl openssh-server openssh-client clang libclang-rt-14-dev"
 
 missing=""
 for p in $PKGS; do

@@ -698,7 +698,8 @@ static int accept_checkpoint(lipsync_session *s, size_t i,
     return 0;
   }
   t->since.len = ck->server_position.len;
-  memcpy(t->since.data, ck->server_position.data, t->since.len);
+  if (t->since.len) /* an empty bytes field may come as NULL */
+    memcpy(t->since.data, ck->server_position.data, t->since.len);
   /* A position this database cannot read (it was restored, or it is a
    * copy's) is refused, not an error. */
   rc = store_scan_changes(s->store, t->handle, &t->since, &c);
@@ -1019,8 +1020,9 @@ static int on_committed(lipsync_session *s, const Lipsync__Committed *m) {
     memcpy(cks[i].server_site, ck->server_site.data, LIPSYNC_SITE_LEN);
     memcpy(cks[i].token, ck->token.data, LIPSYNC_SITE_LEN);
     cks[i].server_position.len = ck->server_position.len;
-    memcpy(cks[i].server_position.data, ck->server_position.data,
-           ck->server_position.len);
+    if (ck->server_position.len) /* an empty field may come as NULL */
+      memcpy(cks[i].server_position.data, ck->server_position.data,
+             ck->server_position.len);
   }
   int rc = finish_tables(s, cks, NULL, NULL) || commit(s) ? s->result : 0;
   free(cks);
