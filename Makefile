@@ -140,7 +140,7 @@ conformance: deps
 	  $(if $(PEER),--peer '$(PEER)') -j 4 $(CONFORMANCE_ARGS)
 
 format:
-	clang-format -i ref/include/*.h ref/src/*.[ch] ref/bin/*.[ch] ref/tests/*.[ch]
+	clang-format -i ref/include/*.h ref/src/*.[ch] ref/bin/*.[ch] ref/tests/*.[ch] fuzz/*.[ch]
 
 clean:
 	rm -rf $(B)
