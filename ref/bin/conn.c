@@ -108,9 +108,6 @@ conn_failure conn_failure_of(const cli_conn *c) {
 const char *conn_errmsg(const cli_conn *c) {
   return c->msg;
 }
-int conn_is_tls(const cli_conn *c) {
-  return c->ssl != NULL;
-}
 
 /* ---- what the peer sends -------------------------------------------- */
 

@@ -92,7 +92,4 @@ void conn_close_notify(cli_conn *c);
 conn_failure conn_failure_of(const cli_conn *c);
 const char *conn_errmsg(const cli_conn *c);
 
-/* Nonzero if the session ran under TLS. */
-int conn_is_tls(const cli_conn *c);
-
 #endif /* LIPSYNC_CONN_H */

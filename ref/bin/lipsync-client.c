@@ -312,10 +312,10 @@ static int parse_options(client_config *config, int argc, char **argv) {
       !config->tls_options.server_name)
     return usage_error("with --connect-command, --tls-verify needs "
                        "--tls-server-name");
+  /* TLS unless --plaintext; over a command only when asked for. */
   config->tls_options.enabled =
-      !config->plaintext && (!config->command || config->tls_command);
-  if (config->command && config->tls_options.verify_cert)
-    config->tls_options.enabled = 1;
+      !config->plaintext && (!config->command || config->tls_command ||
+                             config->tls_options.verify_cert);
   if (!config->tls_options.server_name)
     config->tls_options.server_name = config->server.host;
   if (config->ntables == 0)

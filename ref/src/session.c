@@ -74,14 +74,20 @@ static size_t my_features(const lipsync_session *s, char *names[2]) {
   return n;
 }
 
+/* The in-effect flag of feature |name|, or NULL if this side does not
+ * offer or accept it. */
+static bool *feature_flag(lipsync_session *s, const char *name) {
+  if (name && strcmp(name, FEATURE_INCREMENTAL) == 0 && s->incremental_enabled)
+    return &s->incremental;
+  if (name && strcmp(name, FEATURE_TLS_EXPORTER) == 0 && s->has_binding)
+    return &s->bound;
+  return NULL;
+}
+
 /* Marks feature |name| in effect; returns -1 if this side does not offer
  * or accept it, or it is already in effect. */
 static int use_feature(lipsync_session *s, const char *name) {
-  bool *on = NULL;
-  if (name && strcmp(name, FEATURE_INCREMENTAL) == 0 && s->incremental_enabled)
-    on = &s->incremental;
-  else if (name && strcmp(name, FEATURE_TLS_EXPORTER) == 0 && s->has_binding)
-    on = &s->bound;
+  bool *on = feature_flag(s, name);
   if (!on || *on)
     return -1;
   *on = true;
@@ -327,8 +333,7 @@ static int on_client_hello(lipsync_session *s, const Lipsync__ClientHello *m) {
   for (size_t i = 0; i < m->n_features; i++)
     (void)use_feature(s, m->features[i]); /* unknown or repeated: ignored */
   for (size_t i = 0; i < nmine; i++)
-    if ((strcmp(mine[i], FEATURE_INCREMENTAL) == 0 && s->incremental) ||
-        (strcmp(mine[i], FEATURE_TLS_EXPORTER) == 0 && s->bound))
+    if (*feature_flag(s, mine[i]))
       features[sh.n_features++] = mine[i];
   sh.features = sh.n_features ? features : NULL;
   f.body_case = LIPSYNC__FRAME__BODY_SERVER_HELLO;
