@@ -6,11 +6,13 @@
 #   make bench    the benchmark (1,000,000 rows) and the load test (100
 #                 clients at once)
 #   make fuzz     every libFuzzer harness for FUZZ_SECONDS (default 60)
+#   make crash    the crash-fault matrix at full size (server and client
+#                 killed at 40 moments each, SQLite and PostgreSQL)
 #   make conformance [IMPL=conformance/impls/ref.impl] [PEER=other.impl]
 #                 the conformance suite (conformance/README.md)
 #
-# `make check`, `make demo` and `make bench` first install missing build
-# dependencies (tools/deps.sh).
+# `make check`, `make demo`, `make bench` and `make crash` first install
+# missing build dependencies (tools/deps.sh).
 
 CC      ?= cc
 PROTOC_C ?= protoc-c
@@ -33,7 +35,7 @@ BINHDR  := ref/include/lipsync.h $(wildcard ref/bin/*.h)
 
 CFLAGS_ALL = $(CSTD) $(WARN) -Iref/include -Iref/src -I$(GEN) -I$(PGINC)
 
-.PHONY: all deps check unit e2e demo bench clean format conformance
+.PHONY: all deps check unit e2e demo bench crash clean format conformance
 all: $(BINS:%=$(B)/bin/%)
 
 deps:
@@ -114,7 +116,7 @@ export UBSAN_OPTIONS := print_stacktrace=1:halt_on_error=1
 
 check: deps
 	@$(MAKE) --no-print-directory all $(B)/san/unit-tests $(BINS:%=$(B)/san/bin/%) \
-	  $(BINS:%=$(B)/tsan/bin/%) fuzz-build
+	  $(BINS:%=$(B)/tsan/bin/%) $(BINS:%=$(B)/fault/bin/%) fuzz-build
 	@sh tools/check.sh
 
 unit: $(B)/san/unit-tests
@@ -125,8 +127,15 @@ demo: deps
 	@sh tools/demo.sh
 
 bench: deps
-	@$(MAKE) --no-print-directory all
+	@$(MAKE) --no-print-directory all $(BINS:%=$(B)/tsan/bin/%)
 	@sh tools/bench.sh
+
+# The crash-fault matrix at full size: every place of cities.csv, 40
+# moments a side (make check runs it reduced).
+crash: deps
+	@$(MAKE) --no-print-directory all $(BINS:%=$(B)/fault/bin/%)
+	@LIPSYNC_CRASH_ROWS=135233 LIPSYNC_CRASH_MOMENTS=40 sh tools/pgtest.sh \
+	  python3 -m unittest -v ref/tests/e2e/test_crash.py
 
 # The conformance suite against IMPL (and, with PEER, each one's client
 # against the other's server), inside a throwaway PostgreSQL server.

@@ -513,7 +513,7 @@ static void check_items(side *c, side *s, const char *table,
 
 static bool known_result(int code) {
   return code == 0 ||
-         (code <= LIPSYNC_ERR_PROTOCOL && code >= LIPSYNC_ERR_TRY_AGAIN) ||
+         (code <= LIPSYNC_ERR_PROTOCOL && code >= LIPSYNC_ERR_RESOURCE_LIMIT) ||
          (code <= LIPSYNC_ERR_NOMEM && code >= LIPSYNC_ERR_NOT_FOUND);
 }
 

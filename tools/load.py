@@ -107,6 +107,7 @@ SUMMARY = re.compile(rf"^{TABLE}: sent (\d+) rows, received (\d+) rows,",
 
 MIN_MAX_CLIENTS = 128     # --max-clients of the servers, at least
 STARTUP_TIMEOUT_S = 30    # how long a server may take to say where it is
+RSS_BASE_MIB = 64         # a server before any session (--rss-per-session)
 STOP_TIMEOUT_S = 30       # how long a server may take to stop on SIGTERM
 # A client waits this much longer than the servers' --timeout, so that one
 # queued behind other writers hears the server's answer "busy, sync again"
@@ -702,6 +703,13 @@ class Scenario:
         r.server_rss = [s.peak_rss() for s in self.servers]
         self.rounds.append(r)
         print_round(r)
+        bound = rss_bound(args)
+        for n, rss in enumerate(r.server_rss):
+            if bound and rss is not None and rss > bound:
+                self.problems.append(
+                    f"{label}: server {n + 1} peaked at {mb(rss)} RSS, above"
+                    f" the bound of {mb(bound)} ({RSS_BASE_MIB} MiB and"
+                    f" {args.rss_per_session} MiB a session)")
         # Each failure with its stderr; clients that failed alike, once.
         alike = {}
         for run in r.failures():
@@ -887,6 +895,14 @@ def indent(text, limit=40):
     return "\n".join("    " + line for line in lines)
 
 
+def rss_bound(args):
+    """The peak RSS a server may reach with args.clients sessions at
+    once, in bytes; 0: not checked."""
+    if not args.rss_per_session:
+        return 0
+    return (RSS_BASE_MIB + args.rss_per_session * args.clients) << 20
+
+
 def print_round(r):
     sent, received = r.rows_moved()
     rss = [run.rss for run in r.runs]
@@ -927,6 +943,12 @@ def parse_args():
                     " (default %(default)s)")
     ap.add_argument("--cities", default=DEFAULT_CITIES, metavar="CSV",
                     help="the GeoNames cities CSV (default %(default)s)")
+    ap.add_argument("--rss-per-session", type=int, default=8, metavar="MIB",
+                    help="fail a scenario whose server's peak RSS passes"
+                    f" {RSS_BASE_MIB} MiB plus MIB for each client (default"
+                    " %(default)s; 0: do not check, for builds whose"
+                    " memory is not the release build's, as under a"
+                    " sanitizer)")
     ap.add_argument("--keep", metavar="DIR",
                     help="make the databases and logs in DIR (which must"
                     " not exist) and keep them, and the PostgreSQL"

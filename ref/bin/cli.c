@@ -69,6 +69,8 @@ int cli_exit_code(int error) {
     return CLI_EXIT_CONFLICT;
   case LIPSYNC_ERR_TRY_AGAIN:
     return CLI_EXIT_BUSY;
+  case LIPSYNC_ERR_RESOURCE_LIMIT:
+    return CLI_EXIT_LIMIT;
   default:
     return CLI_EXIT_INTERNAL;
   }
@@ -303,6 +305,14 @@ int cli_parse_count(const char *text, long min, long max, long *out) {
   return 0;
 }
 
+int cli_parse_memory(const char *text, size_t *bytes) {
+  long mib;
+  if (cli_parse_count(text, 0, CLI_MEMORY_MAX_MIB, &mib) < 0)
+    return -1;
+  *bytes = (size_t)mib * 1024 * 1024;
+  return 0;
+}
+
 /* ---- sockets and time ------------------------------------------------- */
 
 void cli_format_address(const struct sockaddr *addr, socklen_t addrlen,
@@ -430,10 +440,6 @@ void cli_progress_clear(cli_progress *progress) {
 
 /* ---- databases -------------------------------------------------------- */
 
-const char *cli_db_name(const char *db) {
-  return lipsync_db_is_postgres(db) ? "the PostgreSQL database" : db;
-}
-
 int cli_open_store(const char *prog, const char *db, lipsync_store **out) {
   char err[512];
   struct stat st;
@@ -444,8 +450,10 @@ int cli_open_store(const char *prog, const char *db, lipsync_store **out) {
     return -1;
   }
   if (lipsync_store_open(out, db, err, sizeof err) < 0) {
+    /* The store's message names the database ("cannot open FILE: ...",
+     * "cannot connect to PostgreSQL: ..."). */
     cli_sanitize(err);
-    fprintf(stderr, "%s: cannot open %s: %s\n", prog, cli_db_name(db), err);
+    fprintf(stderr, "%s: %s\n", prog, err);
     return -1;
   }
   return 0;

@@ -21,16 +21,17 @@
  * renumber them. */
 enum cli_exit {
   CLI_EXIT_OK = 0,
-  CLI_EXIT_INTERNAL = 1,  /* internal or any other error */
-  CLI_EXIT_USAGE = 2,     /* bad or missing option, unusable secret */
-  CLI_EXIT_AUTH = 3,      /* the peer does not hold the same secret */
-  CLI_EXIT_SCHEMA = 4,    /* schema mismatch, table unknown or not offered */
-  CLI_EXIT_PEER = 5,      /* protocol, network, timeout, peer went away */
-  CLI_EXIT_DATABASE = 6,  /* the local database failed or refused a value */
-  CLI_EXIT_CONFLICT = 7,  /* rows with the same UUID differ */
-  CLI_EXIT_BUSY = 8,      /* another writer got in the way: sync again */
-  CLI_EXIT_TLS = 9,       /* TLS failed: certificate not accepted, ... */
-  CLI_EXIT_TRANSPORT = 10 /* one side speaks TLS, the other plaintext */
+  CLI_EXIT_INTERNAL = 1,   /* internal or any other error */
+  CLI_EXIT_USAGE = 2,      /* bad or missing option, unusable secret */
+  CLI_EXIT_AUTH = 3,       /* the peer does not hold the same secret */
+  CLI_EXIT_SCHEMA = 4,     /* schema mismatch, table unknown or not offered */
+  CLI_EXIT_PEER = 5,       /* protocol, network, timeout, peer went away */
+  CLI_EXIT_DATABASE = 6,   /* the local database failed or refused a value */
+  CLI_EXIT_CONFLICT = 7,   /* rows with the same UUID differ */
+  CLI_EXIT_BUSY = 8,       /* another writer got in the way: sync again */
+  CLI_EXIT_TLS = 9,        /* TLS failed: certificate not accepted, ... */
+  CLI_EXIT_TRANSPORT = 10, /* one side speaks TLS, the other plaintext */
+  CLI_EXIT_LIMIT = 11      /* a session outgrew a memory limit */
 };
 
 /* The exit status table, for --help. */
@@ -50,7 +51,9 @@ enum cli_exit {
   "     the same sync run again may succeed\n"                                 \
   "  9  TLS failed: the server's certificate was not accepted (unknown\n"      \
   "     issuer, expired, issued for another name) or the handshake failed\n"   \
-  " 10  one side runs with --plaintext and the other with TLS\n"
+  " 10  one side runs with --plaintext and the other with TLS\n"               \
+  " 11  the session needed more memory than --max-session-memory allows\n"     \
+  "     (on this side or the other)\n"
 
 /* How long a program with idle timeout |timeout_ms| (0: none) waits for
  * a lock of its database: half as long, so that it tells its peer to sync
@@ -100,9 +103,6 @@ void cli_secret_wipe(cli_secret *secret);
  * prints a PostgreSQL conninfo, which may hold a password. */
 int cli_open_store(const char *prog, const char *db, lipsync_store **out);
 
-/* A printable name for |db|: the path, or "the PostgreSQL database". */
-const char *cli_db_name(const char *db);
-
 /* ---- options ---------------------------------------------------------- */
 
 #define CLI_HOST_MAX 256
@@ -134,6 +134,17 @@ int cli_init_tables(const char *prog, const char *db, const char *const *tables,
                     size_t ntables, int quiet);
 
 int cli_parse_count(const char *text, long min, long max, long *out);
+
+/* The option --max-session-memory MIB, shared by both programs. */
+#define CLI_SERVER_MEMORY_HELP                                                 \
+  "  --max-session-memory MIB\n"                                               \
+  "                      fail a session that would buffer more than MIB\n"     \
+  "                      MiB for its peer (default 256; 0 = no bound):\n"      \
+  "                      rows held for the end, UUIDs received, asked\n"       \
+  "                      for or to send, and the frame being read\n"
+#define CLI_MEMORY_MAX_MIB (1024L * 1024L)
+/* Parses --max-session-memory's MIB into bytes. Returns 0 or -1. */
+int cli_parse_memory(const char *text, size_t *bytes);
 
 /* ---- sockets and time ------------------------------------------------- */
 

@@ -50,6 +50,7 @@ typedef struct client_config {
   int full;
   int no_incremental;
   long retries;
+  size_t max_session_memory;
   lipsync_policy policy;
   const char *command; /* --connect-command */
   int plaintext;       /* --plaintext */
@@ -68,6 +69,7 @@ static void usage(FILE *out, int full) {
           "         [--tls-verify] [--tls-ca FILE] [--tls-server-name NAME]\n"
           "         [--plaintext] [--tls] [--policy POLICY] [--full]\n"
           "         [--no-incremental] [--retries N] [--timeout SECONDS]\n"
+          "         [--max-session-memory MIB]\n"
           "         [--quiet]\n"
           "       " PROG " --db DB --init --table NAME [--table NAME]...\n"
           "       " PROG " --help | --version\n");
@@ -125,6 +127,11 @@ static void usage(FILE *out, int full) {
       "                       off gets a new version, and travels)\n"
       "  --no-incremental     do not offer the incremental exchange\n"
       "                       (every sync reconciles whole tables)\n"
+      "  --max-session-memory MIB\n"
+      "                       fail the sync if it would buffer more than\n"
+      "                       MIB MiB for the server (default 256; 0 = no\n"
+      "                       bound): rows held for the end, UUIDs received,\n"
+      "                       asked for or to send, the frame being read\n"
       "  --retries N          run a sync again, up to N times (default\n"
       "                       3), when another writer of either database\n"
       "                       got in its way; after a failed verification\n"
@@ -157,6 +164,7 @@ enum {
   OPT_FULL,
   OPT_NO_INCREMENTAL,
   OPT_RETRIES,
+  OPT_MAX_SESSION_MEMORY,
   OPT_CONNECT_COMMAND,
   OPT_PLAINTEXT,
   OPT_TLS,
@@ -179,6 +187,7 @@ static const struct option long_options[] = {
     {"full", no_argument, NULL, OPT_FULL},
     {"no-incremental", no_argument, NULL, OPT_NO_INCREMENTAL},
     {"retries", required_argument, NULL, OPT_RETRIES},
+    {"max-session-memory", required_argument, NULL, OPT_MAX_SESSION_MEMORY},
     {"connect-command", required_argument, NULL, OPT_CONNECT_COMMAND},
     {"plaintext", no_argument, NULL, OPT_PLAINTEXT},
     {"tls", no_argument, NULL, OPT_TLS},
@@ -247,6 +256,11 @@ static int apply_option(client_config *config, int opt, const char *arg) {
     if (cli_parse_count(arg, 0, 100, &config->retries) < 0)
       return usage_error("--retries takes a number from 0 to 100");
     return -1;
+  case OPT_MAX_SESSION_MEMORY:
+    if (cli_parse_memory(arg, &config->max_session_memory) < 0)
+      return usage_error("--max-session-memory takes a number of MiB from 0 "
+                         "to 1048576");
+    return -1;
   case OPT_CONNECT_COMMAND:
     if (arg[0] == '\0')
       return usage_error("--connect-command takes a command");
@@ -285,6 +299,7 @@ static int apply_option(client_config *config, int opt, const char *arg) {
 static int parse_options(client_config *config, int argc, char **argv) {
   config->timeout_ms = DEFAULT_TIMEOUT_MS;
   config->retries = DEFAULT_RETRIES;
+  config->max_session_memory = LIPSYNC_DEFAULT_MEMORY_LIMIT;
   config->tables = calloc((size_t)argc, sizeof *config->tables);
   if (config->tables == NULL)
     return CLI_EXIT_INTERNAL;
@@ -553,6 +568,8 @@ static int one_sync(const client_config *config, lipsync_store *store,
     rc = lipsync_session_set_incremental(session, !config->no_incremental);
   if (rc == 0 && full)
     rc = lipsync_session_set_full(session);
+  if (rc == 0)
+    rc = lipsync_session_set_memory_limit(session, config->max_session_memory);
   if (rc < 0) {
     fprintf(stderr, PROG ": cannot start session: %s\n", lipsync_strerror(rc));
     lipsync_session_free(session);

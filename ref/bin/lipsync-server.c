@@ -65,6 +65,7 @@ typedef struct server_config {
   int timeout_ms;
   size_t max_clients;
   size_t max_unauthenticated;
+  size_t max_session_memory;
   int auth_timeout_ms;
   uint64_t retention_ms;
   int init;
@@ -134,6 +135,7 @@ static void usage(FILE *out, int full) {
       "         [--tls-cert FILE --tls-key FILE | --plaintext] [--tls]\n"
       "         [--once] [--timeout SECONDS] [--max-clients N]\n"
       "         [--auth-timeout SECONDS] [--max-unauthenticated N]\n"
+      "         [--max-session-memory MIB]\n"
       "         [--tombstone-retention DURATION] [--no-incremental] [--quiet]\n"
       "       " PROG " --db DB --init (--table NAME... | --all-tables)\n"
       "       " PROG " --help | --version\n");
@@ -192,8 +194,8 @@ static void usage(FILE *out, int full) {
       "  --max-unauthenticated N\n"
       "                      keep at most N connections that have not yet\n"
       "                      authenticated (default 64): a new one closes\n"
-      "                      the oldest. None of them touches the database.\n"
-      "  --tombstone-retention DURATION\n"
+      "                      the oldest. None of them touches the "
+      "database.\n" CLI_SERVER_MEMORY_HELP "  --tombstone-retention DURATION\n"
       "                      keep the mark a deleted row leaves this long\n"
       "                      (N seconds, or Nms, Ns, Nm, Nh, Nd; default\n"
       "                      30d); a client that stays away longer has its\n"
@@ -221,6 +223,7 @@ enum {
   OPT_MAX_CLIENTS,
   OPT_AUTH_TIMEOUT,
   OPT_MAX_UNAUTHENTICATED,
+  OPT_MAX_SESSION_MEMORY,
   OPT_QUIET,
   OPT_RETENTION,
   OPT_INIT,
@@ -245,6 +248,7 @@ static const struct option long_options[] = {
     {"max-clients", required_argument, NULL, OPT_MAX_CLIENTS},
     {"auth-timeout", required_argument, NULL, OPT_AUTH_TIMEOUT},
     {"max-unauthenticated", required_argument, NULL, OPT_MAX_UNAUTHENTICATED},
+    {"max-session-memory", required_argument, NULL, OPT_MAX_SESSION_MEMORY},
     {"quiet", no_argument, NULL, OPT_QUIET},
     {"tombstone-retention", required_argument, NULL, OPT_RETENTION},
     {"init", no_argument, NULL, OPT_INIT},
@@ -309,6 +313,11 @@ static int apply_option(server_config *config, int opt, const char *arg) {
                          "4096");
     config->max_unauthenticated = (size_t)count;
     return -1;
+  case OPT_MAX_SESSION_MEMORY:
+    if (cli_parse_memory(arg, &config->max_session_memory) < 0)
+      return usage_error("--max-session-memory takes a number of MiB from 0 "
+                         "to 1048576");
+    return -1;
   case OPT_QUIET:
     config->quiet = 1;
     return -1;
@@ -354,6 +363,7 @@ static int apply_option(server_config *config, int opt, const char *arg) {
 static int parse_options(server_config *config, int argc, char **argv) {
   config->timeout_ms = DEFAULT_TIMEOUT_MS;
   config->max_clients = DEFAULT_MAX_CLIENTS;
+  config->max_session_memory = LIPSYNC_DEFAULT_MEMORY_LIMIT;
   config->max_unauthenticated = DEFAULT_MAX_UNAUTHENTICATED;
   config->auth_timeout_ms = DEFAULT_AUTH_TIMEOUT_MS;
   config->retention_ms = LIPSYNC_DEFAULT_RETENTION_MS;
@@ -617,6 +627,8 @@ static int serve_session(connection *conn, cli_conn *link) {
     rc = lipsync_session_set_tombstone_retention(session, config->retention_ms);
   if (rc == 0)
     rc = lipsync_session_set_incremental(session, !config->no_incremental);
+  if (rc == 0)
+    rc = lipsync_session_set_memory_limit(session, config->max_session_memory);
   if (rc < 0) {
     log_line(conn, "%s failed: cannot start session: %s", conn->peer,
              lipsync_strerror(rc));
@@ -634,7 +646,9 @@ static int serve_session(connection *conn, cli_conn *link) {
   lipsync_store *store = conn->store;
   conn->store = NULL;
   pthread_mutex_unlock(&conn->lock);
-  if (store)
+  /* After a failed session the store may have lost its database (a
+   * PostgreSQL restart): the next session maintains instead. */
+  if (store && rc == 0)
     maybe_maintain(conn, store);
   lipsync_store_free(store);
   if (conn->has_permit)

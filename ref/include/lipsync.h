@@ -68,6 +68,9 @@ typedef enum lipsync_error {
    * row changed under the session): the same sync may succeed if run
    * again. */
   LIPSYNC_ERR_TRY_AGAIN = -16,
+  /* the session would buffer more than its memory limit allows
+   * (lipsync_session_set_memory_limit; spec LS-SEC-4) */
+  LIPSYNC_ERR_RESOURCE_LIMIT = -17,
   /* Local only. */
   LIPSYNC_ERR_NOMEM = -100,
   LIPSYNC_ERR_INVALID_ARGUMENT = -101,
@@ -626,6 +629,24 @@ typedef int (*lipsync_store_opener)(void *user, lipsync_store **store,
                                     char *err, size_t errlen);
 int lipsync_session_set_store_opener(lipsync_session *session,
                                      lipsync_store_opener open, void *user);
+
+/* Bounds the memory the session buffers for its peer to |bytes| (0: no
+ * bound; default LIPSYNC_DEFAULT_MEMORY_LIMIT): the frame being read and
+ * its decoded form, the frames queued to send, and what the peer's frames
+ * make it remember (received rows held back until the peer's last turn,
+ * the UUIDs received, asked for and to send). Past it the session fails
+ * with LIPSYNC_ERR_RESOURCE_LIMIT and rolls back, as spec LS-SEC-4 says:
+ * an authenticated peer that sends rows forever cannot exhaust the
+ * process. The store's own memory (SQLite's page cache, libpq's results)
+ * is not counted. Held rows are written through, rather than held, past
+ * a quarter of the bound. A frame of LIPSYNC_MAX_FRAME bytes may decode
+ * into some ten times its size, so a bound below 256 MiB can refuse
+ * legitimate maximum-size frames; the reference's own frames are far
+ * smaller. */
+int lipsync_session_set_memory_limit(lipsync_session *session, size_t bytes);
+#define LIPSYNC_DEFAULT_MEMORY_LIMIT ((size_t)256 * 1024 * 1024)
+/* The memory the session buffers now, as the limit counts it. */
+size_t lipsync_session_memory(const lipsync_session *session);
 
 /* Testing and tuning knobs; call before the first recv/send. */
 int lipsync_session_set_versions(lipsync_session *session, uint32_t min,

@@ -79,11 +79,16 @@ void *arena_alloc(arena *a, size_t n) {
   arena_chunk *c = a->head;
   if (!c || c->size - c->off < n) {
     size_t size = n > ARENA_CHUNK ? n : ARENA_CHUNK;
+    if (a->limit && (size > a->limit || a->bytes > a->limit - size)) {
+      a->failed = a->over_limit = 1;
+      return NULL;
+    }
     c = malloc(sizeof *c + size);
     if (!c) {
       a->failed = 1;
       return NULL;
     }
+    a->bytes += size;
     c->size = size;
     c->off = 0;
     c->next = a->head;
@@ -124,17 +129,21 @@ void arena_reset(arena *a) {
     c = next;
   }
   a->head = keep;
+  a->bytes = 0;
   if (keep) {
     keep->off = 0;
     keep->next = NULL;
+    a->bytes = keep->size;
   }
   a->used = 0;
   a->failed = 0;
+  a->over_limit = 0;
 }
 
 void arena_free(arena *a) {
   free_chunks(a->head);
   a->head = NULL;
+  a->bytes = 0;
 }
 
 int vec_reserve(void **v, size_t *cap, size_t need, size_t elem) {

@@ -29,7 +29,10 @@ typedef struct arena_chunk arena_chunk;
 typedef struct arena {
   arena_chunk *head;     /* chunk being filled, then older ones */
   size_t used;           /* bytes handed out since the last reset */
+  size_t bytes;          /* bytes of the chunks it holds */
+  size_t limit;          /* bound on |bytes|, or 0 */
   int failed;            /* an allocation failed since the last reset */
+  int over_limit;        /* ... because of |limit| */
   ProtobufCAllocator pb; /* protobuf-c allocator backed by this arena */
 } arena;
 

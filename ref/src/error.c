@@ -37,6 +37,8 @@ const char *lipsync_strerror(int code) {
     return "internal error";
   case LIPSYNC_ERR_TRY_AGAIN:
     return "try again";
+  case LIPSYNC_ERR_RESOURCE_LIMIT:
+    return "resource limit exceeded";
   case LIPSYNC_ERR_NOMEM:
     return "out of memory";
   case LIPSYNC_ERR_INVALID_ARGUMENT:

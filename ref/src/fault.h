@@ -16,6 +16,25 @@
  *                        INTERNAL_ERROR (session.c queue_error)
  *   no-frame-limit       the frame reader accepts length prefixes above
  *                        LIPSYNC_MAX_FRAME, up to FAULT_FRAME_CAP (frame.c)
+ *
+ * fault_point(NAME) marks a moment of a sync, for the crash-fault tests
+ * (ref/tests/e2e/test_crash.py). The environment variable
+ * LIPSYNC_FAULT_KILL="NAME:N" makes the process kill itself (SIGKILL) the
+ * N-th time it passes point NAME; LIPSYNC_FAULT_STALL="NAME:N:MS" makes it
+ * sleep MS milliseconds there instead. Either may list several, separated
+ * by commas. Counts are per process, over all its sessions.
+ * LIPSYNC_FAULT_COUNT=FILE appends to FILE, when the point "commit" is
+ * passed and at exit, a line "commit|exit recv=N send=N ..." with the
+ * number of times each point was passed so far. The points:
+ *
+ *   recv       a whole frame was received, before it is handled (session.c)
+ *   send       a frame was queued for sending (session.c)
+ *   write      a row or tombstone goes to the store (store.h)
+ *   commit     both Verify frames agree; the store commits next (store.h)
+ *   commit-sent PostgreSQL: COMMIT is on its way to the server, whose
+ *              answer has not been read (store_pg.c)
+ *   fswrite    SQLite: a write to a database, journal or WAL file, through
+ *              a VFS that wraps the default one (fault.c)
  */
 #ifndef LIPSYNC_FAULT_H
 #define LIPSYNC_FAULT_H
@@ -48,10 +67,17 @@ static inline int fault_on(const char *name) {
   return 0;
 }
 
+void fault_point(const char *name);
+/* Registers the counting VFS of point "fswrite" as SQLite's default, when a
+ * fault names that point. */
+void fault_sqlite_init(void);
+
 #else
 
 #define FAULT_FRAME_CAP 0u
 #define fault_on(name) 0
+#define fault_point(name) ((void)0)
+#define fault_sqlite_init() ((void)0)
 
 #endif /* LIPSYNC_FAULTS */
 

@@ -4,6 +4,7 @@
 
 #include "lipsync.h"
 
+#include <stdbool.h>
 #include <string.h>
 
 void frame_reader_init(frame_reader *r) {
@@ -44,8 +45,46 @@ ssize_t frame_reader_feed(frame_reader *r, const uint8_t *data, size_t len,
   return (ssize_t)used;
 }
 
+/* Whether |m| or a message in it holds a field numbered 0, which protobuf
+ * forbids: protobuf-c refuses one whose tag is the single byte 0x00, but
+ * keeps it as an unknown field when its tag is a longer varint (0x80 0x00),
+ * and would then write it back as 0x00, which no decoder takes. The schema
+ * is not recursive, so neither is this, deeper than it. */
+static bool has_field_zero(const ProtobufCMessage *m) {
+  for (unsigned i = 0; i < m->n_unknown_fields; i++)
+    if (m->unknown_fields[i].tag == 0)
+      return true;
+  const char *base = (const char *)m;
+  const ProtobufCMessageDescriptor *d = m->descriptor;
+  for (unsigned i = 0; i < d->n_fields; i++) {
+    const ProtobufCFieldDescriptor *f = &d->fields[i];
+    if (f->type != PROTOBUF_C_TYPE_MESSAGE)
+      continue;
+    if (f->label == PROTOBUF_C_LABEL_REPEATED) {
+      size_t n = *(const size_t *)(base + f->quantifier_offset);
+      ProtobufCMessage *const *v =
+          *(ProtobufCMessage *const *const *)(base + f->offset);
+      for (size_t k = 0; k < n; k++)
+        if (has_field_zero(v[k]))
+          return true;
+      continue;
+    }
+    if ((f->flags & PROTOBUF_C_FIELD_FLAG_ONEOF) &&
+        *(const uint32_t *)(base + f->quantifier_offset) != f->id)
+      continue;
+    const ProtobufCMessage *sub =
+        *(ProtobufCMessage *const *)(base + f->offset);
+    if (sub && has_field_zero(sub))
+      return true;
+  }
+  return false;
+}
+
 Lipsync__Frame *frame_reader_decode(frame_reader *r, arena *a) {
-  return lipsync__frame__unpack(&a->pb, r->payload.len, r->payload.data);
+  Lipsync__Frame *f =
+      lipsync__frame__unpack(&a->pb, r->payload.len, r->payload.data);
+  /* Undecodable (spec LS-FRAME-7); its memory goes with the arena. */
+  return f && has_field_zero(&f->base) ? NULL : f;
 }
 
 size_t frame_reader_size(const frame_reader *r) {

@@ -31,6 +31,13 @@
  * past this they are applied as they come. */
 #define HELD_MAX (64u * 1024u * 1024u)
 
+/* Past this many bytes of held rows (over all tables), received rows are
+ * written as they come: a quarter of the memory limit, at most HELD_MAX. */
+static size_t held_max(const lipsync_session *s) {
+  size_t quarter = s->mem_limit / 4;
+  return s->mem_limit && quarter < HELD_MAX ? quarter : HELD_MAX;
+}
+
 void recon_table_free(lipsync_session *s, sync_table *t) {
   (void)s;
   free(t->name);
@@ -710,6 +717,7 @@ static int hold_row(lipsync_session *s, sync_table *t, const Lipsync__Row *in,
       bytebuf_reserve(b, n))
     return session_fail(s, LIPSYNC_ERR_NOMEM, "out of memory");
   b->len += lipsync__row__pack(in, b->data + b->len);
+  s->held_bytes += 4 + sizeof *head + n;
   return 0;
 }
 
@@ -734,6 +742,7 @@ static int apply_held(lipsync_session *s, sync_table *t, bytebuf *b,
     if (rc)
       return rc;
   }
+  s->held_bytes -= s->held_bytes < b->len ? s->held_bytes : b->len;
   bytebuf_free(b);
   return 0;
 }
@@ -804,7 +813,7 @@ static int apply_row(lipsync_session *s, sync_table *t, const Lipsync__Row *in,
   if (in_final(s, peer.version.clock, in->deleted))
     canon_fp_add(&t->final_add, head.digest);
   t->rows_received++;
-  if (t->empty || t->held_rows.len >= HELD_MAX) {
+  if (t->empty || s->held_bytes >= held_max(s)) {
     /* Nothing to delete first, or too much to hold: write it now, after
      * the tombstones held so far. */
     if (t->held_tombstones.len) {

@@ -37,6 +37,7 @@ static lipsync_session *session_alloc(lipsync_store *store, const void *secret,
   s->split_threshold = DEFAULT_SPLIT_THRESHOLD;
   s->retention_ms = LIPSYNC_DEFAULT_RETENTION_MS;
   s->incremental_enabled = true;
+  s->mem_limit = LIPSYNC_DEFAULT_MEMORY_LIMIT;
   frame_reader_init(&s->reader);
   arena_init(&s->recv_arena);
   arena_init(&s->send_arena);
@@ -185,9 +186,10 @@ static void end_transaction(lipsync_session *s, bool commit, int *rc) {
   for (size_t i = 0; i < s->ntables; i++)
     s->tables[i].handle = NULL;
   s->txn_open = false;
-  if (commit)
+  if (commit) {
+    fault_point("commit");
     *rc = store_commit(s->store);
-  else
+  } else
     store_rollback(s->store);
 }
 
@@ -239,10 +241,10 @@ static void distrust_after(lipsync_session *s, int code) {
 static void queue_error(lipsync_session *s, int code, const char *message) {
   Lipsync__Frame f = LIPSYNC__FRAME__INIT;
   Lipsync__Error m = LIPSYNC__ERROR__INIT;
-  m.code =
-      (uint32_t)(code <= LIPSYNC_ERR_PROTOCOL && code >= LIPSYNC_ERR_TRY_AGAIN
-                     ? -code
-                     : -LIPSYNC_ERR_INTERNAL);
+  m.code = (uint32_t)(code <= LIPSYNC_ERR_PROTOCOL &&
+                              code >= LIPSYNC_ERR_RESOURCE_LIMIT
+                          ? -code
+                          : -LIPSYNC_ERR_INTERNAL);
   m.message = (char *)message;
   if (fault_on("bad-error-code")) /* fault injection: conformance self-test */
     m.code = (uint32_t)-LIPSYNC_ERR_INTERNAL;
@@ -288,6 +290,7 @@ int session_emit(lipsync_session *s, Lipsync__Frame *f, sync_table *table) {
                         lipsync_strerror((int)n));
   if (table)
     table->bytes_sent += (uint64_t)n;
+  fault_point("send");
   return 0;
 }
 
@@ -796,12 +799,6 @@ static int on_open_tables(lipsync_session *s, const Lipsync__OpenTables *m) {
  * the table as it now stands, without reading it back. */
 static void final_state(sync_table *t) {
   canon_fp fp = t->view.final;
-  if (getenv("LSDEBUG"))
-    fprintf(stderr, "DEBUG %s: final %llu visible %llu add %llu sub %llu\n",
-            t->name, (unsigned long long)fp.count,
-            (unsigned long long)t->view.visible.count,
-            (unsigned long long)t->final_add.count,
-            (unsigned long long)t->final_sub.count);
   canon_fp_merge(&fp, &t->final_add);
   canon_fp_unmerge(&fp, &t->final_sub);
   t->final_count = fp.count;
@@ -930,9 +927,12 @@ static int commit(lipsync_session *s) {
   int rc = 0;
   end_transaction(s, true, &rc);
   if (rc) {
+    /* The commit's reason, before the rollback can replace it. */
+    char why[256];
+    snprintf(why, sizeof why, "%s", store_errmsg(s->store));
     /* The transaction is gone either way; make sure nothing is left. */
     store_rollback(s->store);
-    return session_fail(s, rc, "commit failed: %s", store_errmsg(s->store));
+    return session_fail(s, rc, "%s", why);
   }
   s->state = ST_DONE;
   return 0;
@@ -1039,8 +1039,9 @@ static int on_committed(lipsync_session *s, const Lipsync__Committed *m) {
 /* ------------------------------------------------------------------ */
 
 static int on_peer_error(lipsync_session *s, const Lipsync__Error *m) {
-  int code =
-      m->code >= 1 && m->code <= 16 ? -(int)m->code : LIPSYNC_ERR_INTERNAL;
+  int code = m->code >= 1 && m->code <= -LIPSYNC_ERR_RESOURCE_LIMIT
+                 ? -(int)m->code
+                 : LIPSYNC_ERR_INTERNAL;
   const char *text = m->message ? m->message : "";
   int rc = 0;
   end_transaction(s, false, &rc);
@@ -1130,12 +1131,67 @@ static int dispatch(lipsync_session *s, const Lipsync__Frame *f) {
 /* public I/O                                                           */
 /* ------------------------------------------------------------------ */
 
+static size_t bytes_of_set(const uuid_set *u) {
+  return u->cap * (LIPSYNC_UUID_LEN + 1);
+}
+
+size_t session_memory(const lipsync_session *s, bool with_arena) {
+  size_t n = s->reader.payload.cap + s->out.cap + s->send_arena.bytes +
+             s->client_hello.cap + s->server_hello.cap +
+             (with_arena ? s->recv_arena.bytes : 0);
+  for (size_t i = 0; i < s->ntables; i++) {
+    const sync_table *t = &s->tables[i];
+    n += t->cap_ranges * sizeof *t->ranges + t->cap_needs * sizeof *t->needs +
+         t->cap_pushes * sizeof *t->pushes +
+         t->cap_implicit * sizeof *t->implicit + t->held_tombstones.cap +
+         t->held_rows.cap + bytes_of_set(&t->applied) +
+         bytes_of_set(&t->peer_changes);
+  }
+  return n;
+}
+
+size_t lipsync_session_memory(const lipsync_session *s) {
+  return session_memory(s, true);
+}
+
+int lipsync_session_set_memory_limit(lipsync_session *s, size_t bytes) {
+  s->mem_limit = bytes;
+  return 0;
+}
+
+#define MIB(n) ((double)(n) / (1024.0 * 1024.0))
+
+/* Fails the session if it buffers more than its limit (spec LS-SEC-4). */
+static int check_memory(lipsync_session *s) {
+  size_t n = s->mem_limit ? session_memory(s, true) : 0;
+  if (n <= s->mem_limit)
+    return 0;
+  return session_fail(s, LIPSYNC_ERR_RESOURCE_LIMIT,
+                      "the session would buffer %.1f MiB for its peer, above "
+                      "its memory limit of %.1f MiB",
+                      MIB(n), MIB(s->mem_limit));
+}
+
 static int handle_frame(lipsync_session *s) {
+  fault_point("recv");
   s->frame_size = frame_reader_size(&s->reader);
   s->bytes_received += s->frame_size;
+  /* The decoded frame gets what the limit leaves (at least one byte, so
+   * that 0 does not mean "no bound"). */
+  if (s->mem_limit) {
+    size_t rest = session_memory(s, false);
+    s->recv_arena.limit = rest < s->mem_limit ? s->mem_limit - rest : 1;
+  }
   Lipsync__Frame *f = frame_reader_decode(&s->reader, &s->recv_arena);
   int rc;
-  if (!f)
+  if (!f && s->recv_arena.over_limit)
+    rc = session_fail(s, LIPSYNC_ERR_RESOURCE_LIMIT,
+                      "a received frame of %zu bytes decodes into more than "
+                      "the %.1f MiB the session's memory limit of %.1f MiB "
+                      "leaves",
+                      s->frame_size, MIB(s->recv_arena.limit),
+                      MIB(s->mem_limit));
+  else if (!f)
     rc = session_fail(
         s, s->recv_arena.failed ? LIPSYNC_ERR_NOMEM : LIPSYNC_ERR_PROTOCOL,
         "received a frame that does not decode as a Frame "
@@ -1146,6 +1202,8 @@ static int handle_frame(lipsync_session *s) {
                       "received a frame with no body this version knows");
   else
     rc = dispatch(s, f);
+  if (rc == 0 && !is_terminal(s))
+    rc = check_memory(s);
   frame_reader_reset(&s->reader);
   arena_reset(&s->recv_arena);
   return rc;

@@ -173,6 +173,10 @@ struct lipsync_session {
   canon_hasher hasher;
   uint8_t *lookup; /* LOOKUP_BATCH UUIDs, for store_scan_uuids */
 
+  /* memory (spec LS-SEC-4) */
+  size_t mem_limit;  /* bound on session_memory(), or 0 */
+  size_t held_bytes; /* received rows held back, over all tables */
+
   /* transport */
   frame_reader reader;
   arena recv_arena, send_arena;
@@ -201,6 +205,10 @@ int session_emit(lipsync_session *s, Lipsync__Frame *f, sync_table *table);
 
 /* Sends Verify after the peer's quiet turn or in answer to its Verify. */
 int session_send_verify(lipsync_session *s);
+
+/* What the session buffers, as its memory limit counts it (spec LS-SEC-4):
+ * everything but the receive arena when |with_arena| is false. */
+size_t session_memory(const lipsync_session *s, bool with_arena);
 
 /* The decision between my item |mine| and the peer's |peer| (either may
  * be NULL), from the client's and the server's points of view. */

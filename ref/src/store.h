@@ -6,6 +6,7 @@
 #ifndef LIPSYNC_STORE_H
 #define LIPSYNC_STORE_H
 
+#include "fault.h"
 #include "lipsync.h"
 
 #include <assert.h>
@@ -63,6 +64,7 @@ static inline int store_fetch(lipsync_store *s, lipsync_table *t,
 static inline int store_insert(lipsync_store *s, lipsync_table *t,
                                const lipsync_row *row) {
   assert(row->deleted || row->nvalues == t->ncolumns);
+  fault_point("write");
   return s->methods->insert(s, t, row);
 }
 static inline int store_flush(lipsync_store *s) {
@@ -71,6 +73,7 @@ static inline int store_flush(lipsync_store *s) {
 static inline int store_update(lipsync_store *s, lipsync_table *t,
                                const lipsync_row *row) {
   assert(row->deleted || row->nvalues == t->ncolumns);
+  fault_point("write");
   return s->methods->update(s, t, row);
 }
 static inline int store_scan_items(lipsync_store *s, lipsync_table *t,

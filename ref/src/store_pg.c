@@ -41,6 +41,7 @@
 #include "buf.h"
 #include "canon.h"
 #include "errbuf.h"
+#include "fault.h"
 #include "pg_types.h"
 #include "store_pg_int.h"
 
@@ -114,8 +115,12 @@ static void one_line(const char *msg, char *out, size_t outlen) {
   size_t n = 0;
   if (!msg || !*msg)
     msg = "no message";
-  for (; *msg && n + 1 < outlen; msg++)
-    out[n++] = *msg == '\n' ? ' ' : *msg;
+  /* libpq's messages span lines, some indented with tabs. */
+  for (; *msg && n + 1 < outlen; msg++) {
+    char c = *msg == '\n' || *msg == '\t' || *msg == '\r' ? ' ' : *msg;
+    if (c != ' ' || (n > 0 && out[n - 1] != ' '))
+      out[n++] = c;
+  }
   while (n > 0 && out[n - 1] == ' ')
     n--;
   out[n] = '\0';
@@ -201,12 +206,14 @@ int pgs_fail_pg(pg_store *s, const PGresult *res, const char *table,
   if (!code)
     code =
         strcmp(state, "53200") == 0 ? LIPSYNC_ERR_NOMEM : LIPSYNC_ERR_STORAGE;
+  /* "PostgreSQL:" says whose words follow: a peer that reads "terminating
+   * connection" must not take it for its own connection. */
   if (detail && *detail) {
     char d[512];
     one_line(detail, d, sizeof d);
-    return pgs_fail(s, code, "%s: %s: %s", prefix, msg, d);
+    return pgs_fail(s, code, "%s: PostgreSQL: %s: %s", prefix, msg, d);
   }
-  return pgs_fail(s, code, "%s: %s", prefix, msg);
+  return pgs_fail(s, code, "%s: PostgreSQL: %s", prefix, msg);
 }
 
 /* ------------------------------------------------------------------ */
@@ -2076,6 +2083,19 @@ static int pg_store_flush(lipsync_store *store) {
   return end_writes(s);
 }
 
+/* Runs COMMIT. Fault point "commit-sent" (fault.h) comes once the
+ * statement has left for the server, before its answer is read. */
+static PGresult *commit_statement(pg_store *s) {
+  if (!PQsendQuery(s->conn, "COMMIT"))
+    return NULL;
+#ifdef LIPSYNC_FAULTS
+  while (PQflush(s->conn) == 1) {
+  }
+  fault_point("commit-sent");
+#endif
+  return finish(s);
+}
+
 static int pg_store_commit(lipsync_store *store) {
   pg_store *s = (pg_store *)store;
   PGresult *r;
@@ -2100,7 +2120,7 @@ static int pg_store_commit(lipsync_store *store) {
     return pgs_fail(s, LIPSYNC_ERR_STORAGE,
                     "commit: a statement of the transaction failed; it can "
                     "only be rolled back");
-  r = pgs_run(s, "COMMIT");
+  r = commit_statement(s);
   if (r && PQresultStatus(r) == PGRES_COMMAND_OK &&
       strcmp(PQcmdStatus(r), "COMMIT") != 0) {
     PQclear(r);

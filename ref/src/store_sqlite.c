@@ -30,9 +30,11 @@
  */
 #include "canon.h"
 #include "errbuf.h"
+#include "fault.h"
 #include "buf.h"
 #include "store_sqlite_int.h"
 
+#include <errno.h>
 #include <math.h>
 #include <stdatomic.h>
 #include <sqlite3.h>
@@ -42,6 +44,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 /* How long a sync waits for another writer's lock, unless told
  * (set_lock_timeout): as long as a client waits for an answer. */
@@ -2072,6 +2075,31 @@ static int use_wal(sqlite3 *db) {
   return rc;
 }
 
+/* Describes why opening |path| failed with |rc|, with the reason the
+ * file or its directory cannot be written when that is the cause: SQLite's
+ * "unable to open database file" alone does not say that the file system
+ * is read-only, and its last system error may be another file's. */
+static void open_failed(sqlite3 *db, int rc, const char *path, char *errbuf,
+                        size_t errlen) {
+  const char *msg = db ? sqlite3_errmsg(db) : sqlite3_errstr(rc);
+  char dir[4096];
+  const char *slash = strrchr(path, '/');
+  if (!slash)
+    snprintf(dir, sizeof dir, ".");
+  else if (slash == path)
+    snprintf(dir, sizeof dir, "/");
+  else
+    snprintf(dir, sizeof dir, "%.*s", (int)(slash - path), path);
+  if (access(path, W_OK) != 0 && errno != ENOENT)
+    errbuf_format(errbuf, errlen, "cannot open %s: %s (%s)", path, msg,
+                  strerror(errno));
+  else if (access(dir, W_OK) != 0)
+    errbuf_format(errbuf, errlen, "cannot open %s: %s (directory %s: %s)", path,
+                  msg, dir, strerror(errno));
+  else
+    errbuf_format(errbuf, errlen, "cannot open %s: %s", path, msg);
+}
+
 int lipsync_store_sqlite_open(lipsync_store **out, const char *path,
                               char *errbuf, size_t errlen) {
   sqlite3 *db = NULL;
@@ -2087,12 +2115,12 @@ int lipsync_store_sqlite_open(lipsync_store **out, const char *path,
   }
   /* NOMUTEX: a store, and so its connection, is used by one thread at a
    * time. */
+  fault_sqlite_init();
   rc = sqlite3_open_v2(
       path, &db,
       SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, NULL);
   if (rc != SQLITE_OK) {
-    errbuf_format(errbuf, errlen, "cannot open %s: %s", path,
-                  db ? sqlite3_errmsg(db) : sqlite3_errstr(rc));
+    open_failed(db, rc, path, errbuf, errlen);
     code = sq_code(rc);
     goto fail_db;
   }
@@ -2103,8 +2131,7 @@ int lipsync_store_sqlite_open(lipsync_store **out, const char *path,
   if (strcmp(path, ":memory:") != 0) {
     rc = use_wal(db);
     if (rc != SQLITE_OK) {
-      errbuf_format(errbuf, errlen, "cannot open %s: %s", path,
-                    sqlite3_errmsg(db));
+      open_failed(db, rc, path, errbuf, errlen);
       code = sq_code(rc);
       goto fail_db;
     }

@@ -372,6 +372,31 @@ static void test_truncated_and_garbage(void) {
   d = frame_reader_decode(&r, &a);
   CU_ASSERT_PTR_NOT_NULL_FATAL(d);
   CU_ASSERT_EQUAL(d->body_case, LIPSYNC__FRAME__BODY__NOT_SET);
+  frame_reader_reset(&r);
+  arena_reset(&a);
+
+  /* A field numbered 0, which protobuf forbids: refused as undecodable
+   * when its tag is the byte 0x00 and when it is the varint 0x80 0x00 (at
+   * the top, and inside an embedded message: Need{uuids, field 0}). */
+  uint8_t zero[][12] = {
+      {0, 0, 0, 4, 0x52, 0x00, 0x00, 0x05},
+      {0, 0, 0, 5, 0x52, 0x00, 0x80, 0x00, 0x05},
+      {0, 0, 0, 8, 0x4a, 0x06, 0x12, 0x01, 0xaa, 0x80, 0x00, 0x07}};
+  size_t zero_len[] = {8, 9, 12};
+  for (size_t i = 0; i < 3; i++) {
+    CU_ASSERT_EQUAL(frame_reader_feed(&r, zero[i], zero_len[i], &complete),
+                    (ssize_t)zero_len[i]);
+    CU_ASSERT_TRUE(complete);
+    CU_ASSERT_PTR_NULL(frame_reader_decode(&r, &a));
+    frame_reader_reset(&r);
+    arena_reset(&a);
+  }
+  /* The same Need without the field 0 decodes. */
+  uint8_t need[] = {0, 0, 0, 5, 0x4a, 0x03, 0x12, 0x01, 0xaa};
+  frame_reader_feed(&r, need, sizeof need, &complete);
+  d = frame_reader_decode(&r, &a);
+  CU_ASSERT_PTR_NOT_NULL_FATAL(d);
+  CU_ASSERT_EQUAL(d->body_case, LIPSYNC__FRAME__BODY_NEED);
   frame_reader_free(&r);
   arena_free(&a);
 }
@@ -409,7 +434,7 @@ int register_frame_tests(void) {
       {"table and turn messages round trip", test_table_messages_round_trip},
       {"rows with edge values round trip", test_rows_round_trip},
       {"oversized length prefix", test_oversized_prefix},
-      {"truncated, garbage, back-to-back and unknown frames",
+      {"truncated, garbage, back-to-back, unknown and field-0 frames",
        test_truncated_and_garbage},
       {"encoding over the maximum is refused", test_encode_too_large},
       {NULL, NULL}};

@@ -92,7 +92,9 @@ static bytebuf db_state(sqlite3 *db) {
                      -1, &st, NULL);
   while (sqlite3_step(st) == SQLITE_ROW) {
     char sql[256];
-    snprintf(sql, sizeof sql, "SELECT * FROM \"%s\" ORDER BY rowid",
+    /* In the table's own order: rowid, or the key of a table WITHOUT
+     * ROWID (as the capture metadata's are). */
+    snprintf(sql, sizeof sql, "SELECT * FROM \"%s\"",
              (const char *)sqlite3_column_text(st, 0));
     dump_query(db, sql, &out);
   }
@@ -146,6 +148,14 @@ static void peer_open(peer *p, sqlite3 *db) {
   p->db = db;
   CU_ASSERT_EQUAL_FATAL(lipsync_store_sqlite_wrap(&p->store, db), 0);
   p->session = NULL;
+}
+
+/* Two in-memory databases, each with an empty table cities. */
+static void open_city_pair(peer *c, peer *s) {
+  peer_open(c, mem_db());
+  peer_open(s, mem_db());
+  exec(c->db, CITY_SCHEMA);
+  exec(s->db, CITY_SCHEMA);
 }
 
 static void peer_close(peer *p) {
@@ -212,10 +222,7 @@ static void assert_tables_equal(sqlite3 *a, sqlite3 *b, const char *table) {
 
 static void test_disjoint_without_uuid_column(void) {
   peer c, s;
-  peer_open(&c, mem_db());
-  peer_open(&s, mem_db());
-  exec(c.db, CITY_SCHEMA);
-  exec(s.db, CITY_SCHEMA);
+  open_city_pair(&c, &s);
   add_cities(c.db, 0, 30);
   add_cities(s.db, 100, 120);
   const char *t[] = {"cities"};
@@ -295,10 +302,7 @@ static void test_overlap_item_lists_only(void) {
 static void test_one_side_empty_both_ways(void) {
   for (int dir = 0; dir < 2; dir++) {
     peer c, s;
-    peer_open(&c, mem_db());
-    peer_open(&s, mem_db());
-    exec(c.db, CITY_SCHEMA);
-    exec(s.db, CITY_SCHEMA);
+    open_city_pair(&c, &s);
     add_cities(dir ? s.db : c.db, 0, 5000);
     const char *t[] = {"cities"};
     sync_pair(&c, &s, t, 1);
@@ -476,10 +480,7 @@ static void test_conflict(void) {
  * keeps anything. */
 static void test_peer_vanishes_mid_transfer(void) {
   peer c, s;
-  peer_open(&c, mem_db());
-  peer_open(&s, mem_db());
-  exec(c.db, CITY_SCHEMA);
-  exec(s.db, CITY_SCHEMA);
+  open_city_pair(&c, &s);
   add_cities(c.db, 0, 20000);
   bytebuf before_s = db_state(s.db);
   const char *t[] = {"cities"};
@@ -516,6 +517,85 @@ static void test_peer_vanishes_mid_transfer(void) {
   bytebuf_free(&after_s);
   peer_close(&c);
   peer_close(&s);
+}
+
+/* Syncs 20000 client rows into a server table of 100 other rows with the
+ * server's memory limit at |limit|; returns the server's result. A failed
+ * sync must leave both databases as they were. */
+static int sync_with_server_limit(size_t limit, size_t *peak, char *msg,
+                                  size_t msglen) {
+  peer c, s;
+  open_city_pair(&c, &s);
+  add_cities(c.db, 0, 20000);
+  add_cities(s.db, 30000, 30100);
+  const char *t[] = {"cities"};
+  sync_pair(&c, &s, t, 1); /* capture installed on both, 100 rows moved */
+  lipsync_session_free(c.session);
+  lipsync_session_free(s.session);
+  exec(c.db, "UPDATE cities SET population = population + 1");
+  bytebuf before_c = db_state(c.db), before_s = db_state(s.db);
+  start_client(&c, t, 1, SECRET);
+  start_server(&s, NULL, 0);
+  CU_ASSERT_EQUAL(lipsync_session_set_memory_limit(s.session, limit), 0);
+  /* pump(), watching the server's memory between chunks. */
+  *peak = 0;
+  for (int progress = 1; progress;) {
+    const uint8_t *d;
+    ssize_t n;
+    progress = 0;
+    while ((n = lipsync_session_send(c.session, &d)) > 0) {
+      progress = 1;
+      lipsync_session_recv(s.session, d, (size_t)n);
+      size_t m = lipsync_session_memory(s.session);
+      *peak = m > *peak ? m : *peak;
+    }
+    while ((n = lipsync_session_send(s.session, &d)) > 0) {
+      progress = 1;
+      lipsync_session_recv(c.session, d, (size_t)n);
+    }
+  }
+  if (!lipsync_session_is_done(c.session))
+    lipsync_session_recv_eof(c.session);
+  int rc = lipsync_session_result(s.session);
+  CU_ASSERT_EQUAL(lipsync_session_result(c.session), rc);
+  snprintf(msg, msglen, "%s", lipsync_session_errmsg(c.session));
+  bytebuf after_c = db_state(c.db), after_s = db_state(s.db);
+  if (rc) {
+    CU_ASSERT_TRUE(same_state(before_c, after_c));
+    CU_ASSERT_TRUE(same_state(before_s, after_s));
+  } else {
+    assert_tables_equal(c.db, s.db, "cities");
+  }
+  bytebuf_free(&before_c);
+  bytebuf_free(&before_s);
+  bytebuf_free(&after_c);
+  bytebuf_free(&after_s);
+  peer_close(&c);
+  peer_close(&s);
+  return rc;
+}
+
+/* The memory a session buffers for its peer is bounded (spec LS-SEC-4):
+ * past the bound the session fails with RESOURCE_LIMIT, tells the peer,
+ * and nothing changes; under it, held rows are written through so that
+ * the same sync fits a bound well below what holding them all takes. */
+static void test_memory_limit(void) {
+  char msg[512];
+  size_t unbounded, bounded, tiny;
+  CU_ASSERT_EQUAL(sync_with_server_limit(0, &unbounded, msg, sizeof msg), 0);
+  /* Holding every row takes more than 6 MiB; written through past a
+   * quarter of the bound, they fit in 6. */
+  CU_ASSERT_TRUE(unbounded > 6 * 1024 * 1024);
+  CU_ASSERT_EQUAL(
+      sync_with_server_limit(6 * 1024 * 1024, &bounded, msg, sizeof msg), 0);
+  CU_ASSERT_TRUE(bounded <= 6 * 1024 * 1024);
+  CU_ASSERT_EQUAL(sync_with_server_limit(256 * 1024, &tiny, msg, sizeof msg),
+                  LIPSYNC_ERR_RESOURCE_LIMIT);
+  CU_ASSERT_PTR_NOT_NULL(strstr(msg, "memory limit"));
+  CU_ASSERT_TRUE(tiny <= 256 * 1024);
+  CU_ASSERT_EQUAL(sync_with_server_limit(LIPSYNC_DEFAULT_MEMORY_LIMIT, &bounded,
+                                         msg, sizeof msg),
+                  0);
 }
 
 /* ------------------------------------------------------------------ */
@@ -783,6 +863,7 @@ int register_session_tests(void) {
       {"replayed client proof fails", test_replayed_client_proof},
       {"reflected proof fails", test_reflected_proof},
       {"channel binding (tls-exporter)", test_channel_binding},
+      {"memory limit of a session", test_memory_limit},
       {"store opened only after authentication",
        test_store_opened_after_authentication},
       {NULL, NULL}};

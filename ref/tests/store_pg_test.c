@@ -1677,8 +1677,8 @@ static void test_jsonb_normal_form(void) {
     CU_ASSERT_EQUAL(insert_row(fx.store, t, u, v, 2), 0);
     CU_ASSERT_EQUAL(store_commit(fx.store), LIPSYNC_ERR_INVALID_VALUE);
     CU_ASSERT(contains(store_errmsg(fx.store),
-                       "row 03030303-0303-0303-0303-030303030303: stack depth "
-                       "limit exceeded"));
+                       "row 03030303-0303-0303-0303-030303030303: "
+                       "PostgreSQL: stack depth limit exceeded"));
     CU_ASSERT_EQUAL(store_rollback(fx.store), 0);
   }
   free(deep);
@@ -1919,11 +1919,12 @@ static void test_constraint_violation(void) {
   v[0] = tu_int(3);
   CU_ASSERT_EQUAL(insert_row(fx.store, t, u, v, 2), 0);
   CU_ASSERT_EQUAL(store_commit(fx.store), LIPSYNC_ERR_STORAGE);
-  snprintf(want, sizeof want,
-           "table %s: row 02020202-0202-0202-0202-020202020202: duplicate "
-           "key value violates unique constraint \"c_pkey\": Key (id)=(1) "
-           "already exists.",
-           tname(&fx, "c", name, sizeof name));
+  snprintf(
+      want, sizeof want,
+      "table %s: row 02020202-0202-0202-0202-020202020202: PostgreSQL: "
+      "duplicate key value violates unique constraint \"c_pkey\": Key (id)=(1) "
+      "already exists.",
+      tname(&fx, "c", name, sizeof name));
   CU_ASSERT_STRING_EQUAL(store_errmsg(fx.store), want);
   CU_ASSERT_EQUAL(store_rollback(fx.store), 0);
 
@@ -1939,8 +1940,8 @@ static void test_constraint_violation(void) {
   CU_ASSERT_EQUAL(store_scan(fx.store, t, NULL, NULL, &c), LIPSYNC_ERR_STORAGE);
   CU_ASSERT_PTR_NULL(c);
   CU_ASSERT(contains(store_errmsg(fx.store), "row 05050505-0505-0505-0505-"
-                                             "050505050505: null value in "
-                                             "column \"name\""));
+                                             "050505050505: PostgreSQL: null "
+                                             "value in column \"name\""));
   /* The failed transaction refuses to commit. */
   CU_ASSERT_EQUAL(store_commit(fx.store), LIPSYNC_ERR_STORAGE);
   CU_ASSERT_EQUAL(store_rollback(fx.store), 0);

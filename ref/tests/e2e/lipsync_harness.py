@@ -846,8 +846,10 @@ class Server:
     """A running lipsync-server on 127.0.0.1, port chosen by the system."""
 
     def __init__(self, db, secret_file, tables=(), all_tables=False,
-                 extra=(), env=None, listen="127.0.0.1:0", log_dir=None):
-        args = [str(SERVER), "--db", str(db), "--listen", listen]
+                 extra=(), env=None, listen="127.0.0.1:0", log_dir=None,
+                 binary=None):
+        """|binary|: another lipsync-server than SERVER (a fault build)."""
+        args = [str(binary or SERVER), "--db", str(db), "--listen", listen]
         if secret_file is not None:
             args += ["--secret-file", str(secret_file)]
         for t in tables:
