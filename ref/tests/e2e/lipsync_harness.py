@@ -587,8 +587,10 @@ class PgDatabase:
 
     kind = "pg"
 
-    def __init__(self, name):
-        admin = pg_admin_conninfo()
+    def __init__(self, name, admin=None):
+        """|admin|: the conninfo of another server than the shared test
+        server's (pg_admin_conninfo)."""
+        admin = admin or pg_admin_conninfo()
         self.admin = admin
         self.name = name
         params = parse_conninfo(admin)

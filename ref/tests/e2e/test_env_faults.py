@@ -53,8 +53,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from lipsync_harness import (  # noqa: E402
     CITY_SCHEMA, EXIT_DATABASE, EXIT_SCHEMA, REPO_ROOT, SANITIZER_RE,
     PgDatabase, SqliteDatabase, SyncTestCase, cities, clean_env,
-    client_args, integrity_check, make_conninfo, make_uri, new_pg_name,
-    parse_conninfo, parse_summary, pg_env, psql, quote_ident, quote_literal,
+    client_args, integrity_check, new_pg_name,
+    parse_summary, pg_env, psql, quote_ident, quote_literal,
     run_client, stop_process)
 
 
@@ -253,22 +253,6 @@ log_line_prefix = '%m [%p] '
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
-class ClusterDatabase(PgDatabase):
-    """A fresh database on a PgCluster (PgDatabase takes the shared test
-    server from the environment)."""
-
-    def __init__(self, admin, name):
-        self.admin = admin
-        self.name = name
-        params = parse_conninfo(admin)
-        params["dbname"] = name
-        self.conninfo = make_conninfo(params)
-        self.uri = make_uri(params)
-        self.dsn = self.conninfo
-        psql(admin, f"CREATE DATABASE {quote_ident(name)} TEMPLATE template0 "
-             "ENCODING 'UTF8' LOCALE 'C'")
-
-
 # Syscalls a thread sleeping in nanosleep() is in, by machine.
 NANOSLEEP_SYSCALLS = {"x86_64": {"35", "230"}, "aarch64": {"101", "115"}}
 
@@ -348,6 +332,16 @@ class EnvFaultTestCase(SyncTestCase):
     def setUp(self):
         super().setUp()
         self.cities = cities()
+
+    def first_sync(self, client, server_db):
+        """Gives each side 100 places of its own and syncs them once, so
+        that capture is installed; returns the server, still running."""
+        client.create_table("cities", rows=self.cities[:100])
+        server_db.create_table("cities", rows=self.cities[100:200])
+        server = self.start_server(server_db)
+        self.sync(client, server)
+        wait_for_sessions(self, server, 1)
+        return server
 
     def sqlite_state(self, db, table="cities"):
         """Everything a failed sync must not change in a SQLite database:
@@ -451,7 +445,7 @@ class PostgresRestartTest(EnvFaultTestCase):
         self.cluster.ensure_running()
 
     def new_cluster_database(self, label):
-        db = ClusterDatabase(self.cluster.conninfo, new_pg_name(label))
+        db = PgDatabase(new_pg_name(label), admin=self.cluster.conninfo)
 
         def drop():
             self.cluster.ensure_running()
@@ -554,11 +548,7 @@ class DiskFullTest(EnvFaultTestCase):
             (fs.path if side == small_side else self.dir) / f"{side}.db")
             for side in ("client", "server")}
         client, server_db = dbs["client"], dbs["server"]
-        client.create_table("cities", rows=self.cities[:100])
-        server_db.create_table("cities", rows=self.cities[100:200])
-        server = self.start_server(server_db)
-        self.sync(client, server)
-        wait_for_sessions(self, server, 1)
+        server = self.first_sync(client, server_db)
         big_side = "server" if small_side == "client" else "client"
         dbs[big_side].insert("cities", CITY_SCHEMA,
                              self.cities[200:200 + self.ROWS])
@@ -651,11 +641,7 @@ class ReadOnlyTest(EnvFaultTestCase):
                                  / f"{s}.db")
                for s in ("client", "server")}
         client, server_db = dbs["client"], dbs["server"]
-        client.create_table("cities", rows=self.cities[:100])
-        server_db.create_table("cities", rows=self.cities[100:200])
-        server = self.start_server(server_db)
-        self.sync(client, server)
-        wait_for_sessions(self, server, 1)
+        server = self.first_sync(client, server_db)
         client.insert("cities", CITY_SCHEMA, self.cities[200:300])
         server_db.insert("cities", CITY_SCHEMA, self.cities[300:400])
         ro = dbs[side]
