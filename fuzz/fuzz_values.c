@@ -772,24 +772,6 @@ static void fuzz_uuid(const char *p, size_t n) {
 
 #define NKINDS (PGTYPE_UUID + 1)
 
-/* The kind of value a column of |k| holds (spec 6.2.2). */
-static lipsync_type column_kind(pgtype_kind k) {
-  switch (k) {
-  case PGTYPE_INT2:
-  case PGTYPE_INT4:
-  case PGTYPE_INT8:
-  case PGTYPE_BOOL:
-    return LIPSYNC_INTEGER;
-  case PGTYPE_FLOAT4:
-  case PGTYPE_FLOAT8:
-    return LIPSYNC_REAL;
-  case PGTYPE_BYTEA:
-    return LIPSYNC_BLOB;
-  default:
-    return LIPSYNC_TEXT;
-  }
-}
-
 static int unhex(char c) {
   return is_digit(c) ? c - '0' : c - 'a' + 10;
 }
@@ -874,7 +856,7 @@ static void fuzz_pgvalue(fuzz_input *in) {
   if (!ok && whylen)
     FUZZ_CHECK(memchr(why, '\0', whylen) != NULL);
   if (ok && v.type != LIPSYNC_NULL)
-    FUZZ_CHECK(v.type == column_kind(t.kind));
+    FUZZ_CHECK(v.type == pgtype_value_kind(t.kind));
   if (ok)
     check_copy(&t, &v);
 
@@ -888,7 +870,7 @@ static void fuzz_pgvalue(fuzz_input *in) {
     FUZZ_CHECK(rc == LIPSYNC_ERR_STORAGE || rc == LIPSYNC_ERR_INVALID_VALUE);
     return;
   }
-  FUZZ_CHECK(got.type == column_kind(t.kind));
+  FUZZ_CHECK(got.type == pgtype_value_kind(t.kind));
   if (got.type == LIPSYNC_TEXT) {
     FUZZ_CHECK(canon_utf8_valid(got.u.bytes.data, got.u.bytes.len));
     if (t.kind != PGTYPE_UUID)

@@ -735,8 +735,7 @@ static const char *kind_name(lipsync_type type) {
   }
 }
 
-/* The kind of value a column of |kind| takes. */
-static lipsync_type value_kind(pgtype_kind kind) {
+lipsync_type pgtype_value_kind(pgtype_kind kind) {
   switch (kind) {
   case PGTYPE_INT2:
   case PGTYPE_INT4:
@@ -815,7 +814,7 @@ static bool check_text(const pgtype *t, const char *p, size_t len, char *why,
 
 bool pgtype_check(const pgtype *t, const lipsync_value *v, char *why,
                   size_t whylen) {
-  lipsync_type want = value_kind(t->kind);
+  lipsync_type want = pgtype_value_kind(t->kind);
   if (v->type == LIPSYNC_NULL)
     return true;
   if ((unsigned)v->type > LIPSYNC_BLOB)

@@ -58,6 +58,8 @@ bool pgtype_from_oid(uint32_t oid, int32_t typmod, bool is_citext, pgtype *out);
 
 /* The canonical type name of |kind| ("integer", "decimal", ...). */
 const char *pgtype_canonical(pgtype_kind kind);
+/* The kind of value a column of |kind| takes (spec 6.2.2). */
+lipsync_type pgtype_value_kind(pgtype_kind kind);
 
 /* True if a SELECT must read the column as ::text: its canonical form is
  * PostgreSQL's text output, not its binary send format. */
