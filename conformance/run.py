@@ -20,7 +20,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from lsconf import coverage, data, impl as implmod, report  # noqa: E402
+from lsconf import coverage, data, impl as implmod, report, scale  # noqa
 from lsconf.core import UNSUPPORTED                         # noqa: E402
 from lsconf.databases import HarnessError, pg_admin_conninfo  # noqa: E402
 from lsconf.runner import (Runner, exit_code, load_known_failures,  # noqa
@@ -66,6 +66,35 @@ def all_pairs():
     return [(c, s) for c in BACKENDS for s in BACKENDS]
 
 
+REFERENCE = REPO / "conformance" / "impls" / "ref.impl"
+
+
+def reference_peer(impl, path):
+    """The reference implementation as the default peer (LS conformance
+    README, "Cross runs"): loaded from |path| when its programs are built
+    and the implementation under test is another one (other programs,
+    arguments or environment). Its client against the implementation's
+    server and the other way round check every byte-level and ordering
+    rule against code the implementation does not control. None when it
+    does not apply."""
+    try:
+        ref = implmod.load(path)
+    except implmod.ImplError:
+        return None
+    same = (ref.server, ref.client, ref.env) == (impl.server, impl.client,
+                                                 impl.env)
+    if same or ref.name == impl.name:
+        return None
+    for template in (ref.server, ref.client):
+        words = shlex.split(template or "")
+        prog = words[0] if words else ""
+        if "/" in prog and not os.path.isabs(prog):
+            prog = str(ref.root / prog)
+        if not prog or not os.access(prog, os.X_OK):
+            return None
+    return ref
+
+
 def build_tests(args, impl, peer, wire, say):
     fixtures = data.load_fixtures()
     gen = load_gen()
@@ -74,6 +103,7 @@ def build_tests(args, impl, peer, wire, say):
             gen.generate(args.seed, size), f"gen/split-{size}",
             f"fixtures/gen.py --seed {args.seed} --size {size}"))
     tests = data.fixture_tests(fixtures, all_pairs())
+    tests += scale.tests(all_pairs())
     if wire is not None:
         wt = list(wire.tests())
         for t in wt:
@@ -104,7 +134,12 @@ def main(argv=None):
     ap.add_argument("--impl", required=True, help="the implementation "
                     "under test (.impl file)")
     ap.add_argument("--peer", help="a second implementation: also run "
-                    "each one's client against the other's server")
+                    "each one's client against the other's server (default: "
+                    "the reference, conformance/impls/ref.impl, when it is "
+                    "built and is not the implementation under test)")
+    ap.add_argument("--no-reference", action="store_true",
+                    help="without --peer, do not run the fixtures against "
+                    "the reference")
     ap.add_argument("--backends", help="comma-separated subset of "
                     "sqlite,postgres (default: those the .impl declares)")
     ap.add_argument("--filter", action="append", default=[],
@@ -143,6 +178,13 @@ def main(argv=None):
     except implmod.ImplError as e:
         say(f"error: {e}")
         return 2
+    explicit_peer = peer
+    if peer is None and not args.no_reference:
+        peer = reference_peer(impl, REFERENCE)
+        if peer is not None:
+            args.peer = str(REFERENCE)
+            say(f"(also crossing the fixtures with the reference, "
+                f"{REFERENCE.relative_to(REPO)}; --no-reference skips it)")
     if peer is not None and peer.name == impl.name:
         say(f"error: --impl and --peer are both named {impl.name!r}")
         return 2
@@ -154,7 +196,7 @@ def main(argv=None):
             return 2
     else:
         backends = tuple(b for b in BACKENDS if b in impl.backends
-                         or (peer and b in peer.backends))
+                         or (explicit_peer and b in explicit_peer.backends))
     known = []
     if args.known_failures:
         try:

@@ -19,6 +19,9 @@ PostgreSQL server:
   - the client database restored in place from a copy taken after the
     initial sync: its checkpoint no longer matches, the sync must fall back
     to ranges, and the client must end equal to the server;
+  - then 1,000 rows inserted and 1,000 updated on that client, synced by
+    ranges (--full): the server writes new and changed rows mixed in UUID
+    order;
   - the bytes on the wire (the whole session, as the server counts them)
     and the peak RSS of each process, next to the figures before the
     incremental exchange existed.
@@ -329,11 +332,13 @@ def run_client(bench, address, label, db=None, extra=()):
             "client_rss": child.rss}
 
 
-def sync(bench, label, server_db, extra=()):
+def sync(bench, label, server_db, extra=(), client_extra=()):
     """One sync with a fresh server, so that its peak RSS is this sync's.
-    |extra|: options of both programs (--plaintext)."""
+    |extra|: options of both programs (--plaintext); |client_extra|: of
+    the client alone."""
     with Server(bench, label, server_db, extra) as server:
-        figures = run_client(bench, server.address, label, extra=extra)
+        figures = run_client(bench, server.address, label,
+                             extra=(*extra, *client_extra))
     sessions = server.sessions()
     if len(sessions) != 1:
         raise BenchError(f"the server logged {len(sessions)} sessions for"
@@ -463,6 +468,25 @@ def change_rows(db, k, suffix):
     return len(picked)
 
 
+def insert_update_sqlite(path, k):
+    """Inserts |k| new rows (copies of random ones under new UUIDs) and
+    updates |k| others in the SQLite database |path|. Returns the number of
+    rows written."""
+    db = sqlite3.connect(str(path))
+    try:
+        with db:
+            db.execute(f"UPDATE {TABLE} SET population = population + 2"
+                       f" WHERE _lipsync_uuid IN (SELECT _lipsync_uuid FROM"
+                       f" {TABLE} ORDER BY random() LIMIT {k})")
+            db.execute(f"INSERT INTO {TABLE} SELECT city_id + 100000000,"
+                       f" name || ' (new)', population, lon, code,"
+                       f" {UUID_V4_SQL} FROM {TABLE} ORDER BY random()"
+                       f" LIMIT {k}")
+        return 2 * k
+    finally:
+        db.close()
+
+
 def change_sqlite(path, k, suffix):
     db = sqlite3.connect(str(path))
     try:
@@ -560,6 +584,10 @@ def report_scenario(name, r):
          f"{restored['seconds']:.2f} s, by ranges (its checkpoint no longer"
          " matches), tables equal")
     line("  bytes on the wire, both ways", f"{restored['wire']:,}")
+    mixed = r["mixed"]
+    line(f"{CHANGED:,} inserts + {CHANGED:,} updates, --full",
+         f"{mixed['seconds']:.2f} s, by ranges, {mixed['wire']:,} bytes,"
+         " tables equal")
 
 
 def install_capture(bindir, client_db):
@@ -634,6 +662,20 @@ def scenario(bench, server_db, change_server, server_digest):
            " should no longer match")
     expect(sqlite_rows_digest(bench.client_db) == server_digest(),
            "after the restored client's sync its table differs from the"
+           " server's")
+
+    # Rows inserted and updated, mixed in UUID order, that the server
+    # writes in a sync by ranges (--full).
+    changed = insert_update_sqlite(bench.client_db, CHANGED)
+    os.sync()
+    s = r["mixed"] = sync(bench, "mixed", server_db, client_extra=("--full",))
+    expect(not s["incremental"] and s["rows_sent"] == changed
+           and s["rows_received"] == 0,
+           f"after {changed:,} inserts and updates on the client the sync"
+           f" by ranges sent {s['rows_sent']:,} rows and received"
+           f" {s['rows_received']:,}")
+    expect(sqlite_rows_digest(bench.client_db) == server_digest(),
+           "after the sync by ranges the client's table differs from the"
            " server's")
     return r
 

@@ -22,9 +22,11 @@ directive a line, `#` comments, indented lines belong to the block above.
                                            or minus N in every row)
   server NAME:
   client2 NAME:                            a second client of the server
+  server2 NAME:                            a second server
 
-  sync [client|client2] [expect OUTCOME] [unchanged] [policy P]
-       [retention MS] [mode incremental|ranges] [full]
+  sync [client|client2] [to server|server2] [expect OUTCOME]
+       [unchanged] [policy P] [retention MS] [mode incremental|ranges]
+       [full]
                                            run one sync of the client (or
                                            client2) with the server
                                            (OUTCOME: ok, fail, conflict,
@@ -55,7 +57,9 @@ directive a line, `#` comments, indented lines belong to the block above.
 
 The database client2 exists only in fixtures that name it; it has the
 client's backend and, unless `table NAME @client2:` says otherwise, the
-client's schema. Steps run in order; before each step the harness waits
+client's schema; server2 likewise has the server's (a second server, which
+`sync ... to server2` syncs with). `all` means every database the fixture
+uses. Steps run in order; before each step the harness waits
 STEP_GAP (5 ms), so each write (sql, init, sync) happens at a later
 millisecond than every write before it and row versions (hybrid logical
 clocks, wall milliseconds << 16) order the fixture's changes as written.
@@ -87,9 +91,10 @@ CITY_SCHEMA = [("city_id", "integer"), ("name", "text"),
                ("feature_code", "text"), ("admin_code", "text"),
                ("population", "integer"), ("lon", "real"), ("lat", "real")]
 SIDES = ("client", "server")         # each table has a schema for both
-DATABASES = ("client", "client2", "server")
+DATABASES = ("client", "client2", "server", "server2")
+SERVERS = ("server", "server2")     # the databases servers run on
 GROUPS = {"both": ("client", "server"),
-          "all": ("client", "client2", "server")}
+          "all": DATABASES}         # those of DATABASES the fixture uses
 POLICIES = ("lww", "server-wins", "client-wins")
 MODES = ("incremental", "ranges")
 INCREMENTAL = "incremental"         # the feature of spec 8.8
@@ -179,14 +184,18 @@ class Fixture:
         for st in self.steps:
             if isinstance(st, Sync):
                 used.add(st.who)
-            elif st[0] == "sql":
+            elif st[0] == "sql" and st[1] != GROUPS["all"]:
                 used.update(st[1])
             elif st[0] in ("init", "save", "restore"):
                 used.add(st[1])
             elif st[0] == "copy":
                 used.update(st[1:3])
+        for st in self.steps:
+            if isinstance(st, Sync):
+                used.add(st.server)
         for side, *_ in self.expect:
-            used.update(GROUPS.get(side, (side,)))
+            if side != "all":
+                used.update(GROUPS.get(side, (side,)))
         return tuple(d for d in DATABASES
                      if d in SIDES or d in used)
 
@@ -203,7 +212,7 @@ class Fixture:
                 if st.full:
                     keys.add("full_option")
             elif st[0] == "init":
-                keys.add("server_init" if st[1] == "server" else
+                keys.add("server_init" if st[1] in SERVERS else
                          "client_init")
         return frozenset(keys)
 
@@ -215,7 +224,7 @@ class Fixture:
         for st in self.steps:
             if not isinstance(st, Sync) and st[0] == "sql" and st[5]:
                 for side in st[1]:
-                    role = "server" if side == "server" else "client"
+                    role = "server" if side in SERVERS else "client"
                     backend = pair[1] if role == "server" else pair[0]
                     keys.add((f"uncaptured_sql_{backend}", role))
         return frozenset(keys)
@@ -228,8 +237,9 @@ class Sync:
 
     def __init__(self, who="client", outcome="ok", unchanged=False,
                  policy=None, retention=None, lineno=0, mode=None,
-                 full=False):
+                 full=False, server="server"):
         self.who, self.outcome, self.unchanged = who, outcome, unchanged
+        self.server = server
         self.policy, self.retention, self.lineno = policy, retention, lineno
         self.mode, self.full = mode, full
 
@@ -237,7 +247,8 @@ class Sync:
         return ("sync", self.outcome, self.unchanged, self.lineno)[i]
 
     def __repr__(self):
-        return (f"Sync({self.who}, {self.outcome}, unchanged="
+        return (f"Sync({self.who} to {self.server}, {self.outcome}, "
+                f"unchanged="
                 f"{self.unchanged}, policy={self.policy}, retention="
                 f"{self.retention}, mode={self.mode}, full={self.full}, "
                 f"line {self.lineno})")
@@ -263,7 +274,7 @@ def parse_sync(words, err):
             st.unchanged = True
         elif w == "full":
             st.full = True
-        elif w in ("expect", "policy", "retention", "mode"):
+        elif w in ("expect", "policy", "retention", "mode", "to"):
             if i + 1 >= len(words):
                 raise err(f"sync: {w} wants a value")
             v = words[i + 1]
@@ -276,6 +287,10 @@ def parse_sync(words, err):
                 if v not in POLICIES:
                     raise err(f"sync: policy is one of {', '.join(POLICIES)}")
                 st.policy = v
+            elif w == "to":
+                if v not in SERVERS:
+                    raise err(f"sync: to is one of {', '.join(SERVERS)}")
+                st.server = v
             elif w == "mode":
                 if v not in MODES:
                     raise err(f"sync: mode is one of {', '.join(MODES)}")
@@ -286,27 +301,27 @@ def parse_sync(words, err):
                               "milliseconds")
                 st.retention = int(v)
         else:
-            raise err(f"sync: cannot read {w!r} (client|client2, expect "
-                      "OUTCOME, unchanged, policy P, retention MS, mode "
-                      "incremental|ranges, full)")
+            raise err(f"sync: cannot read {w!r} (client|client2, to "
+                      "server|server2, expect OUTCOME, unchanged, policy P, "
+                      "retention MS, mode incremental|ranges, full)")
         i += 1
     if st.outcome == "any" and st.unchanged:
         raise err("sync: expect any and unchanged do not go together")
     return st
 
 
-_TABLE = re.compile(r"table\s+(\S+?)(\s+@(client2|client|server))?"
+_TABLE = re.compile(r"table\s+(\S+?)(\s+@(client2|client|server2|server))?"
                     r"(\s+no-uuid)?\s*:(.*)$")
-_BLOCK = re.compile(r"(client2|client|server)\s+(\S+)\s*:\s*$")
-_EXPECT = re.compile(r"expect\s+(client2|client|server|both|all)\s+(\S+)"
+_BLOCK = re.compile(r"(client2|client|server2|server)\s+(\S+)\s*:\s*$")
+_EXPECT = re.compile(r"expect\s+(client2|client|server2|server|both|all)\s+(\S+)"
                      r"\s*:\s*$")
 _SYNC = re.compile(r"sync(\s.*)?$")
-_SQL = re.compile(r"sql\s+(client2|client|server|both|all)"
+_SQL = re.compile(r"sql\s+(client2|client|server2|server|both|all)"
                   r"(\s+fails|\s+uncaptured)?\s*:\s*(.+)$")
-_INIT = re.compile(r"init\s+(client2|client|server)\s*$")
-_SAVE = re.compile(r"(save|restore)\s+(client2|client|server)\s+(\w+)\s*$")
-_COPY = re.compile(r"copy\s+(client2|client|server)\s+"
-                   r"(client2|client|server)\s*$")
+_INIT = re.compile(r"init\s+(client2|client|server2|server)\s*$")
+_SAVE = re.compile(r"(save|restore)\s+(client2|client|server2|server)\s+(\w+)\s*$")
+_COPY = re.compile(r"copy\s+(client2|client|server2|server)\s+"
+                   r"(client2|client|server2|server)\s*$")
 _CITIES = re.compile(r"cities\s+(\d+):(\d+)((?:\s+\S+)*)$")
 _ADJUST = re.compile(r"([a-z_]+)([+-])([0-9]+)$")
 _REQ = re.compile(r"LS-[A-Z]+-[0-9]+")
@@ -481,9 +496,10 @@ def parse_fixture(text, name, path=None):
             if side not in t.columns:
                 raise FixtureError(f"{where}: table {t.name} has no schema "
                                    f"for the {side}")
-        if "client2" not in t.columns:
-            t.columns["client2"] = t.columns["client"]
-            t.with_uuid["client2"] = t.with_uuid["client"]
+        for second, first in (("client2", "client"), ("server2", "server")):
+            if second not in t.columns:
+                t.columns[second] = t.columns[first]
+                t.with_uuid[second] = t.with_uuid[first]
     for (side, tname), rows in fx.initial.items():
         if rows and fx.tables[tname].columns[side] is None:
             raise FixtureError(f"{where}: {side} {tname} is absent: it can "
@@ -586,7 +602,7 @@ def _tail(text, n=1500):
 
 
 def _pair_backend(ctx, side):
-    return ctx.backend_pair[1 if side == "server" else 0]
+    return ctx.backend_pair[1 if side in SERVERS else 0]
 
 
 def run_fixture(fx, ctx):
@@ -639,10 +655,11 @@ def run_fixture(fx, ctx):
             continue
         if step[0] == "sql":
             _, on, stmt, lineno, must_fail, uncaptured = step
+            on = tuple(side for side in on if side in dbs)
             for side in on:
                 sql = stmt
                 if uncaptured:
-                    im = server_impl if side == "server" else client_impl
+                    im = server_impl if side in SERVERS else client_impl
                     sql = im.uncaptured_sql(dbs[side].backend, stmt)
                 try:
                     dbs[side].execute(sql)
@@ -674,7 +691,7 @@ def run_fixture(fx, ctx):
             continue
         if step[0] == "init":
             _, side, lineno = step
-            role = "server" if side == "server" else "client"
+            role = "server" if side in SERVERS else "client"
             im = server_impl if role == "server" else client_impl
             res = ctx.run_init(im, role, dbs[side], names)
             log.append(f"line {lineno}: init {side}: exit {res.status} in "
@@ -699,14 +716,18 @@ def run_fixture(fx, ctx):
             ckw["full"] = True
         if step.mode is not None:
             ckw["record"] = True
-        server = ctx.start_server(server_impl, dbs["server"], names, **skw)
+        server = ctx.start_server(server_impl, dbs[step.server], names,
+                                  **skw)
         res = ctx.run_client(client_impl, dbs[who], server.address, names,
                              **ckw)
         frames = list(getattr(ctx, "last_frames", []) or [])
         if server.alive():
             server.stop()
         got = client_impl.outcome_of(res.status)
-        opts = "".join(f" {k} {v}" for k, v in (("policy", step.policy),
+        opts = "".join(f" {k} {v}" for k, v in (("to", step.server if
+                                                  step.server != "server"
+                                                  else None),
+                                                 ("policy", step.policy),
                                                  ("retention",
                                                   step.retention),
                                                  ("mode", step.mode))
@@ -806,7 +827,7 @@ def _check_expect(fx, ctx, dbs, expect, frames):
     """None when the tables hold what |expect| says now, else a failing
     Outcome."""
     side, tname, rows, lineno = expect
-    group = GROUPS.get(side, (side,))
+    group = tuple(d for d in GROUPS.get(side, (side,)) if d in dbs)
     actual = {sd: dbs[sd].canonical_rows(tname) for sd in group}
     t = fx.tables[tname]
     for sd in group:
@@ -831,17 +852,18 @@ def _check_expect(fx, ctx, dbs, expect, frames):
                     f"{len(act[1])} rows" if act else "no table"),
                 frames=frames, diff=f"table {tname}, {sd}:\n{diff}")
     if len(group) > 1:
-        b = actual[group[-1]]               # the server
+        last = group[-1]                    # a server
+        b = actual[last]
         for other in group[:-1]:
             a = actual[other]
             if a and b and Counter(a[1]) != Counter(b[1]):
                 diff = compare_rows(b[1], a[1], b[0], a[0])
                 return failed(
-                    f"table {tname}: {other} and server hold different "
+                    f"table {tname}: {other} and {last} hold different "
                     f"rows (UUIDs included) at line {lineno}",
                     expected="the same rows on " + " and ".join(group),
                     actual="different rows", frames=frames,
-                    diff=f"- server, + {other}:\n" + diff)
+                    diff=f"- {last}, + {other}:\n" + diff)
     return None
 
 

@@ -17,7 +17,9 @@ even when empty or zero (LS-FRAME-5).
 Decoding is robust: it never raises anything but DecodeError. Unknown
 fields are skipped (LS-FRAME-6); a known field of the wrong wire type is
 treated as unknown (LS-FRAME-8 allows it); the last occurrence of a
-non-repeated field wins. Decoded messages hold every scalar field (default
+non-repeated scalar field wins, and the occurrences of a non-repeated
+message field (a oneof member too) merge, as decoding their bytes one
+after the other does (LS-FRAME-6). Decoded messages hold every scalar field (default
 when absent), every repeated field (a list), and a message field (such as
 Item.version) or a oneof member only when it was present. A REAL value decodes as a float; its exact bit pattern is
 kept in the "real_bits" key next to it.
@@ -353,6 +355,7 @@ def decode(msg_name, buf):
         elif oneof is None and typ not in SCHEMA:
             out[name] = _SCALAR_DEFAULTS[typ]
     unknown = []
+    raw = {}  # the bytes of each non-repeated message field so far
     for number, wt, v in iter_fields(buf):
         f = fields.get(number)
         if f is None:
@@ -363,7 +366,12 @@ def decode(msg_name, buf):
             if wt != LEN:
                 unknown.append(number)
                 continue
-            val = decode(typ, v)
+            val = decode(typ, v)  # each occurrence must decode (LS-FRAME-7)
+            if not repeated:
+                if name in out:  # merged with the earlier occurrences
+                    v = raw[name] + v
+                    val = decode(typ, v)
+                raw[name] = v
         elif repeated and wt == LEN and _WIRE[typ] == VARINT:
             # packed repeated unsigned integers (TablesOpened.incremental)
             vals, p = [], 0

@@ -412,6 +412,94 @@ def server_undecodable(ctx):
                      "Error PROTOCOL_ERROR (V-BAD-4), then close")
 
 
+def _hello_bytes(**fields):
+    """A ClientHello message (no Frame around it): version 1 and a fresh
+    nonce unless |fields| say otherwise."""
+    msg = {"min_version": 1, "max_version": 1, "nonce": os.urandom(32)}
+    msg.update(fields)
+    return pbwire.encode("ClientHello", msg)
+
+
+def _in_frame(*fields):
+    """A complete frame whose payload is |fields| (raw protobuf fields)."""
+    return pbwire.with_prefix(b"".join(fields))
+
+
+def _len_field(number, data):
+    return pbwire.key(number, pbwire.LEN) + pbwire.varint(len(data)) + data
+
+
+def _hello_case(ctx, data, codes, expected, hello_ok):
+    """Sends |data| as the first frame: the server must answer with an
+    Error of |codes| and close, or (when |hello_ok|) with a ServerHello
+    for version 1."""
+    case = Case(ctx)
+    db, srv = _server(ctx)
+    conn = case.connect(srv.address)
+    conn.send(data)
+    r = conn.recv()
+    if r.kind == "frame" and r.body == "server_hello":
+        if hello_ok and r.msg.get("version") == 1:
+            return case.ok("ServerHello, version 1")
+        return case.fail("the server answered with %s" % r.describe(),
+                         expected, r.describe())
+    if r.kind == "frame" and r.body == "error" and r.code in codes:
+        c = conn.wait_close()
+        if c.kind in ("eof", "reset"):
+            return case.ok("%s, then closed" % r.describe())
+        return case.fail("no close after the Error", expected, c.describe())
+    return case.fail("neither %s" % expected, expected, r.describe())
+
+
+def server_oneof_merged(ctx):
+    # The body ClientHello in two occurrences: versions, then the nonce
+    # (the example of LS-FRAME-6). Merged: a valid ClientHello; the last
+    # alone: versions 0..0. Nothing else conforms.
+    first = pbwire.encode("ClientHello", {"min_version": 1,
+                                          "max_version": 1})
+    second = pbwire.encode("ClientHello", {"nonce": os.urandom(32)})
+    return _hello_case(ctx, _in_frame(_len_field(1, first),
+                                      _len_field(1, second)),
+                       [C["VERSION_MISMATCH"]],
+                       "ServerHello (the two occurrences merged), or Error "
+                       "VERSION_MISMATCH (the last occurrence alone, with "
+                       "versions 0..0) then close (LS-FRAME-6)", True)
+
+
+def server_oneof_overwritten_malformed(ctx):
+    # A malformed ServerHello body (a length past its end), then a valid
+    # ClientHello: the later body replaces the earlier, but the earlier
+    # must still decode (LS-FRAME-7).
+    return _hello_case(ctx, _in_frame(_len_field(2, bytes.fromhex("0a05")),
+                                      _len_field(1, _hello_bytes())),
+                       [C["PROTOCOL_ERROR"]],
+                       "Error PROTOCOL_ERROR: an overwritten oneof body "
+                       "that does not decode makes the frame undecodable "
+                       "(LS-FRAME-7), then close", False)
+
+
+def server_wrong_wire_type(ctx):
+    # ClientHello.min_version (field 1, varint) also sent as a
+    # length-delimited field: undecodable or ignored (LS-FRAME-8).
+    hello = _len_field(1, b"\x01") + _hello_bytes()
+    return _hello_case(ctx, _in_frame(_len_field(1, hello)),
+                       [C["PROTOCOL_ERROR"]],
+                       "Error PROTOCOL_ERROR, or the field ignored and a "
+                       "ServerHello for version 1 (LS-FRAME-8)", True)
+
+
+def server_uint32_overflow(ctx):
+    # ClientHello.max_version = 2^32 + 1: its low 32 bits are 1. Kept
+    # as 1, or refused (LS-FRAME-13); never read as another version.
+    hello = _hello_bytes(max_version=0)  # max_version left out, then:
+    hello += pbwire.key(2, pbwire.VARINT) + pbwire.varint((1 << 32) + 1)
+    return _hello_case(ctx, _in_frame(_len_field(1, hello)),
+                       [C["PROTOCOL_ERROR"]],
+                       "Error PROTOCOL_ERROR, or the value's low 32 bits "
+                       "(1) and a ServerHello for version 1 (LS-FRAME-13)",
+                       True)
+
+
 def server_unknown_body(ctx):
     # V-BAD-2 (Frame field 13) where the server waits for the first turn.
     return _raw_case(ctx, bytes.fromhex("000000026a00"),
@@ -976,22 +1064,46 @@ def client_close_mid_transfer(ctx):
         "server closed after Rows; client unchanged")
 
 
-def client_verify_mismatch(ctx):
-    """The scripted server sends a wrong Verify, then Committed anyway: the
-    client must not commit (LS-COMMIT-1, LS-COMMIT-5)."""
-    run, res = _client_sync(ctx, mutate_verify=_wrong_fp,
+def _client_after_verify(ctx, ending, frame, exp, ok_msg,
+                         mutate_verify=None):
+    """A scripted server syncs with the client up to both Verify (drive's
+    |ending|: "committed" when they agree, "decided" when not; nothing
+    sent after them), then sends |frame| ((body, msg)): the client must
+    not commit, must exit non-zero, its database byte-identical."""
+    run, res = _client_sync(ctx, mutate_verify=mutate_verify,
                             send_committed=False)
     if isinstance(res, Outcome):
         return res
-    exp = ("no commit even though Committed arrives; Error VERIFY_FAILED "
-           "optional; non-zero exit; database unchanged")
-    if res.ending != "decided":
+    if res.ending != ending:
         run.finish(False, "", exp, allow_frames=("error",))
         return run.case.fail("the session did not reach Verify: %s"
                              % res.what, exp, res.what)
-    run.conn.send_frame("committed")
+    run.conn.send_frame(*frame)
     return run.finish(False, "", exp, allow_frames=("error",)) or \
-        run.case.ok("client refused to commit")
+        run.case.ok(ok_msg)
+
+
+def client_error_for_committed(ctx):
+    """Both Verify agree, then the scripted server sends Error
+    STORAGE_ERROR (its commit failed) instead of Committed: the client
+    must not have committed (LS-COMMIT-4): exit non-zero, its database
+    byte-identical, bases and last_sync included."""
+    return _client_after_verify(
+        ctx, "committed", ("error", {"code": C["STORAGE_ERROR"],
+                                     "message": "the server's commit "
+                                     "failed"}),
+        "no commit before Committed; the Error ends the session; non-zero "
+        "exit; database byte-identical", "client did not commit")
+
+
+def client_verify_mismatch(ctx):
+    """The scripted server sends a wrong Verify, then Committed anyway: the
+    client must not commit (LS-COMMIT-1, LS-COMMIT-5)."""
+    return _client_after_verify(
+        ctx, "decided", ("committed", {}),
+        "no commit even though Committed arrives; Error VERIFY_FAILED "
+        "optional; non-zero exit; database unchanged",
+        "client refused to commit", mutate_verify=_wrong_fp)
 
 
 def describe_frame(raw):
@@ -1130,6 +1242,9 @@ def tests():
             "LS-COMMIT-6"], client_rows_loses, K,
            "after a sync and a local update, a server Row with an older "
            "version: PROTOCOL_ERROR, unchanged"),
+        _t("wire/client/commit/error-for-committed",
+           ["LS-COMMIT-4", "LS-COMMIT-6"], client_error_for_committed, K,
+           "Error instead of Committed after agreeing Verify: no commit"),
         _t("wire/client/commit/verify-mismatch",
            ["LS-COMMIT-1", "LS-COMMIT-5"], client_verify_mismatch, K,
            "server Verify mismatch, then Committed: client does not commit"),
@@ -1438,17 +1553,28 @@ def server_fingerprint_short(ctx):
         [C["PROTOCOL_ERROR"]], PE + " (a Fingerprint value of 15 bytes)")
 
 
-def _second_turn_case(ctx, mutate, codes, expected):
-    """A scripted first turn (the ItemList of CLIENT_ROWS); the server
-    answers (Need, Rows); our answer is changed by |mutate|([(body,
-    msg)]) -> [(body, msg)]; the server must fail with |codes|."""
+def _first_turn_sent(ctx):
+    """_start_turn_case, then the frames of the scripted client's first
+    turn (the ItemList of CLIENT_ROWS), without its EndTurn: (case, db,
+    before, conn, srv, recon), or a failing Outcome."""
     got = _start_turn_case(ctx)
     if isinstance(got, Outcome):
         return got
-    case, db, before, conn, srv = got
     recon = Reconciler([_client_table()])
     for b, m in recon.first_turn():
-        conn.send_frame(b, m)
+        got[3].send_frame(b, m)
+    return got + (recon,)
+
+
+def _second_turn_case(ctx, mutate, codes, expected, with_turn=False):
+    """A scripted first turn (the ItemList of CLIENT_ROWS); the server
+    answers (Need, Rows); our answer is changed by |mutate|([(body,
+    msg)]) -> [(body, msg)] (|with_turn|: mutate(frames, the server's
+    turn as Received frames)); the server must fail with |codes|."""
+    got = _first_turn_sent(ctx)
+    if isinstance(got, Outcome):
+        return got
+    case, db, before, conn, srv, recon = got
     conn.send_frame("end_turn")
     turn, end = peers.read_turn(conn)
     if not (end.kind == "frame" and end.body == "end_turn"):
@@ -1458,7 +1584,7 @@ def _second_turn_case(ctx, mutate, codes, expected):
         mine = recon.answer(turn)
     except ValueError as e:
         return case.fail(str(e), "a valid turn", str(e))
-    for b, m in mutate(mine):
+    for b, m in (mutate(mine, turn) if with_turn else mutate(mine)):
         conn.send_frame(b, m)
     conn.send_frame("end_turn")
     ok, what, _ = expect_error_close(conn, codes)
@@ -1675,6 +1801,134 @@ def server_need_not_held(ctx):
                                                 "uuids": [b"\x77" * 16]})],
         [C["PROTOCOL_ERROR"]], PE + " (a Need for a UUID the server does "
         "not hold)")
+
+
+def _rows_sent(turn):
+    """The UUIDs of the Rows in |turn| (Received frames)."""
+    return [r["uuid"] for f in turn if f.body == "rows"
+            for r in f.msg.get("rows", [])]
+
+
+def server_need_already_sent(ctx):
+    def mutate(frames, turn):
+        sent = _rows_sent(turn)
+        if not sent:
+            raise ValueError("the server sent no row in its turn")
+        return frames + [("need", {"table": 0, "uuids": sent[:1]})]
+    return _second_turn_case(
+        ctx, mutate, [C["PROTOCOL_ERROR"]], PE + " (a Need for a row the "
+        "server sent in its previous turn)", with_turn=True)
+
+
+def server_need_twice(ctx):
+    def mutate(frames, turn):
+        sent = _rows_sent(turn)
+        if not sent:
+            raise ValueError("the server sent no row in its turn")
+        return frames + [("need", {"table": 0, "uuids": sent[:1]}),
+                         ("need", {"table": 0, "uuids": sent[:1]})]
+    return _second_turn_case(
+        ctx, mutate, [C["PROTOCOL_ERROR"]], PE + " (two Need frames naming "
+        "the same row, one the server already sent)", with_turn=True)
+
+
+def server_need_in_own_turn(ctx):
+    """The client's first turn, then EndTurn and a Need in one write: the
+    Need arrives before the server has sent anything of its turn."""
+    got = _first_turn_sent(ctx)
+    if isinstance(got, Outcome):
+        return got
+    case, db, before, conn, srv, _ = got
+    conn.send(pbwire.frame("end_turn") +
+              pbwire.frame("need", {"table": 0, "uuids": [_U1]}))
+    ok, what, _ = expect_error_close(conn, [C["UNEXPECTED_MESSAGE"]])
+    if not ok:
+        return case.fail(what, "Error UNEXPECTED_MESSAGE, then close: a "
+                         "Need that arrived with the client's EndTurn, "
+                         "before the server's turn (LS-STATE-3)", what)
+    time.sleep(0.2)
+    return _unchanged(case, db, before) or case.ok(what)
+
+
+def server_row_twice(ctx):
+    def mutate(frames):
+        rows = [m for b, m in frames if b == "rows"]
+        if not rows:
+            raise ValueError("no Rows in our answer")
+        return frames + [("rows", {"table": 0,
+                                   "rows": [dict(rows[0]["rows"][0])]})]
+    return _second_turn_case(
+        ctx, mutate, [C["PROTOCOL_ERROR"]], PE + " (the same Row a second "
+        "time, in a Rows frame of its own)")
+
+
+_SITE_X = b"\x50" * 16
+
+
+def _turn_for(case, srv, table):
+    """A new session that lists |table| (TableData) in one ItemList; the
+    server's answering turn (Received frames), or a failing Outcome. The
+    stream is closed after it: the server rolls back."""
+    try:
+        conn, s, r = _open_session(case, srv.address)
+    except peers.HandshakeFailed as e:
+        return case.fail("handshake failed: %s" % e, "handshake", str(e))
+    if r.body != "tables_opened":
+        return case.fail("open failed", "TablesOpened", r.describe())
+    for b, m in Reconciler([table]).first_turn():
+        conn.send_frame(b, m)
+    conn.send_frame("end_turn")
+    turn, end = peers.read_turn(conn)
+    conn.close()
+    if not (end.kind == "frame" and end.body == "end_turn"):
+        return case.fail("the server did not answer the first turn",
+                         "a turn", end.describe())
+    return turn
+
+
+def server_lww_equal_clocks(ctx):
+    """Versions with equal clocks are ordered by site (LS-VERSION-1), under
+    lww too (LS-POLICY-1). The client pushes row U at version (C, X); then,
+    in two sessions it closes after the server's answer, it lists U at
+    (C, lower site): the server must send its row; and at (C, higher
+    site): the server must ask for the client's."""
+    got = _start_turn_case(ctx)
+    if isinstance(got, Outcome):
+        return got
+    case, db, before, conn, srv = got
+    u = peers.uuid_bytes(7, b"lww")
+    clock = peers.now_clock()
+    t = TableData(TABLE, COLUMNS)
+    t.add(u, {"name": "pushed", "pop": 1, "area": 1.0}, (clock, _SITE_X))
+    recon = Reconciler([t])
+    for b, m in recon.first_turn():
+        conn.send_frame(b, m)
+    conn.send_frame("end_turn")
+    res = peers.drive(conn, recon, False)
+    conn.close()
+    if res.ending != "committed":
+        return case.fail("the first sync did not complete: %s" % res.what,
+                         "Committed", res.what)
+    for site, server_wins in ((b"\x10" * 16, True), (b"\x90" * 16, False)):
+        t = TableData(TABLE, COLUMNS)
+        t.add(u, {"name": "listed", "pop": 2, "area": 2.0}, (clock, site))
+        turn = _turn_for(case, srv, t)
+        if isinstance(turn, Outcome):
+            return turn
+        sent = u in _rows_sent(turn)
+        needed = any(u in f.msg.get("uuids", []) for f in turn
+                     if f.body == "need")
+        if (sent, needed) != (server_wins, not server_wins):
+            exp = ("the server's version (clock C, site 50..50) %s the "
+                   "client's (clock C, site %s): %s" % (
+                       "wins over" if server_wins else "loses to",
+                       site[:1].hex() * 2 + "..",
+                       "Rows with U, no Need" if server_wins else
+                       "a Need for U, no Row"))
+            return case.fail("equal clocks not ordered by site", exp,
+                             "Row for U sent: %s; Need for U: %s" % (
+                                 sent, needed))
+    return case.ok("equal clocks ordered by site, both ways")
 
 
 def server_need_short_uuid(ctx):
@@ -1935,6 +2189,16 @@ def server_internal_table(ctx):
                       "Error TABLE_NOT_OFFERED (an offer-all server never "
                       "offers sqlite_ tables, whatever their case), then "
                       "close; no TablesOpened",
+                      {"all_tables": True})
+
+
+def server_metadata_table(ctx):
+    return _open_case(ctx, [peers.table_schema(("_LipSync_meta_cities",
+                                                COLUMNS))],
+                      [C["TABLE_NOT_OFFERED"]],
+                      "Error TABLE_NOT_OFFERED (an offer-all server never "
+                      "offers a name that starts with _lipsync, whatever "
+                      "its case), then close; no TablesOpened",
                       {"all_tables": True})
 
 
@@ -2216,6 +2480,9 @@ def more_tests():
         ("wire/server/open/internal-table", ["LS-OPEN-4"],
          server_internal_table,
          "offer-all server, table SQLite_Master: TABLE_NOT_OFFERED"),
+        ("wire/server/open/metadata-table", ["LS-OPEN-4"],
+         server_metadata_table,
+         "offer-all server, table _LipSync_meta_cities: TABLE_NOT_OFFERED"),
         ("wire/server/open/sqlite-declared-types", ["LS-TYPE-5"],
          server_sqlite_declared_types,
          "declared types of V-TYPE-n map to their canonical types"),
@@ -2299,6 +2566,36 @@ def more_tests():
         _t("wire/server/need/not-held", ["LS-NEED-2", R],
            server_need_not_held, S,
            "a Need for a UUID the server does not hold: PROTOCOL_ERROR"),
+        _t("wire/server/need/already-sent", ["LS-NEED-4", R],
+           server_need_already_sent, S,
+           "a Need for a row the server already sent: PROTOCOL_ERROR"),
+        _t("wire/server/need/twice", ["LS-NEED-4", R],
+           server_need_twice, S,
+           "two Need frames naming one row: PROTOCOL_ERROR"),
+        _t("wire/server/state/frame-in-own-turn", ["LS-STATE-3",
+                                                   "LS-STATE-6"],
+           server_need_in_own_turn, S,
+           "a Need sent with the client's EndTurn: UNEXPECTED_MESSAGE"),
+        _t("wire/server/frame/oneof-merged", ["LS-FRAME-6"],
+           server_oneof_merged, S,
+           "a body in two occurrences: merged, or the last alone"),
+        _t("wire/server/frame/oneof-overwritten-malformed", ["LS-FRAME-7"],
+           server_oneof_overwritten_malformed, S,
+           "an overwritten body that does not decode: PROTOCOL_ERROR"),
+        _t("wire/server/frame/wrong-wire-type", ["LS-FRAME-8"],
+           server_wrong_wire_type, S,
+           "a known field with the wrong wire type: PROTOCOL_ERROR or "
+           "ignored"),
+        _t("wire/server/frame/uint32-overflow", ["LS-FRAME-13"],
+           server_uint32_overflow, S,
+           "a uint32 field of 2^32 + 1: its low 32 bits, or PROTOCOL_ERROR"),
+        _t("wire/server/rows/twice", ["LS-ROWS-6", R],
+           server_row_twice, S,
+           "the same Row twice in one session: PROTOCOL_ERROR"),
+        _t("wire/server/policy/lww-equal-clocks", ["LS-VERSION-1",
+                                                   "LS-POLICY-1"],
+           server_lww_equal_clocks, S,
+           "lww: versions with equal clocks are ordered by site"),
         _t("wire/server/need/short-uuid", ["LS-NEED-2", R],
            server_need_short_uuid, S,
            "a Need entry of 15 bytes: PROTOCOL_ERROR"),

@@ -77,6 +77,7 @@ except (OSError, ValueError) as e:
     sys.exit(1)
 tests = data.get("tests", data) if isinstance(data, dict) else data
 status = {t["name"]: t["status"] for t in tests}
+cites = {t["name"]: set(t.get("requirements", ())) for t in tests}
 FAILED = ("fail",)        # the suite saw the fault: a test failed
 problems, caught = [], 0
 for lineno, line in enumerate(open(expected), 1):
@@ -84,6 +85,12 @@ for lineno, line in enumerate(open(expected), 1):
     if len(words) != 3 or words[0] not in (variant, "*") or words[1] == "run":
         continue
     _, kind, glob = words
+    if kind == "cites":         # a failing test cites requirement GLOB
+        if not any(status[n] in FAILED and glob in cites[n]
+                   for n in status):
+            problems.append(f"cites {glob}: no failing test cites it "
+                            f"(expected.txt:{lineno})")
+        continue
     names = [n for n in status if fnmatch.fnmatchcase(n, glob)]
     ran = [n for n in names if status[n] != "unsupported"]
     if not ran:

@@ -370,6 +370,22 @@ class Decoder(unittest.TestCase):
         self.assertEqual(pbwire.body_of(pbwire.decode_payload(p))[0],
                          "committed")
 
+    def test_message_occurrences_merge(self):
+        # the example of LS-FRAME-6: two client_hello bodies merge
+        p = (pbwire.encode_payload({"client_hello": {
+            "min_version": 1, "max_version": 1}})
+             + pbwire.encode_payload({"client_hello": {"nonce": b"n" * 32,
+                                                       "features": ["a"]}})
+             + pbwire.encode_payload({"client_hello": {"features": ["b"]}}))
+        h = pbwire.decode_payload(p)["client_hello"]
+        self.assertEqual((h["min_version"], h["max_version"], h["nonce"],
+                          h["features"]), (1, 1, b"n" * 32, ["a", "b"]))
+        # an overwritten body must still decode (LS-FRAME-7)
+        bad = bytes.fromhex("12020a05") + pbwire.encode_payload(
+            {"end_turn": {}})
+        with self.assertRaises(pbwire.DecodeError):
+            pbwire.decode_payload(bad)
+
     def test_real_bits(self):
         nan = struct.unpack("<d", struct.pack("<Q", 0xFFF8000000000001))[0]
         enc = pbwire.encode("Value", {"real": nan,

@@ -340,6 +340,19 @@ class FixtureRunner(unittest.TestCase):
             "client = c {db} {connect} {tables}\ntable_option = -t {}\n"
             "backends = sqlite\n" + extra, "x.impl")
 
+    def test_parse_two_servers(self):
+        path = data.FIXTURES / "two-servers.fixture"
+        fx = data.parse_fixture(path.read_text(encoding="utf-8"),
+                                "two-servers", path)
+        self.assertEqual(fx.databases, ("client", "server", "server2"))
+        syncs = [s for s in fx.steps if isinstance(s, data.Sync)]
+        self.assertEqual([(s.who, s.server) for s in syncs][:3],
+                         [("client", "server"), ("client", "server2"),
+                          ("client", "server")])
+        with self.assertRaises(data.FixtureError):
+            data.parse_fixture("requirements: LS-INC-25\ntable t: k integer"
+                               "\nsync client to server3\n", "bad")
+
     def test_parse_hub_steps(self):
         fx = data.parse_fixture(HUB, "hub")
         self.assertEqual(fx.databases, ("client", "client2", "server"))
@@ -353,7 +366,8 @@ class FixtureRunner(unittest.TestCase):
                           ("client2", None, None, True),
                           ("client", None, None, False)])
         self.assertEqual(fx.steps[2][0], "expect")
-        self.assertEqual(fx.steps[3][1], ("client", "client2", "server"))
+        # all: every database; a run keeps those the fixture uses
+        self.assertEqual(fx.steps[3][1], data.DATABASES)
         self.assertEqual(fx.steps[0], ("init", "client2", 8))
         self.assertEqual(fx.tables["t"].columns["client2"],
                          [("k", "integer"), ("v", "text")])

@@ -36,6 +36,7 @@ struct cli_conn {
   const uint8_t *pending; /* raw bytes to write, |left| of them */
   size_t left;
   uint8_t out[IO_CHUNK];
+  uint8_t in[IO_CHUNK]; /* what was read, for the session or OpenSSL */
   int input_closed;
   conn_failure failure;
   char msg[512];
@@ -139,6 +140,39 @@ static void mismatch(cli_conn *c) {
 
 /* ---- what this side sends ------------------------------------------- */
 
+static void deliver(cli_conn *c, lipsync_session *s, const uint8_t *data,
+                    size_t len);
+
+/* Reads once from the peer into the session: 1 if bytes came, 0 if not
+ * (the input ended, or nothing was there). */
+static int read_input(cli_conn *c, lipsync_session *s) {
+  ssize_t r = read(c->rfd, c->in, sizeof c->in);
+  if (r > 0) {
+    deliver(c, s, c->in, (size_t)r);
+    return 1;
+  }
+  if (r == 0 || (errno != EAGAIN && errno != EINTR)) {
+    c->input_closed = 1;
+    lipsync_session_recv_eof(s);
+    if (c->left && lipsync_session_is_done(s))
+      c->left = 0; /* the peer is gone: nothing more can be delivered */
+  }
+  return 0;
+}
+
+/* Before the session composes more of its turn: whatever the peer has
+ * already sent is read first, so that a frame sent during this side's
+ * turn is refused (spec LS-STATE-3), not taken for the next turn. */
+static void read_ready(cli_conn *c, lipsync_session *s) {
+  while (!c->input_closed && lipsync_session_want_write(s) &&
+         lipsync_session_want_read(s) && !lipsync_session_is_done(s)) {
+    struct pollfd p = {c->rfd, POLLIN, 0};
+    if (poll(&p, 1, 0) <= 0 || !(p.revents & (POLLIN | POLLHUP | POLLERR)) ||
+        !read_input(c, s))
+      return;
+  }
+}
+
 /* Points |pending| at the next raw bytes to write, if any: the session's
  * own (plaintext), or the records OpenSSL made of them. |s| NULL: only
  * what OpenSSL has (the handshake). Returns 0 or -1 (TLS failed). */
@@ -146,6 +180,8 @@ static int take_output(cli_conn *c, lipsync_session *s) {
   if (c->left)
     return 0;
   if (!c->ssl) {
+    if (s)
+      read_ready(c, s);
     ssize_t n = s ? lipsync_session_send(s, &c->pending) : 0;
     c->left = n > 0 ? (size_t)n : 0;
     return 0;
@@ -158,6 +194,8 @@ static int take_output(cli_conn *c, lipsync_session *s) {
       return 0;
     }
     const uint8_t *data;
+    if (s)
+      read_ready(c, s);
     ssize_t n = s ? lipsync_session_send(s, &data) : 0;
     if (n <= 0)
       return 0;
@@ -528,16 +566,8 @@ int conn_run(cli_conn *c, lipsync_session *s, int timeout_ms, int cancel_fd) {
       continue;
     }
     if (bits & 1) {
-      ssize_t r = read(c->rfd, buf, sizeof buf);
-      if (r > 0) {
-        deliver(c, s, buf, (size_t)r);
+      if (read_input(c, s))
         last_progress = now_ms(); /* our own work is not the peer's stall */
-      } else if (r == 0 || (errno != EAGAIN && errno != EINTR)) {
-        c->input_closed = 1;
-        lipsync_session_recv_eof(s);
-        if (c->left && lipsync_session_is_done(s))
-          c->left = 0; /* the peer is gone: nothing more can be delivered */
-      }
       continue;
     }
     if (bits == 0 && timeout_ms > 0 && now_ms() - last_progress >= timeout_ms &&

@@ -4,6 +4,7 @@
  * vectors for every function here.
  */
 #include "canon.h"
+#include "fault.h"
 
 #include <ctype.h>
 #include <openssl/evp.h>
@@ -48,6 +49,8 @@ size_t canon_value_size(const lipsync_value *v) {
 
 size_t canon_value_encode(const lipsync_value *v, uint8_t *out) {
   out[0] = (uint8_t)v->type;
+  if (v->type == LIPSYNC_TEXT && fault_on("text-tag-as-blob")) /* self-test */
+    out[0] = (uint8_t)LIPSYNC_BLOB;
   switch (v->type) {
   case LIPSYNC_INTEGER:
     canon_put_u64(out + 1, (uint64_t)v->u.integer);
@@ -157,7 +160,8 @@ int canon_item_digest(canon_hasher *h, const uint8_t *uuid,
   for (int i = 0; i < 8; i++)
     in[LIPSYNC_UUID_LEN + i] = (uint8_t)(v->clock >> (56 - 8 * i));
   memcpy(in + LIPSYNC_UUID_LEN + 8, v->site, LIPSYNC_SITE_LEN);
-  in[ITEM_ENCODED_LEN - 1] = deleted ? 1 : 0;
+  /* fault injection (conformance self-test): no deleted byte */
+  in[ITEM_ENCODED_LEN - 1] = deleted && !fault_on("digest-no-deleted") ? 1 : 0;
   return digest16(h, in, sizeof in, out);
 }
 

@@ -1,5 +1,6 @@
 /* decide.c: the decision rule of spec 8.6 and 8.7 (decide.h). */
 #include "decide.h"
+#include "fault.h"
 
 #include <string.h>
 
@@ -21,7 +22,8 @@ static bool same(const lipsync_version *a, const lipsync_version *b) {
 
 decision decide(const decide_ctx *ctx, const side_item *c, const side_item *s) {
   side_item t0;
-  if (c && !s && ctx->stale && !version_is_zero(&c->base)) {
+  if (c && !s && ctx->stale && !version_is_zero(&c->base) &&
+      !fault_on("no-implicit-tombstone")) { /* fault: conformance self-test */
     decide_implicit_tombstone(ctx, &t0);
     s = &t0;
   }
@@ -33,7 +35,10 @@ decision decide(const decide_ctx *ctx, const side_item *c, const side_item *s) {
     return c->deleted == s->deleted ? DECIDE_NONE : DECIDE_CONFLICT;
   if (ctx->policy == LIPSYNC_POLICY_LWW) {
     if (c->version.clock == 0 && s->version.clock == 0)
-      return DECIDE_CONFLICT; /* two different initial versions */
+      return DECIDE_CONFLICT;    /* two different initial versions */
+    if (fault_on("lww-no-site")) /* fault injection: conformance self-test */
+      return c->version.clock > s->version.clock ? DECIDE_CLIENT
+                                                 : DECIDE_SERVER;
     return lipsync_version_cmp(&c->version, &s->version) > 0 ? DECIDE_CLIENT
                                                              : DECIDE_SERVER;
   }

@@ -22,16 +22,41 @@ static int64_t now_ms(void) {
   return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
+/* Before the session composes more of its turn: whatever the peer has
+ * already sent is read first, so that a frame sent during this side's
+ * turn is refused (spec LS-STATE-3), not taken for the next turn. */
+static void read_ready(lipsync_session *s, int fd, uint8_t *buf, size_t size,
+                       int *input_closed) {
+  while (!*input_closed && lipsync_session_want_write(s) &&
+         lipsync_session_want_read(s) && !lipsync_session_is_done(s)) {
+    struct pollfd p = {fd, POLLIN, 0};
+    if (poll(&p, 1, 0) <= 0 || !(p.revents & (POLLIN | POLLHUP | POLLERR)))
+      return;
+    ssize_t r = read(fd, buf, size);
+    if (r > 0) {
+      lipsync_session_recv(s, buf, (size_t)r);
+      continue;
+    }
+    if (r == 0 || (errno != EAGAIN && errno != EINTR)) {
+      *input_closed = 1;
+      lipsync_session_recv_eof(s);
+    }
+    return;
+  }
+}
+
 /* Writes what the session has to send, without blocking, at most
  * FLUSH_MAX bytes so that input is looked at now and then (a peer that
  * drains a long turn as fast as it comes may have sent an Error). Returns
  * the bytes written, or a negative errno. |pending|/|left| keep a partial
  * write. */
 static ssize_t flush_some(lipsync_session *s, int fd, const uint8_t **pending,
-                          size_t *left) {
+                          size_t *left, uint8_t *buf, size_t size,
+                          int *input_closed) {
   ssize_t total = 0;
   while (total < FLUSH_MAX) {
     if (*left == 0) {
+      read_ready(s, fd, buf, size, input_closed);
       ssize_t n = lipsync_session_send(s, pending);
       if (n <= 0)
         return total;
@@ -65,7 +90,8 @@ int lipsync_session_run_fd(lipsync_session *s, int fd, int timeout_ms,
   int input_closed = 0;
 
   for (;;) {
-    ssize_t wrote = flush_some(s, fd, &pending, &left);
+    ssize_t wrote =
+        flush_some(s, fd, &pending, &left, buf, sizeof buf, &input_closed);
     if (wrote > 0)
       last_progress = now_ms();
     if (wrote < 0) {

@@ -28,6 +28,7 @@ typedef struct item_view {
 typedef struct item_cursor {
   item_view *view;
   lipsync_cursor *cursor;
+  const uint8_t *lower; /* fault "range-exclusive-lower" only */
 } item_cursor;
 
 /* Reads the summary of |table| and its old tombstones. |errbuf| receives

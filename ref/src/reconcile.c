@@ -48,6 +48,8 @@ void recon_table_free(lipsync_session *s, sync_table *t) {
   bytebuf_free(&t->held_tombstones);
   bytebuf_free(&t->held_rows);
   uuid_set_free(&t->applied);
+  uuid_set_free(&t->sent);
+  free(t->sent_ranges);
   uuid_set_free(&t->peer_changes);
   memset(t, 0, sizeof *t);
 }
@@ -73,8 +75,13 @@ static push *new_push(lipsync_session *s, sync_table *t) {
   return p;
 }
 
+/* Each row at most once per session (spec LS-ROWS-1): one already queued
+ * is not queued again. */
 static int add_push_one(lipsync_session *s, sync_table *t,
                         const lipsync_item *it) {
+  int rc = uuid_set_add(&t->sent, it->uuid);
+  if (rc <= 0)
+    return rc < 0 ? session_fail(s, LIPSYNC_ERR_NOMEM, "out of memory") : 0;
   push *p = new_push(s, t);
   if (!p)
     return s->result;
@@ -85,6 +92,13 @@ static int add_push_one(lipsync_session *s, sync_table *t,
 /* Every visible item of mine in [lower, upper). */
 static int add_push_range(lipsync_session *s, sync_table *t,
                           const uint8_t *lower, const uint8_t *upper) {
+  if (vec_reserve((void **)&t->sent_ranges, &t->cap_sent_ranges,
+                  t->nsent_ranges + 1, sizeof *t->sent_ranges))
+    return session_fail(s, LIPSYNC_ERR_NOMEM, "out of memory");
+  struct sent_range *r = &t->sent_ranges[t->nsent_ranges++];
+  set_bound(r->lower, &r->has_lower, lower);
+  set_bound(r->upper, &r->has_upper, upper);
+  t->sent_ranges_sorted = false;
   push *p = new_push(s, t);
   if (!p)
     return s->result;
@@ -551,6 +565,38 @@ static int batch_run(lipsync_session *s, sync_table *t, lookup_batch *b) {
   return rc ? store_failed(s, t, rc) : 0;
 }
 
+static int sent_range_cmp(const void *a, const void *b) {
+  const struct sent_range *x = a, *y = b;
+  if (!x->has_lower || !y->has_lower)
+    return (int)x->has_lower - (int)y->has_lower;
+  return memcmp(x->lower, y->lower, LIPSYNC_UUID_LEN);
+}
+
+/* Whether |uuid| lies in a range whose rows were queued whole. The ranges
+ * are disjoint: the one with the greatest lower bound at or below |uuid|
+ * is the only candidate. */
+static bool in_sent_range(sync_table *t, const uint8_t *uuid) {
+  if (!t->nsent_ranges)
+    return false;
+  if (!t->sent_ranges_sorted) {
+    qsort(t->sent_ranges, t->nsent_ranges, sizeof *t->sent_ranges,
+          sent_range_cmp);
+    t->sent_ranges_sorted = true;
+  }
+  size_t lo = 0, hi = t->nsent_ranges; /* first range above |uuid| */
+  while (lo < hi) {
+    size_t mid = lo + (hi - lo) / 2;
+    const struct sent_range *r = &t->sent_ranges[mid];
+    if (!r->has_lower || memcmp(r->lower, uuid, LIPSYNC_UUID_LEN) <= 0)
+      lo = mid + 1;
+    else
+      hi = mid;
+  }
+  return lo > 0 && uuid_below(uuid, t->sent_ranges[lo - 1].has_upper
+                                        ? t->sent_ranges[lo - 1].upper
+                                        : NULL);
+}
+
 int recon_on_need(lipsync_session *s, const Lipsync__Need *m) {
   sync_table *t = frame_table(s, m->table, "Need");
   lookup_batch b;
@@ -571,12 +617,22 @@ int recon_on_need(lipsync_session *s, const Lipsync__Need *m) {
   if (batch_run(s, t, &b))
     goto out;
   for (size_t k = 0; k < b.n; k++) {
-    if (b.state[k] != MINE_VISIBLE ||
-        (k > 0 && memcmp(b.uuids[k - 1], b.uuids[k], LIPSYNC_UUID_LEN) == 0)) {
+    char text[37];
+    lipsync_uuid_format(b.uuids[k], text);
+    if (b.state[k] != MINE_VISIBLE) {
       session_fail(s, LIPSYNC_ERR_PROTOCOL,
-                   "table %s: Need names a row this side does not have, or "
-                   "one row twice",
-                   t->name);
+                   "table %s: Need names row %s, which this side does not "
+                   "have",
+                   t->name, text);
+      goto out;
+    }
+    /* Asked for twice, or already sent (spec LS-NEED-4). */
+    if ((k > 0 && memcmp(b.uuids[k - 1], b.uuids[k], LIPSYNC_UUID_LEN) == 0) ||
+        uuid_set_has(&t->sent, b.uuids[k]) || in_sent_range(t, b.uuids[k])) {
+      session_fail(s, LIPSYNC_ERR_PROTOCOL,
+                   "table %s: Need names row %s, which this side already "
+                   "sent or was asked for in this session",
+                   t->name, text);
       goto out;
     }
     if (add_push_one(s, t, &b.mine[k]))
@@ -783,7 +839,8 @@ static int apply_row(lipsync_session *s, sync_table *t, const Lipsync__Row *in,
   /* A table that was empty pushes none of its rows, so it need not
    * remember what it received (a million UUIDs, in a first sync): the
    * store refuses a row received twice (spec LS-RECON-6). */
-  if (!t->empty && (rc = uuid_set_add(&t->applied, in->uuid.data)) <= 0)
+  if (!t->empty && (rc = uuid_set_add(&t->applied, in->uuid.data)) <= 0 &&
+      !(rc == 0 && fault_on("accept-row-twice"))) /* fault: self-test */
     return rc < 0
                ? session_fail(s, rc, "out of memory")
                : session_fail(s, LIPSYNC_ERR_PROTOCOL,

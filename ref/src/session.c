@@ -553,6 +553,12 @@ static int on_tables_opened(lipsync_session *s,
     s->tables[i].incremental = true;
     s->tables[i].since = s->tables[i].checkpoint.client_position;
   }
+  /* My last sync of a table with another server says nothing of this
+   * one's horizon (spec LS-INC-25): not stale. */
+  for (size_t i = 0; s->incremental && i < s->ntables; i++)
+    if (s->tables[i].presented && memcmp(s->tables[i].checkpoint.server_site,
+                                         s->peer_site, LIPSYNC_SITE_LEN) != 0)
+      s->tables[i].last_sync = 0;
   if (recon_prepare(s))
     return s->result;
   return recon_start(s);
@@ -582,9 +588,22 @@ static int on_client_auth(lipsync_session *s, const Lipsync__AuthProof *m) {
   return 0;
 }
 
+/* Whether |name| is reserved (spec LS-OPEN-4): SQLite's internal tables,
+ * and every name whose table or schema part begins with "_lipsync". */
+static bool is_reserved(const char *name) {
+  if (strncasecmp(name, "sqlite_", 7) == 0)
+    return true;
+  for (const char *p = name; p; p = strchr(p, '.'), p = p ? p + 1 : NULL)
+    if (strncasecmp(p, "_lipsync", 8) == 0)
+      return true;
+  return false;
+}
+
 static bool is_offered(const lipsync_session *s, const char *name) {
-  if (s->offer_all) /* everything but the database's own tables */
-    return strncasecmp(name, "sqlite_", 7) != 0;
+  if (s->offer_all) /* everything but the reserved names */
+    return !is_reserved(name);
+  if (fault_on("offer-unlisted")) /* fault injection: self-test */
+    return true;
   for (size_t i = 0; i < s->noffered; i++)
     if (strcmp(s->offered[i], name) == 0)
       return true;
@@ -752,8 +771,15 @@ static int on_open_tables(lipsync_session *s, const Lipsync__OpenTables *m) {
   s->horizon = hlc_horizon(hlc_wall_ms(), s->retention_ms);
   if (s->incremental)
     memcpy(s->peer_site, m->client_site.data, LIPSYNC_SITE_LEN);
-  for (size_t i = 0; i < s->ntables; i++)
-    s->tables[i].last_sync = m->tables[i]->last_sync;
+  /* A last sync with another server says nothing of this one's horizon
+   * (spec LS-INC-25): not stale. */
+  for (size_t i = 0; i < s->ntables; i++) {
+    const Lipsync__Checkpoint *ck = m->tables[i]->checkpoint;
+    bool other = s->incremental && ck &&
+                 (ck->server_site.len != LIPSYNC_SITE_LEN ||
+                  memcmp(ck->server_site.data, s->site, LIPSYNC_SITE_LEN));
+    s->tables[i].last_sync = other ? 0 : m->tables[i]->last_sync;
+  }
   if (recon_prepare(s))
     return s->result;
   uint32_t *incremental = calloc(s->ntables + 1, sizeof *incremental);
@@ -984,7 +1010,9 @@ static int commit_server(lipsync_session *s) {
   }
   f.body_case = LIPSYNC__FRAME__BODY_COMMITTED;
   f.committed = &c;
-  frame_append(&s->out, &f);
+  /* Committed, yet a failure now still reaches both sides: the client
+   * rolls back, and reconciles what it misses at its next sync (10.3). */
+  rc = session_emit(s, &f, NULL);
 out:
   free(pos);
   free(tokens);
@@ -999,6 +1027,12 @@ static int on_verify(lipsync_session *s, const Lipsync__Verify *m) {
     return s->result;
   if (decide_outcome(s, m))
     return s->result;
+  if (!s->is_server && fault_on("commit-early")) { /* fault: self-test */
+    lipsync_checkpoint *none = calloc(s->ntables + 1, sizeof *none);
+    int rc = !none || finish_tables(s, none, NULL, NULL) || commit(s);
+    free(none);
+    return rc ? s->result : 0;
+  }
   if (!s->is_server) {
     s->state = ST_WAIT_COMMITTED;
     return 0;
@@ -1144,8 +1178,9 @@ size_t session_memory(const lipsync_session *s, bool with_arena) {
     n += t->cap_ranges * sizeof *t->ranges + t->cap_needs * sizeof *t->needs +
          t->cap_pushes * sizeof *t->pushes +
          t->cap_implicit * sizeof *t->implicit + t->held_tombstones.cap +
-         t->held_rows.cap + bytes_of_set(&t->applied) +
-         bytes_of_set(&t->peer_changes);
+         t->held_rows.cap + bytes_of_set(&t->applied) + bytes_of_set(&t->sent) +
+         bytes_of_set(&t->peer_changes) +
+         t->cap_sent_ranges * sizeof *t->sent_ranges;
   }
   return n;
 }

@@ -77,8 +77,17 @@ typedef struct sync_table {
    * its rows go in as they come. */
   bytebuf held_tombstones, held_rows;
   uuid_set applied; /* UUIDs of the rows received */
-  bool empty;       /* no item when the session began */
-  bool wrote;       /* this side applied a row */
+  uuid_set sent;    /* UUIDs of the rows queued one by one to send */
+  /* The bounds of the ranges whose rows were queued whole (spec
+   * LS-NEED-4): a Need must not ask for one of their rows again. */
+  struct sent_range {
+    uint8_t lower[LIPSYNC_UUID_LEN], upper[LIPSYNC_UUID_LEN];
+    bool has_lower, has_upper;
+  } * sent_ranges;
+  size_t nsent_ranges, cap_sent_ranges;
+  bool sent_ranges_sorted;
+  bool empty; /* no item when the session began */
+  bool wrote; /* this side applied a row */
 
   /* Feature "incremental" (spec 8.8). */
   bool incremental;

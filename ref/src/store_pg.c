@@ -1882,7 +1882,8 @@ static int encode_row(pg_store *s, pg_table *t, const lipsync_row *row,
 }
 
 /* Adds |row| to the COPY into |t| (or its staging table, when |stage|),
- * and its item to |items|. */
+ * and its item to |items|: those of new UUIDs (t->items_new, binary) or
+ * those replaced (t->items_set). */
 static int write_row(pg_store *s, pg_table *t, const lipsync_row *row,
                      bool stage, bytebuf *items) {
   const char *what = stage ? "update" : "insert";
@@ -1898,10 +1899,11 @@ static int write_row(pg_store *s, pg_table *t, const lipsync_row *row,
   lipsync_uuid_format(row->uuid, key);
   if ((rc = encode_row(s, t, row, key)) != 0)
     return rc;
-  if ((stage ? pgs_item_line(items, row->uuid, &row->version, false, false)
-             : pgs_item_binary(items, row->uuid, &row->version, false)) != 0)
+  bool set = items == &t->items_set;
+  if ((set ? pgs_item_line(items, row->uuid, &row->version, false, false)
+           : pgs_item_binary(items, row->uuid, &row->version, false)) != 0)
     return pgs_fail_nomem(s);
-  if (stage)
+  if (set)
     t->nset++;
   if (s->copy_buf.len >= COPY_CHUNK && !copy_send(s)) {
     /* The server has refused the stream: take its reason. */
@@ -1956,8 +1958,12 @@ static int pg_store_insert(lipsync_store *store, lipsync_table *table,
       (t->empty && (rc = start_bulk(s, t)) != 0))
     return rc;
   note_applied(t, row);
+  /* Into the staging table while it streams (its merge inserts the rows
+   * it misses): rows updated and inserted, which come mixed in UUID
+   * order, then share one COPY rather than end one another's. */
   if (!row->deleted)
-    return write_row(s, t, row, false, &t->items_new);
+    return write_row(s, t, row, s->copy_table == t && s->copy_stage,
+                     &t->items_new);
   if (pgs_item_binary(&t->items_new, row->uuid, &row->version, true) != 0)
     return pgs_fail_nomem(s);
   return t->items_new.len >= ITEMS_BATCH_BYTES ? pgs_copy_end(s) : 0;

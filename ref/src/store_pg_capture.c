@@ -390,6 +390,13 @@ static int global_ready(pg_store *s, bool *ready, bool *home) {
           0 ||
       (*ready && (rc = read_state(s, &layout, home)) != 0))
     return rc;
+  if (*ready && layout > PG_LAYOUT) /* spec LS-CAPTURE-8 */
+    return pgs_fail(s, LIPSYNC_ERR_STORAGE,
+                    "the database holds schema _lipsync of layout %d (this "
+                    "version knows layouts up to %d): change-capture "
+                    "metadata that this implementation does not understand "
+                    "(a newer version's); nothing was changed",
+                    layout, PG_LAYOUT);
   *ready = *ready && layout >= PG_LAYOUT;
   s->global_checked = true;
   s->global_current = *ready;

@@ -959,6 +959,8 @@ static int sqlite_store_prepare_table(lipsync_store *store,
   bool has_column, ready = false, empty = false, found;
   int rc;
 
+  if ((rc = sq_capture_check_owner(s)) != 0)
+    return rc;
   /* A prepared table in order needs no write: the session stays a
    * reader. */
   if (!s->writing) {
@@ -1496,6 +1498,7 @@ static int begin_txn(sqlite_store *s, const char *sql, bool writing) {
   s->resnapshot = false;
   s->snapshot_used = false;
   s->identity_checked = false;
+  s->owner_checked = false;
   s->read_seq = state_seq(s);
   s->own_lo = s->read_seq + 1;
   s->own_hi = s->read_seq;

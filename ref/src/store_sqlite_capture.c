@@ -172,6 +172,95 @@ static int has_column(sqlite_store *s, const char *table, const char *column,
   return rc;
 }
 
+/* The names this code gives its objects (spec LS-OPEN-4: all under the
+ * reserved prefix): whole, or as a prefix followed by a table's name. */
+static const char *const own_names[] = {"_lipsync_state", "_lipsync_tables",
+                                        "_lipsync_peers"};
+static const char *const own_prefixes[] = {"_lipsync_meta_", "_lipsync_prev_",
+                                           "_lipsync_ins_",  "_lipsync_upd_",
+                                           "_lipsync_del_",  "_lipsync_uuid_"};
+
+static bool own_name(const char *name) {
+  for (size_t i = 0; i < sizeof own_names / sizeof *own_names; i++)
+    if (strcmp(name, own_names[i]) == 0)
+      return true;
+  for (size_t i = 0; i < sizeof own_prefixes / sizeof *own_prefixes; i++)
+    if (strncmp(name, own_prefixes[i], strlen(own_prefixes[i])) == 0 &&
+        name[strlen(own_prefixes[i])] != '\0')
+      return true;
+  return false;
+}
+
+static int foreign(sqlite_store *s, const char *what) {
+  return sq_fail(s, LIPSYNC_ERR_STORAGE,
+                 "the database holds %s: change-capture metadata that this "
+                 "implementation does not own or understand (another "
+                 "implementation's, or a newer version's); nothing was "
+                 "changed",
+                 what);
+}
+
+int sq_capture_check_owner(sqlite_store *s) {
+  static const char q[] = "SELECT type, name FROM main.sqlite_schema"
+                          " WHERE name LIKE '\\_lipsync%' ESCAPE '\\'"
+                          " ORDER BY name";
+  static const char *const state_columns_v1[] = {"site", "clock", "applying"};
+  sqlite3_stmt *st;
+  char what[300] = "";
+  bool state = false, found;
+  int rc;
+  if (s->owner_checked)
+    return 0;
+  if (sq_prepare(s, q, &st) != SQLITE_OK)
+    return sq_fail_db(s, NULL, "reading the schema");
+  while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+    const char *type = (const char *)sqlite3_column_text(st, 0);
+    const char *name = (const char *)sqlite3_column_text(st, 1);
+    if (!type || !name)
+      continue;
+    if (!own_name(name)) {
+      snprintf(what, sizeof what, "%s %s", type, name);
+      break;
+    }
+    state = state || strcmp(name, "_lipsync_state") == 0;
+  }
+  sqlite3_finalize(st);
+  if (rc != SQLITE_ROW && rc != SQLITE_DONE)
+    return sq_fail_db(s, NULL, "reading the schema");
+  if (what[0])
+    return foreign(s, what);
+  for (size_t i = 0;
+       state && i < sizeof state_columns_v1 / sizeof *state_columns_v1; i++) {
+    if ((rc = has_column(s, "_lipsync_state", state_columns_v1[i], &found)))
+      return rc;
+    if (!found) {
+      snprintf(what, sizeof what, "table _lipsync_state without column %s",
+               state_columns_v1[i]);
+      return foreign(s, what);
+    }
+  }
+  if (state && (rc = has_column(s, "_lipsync_state", "layout", &found)))
+    return rc;
+  if (state && found) {
+    sqlite3_int64 v = 0;
+    bool row;
+    rc = sq_query_int(s, NULL,
+                      "SELECT layout FROM main._lipsync_state WHERE id = 1",
+                      NULL, &v, &row);
+    if (rc)
+      return rc;
+    if (row && v > SQ_LAYOUT) {
+      snprintf(what, sizeof what,
+               "table _lipsync_state of layout %lld (this version knows "
+               "layouts up to %d)",
+               (long long)v, SQ_LAYOUT);
+      return foreign(s, what);
+    }
+  }
+  s->owner_checked = true;
+  return 0;
+}
+
 /* Creates the state, registry and token tables, or brings those of an older
  * layout up to this one. */
 static int ensure_state(sqlite_store *s) {

@@ -79,6 +79,7 @@ struct sqlite_store {
    * COMMIT. */
   bool applying;
   bool identity_checked; /* this transaction checked where the file is */
+  bool owner_checked;    /* and that its capture metadata is this code's */
   bool snapshot_used;    /* the session read items or rows of it */
   /* Change sequence numbers: the highest one the snapshot read, and the
    * range this transaction's own writes took (own_lo > own_hi: none). */
@@ -235,6 +236,11 @@ int sq_query_int(sqlite_store *s, const char *table, const char *sql,
 /* Whether the capture schema of this layout is in place for |t| and in
  * order (no install, migration, UUIDs, recount or new identity due), read
  * without writing. */
+/* Fails with STORAGE, changing nothing, when the database holds change
+ * capture metadata this code does not own or understand: objects under
+ * the reserved prefix "_lipsync" that it does not make, or a state of a
+ * newer layout (spec LS-CAPTURE-8). Once per transaction. */
+int sq_capture_check_owner(sqlite_store *s);
 int sq_capture_ready(sqlite_store *s, sqlite_table *t, bool *ready);
 /* Installs change capture on |t| if missing (state, registry, metadata
  * table with initial versions, triggers), migrates an older layout, checks

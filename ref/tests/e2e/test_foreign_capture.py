@@ -1,0 +1,97 @@
+#!/usr/bin/env python3
+"""Capture metadata this implementation does not own or understand (spec
+LS-CAPTURE-8): another implementation's objects under the reserved prefix
+_lipsync, a state table of that name with other columns, or this
+implementation's own metadata of a newer layout. The sync fails with a
+STORAGE error (exit 6) that names what it found, and the database does
+not change. Run from the repository root:
+
+    sh tools/pgtest.sh python3 -m unittest ref/tests/e2e/test_foreign_capture.py -v
+
+The PostgreSQL test uses the server of $LIPSYNC_PG_CONNINFO and fails
+without it, like the other end-to-end tests. Standard library only.
+"""
+
+import sys
+import unittest
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from lipsync_harness import (  # noqa: E402
+    EXIT_DATABASE, PgDatabase, SyncTestCase, cities, connect,
+    create_cities_table, dump, new_pg_name)
+
+
+class ForeignCaptureTest(SyncTestCase):
+    def setUp(self):
+        super().setUp()
+        self.cities = cities()
+        self.client = self.path("client.db")
+        self.server_db = self.path("server.db")
+        create_cities_table(self.client, rows=self.cities[:30])
+        create_cities_table(self.server_db, rows=self.cities[30:60])
+        self.server = self.start_server(self.server_db)
+
+    def refused(self, db, found):
+        """A sync of |db| fails with exit 6 naming |found|; the database
+        (its schema and every row of every table) does not change."""
+        before = dump(db)
+        r = self.sync(db, self.server, expect=EXIT_DATABASE)
+        self.assertIn(found, r.stderr)
+        self.assertIn("does not own or understand", r.stderr)
+        self.assertIn("nothing was changed", r.stderr)
+        self.assertEqual(dump(db), before, "the database changed")
+        return r
+
+    def sql(self, db, *statements):
+        conn = connect(db)
+        for st in statements:
+            conn.execute(st)
+        conn.commit()
+        conn.close()
+
+    def test_another_implementations_table(self):
+        self.sql(self.client, "CREATE TABLE _lipsync_items (uuid TEXT,"
+                 " clock INTEGER, site BLOB, deleted INTEGER)")
+        self.refused(self.client, "table _lipsync_items")
+
+    def test_another_implementations_trigger(self):
+        self.sql(self.client, "CREATE TRIGGER \"_LipSync_capture\" AFTER"
+                 " INSERT ON cities BEGIN SELECT 1; END")
+        self.refused(self.client, "trigger _LipSync_capture")
+
+    def test_state_table_of_another_shape(self):
+        self.sql(self.client, "CREATE TABLE _lipsync_state (id INTEGER"
+                 " PRIMARY KEY, version TEXT)")
+        self.refused(self.client, "_lipsync_state without column site")
+
+    def test_newer_layout(self):
+        self.sync(self.client, self.server)
+        self.sql(self.client, "UPDATE _lipsync_state SET layout = 99")
+        self.refused(self.client, "layout 99")
+        # On the server's side the client gets the server's reason.
+        self.sql(self.client, "UPDATE _lipsync_state SET layout = 3")
+        self.sync(self.client, self.server)
+        self.sql(self.server_db, "UPDATE _lipsync_state SET layout = 99")
+        before = dump(self.server_db)
+        r = self.sync(self.client, self.server, expect=EXIT_DATABASE)
+        self.assertIn("peer: the database holds table _lipsync_state of"
+                      " layout 99", r.stderr)
+        self.assertEqual(dump(self.server_db), before)
+
+    def test_postgresql_newer_layout(self):
+        db = PgDatabase(new_pg_name("foreign"))
+        self.addCleanup(db.drop)
+        db.create_table("cities", rows=self.cities[:20])
+        self.sync(db.dsn, self.server)
+        db.sql("UPDATE _lipsync.state SET layout = 99")
+        before = db.snapshot()
+        r = self.sync(db.dsn, self.server, expect=EXIT_DATABASE)
+        self.assertIn("layout 99", r.stderr)
+        self.assertIn("nothing was changed", r.stderr)
+        self.assertEqual(db.snapshot(), before)
+
+
+if __name__ == "__main__":
+    unittest.main()
