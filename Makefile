@@ -1,6 +1,8 @@
 # LipSync: build, test, demo and benchmark.
 #
-#   make          liblipsync and the two binaries, into build/
+#   make          liblipsync (static and shared) and the two binaries,
+#                 into build/
+#   make install  [PREFIX=/usr/local] [DESTDIR=]; make uninstall (ref/lib.mk)
 #   make check    every test (unit tests under ASan+UBSan, end-to-end)
 #   make demo     sync two small SQLite databases and show the result
 #   make bench    the benchmark (1,000,000 rows) and the load test (100
@@ -25,18 +27,20 @@ DEPLIBS := -lprotobuf-c -lsqlite3 -lpq -lcrypto -lpthread -lm
 BINLIBS := -lssl $(DEPLIBS)
 
 B       := build
+# The library's version (lipsync.h): the shared library's file name.
+VERSION := $(shell sed -n 's/^\#define LIPSYNC_VERSION_STRING "\(.*\)"/\1/p' ref/include/lipsync.h)
 GEN     := $(B)/gen
 SRC     := $(wildcard ref/src/*.c)
 TESTSRC := $(wildcard ref/tests/*.c)
 BINS    := lipsync-server lipsync-client
 # What both programs share (ref/bin): options, the secret, the connection.
-CLIMODS := cli conn conn_tls command
+CLIMODS := cli conn conn_tls command options report serverlog
 BINHDR  := ref/include/lipsync.h $(wildcard ref/bin/*.h)
 
 CFLAGS_ALL = $(CSTD) $(WARN) -Iref/include -Iref/src -I$(GEN) -I$(PGINC)
 
 .PHONY: all deps check unit e2e demo bench crash clean format conformance
-all: $(BINS:%=$(B)/bin/%)
+all: $(BINS:%=$(B)/bin/%) $(B)/lib/liblipsync.so.$(VERSION)
 
 deps:
 	@sh tools/deps.sh
@@ -110,6 +114,8 @@ include conformance/faults.mk
 # libFuzzer harnesses (fuzz/README.md): make fuzz [FUZZ_SECONDS=60],
 # make fuzz-regress (part of make check).
 include fuzz/fuzz.mk
+# The shared library, lipsync.pc, make install and make uninstall.
+include ref/lib.mk
 
 export ASAN_OPTIONS := abort_on_error=0:detect_leaks=1
 export UBSAN_OPTIONS := print_stacktrace=1:halt_on_error=1
@@ -149,7 +155,8 @@ conformance: deps
 	  $(if $(PEER),--peer '$(PEER)') -j 4 $(CONFORMANCE_ARGS)
 
 format:
-	clang-format -i ref/include/*.h ref/src/*.[ch] ref/bin/*.[ch] ref/tests/*.[ch] fuzz/*.[ch]
+	clang-format -i ref/include/*.h ref/src/*.[ch] ref/bin/*.[ch] ref/tests/*.[ch] \
+	  fuzz/*.[ch] examples/*.c
 
 clean:
 	rm -rf $(B)

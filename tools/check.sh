@@ -31,8 +31,12 @@ failed=0
 log=$(mktemp -d)
 trap 'rm -rf "$log"' EXIT
 
+# Each stage's line gives the seconds it took (since the previous line).
+stage_start=$(date +%s)
 count() { # name status passed failed
-  echo "check: $1: $3 passed, $4 failed"
+  now=$(date +%s)
+  echo "check: $1: $3 passed, $4 failed ($((now - stage_start)) s)"
+  stage_start=$now
   passed=$((passed + $3))
   failed=$((failed + $4))
 }
@@ -66,7 +70,7 @@ fi
 
 # 3. End-to-end tests of the binaries over loopback TCP (test_cli.py), and
 # of their transports: TLS, plaintext, --stdio, ssh (test_transport.py).
-LIPSYNC_BIN=build/san/bin python3 -m unittest discover -s ref/tests/e2e \
+LIPSYNC_BIN=build/san/bin python3 -m unittest discover -v -s ref/tests/e2e \
   -p 'test_*.py' >"$log/e2e" 2>&1
 rc=$?
 cat "$log/e2e"

@@ -5,12 +5,14 @@
 # start a throwaway cluster of their own (tools/pgtest.sh); the cluster the
 # package may create is not used. openssl makes the tests' certificates;
 # the ssh test starts its own sshd on loopback (the system's is not used);
-# clang and its runtime build the libFuzzer harnesses (fuzz/).
+# clang and its runtime build the libFuzzer harnesses (fuzz/); binutils,
+# man-db and groff check the installed library and man pages.
 set -eu
 
 PKGS="gcc make pkg-config protobuf-c-compiler libprotobuf-c-dev libsqlite3-dev
 libssl-dev libcunit1-dev python3 sqlite3 libpq-dev postgresql postgresql-client
-openssl openssh-server openssh-client clang libclang-rt-14-dev"
+openssl openssh-server openssh-client clang libclang-rt-14-dev binutils man-db
+groff-base"
 
 missing=""
 for p in $PKGS; do

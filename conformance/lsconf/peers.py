@@ -1008,7 +1008,8 @@ def drive(conn, recon, is_server, mutate_verify=None,
     the peer's turn (a client calls it after sending its first turn, a
     server after sending TablesOpened).
 
-    mutate_verify(dict) -> dict changes our Verify before it is sent.
+    mutate_verify(dict) -> dict changes our Verify before it is sent; if
+      it returns None, Error CANCELLED goes instead (a dry run).
     stop_after_rows: in our first answering turn that carries Rows, send
       the Rows frames only, then stop (return "stopped"): the caller
       closes the stream mid-transfer.
@@ -1061,6 +1062,10 @@ def _finish(conn, recon, is_server, peer_verify_r, mutate_verify, first,
     mine = recon.verify()
     if mutate_verify:
         mine = mutate_verify(mine)
+    if mine is None:  # a dry run (LS-DRY-1): Error CANCELLED, no Verify
+        conn.send_frame("error", {"code": pbwire.CODES["CANCELLED"],
+                                  "message": "dry run: nothing is committed"})
+        return SyncResult("cancelled", "sent Error CANCELLED", peer_verify_r)
     if first:
         conn.send_frame("verify", mine)
         r = conn.recv()

@@ -13,15 +13,21 @@ means: send one Error with that code, close, roll back; so where the spec
 says MUST fail with a code, a close without the Error fails the test. Where
 the spec lets the receiver choose (a truncated frame, LS-FRAME-10; a client
 whose decision failed, LS-COMMIT-5) the test accepts either.
+
+The tests are one table, in wire_cases.py: each entry gives a test's name,
+requirement IDs, role and description, and how it runs: a case kind (a
+generic runner with the case's data: the frames sent or the mutation, the
+Error codes accepted, the expected behaviour in words), or, for a test with
+logic of its own, its function here. This module holds those functions and
+the scaffolding they and the case kinds share.
 """
 
 import os
-import struct
 import time
 
 from . import pbwire
 from . import peers
-from .core import Outcome, Test, failed, passed
+from .core import Outcome, failed, passed
 from .peers import (ClientSession, Reconciler, ServerSession, TableData,
                     client_mac, expect_error_close, server_mac)
 
@@ -245,67 +251,8 @@ def server_version_mismatch(ctx):
     return case.ok(what)
 
 
-def _hello_error(ctx, msg, codes, expected):
-    case = Case(ctx)
-    db, srv = _server(ctx)
-    conn = case.connect(srv.address)
-    conn.send_frame("client_hello", msg)
-    ok, what, _ = expect_error_close(conn, codes)
-    return case.ok(what) if ok else case.fail(what, expected, what)
-
-
-def server_min_above_max(ctx):
-    return _hello_error(ctx, {"min_version": 3, "max_version": 1,
-                              "nonce": os.urandom(32)},
-                        [C["PROTOCOL_ERROR"]],
-                        "Error PROTOCOL_ERROR (check 1 of LS-HELLO-5), close")
-
-
-def server_short_nonce(ctx):
-    return _hello_error(ctx, {"min_version": 1, "max_version": 1,
-                              "nonce": os.urandom(16)},
-                        [C["PROTOCOL_ERROR"]],
-                        "Error PROTOCOL_ERROR (nonce not 32 bytes), close")
-
-
-def _auth_case(ctx, make_mac, expected_text):
-    case = Case(ctx)
-    db, srv = _server(ctx)
-    before = db.snapshot()
-    conn = case.connect(srv.address)
-    s = ClientSession(conn, ctx.secret)
-    r = s.hello()
-    if not (r.kind == "frame" and r.body == "server_hello"):
-        return case.fail("no ServerHello", "ServerHello", r.describe())
-    conn.send_frame("client_auth", {"mac": make_mac(s)})
-    ok, what, _ = expect_error_close(conn, [C["AUTH_FAILED"]])
-    if not ok:
-        return case.fail(what, expected_text, what)
-    time.sleep(0.2)
-    return (_unchanged(case, db, before) or
-            _check_sent_frames(case, ctx.secret, srv.stderr()) or
-            case.ok(what))
-
-
 AUTH_EXPECTED = ("Error AUTH_FAILED, then close; no server_auth "
                  "(LS-AUTH-7); database untouched")
-
-
-def server_wrong_secret(ctx):
-    return _auth_case(ctx, lambda s: client_mac(b"not the secret", s.th),
-                      AUTH_EXPECTED)
-
-
-def server_reflected_proof(ctx):
-    # The label-swapped MAC: what the server itself would send as its
-    # server_auth. Reflection resistance (section 13) rests on the labels.
-    return _auth_case(ctx, lambda s: server_mac(ctx.secret, s.th),
-                      AUTH_EXPECTED)
-
-
-def server_short_mac(ctx):
-    return _auth_case(ctx, lambda s: client_mac(ctx.secret, s.th)[:31],
-                      "Error AUTH_FAILED (mac not 32 bytes), then close")
 
 
 def server_replayed_proof(ctx):
@@ -344,177 +291,6 @@ def server_replayed_proof(ctx):
     return _unchanged(case, db2, before) or case.ok(what)
 
 
-def _raw_case(ctx, data, codes, expected, half_close=False,
-              allow_close=False, after_open=False):
-    case = Case(ctx)
-    db, srv = _server(ctx)
-    before = db.snapshot()
-    if after_open:
-        try:
-            conn, s, r = _open_session(case, srv.address)
-        except peers.HandshakeFailed as e:
-            return case.fail("handshake failed: %s" % e, "handshake", str(e))
-        if r.body != "tables_opened":
-            return case.fail("open failed", "TablesOpened", r.describe())
-    else:
-        conn = case.connect(srv.address)
-    conn.send(data)
-    if half_close:
-        conn.shutdown_write()
-    ok, what, _ = expect_error_close(conn, codes, allow_close=allow_close)
-    if not ok:
-        return case.fail(what, expected, what)
-    time.sleep(0.3)
-    return _unchanged(case, db, before) or case.ok(what)
-
-
-def server_truncated_frame(ctx):
-    # A Rows frame announcing 64 bytes, of which 7 arrive, then the
-    # client's sending direction ends: mid-session, after TablesOpened.
-    part = struct.pack(">I", 64) + bytes.fromhex("42300801122a0a")
-    return _raw_case(ctx, part, [C["PROTOCOL_ERROR"]],
-                     "close, or Error PROTOCOL_ERROR then close "
-                     "(LS-FRAME-10); database unchanged",
-                     half_close=True, allow_close=True, after_open=True)
-
-
-def server_truncated_prefix(ctx):
-    return _raw_case(ctx, bytes.fromhex("0000"), [C["PROTOCOL_ERROR"]],
-                     "close, or Error PROTOCOL_ERROR then close (V-BAD-8)",
-                     half_close=True, allow_close=True)
-
-
-def server_too_large(ctx):
-    # V-BAD-5: the prefix alone; the body is never sent, so a server that
-    # tries to read it stays silent past the test's timeout.
-    return _raw_case(ctx, bytes.fromhex("01000001"), [C["FRAME_TOO_LARGE"]],
-                     "Error FRAME_TOO_LARGE at once, without waiting for "
-                     "the 16777217 announced bytes, then close")
-
-
-def server_garbage_http(ctx):
-    # V-BAD-6: "GET " read as a length prefix is 1195725856.
-    return _raw_case(ctx, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n",
-                     [C["FRAME_TOO_LARGE"]],
-                     "Error FRAME_TOO_LARGE (V-BAD-6: \"GET \" is a length "
-                     "above MAX_FRAME), then close")
-
-
-def server_empty_frame(ctx):
-    return _raw_case(ctx, bytes.fromhex("00000000"),
-                     [C["UNEXPECTED_MESSAGE"]],
-                     "Error UNEXPECTED_MESSAGE (V-BAD-1), then close")
-
-
-def server_undecodable(ctx):
-    return _raw_case(ctx, bytes.fromhex("000000020a05"),
-                     [C["PROTOCOL_ERROR"]],
-                     "Error PROTOCOL_ERROR (V-BAD-4), then close")
-
-
-def _hello_bytes(**fields):
-    """A ClientHello message (no Frame around it): version 1 and a fresh
-    nonce unless |fields| say otherwise."""
-    msg = {"min_version": 1, "max_version": 1, "nonce": os.urandom(32)}
-    msg.update(fields)
-    return pbwire.encode("ClientHello", msg)
-
-
-def _in_frame(*fields):
-    """A complete frame whose payload is |fields| (raw protobuf fields)."""
-    return pbwire.with_prefix(b"".join(fields))
-
-
-def _len_field(number, data):
-    return pbwire.key(number, pbwire.LEN) + pbwire.varint(len(data)) + data
-
-
-def _hello_case(ctx, data, codes, expected, hello_ok):
-    """Sends |data| as the first frame: the server must answer with an
-    Error of |codes| and close, or (when |hello_ok|) with a ServerHello
-    for version 1."""
-    case = Case(ctx)
-    db, srv = _server(ctx)
-    conn = case.connect(srv.address)
-    conn.send(data)
-    r = conn.recv()
-    if r.kind == "frame" and r.body == "server_hello":
-        if hello_ok and r.msg.get("version") == 1:
-            return case.ok("ServerHello, version 1")
-        return case.fail("the server answered with %s" % r.describe(),
-                         expected, r.describe())
-    if r.kind == "frame" and r.body == "error" and r.code in codes:
-        c = conn.wait_close()
-        if c.kind in ("eof", "reset"):
-            return case.ok("%s, then closed" % r.describe())
-        return case.fail("no close after the Error", expected, c.describe())
-    return case.fail("neither %s" % expected, expected, r.describe())
-
-
-def server_oneof_merged(ctx):
-    # The body ClientHello in two occurrences: versions, then the nonce
-    # (the example of LS-FRAME-6). Merged: a valid ClientHello; the last
-    # alone: versions 0..0. Nothing else conforms.
-    first = pbwire.encode("ClientHello", {"min_version": 1,
-                                          "max_version": 1})
-    second = pbwire.encode("ClientHello", {"nonce": os.urandom(32)})
-    return _hello_case(ctx, _in_frame(_len_field(1, first),
-                                      _len_field(1, second)),
-                       [C["VERSION_MISMATCH"]],
-                       "ServerHello (the two occurrences merged), or Error "
-                       "VERSION_MISMATCH (the last occurrence alone, with "
-                       "versions 0..0) then close (LS-FRAME-6)", True)
-
-
-def server_oneof_overwritten_malformed(ctx):
-    # A malformed ServerHello body (a length past its end), then a valid
-    # ClientHello: the later body replaces the earlier, but the earlier
-    # must still decode (LS-FRAME-7).
-    return _hello_case(ctx, _in_frame(_len_field(2, bytes.fromhex("0a05")),
-                                      _len_field(1, _hello_bytes())),
-                       [C["PROTOCOL_ERROR"]],
-                       "Error PROTOCOL_ERROR: an overwritten oneof body "
-                       "that does not decode makes the frame undecodable "
-                       "(LS-FRAME-7), then close", False)
-
-
-def server_wrong_wire_type(ctx):
-    # ClientHello.min_version (field 1, varint) also sent as a
-    # length-delimited field: undecodable or ignored (LS-FRAME-8).
-    hello = _len_field(1, b"\x01") + _hello_bytes()
-    return _hello_case(ctx, _in_frame(_len_field(1, hello)),
-                       [C["PROTOCOL_ERROR"]],
-                       "Error PROTOCOL_ERROR, or the field ignored and a "
-                       "ServerHello for version 1 (LS-FRAME-8)", True)
-
-
-def server_uint32_overflow(ctx):
-    # ClientHello.max_version = 2^32 + 1: its low 32 bits are 1. Kept
-    # as 1, or refused (LS-FRAME-13); never read as another version.
-    hello = _hello_bytes(max_version=0)  # max_version left out, then:
-    hello += pbwire.key(2, pbwire.VARINT) + pbwire.varint((1 << 32) + 1)
-    return _hello_case(ctx, _in_frame(_len_field(1, hello)),
-                       [C["PROTOCOL_ERROR"]],
-                       "Error PROTOCOL_ERROR, or the value's low 32 bits "
-                       "(1) and a ServerHello for version 1 (LS-FRAME-13)",
-                       True)
-
-
-def server_unknown_body(ctx):
-    # V-BAD-2 (Frame field 13) where the server waits for the first turn.
-    return _raw_case(ctx, bytes.fromhex("000000026a00"),
-                     [C["UNEXPECTED_MESSAGE"]],
-                     "Error UNEXPECTED_MESSAGE (V-BAD-2), then close; "
-                     "database unchanged", after_open=True)
-
-
-def server_first_not_hello(ctx):
-    return _raw_case(ctx, pbwire.frame("rows", {"table": 0, "rows": []}),
-                     [C["UNEXPECTED_MESSAGE"]],
-                     "Error UNEXPECTED_MESSAGE (first frame not a "
-                     "ClientHello), then close")
-
-
 def server_end_turn_before_open(ctx):
     case = Case(ctx)
     db, srv = _server(ctx)
@@ -532,64 +308,6 @@ def server_end_turn_before_open(ctx):
         return case.fail(what, exp, what)
     time.sleep(0.2)
     return _unchanged(case, db, before) or case.ok(what)
-
-
-def _open_case(ctx, tables, codes, expected, srv_kwargs=None,
-               open_msg=None):
-    case = Case(ctx)
-    db, srv = _server(ctx, **(srv_kwargs or {}))
-    before = db.snapshot()
-    conn = case.connect(srv.address)
-    s = ClientSession(conn, ctx.secret)
-    try:
-        s.handshake()
-    except peers.HandshakeFailed as e:
-        return case.fail("handshake failed: %s" % e, "handshake", str(e))
-    conn.send_frame("open_tables", open_msg or {"tables": tables})
-    ok, what, _ = expect_error_close(conn, codes)
-    if not ok:
-        return case.fail(what, expected, what)
-    time.sleep(0.3)
-    return _unchanged(case, db, before) or case.ok(what)
-
-
-def server_unknown_table(ctx):
-    return _open_case(ctx, [peers.table_schema(("ghost", COLUMNS))],
-                      [C["UNKNOWN_TABLE"]],
-                      "Error UNKNOWN_TABLE (offered, as every name is, but "
-                      "missing), then close",
-                      {"all_tables": True, "tables": ()})
-
-
-def server_not_offered(ctx):
-    # "other" exists in the server's database but is not offered.
-    return _open_case(ctx, [peers.table_schema(("other", COLUMNS))],
-                      [C["TABLE_NOT_OFFERED"]],
-                      "Error TABLE_NOT_OFFERED, then close",
-                      {"extra_tables": ("other",)})
-
-
-def server_not_offered_missing(ctx):
-    # LS-OPEN-3: the same answer for a name that exists nowhere.
-    return _open_case(ctx, [peers.table_schema(("nowhere", COLUMNS))],
-                      [C["TABLE_NOT_OFFERED"]],
-                      "Error TABLE_NOT_OFFERED (same as for an existing "
-                      "table not offered), then close")
-
-
-def server_schema_mismatch(ctx):
-    cols = [("name", "text"), ("pop", "text"), ("area", "real")]
-    return _open_case(ctx, [peers.table_schema((TABLE, cols))],
-                      [C["SCHEMA_MISMATCH"]],
-                      "Error SCHEMA_MISMATCH, then close; database unchanged")
-
-
-def server_bad_schema_fingerprint(ctx):
-    return _open_case(ctx, [peers.table_schema((TABLE, COLUMNS),
-                                               b"\x01" * 32)],
-                      [C["PROTOCOL_ERROR"]],
-                      "Error PROTOCOL_ERROR (fingerprint is not the schema "
-                      "fingerprint of the columns), then close")
 
 
 def _sync_case(ctx, mutate_verify=None, stop_after_rows=False, server=None):
@@ -647,45 +365,6 @@ def server_sync_push(ctx):
     if bad:
         return bad
     return case.ok("server committed the union of %d rows" % len(want))
-
-
-def _verify_fail_case(ctx, mutate, code, expected):
-    got = _sync_case(ctx, mutate_verify=mutate)
-    if isinstance(got, Outcome):
-        return got
-    case, db, before, res, conn, recon = got
-    r = res.last
-    if res.ending == "committed":
-        return case.fail("the server committed", expected, "Committed")
-    if not (res.ending == "error" and r is not None and r.code == code):
-        return case.fail(res.what, expected, res.what)
-    c = conn.wait_close()
-    if c.kind not in ("eof", "reset"):
-        return case.fail("no close after the Error", expected, c.describe())
-    time.sleep(0.3)
-    return _unchanged(case, db, before) or case.ok(res.what)
-
-
-def _wrong_fp(v):
-    for t in v["tables"]:
-        t["fingerprint"] = bytes(b ^ 0xFF for b in t["fingerprint"])
-    return v
-
-
-def _add_conflict(v):
-    v["tables"][0]["conflicts"] = 1
-    return v
-
-
-def server_verify_mismatch(ctx):
-    return _verify_fail_case(ctx, _wrong_fp, C["VERIFY_FAILED"],
-                             "Error VERIFY_FAILED, then close; database "
-                             "unchanged")
-
-
-def server_verify_conflict(ctx):
-    return _verify_fail_case(ctx, _add_conflict, C["CONFLICT"],
-                             "Error CONFLICT, then close; database unchanged")
 
 
 def server_close_mid_transfer(ctx):
@@ -1064,48 +743,6 @@ def client_close_mid_transfer(ctx):
         "server closed after Rows; client unchanged")
 
 
-def _client_after_verify(ctx, ending, frame, exp, ok_msg,
-                         mutate_verify=None):
-    """A scripted server syncs with the client up to both Verify (drive's
-    |ending|: "committed" when they agree, "decided" when not; nothing
-    sent after them), then sends |frame| ((body, msg)): the client must
-    not commit, must exit non-zero, its database byte-identical."""
-    run, res = _client_sync(ctx, mutate_verify=mutate_verify,
-                            send_committed=False)
-    if isinstance(res, Outcome):
-        return res
-    if res.ending != ending:
-        run.finish(False, "", exp, allow_frames=("error",))
-        return run.case.fail("the session did not reach Verify: %s"
-                             % res.what, exp, res.what)
-    run.conn.send_frame(*frame)
-    return run.finish(False, "", exp, allow_frames=("error",)) or \
-        run.case.ok(ok_msg)
-
-
-def client_error_for_committed(ctx):
-    """Both Verify agree, then the scripted server sends Error
-    STORAGE_ERROR (its commit failed) instead of Committed: the client
-    must not have committed (LS-COMMIT-4): exit non-zero, its database
-    byte-identical, bases and last_sync included."""
-    return _client_after_verify(
-        ctx, "committed", ("error", {"code": C["STORAGE_ERROR"],
-                                     "message": "the server's commit "
-                                     "failed"}),
-        "no commit before Committed; the Error ends the session; non-zero "
-        "exit; database byte-identical", "client did not commit")
-
-
-def client_verify_mismatch(ctx):
-    """The scripted server sends a wrong Verify, then Committed anyway: the
-    client must not commit (LS-COMMIT-1, LS-COMMIT-5)."""
-    return _client_after_verify(
-        ctx, "decided", ("committed", {}),
-        "no commit even though Committed arrives; Error VERIFY_FAILED "
-        "optional; non-zero exit; database unchanged",
-        "client refused to commit", mutate_verify=_wrong_fp)
-
-
 def describe_frame(raw):
     """A complete frame (length prefix included), readably; for the
     runner's frame recorder."""
@@ -1114,151 +751,12 @@ def describe_frame(raw):
 
 # ---- the list ------------------------------------------------------------------
 
-def _t(name, reqs, fn, role, description, level="MUST"):
-    return Test(name=name, requirements=tuple(reqs), run=fn, level=level,
-                role=role, description=description)
-
-
 def tests():
-    S, K = "server", "client"
-    return [
-        _t("wire/server/auth/right-secret",
-           ["LS-VER-1", "LS-VER-3", "LS-FEAT-5", "LS-AUTH-3", "LS-AUTH-4",
-            "LS-AUTH-7", "LS-OPEN-8", "LS-FRAME-5", "LS-FRAME-11",
-            "LS-COMMIT-6", "LS-TOMB-2", "LS-VERSION-2"], server_baseline, S,
-           "valid handshake and open, then a close: server rolls back"),
-        _t("wire/server/version/highest-common",
-           ["LS-VER-1", "LS-VER-3"], server_version_highest, S,
-           "client offers 1..3: the server picks 1"),
-        _t("wire/server/version/unknown-features",
-           ["LS-FEAT-3", "LS-FEAT-4", "LS-AUTH-3"],
-           server_unknown_feature, S,
-           "unknown features offered are ignored, not accepted"),
-        _t("wire/server/version/no-common",
-           ["LS-VER-2", "LS-HELLO-5", "LS-ERR-4", "LS-ERR-1"],
-           server_version_mismatch, S,
-           "client offers 2..3: VERSION_MISMATCH with the server's range"),
-        _t("wire/server/hello/min-above-max",
-           ["LS-HELLO-5"], server_min_above_max, S,
-           "ClientHello with min_version > max_version: PROTOCOL_ERROR"),
-        _t("wire/server/hello/short-nonce",
-           ["LS-HELLO-5", "LS-HELLO-3"], server_short_nonce, S,
-           "ClientHello with a 16-byte nonce: PROTOCOL_ERROR"),
-        _t("wire/server/auth/wrong-secret",
-           ["LS-AUTH-6", "LS-AUTH-7", "LS-SEC-3", "LS-ERR-1", "LS-ERR-6",
-            "LS-ERR-9"],
-           server_wrong_secret, S,
-           "client proof under another secret: AUTH_FAILED"),
-        _t("wire/server/auth/replayed-proof",
-           ["LS-AUTH-3", "LS-AUTH-6", "LS-VER-3"], server_replayed_proof, S,
-           "a recorded ClientHello and client_auth replayed: AUTH_FAILED"),
-        _t("wire/server/auth/reflected-proof",
-           ["LS-AUTH-4", "LS-AUTH-6"], server_reflected_proof, S,
-           "client_auth carrying the server-label MAC: AUTH_FAILED"),
-        _t("wire/server/auth/short-mac",
-           ["LS-AUTH-6"], server_short_mac, S,
-           "client_auth with a 31-byte MAC: AUTH_FAILED"),
-        _t("wire/server/frame/truncated",
-           ["LS-FRAME-10", "LS-COMMIT-6"], server_truncated_frame, S,
-           "stream ends inside a frame mid-session: close, unchanged"),
-        _t("wire/server/frame/truncated-prefix",
-           ["LS-FRAME-10"], server_truncated_prefix, S,
-           "stream ends inside a length prefix (V-BAD-8): close"),
-        _t("wire/server/frame/too-large",
-           ["LS-FRAME-3", "LS-ERR-8"], server_too_large, S,
-           "length prefix 16777217 (V-BAD-5): FRAME_TOO_LARGE at once"),
-        _t("wire/server/frame/garbage-http",
-           ["LS-FRAME-3", "LS-FRAME-1"], server_garbage_http, S,
-           "an HTTP request (V-BAD-6): FRAME_TOO_LARGE"),
-        _t("wire/server/frame/empty",
-           ["LS-FRAME-9"], server_empty_frame, S,
-           "an empty Frame (V-BAD-1): UNEXPECTED_MESSAGE"),
-        _t("wire/server/frame/undecodable",
-           ["LS-FRAME-7"], server_undecodable, S,
-           "field length past the frame (V-BAD-4): PROTOCOL_ERROR"),
-        _t("wire/server/frame/unknown-body",
-           ["LS-FRAME-9", "LS-COMMIT-6"], server_unknown_body, S,
-           "Frame field 13 after TablesOpened (V-BAD-2): UNEXPECTED_MESSAGE"),
-        _t("wire/server/state/first-frame-not-hello",
-           ["LS-HELLO-4", "LS-STATE-3"], server_first_not_hello, S,
-           "Rows as the first frame: UNEXPECTED_MESSAGE"),
-        _t("wire/server/state/end-turn-before-open",
-           ["LS-STATE-3", "LS-TABLE-1"], server_end_turn_before_open, S,
-           "EndTurn instead of OpenTables: UNEXPECTED_MESSAGE"),
-        _t("wire/server/open/unknown-table",
-           ["LS-OPEN-1"], server_unknown_table, S,
-           "offer-all server, table missing: UNKNOWN_TABLE"),
-        _t("wire/server/open/not-offered",
-           ["LS-OPEN-1", "LS-OPEN-3"], server_not_offered, S,
-           "existing table not offered: TABLE_NOT_OFFERED"),
-        _t("wire/server/open/not-offered-missing",
-           ["LS-OPEN-1", "LS-OPEN-3"], server_not_offered_missing, S,
-           "missing table not offered: TABLE_NOT_OFFERED"),
-        _t("wire/server/open/schema-mismatch",
-           ["LS-OPEN-1", "LS-COMMIT-6"], server_schema_mismatch, S,
-           "a column of another canonical type: SCHEMA_MISMATCH, unchanged"),
-        _t("wire/server/open/bad-schema-fingerprint",
-           ["LS-TABLE-7", "LS-SCHEMA-1"],
-           server_bad_schema_fingerprint, S,
-           "a wrong schema fingerprint: PROTOCOL_ERROR"),
-        _t("wire/server/sync/push-itemlist",
-           ["LS-TURN-5", "LS-RECON-8", "LS-NEED-3", "LS-TURN-7",
-            "LS-VERIFY-1", "LS-VERIFY-5", "LS-COMMIT-2", "LS-CLOSE-1",
-            "LS-APPLY-3", "LS-TURN-1", "LS-TURN-3", "LS-TURN-4",
-            "LS-RECON-1", "LS-DIGEST-1", "LS-DIGEST-2", "LS-FP-1",
-            "LS-FP-3", "LS-EXT-4", "LS-VERSION-6", "LS-FEAT-4", "LS-AUTH-9",
-            "LS-FRAME-12", "LS-CLOSE-2", "LS-VER-6", "LS-ITEM-1",
-            "LS-VERSION-5", "LS-VERSION-6", "LS-POLICY-1"], server_sync_push,
-           S,
-           "a scripted ItemList sync: the server commits the union"),
-        _t("wire/server/verify/mismatch",
-           ["LS-COMMIT-1", "LS-COMMIT-3", "LS-COMMIT-6"],
-           server_verify_mismatch, S,
-           "client Verify with a wrong fingerprint: VERIFY_FAILED, unchanged"),
-        _t("wire/server/verify/conflicts",
-           ["LS-COMMIT-1", "LS-COMMIT-3", "LS-COMMIT-6"],
-           server_verify_conflict, S,
-           "client Verify with conflicts 1: CONFLICT, unchanged"),
-        _t("wire/server/session/close-mid-transfer",
-           ["LS-FRAME-11", "LS-COMMIT-6"], server_close_mid_transfer, S,
-           "client closes after sending Rows: server unchanged"),
-        _t("wire/server/time/stall",
-           ["LS-TIME-1"], server_stall, S,
-           "a silent client: Error TIMEOUT within 75 s", level="SHOULD"),
-        _t("wire/client/auth/wrong-server-proof",
-           ["LS-AUTH-8", "LS-COMMIT-6"], client_wrong_server_proof, K,
-           "server_auth under another secret: AUTH_FAILED, unchanged"),
-        _t("wire/client/version/outside-range",
-           ["LS-VER-4", "LS-ERR-4"], client_version_outside, K,
-           "ServerHello version above the client's range: VERSION_MISMATCH"),
-        _t("wire/client/open/schema-mismatch-error",
-           ["LS-ERR-3", "LS-STATE-2", "LS-COMMIT-6"], client_schema_error, K,
-           "server answers OpenTables with Error: no answer, unchanged"),
-        _t("wire/client/session/close-mid-transfer",
-           ["LS-FRAME-11", "LS-COMMIT-6"], client_close_mid_transfer, K,
-           "server closes after sending Rows: client unchanged"),
-        _t("wire/client/rows/loses",
-           ["LS-POLICY-4", "LS-ROWS-6", "LS-TOMB-6", "LS-CAPTURE-1", "LS-VERSION-2",
-            "LS-COMMIT-6"], client_rows_loses, K,
-           "after a sync and a local update, a server Row with an older "
-           "version: PROTOCOL_ERROR, unchanged"),
-        _t("wire/client/commit/error-for-committed",
-           ["LS-COMMIT-4", "LS-COMMIT-6"], client_error_for_committed, K,
-           "Error instead of Committed after agreeing Verify: no commit"),
-        _t("wire/client/commit/verify-mismatch",
-           ["LS-COMMIT-1", "LS-COMMIT-5"], client_verify_mismatch, K,
-           "server Verify mismatch, then Committed: client does not commit"),
-        _t("wire/client/sync/pull-itemlist",
-           ["LS-HELLO-1", "LS-HELLO-2", "LS-HELLO-3", "LS-AUTH-5",
-            "LS-TABLE-1", "LS-TABLE-5", "LS-TURN-5", "LS-RECON-8",
-            "LS-VERIFY-5", "LS-COMMIT-4", "LS-FEAT-2", "LS-FEAT-4",
-            "LS-DIGEST-1", "LS-DIGEST-2", "LS-EXT-4", "LS-VERSION-6",
-            "LS-AUTH-9", "LS-FRAME-12", "LS-SCHEMA-1", "LS-FP-1",
-            "LS-FP-3", "LS-ITEM-1", "LS-ITEM-2", "LS-VERSION-5",
-            "LS-VERSION-6", "LS-POLICY-5", "LS-POLICY-6", "LS-TOMB-6"],
-           client_sync_pull, K,
-           "a scripted server sync: the client commits the union"),
-    ] + more_tests() + _feature_tests()
+    """Every wire test: the table of wire_cases.py (each test's name,
+    requirement IDs, role, description, and its case data or its function
+    here), then the tests of the features."""
+    from . import wire_cases
+    return wire_cases.tests() + _feature_tests()
 
 
 def _feature_tests():
@@ -1458,99 +956,10 @@ def _start_turn_case(ctx, rows=SERVER_ROWS):
     return case, db, before, conn, srv
 
 
-def _first_turn_case(ctx, frames, codes, expected):
-    """Sends |frames| ([(body, msg)]) as the client's first turn; the
-    server must fail with one of |codes| and roll back."""
-    got = _start_turn_case(ctx)
-    if isinstance(got, Outcome):
-        return got
-    case, db, before, conn, srv = got
-    for b, m in frames:
-        conn.send_frame(b, m)
-    conn.send_frame("end_turn")
-    ok, what, _ = expect_error_close(conn, codes)
-    if not ok:
-        return case.fail(what, expected, what)
-    time.sleep(0.2)
-    return _unchanged(case, db, before) or case.ok(what)
-
-
-def _item(u, clock=1 << 16, site=b"\x11" * 16, **kw):
-    m = {"uuid": u, "version": {"clock": clock, "site": site}}
-    m.update(kw)
-    return m
-
-
-def _items(uuids):
-    return {"items": [_item(u) for u in uuids]}
-
-
 _U1 = bytes.fromhex("10000000000040008000000000000001")
 _U2 = bytes.fromhex("20000000000040008000000000000002")
 _MID = bytes.fromhex("80000000000000000000000000000000")
 PE = "Error PROTOCOL_ERROR, then close; database unchanged"
-
-
-def server_range_short_bound(ctx):
-    return _first_turn_case(ctx, [("ranges", {"table": 0, "ranges": [
-        {"lower": b"", "upper": _MID[:15], "items": _items([])},
-        {"lower": _MID[:15], "upper": b"", "items": _items([])}]})],
-        [C["PROTOCOL_ERROR"]], PE + " (a bound of 15 bytes)")
-
-
-def server_range_inverted(ctx):
-    return _first_turn_case(ctx, [("ranges", {"table": 0, "ranges": [
-        {"lower": _MID, "upper": _MID, "items": _items([])}]})],
-        [C["PROTOCOL_ERROR"]], PE + " (lower >= upper)")
-
-
-def server_range_no_summary(ctx):
-    return _first_turn_case(ctx, [("ranges", {"table": 0, "ranges": [
-        {"lower": b"", "upper": b""}]})],
-        [C["PROTOCOL_ERROR"]], PE + " (a Range with no summary)")
-
-
-def server_range_unordered(ctx):
-    return _first_turn_case(ctx, [("ranges", {"table": 0, "ranges": [
-        {"lower": b"", "upper": b"", "items": _items([_U2, _U1])}]})],
-        [C["PROTOCOL_ERROR"]], PE + " (ItemList UUIDs not ascending)")
-
-
-def server_range_item_outside(ctx):
-    return _first_turn_case(ctx, [("ranges", {"table": 0, "ranges": [
-        {"lower": b"", "upper": _MID, "items": _items([_U1, b"\x90" * 16])},
-        {"lower": _MID, "upper": b"", "items": _items([])}]})],
-        [C["PROTOCOL_ERROR"]], PE + " (an item outside its range)")
-
-
-def server_item_short_site(ctx):
-    return _first_turn_case(ctx, [("ranges", {"table": 0, "ranges": [
-        {"lower": b"", "upper": b"", "items": {"items": [
-            _item(_U1, site=b"\x11" * 15)]}}]})],
-        [C["PROTOCOL_ERROR"]], PE + " (an Item version whose site is 15 "
-        "bytes)")
-
-
-def server_item_no_version(ctx):
-    return _first_turn_case(ctx, [("ranges", {"table": 0, "ranges": [
-        {"lower": b"", "upper": b"", "items": {"items": [
-            {"uuid": _U1}]}}]})],
-        [C["PROTOCOL_ERROR"]], PE + " (an Item without a version)")
-
-
-def server_item_short_base(ctx):
-    return _first_turn_case(ctx, [("ranges", {"table": 0, "ranges": [
-        {"lower": b"", "upper": b"", "items": {"items": [
-            _item(_U1, base_version={"clock": 0, "site": b"\0" * 15})]}}]})],
-        [C["PROTOCOL_ERROR"]], PE + " (an Item base_version whose site is "
-        "15 bytes)")
-
-
-def server_fingerprint_short(ctx):
-    return _first_turn_case(ctx, [("ranges", {"table": 0, "ranges": [
-        {"lower": b"", "upper": b"", "fingerprint": {
-            "value": b"\x22" * 15, "count": 3}}]})],
-        [C["PROTOCOL_ERROR"]], PE + " (a Fingerprint value of 15 bytes)")
 
 
 def _first_turn_sent(ctx):
@@ -1564,88 +973,6 @@ def _first_turn_sent(ctx):
     for b, m in recon.first_turn():
         got[3].send_frame(b, m)
     return got + (recon,)
-
-
-def _second_turn_case(ctx, mutate, codes, expected, with_turn=False):
-    """A scripted first turn (the ItemList of CLIENT_ROWS); the server
-    answers (Need, Rows); our answer is changed by |mutate|([(body,
-    msg)]) -> [(body, msg)] (|with_turn|: mutate(frames, the server's
-    turn as Received frames)); the server must fail with |codes|."""
-    got = _first_turn_sent(ctx)
-    if isinstance(got, Outcome):
-        return got
-    case, db, before, conn, srv, recon = got
-    conn.send_frame("end_turn")
-    turn, end = peers.read_turn(conn)
-    if not (end.kind == "frame" and end.body == "end_turn"):
-        return case.fail("the server did not answer the first turn",
-                         "a turn", end.describe())
-    try:
-        mine = recon.answer(turn)
-    except ValueError as e:
-        return case.fail(str(e), "a valid turn", str(e))
-    for b, m in (mutate(mine, turn) if with_turn else mutate(mine)):
-        conn.send_frame(b, m)
-    conn.send_frame("end_turn")
-    ok, what, _ = expect_error_close(conn, codes)
-    if not ok:
-        return case.fail(what, expected, what)
-    time.sleep(0.2)
-    return _unchanged(case, db, before) or case.ok(what)
-
-
-def _mut_rows(fn):
-    def mutate(frames):
-        out = []
-        for b, m in frames:
-            if b == "rows":
-                m = dict(m)
-                m["rows"] = [dict(r) for r in m["rows"]]
-                fn(m["rows"][0])
-            out.append((b, m))
-        return out
-    return mutate
-
-
-def server_rows_value_count(ctx):
-    return _second_turn_case(
-        ctx, _mut_rows(lambda r: r.update(values=r["values"][:-1])),
-        [C["PROTOCOL_ERROR"]], PE + " (a Row with one value too few)")
-
-
-def server_rows_short_uuid(ctx):
-    return _second_turn_case(
-        ctx, _mut_rows(lambda r: r.update(uuid=r["uuid"][:15])),
-        [C["PROTOCOL_ERROR"]], PE + " (a Row with a 15-byte uuid)")
-
-
-def server_rows_no_version(ctx):
-    return _second_turn_case(
-        ctx, _mut_rows(lambda r: r.pop("version")),
-        [C["PROTOCOL_ERROR"]], PE + " (a Row without a version)")
-
-
-def server_rows_short_site(ctx):
-    return _second_turn_case(
-        ctx, _mut_rows(lambda r: r.update(version={
-            "clock": r["version"]["clock"],
-            "site": r["version"]["site"][:15]})),
-        [C["PROTOCOL_ERROR"]], PE + " (a Row version whose site is 15 bytes)")
-
-
-def server_rows_tombstone_values(ctx):
-    return _second_turn_case(
-        ctx, _mut_rows(lambda r: r.update(deleted=True)),
-        [C["PROTOCOL_ERROR"]], PE + " (a tombstone Row, deleted = true, "
-        "with values)")
-
-
-def server_open_unknown_policy(ctx):
-    t = peers.table_schema((TABLE, COLUMNS))
-    return _open_case(ctx, None, [C["PROTOCOL_ERROR"]],
-                      "Error PROTOCOL_ERROR (OpenTables.policy 7 is not a "
-                      "Policy), then close; database unchanged",
-                      open_msg={"tables": [t], "policy": 7})
 
 
 def server_rows_loses(ctx):
@@ -1789,47 +1116,10 @@ def server_observe_clock(ctx):
     return case.ok("clock observed; the later local update won")
 
 
-def server_value_no_kind(ctx):
-    return _second_turn_case(
-        ctx, _mut_rows(lambda r: r.update(values=[{}] + r["values"][1:])),
-        [C["PROTOCOL_ERROR"]], PE + " (a Value with no kind)")
-
-
-def server_need_not_held(ctx):
-    return _second_turn_case(
-        ctx, lambda frames: frames + [("need", {"table": 0,
-                                                "uuids": [b"\x77" * 16]})],
-        [C["PROTOCOL_ERROR"]], PE + " (a Need for a UUID the server does "
-        "not hold)")
-
-
 def _rows_sent(turn):
     """The UUIDs of the Rows in |turn| (Received frames)."""
     return [r["uuid"] for f in turn if f.body == "rows"
             for r in f.msg.get("rows", [])]
-
-
-def server_need_already_sent(ctx):
-    def mutate(frames, turn):
-        sent = _rows_sent(turn)
-        if not sent:
-            raise ValueError("the server sent no row in its turn")
-        return frames + [("need", {"table": 0, "uuids": sent[:1]})]
-    return _second_turn_case(
-        ctx, mutate, [C["PROTOCOL_ERROR"]], PE + " (a Need for a row the "
-        "server sent in its previous turn)", with_turn=True)
-
-
-def server_need_twice(ctx):
-    def mutate(frames, turn):
-        sent = _rows_sent(turn)
-        if not sent:
-            raise ValueError("the server sent no row in its turn")
-        return frames + [("need", {"table": 0, "uuids": sent[:1]}),
-                         ("need", {"table": 0, "uuids": sent[:1]})]
-    return _second_turn_case(
-        ctx, mutate, [C["PROTOCOL_ERROR"]], PE + " (two Need frames naming "
-        "the same row, one the server already sent)", with_turn=True)
 
 
 def server_need_in_own_turn(ctx):
@@ -1848,18 +1138,6 @@ def server_need_in_own_turn(ctx):
                          "before the server's turn (LS-STATE-3)", what)
     time.sleep(0.2)
     return _unchanged(case, db, before) or case.ok(what)
-
-
-def server_row_twice(ctx):
-    def mutate(frames):
-        rows = [m for b, m in frames if b == "rows"]
-        if not rows:
-            raise ValueError("no Rows in our answer")
-        return frames + [("rows", {"table": 0,
-                                   "rows": [dict(rows[0]["rows"][0])]})]
-    return _second_turn_case(
-        ctx, mutate, [C["PROTOCOL_ERROR"]], PE + " (the same Row a second "
-        "time, in a Rows frame of its own)")
 
 
 _SITE_X = b"\x50" * 16
@@ -1929,34 +1207,6 @@ def server_lww_equal_clocks(ctx):
                              "Row for U sent: %s; Need for U: %s" % (
                                  sent, needed))
     return case.ok("equal clocks ordered by site, both ways")
-
-
-def server_need_short_uuid(ctx):
-    return _second_turn_case(
-        ctx, lambda frames: frames + [("need", {"table": 0,
-                                                "uuids": [b"\x77" * 15]})],
-        [C["PROTOCOL_ERROR"]], PE + " (a Need entry of 15 bytes)")
-
-
-def _extra_table(v):
-    v["tables"].append(dict(v["tables"][0]))
-    return v
-
-
-def server_verify_table_count(ctx):
-    return _verify_fail_case(ctx, _extra_table, C["PROTOCOL_ERROR"],
-                             PE + " (Verify with 2 tables in a 1-table "
-                             "session)")
-
-
-def _short_fingerprint(v):
-    v["tables"][0]["fingerprint"] = v["tables"][0]["fingerprint"][:15]
-    return v
-
-
-def server_verify_short_fingerprint(ctx):
-    return _verify_fail_case(ctx, _short_fingerprint, C["PROTOCOL_ERROR"],
-                             PE + " (Verify with a 15-byte fingerprint)")
 
 
 def server_fingerprint_range(ctx):
@@ -2183,25 +1433,6 @@ def server_edge_values(ctx):
     return case.ok("edge UUIDs and values stored exactly")
 
 
-def server_internal_table(ctx):
-    return _open_case(ctx, [peers.table_schema(("SQLite_Master", COLUMNS))],
-                      [C["TABLE_NOT_OFFERED"]],
-                      "Error TABLE_NOT_OFFERED (an offer-all server never "
-                      "offers sqlite_ tables, whatever their case), then "
-                      "close; no TablesOpened",
-                      {"all_tables": True})
-
-
-def server_metadata_table(ctx):
-    return _open_case(ctx, [peers.table_schema(("_LipSync_meta_cities",
-                                                COLUMNS))],
-                      [C["TABLE_NOT_OFFERED"]],
-                      "Error TABLE_NOT_OFFERED (an offer-all server never "
-                      "offers a name that starts with _lipsync, whatever "
-                      "its case), then close; no TablesOpened",
-                      {"all_tables": True})
-
-
 def server_pg_unmapped_type(ctx):
     case = Case(ctx)
     db = ctx.database("postgres", "server")
@@ -2351,28 +1582,6 @@ def server_constraint(ctx):
     return _unchanged(case, db, before) or case.ok(res.what)
 
 
-def _client_bad_hello(ctx, **hello):
-    run = ClientRun(ctx)
-    if run.conn is None:
-        return _no_conn(run)
-    s = run.session
-    r = s.read_hello()
-    if r.body != "client_hello":
-        return run.case.fail("no ClientHello", "ClientHello", r.describe())
-    s.hello(**hello)
-    exp = ("Error PROTOCOL_ERROR, then close; no client_auth; non-zero "
-           "exit; database unchanged")
-    return run.refused([C["PROTOCOL_ERROR"]], exp)
-
-
-def client_short_server_nonce(ctx):
-    return _client_bad_hello(ctx, nonce=os.urandom(16))
-
-
-def client_feature_not_offered(ctx):
-    return _client_bad_hello(ctx, features=["x-lsconf-not-offered"])
-
-
 def server_prepared_in_transaction(ctx):
     """SQLite: when TablesOpened arrives, the server has begun its
     transaction and prepared the table (it gives its rows UUIDs, a
@@ -2465,167 +1674,3 @@ def server_locked(ctx):
                          "complete: %s" % res.what, "Committed (LS-ERR-10)",
                          res.what)
     return case.ok("TRY_AGAIN while locked; committed afterwards")
-
-
-def more_tests():
-    S, K = "server", "client"
-    R = "LS-STATE-4"
-    pg = Test(name="wire/server/open/pg-unmapped-type",
-              requirements=("LS-TYPE-4", "LS-TYPE-11", "LS-OPEN-1"),
-              run=server_pg_unmapped_type, role=S, backends=("postgres",),
-              description="PostgreSQL interval column: SCHEMA_MISMATCH "
-              "naming it")
-    sq = [Test(name=n, requirements=tuple(r), run=f, role=S,
-               backends=("sqlite",), description=d) for n, r, f, d in [
-        ("wire/server/open/internal-table", ["LS-OPEN-4"],
-         server_internal_table,
-         "offer-all server, table SQLite_Master: TABLE_NOT_OFFERED"),
-        ("wire/server/open/metadata-table", ["LS-OPEN-4"],
-         server_metadata_table,
-         "offer-all server, table _LipSync_meta_cities: TABLE_NOT_OFFERED"),
-        ("wire/server/open/sqlite-declared-types", ["LS-TYPE-5"],
-         server_sqlite_declared_types,
-         "declared types of V-TYPE-n map to their canonical types"),
-        ("wire/server/value/invalid-utf8", ["LS-VALUE-5", "LS-ERR-9"],
-         server_invalid_utf8,
-         "a stored TEXT that is not UTF-8: INVALID_VALUE, not sent"),
-        ("wire/server/open/prepared-in-transaction", ["LS-OPEN-9"],
-         server_prepared_in_transaction,
-         "after TablesOpened the server's transaction holds the table"),
-        ("wire/server/apply/constraint", ["LS-APPLY-2", "LS-COMMIT-6"],
-         server_constraint,
-         "a pushed row breaks a UNIQUE constraint: STORAGE_ERROR"),
-        ("wire/server/store/locked", ["LS-ERR-10", "LS-OPEN-9", "LS-ERR-9",
-                                      "LS-COMMIT-6"],
-         server_locked,
-         "another writer holds the lock: TRY_AGAIN, then the sync "
-         "succeeds"),
-    ]]
-    return [
-        _t("wire/server/range/short-bound", ["LS-RANGE-1", R],
-           server_range_short_bound, S,
-           "a range bound of 15 bytes: PROTOCOL_ERROR"),
-        _t("wire/server/range/inverted", ["LS-RANGE-1", R],
-           server_range_inverted, S,
-           "a range with lower >= upper: PROTOCOL_ERROR"),
-        _t("wire/server/range/no-summary", ["LS-RANGE-2", R],
-           server_range_no_summary, S,
-           "a Range with no summary: PROTOCOL_ERROR"),
-        _t("wire/server/range/items-unordered", ["LS-RANGE-3", R],
-           server_range_unordered, S,
-           "an ItemList not in ascending UUID order: PROTOCOL_ERROR"),
-        _t("wire/server/range/item-outside", ["LS-RANGE-3", R],
-           server_range_item_outside, S,
-           "an Item outside its range: PROTOCOL_ERROR"),
-        _t("wire/server/item/short-site", ["LS-ITEM-2", "LS-VERSION-6", R],
-           server_item_short_site, S,
-           "an Item version with a 15-byte site: PROTOCOL_ERROR"),
-        _t("wire/server/item/no-version", ["LS-ITEM-2", "LS-VERSION-6", R],
-           server_item_no_version, S,
-           "an Item without a version: PROTOCOL_ERROR"),
-        _t("wire/server/item/short-base", ["LS-VERSION-6", "LS-POLICY-5",
-                                           R],
-           server_item_short_base, S,
-           "an Item base_version with a 15-byte site: PROTOCOL_ERROR"),
-        _t("wire/server/rows/no-version", ["LS-VERSION-6", R,
-                                           "LS-COMMIT-6"],
-           server_rows_no_version, S,
-           "a Row without a version: PROTOCOL_ERROR"),
-        _t("wire/server/rows/short-site", ["LS-VERSION-6", R],
-           server_rows_short_site, S,
-           "a Row version with a 15-byte site: PROTOCOL_ERROR"),
-        _t("wire/server/rows/tombstone-with-values", ["LS-TOMB-1", R],
-           server_rows_tombstone_values, S,
-           "a tombstone Row carrying values: PROTOCOL_ERROR"),
-        _t("wire/server/rows/loses", ["LS-POLICY-4", "LS-ROWS-6", "LS-POLICY-1", R,
-                                      "LS-COMMIT-6"],
-           server_rows_loses, S,
-           "a Row whose version loses to the server's: PROTOCOL_ERROR, "
-           "unchanged"),
-        _t("wire/server/sync/observe-clock",
-           ["LS-VERSION-3", "LS-VERSION-2", "LS-CAPTURE-1", "LS-POLICY-1"],
-           server_observe_clock, S,
-           "versions from the future are observed: later local updates "
-           "still win"),
-        _t("wire/server/open/unknown-policy", ["LS-POLICY-6", R],
-           server_open_unknown_policy, S,
-           "OpenTables with policy 7: PROTOCOL_ERROR"),
-        _t("wire/server/range/short-fingerprint", ["LS-FP-2", R],
-           server_fingerprint_short, S,
-           "a Fingerprint value of 15 bytes: PROTOCOL_ERROR"),
-        _t("wire/server/rows/value-count", ["LS-ROWS-2", R,
-                                            "LS-COMMIT-6"],
-           server_rows_value_count, S,
-           "a Row with one value too few: PROTOCOL_ERROR"),
-        _t("wire/server/rows/short-uuid", ["LS-ROWS-2", R],
-           server_rows_short_uuid, S,
-           "a Row with a 15-byte uuid: PROTOCOL_ERROR"),
-        _t("wire/server/rows/value-no-kind", ["LS-VALUE-1", R],
-           server_value_no_kind, S,
-           "a Value with no kind: PROTOCOL_ERROR"),
-        _t("wire/server/need/not-held", ["LS-NEED-2", R],
-           server_need_not_held, S,
-           "a Need for a UUID the server does not hold: PROTOCOL_ERROR"),
-        _t("wire/server/need/already-sent", ["LS-NEED-4", R],
-           server_need_already_sent, S,
-           "a Need for a row the server already sent: PROTOCOL_ERROR"),
-        _t("wire/server/need/twice", ["LS-NEED-4", R],
-           server_need_twice, S,
-           "two Need frames naming one row: PROTOCOL_ERROR"),
-        _t("wire/server/state/frame-in-own-turn", ["LS-STATE-3",
-                                                   "LS-STATE-6"],
-           server_need_in_own_turn, S,
-           "a Need sent with the client's EndTurn: UNEXPECTED_MESSAGE"),
-        _t("wire/server/frame/oneof-merged", ["LS-FRAME-6"],
-           server_oneof_merged, S,
-           "a body in two occurrences: merged, or the last alone"),
-        _t("wire/server/frame/oneof-overwritten-malformed", ["LS-FRAME-7"],
-           server_oneof_overwritten_malformed, S,
-           "an overwritten body that does not decode: PROTOCOL_ERROR"),
-        _t("wire/server/frame/wrong-wire-type", ["LS-FRAME-8"],
-           server_wrong_wire_type, S,
-           "a known field with the wrong wire type: PROTOCOL_ERROR or "
-           "ignored"),
-        _t("wire/server/frame/uint32-overflow", ["LS-FRAME-13"],
-           server_uint32_overflow, S,
-           "a uint32 field of 2^32 + 1: its low 32 bits, or PROTOCOL_ERROR"),
-        _t("wire/server/rows/twice", ["LS-ROWS-6", R],
-           server_row_twice, S,
-           "the same Row twice in one session: PROTOCOL_ERROR"),
-        _t("wire/server/policy/lww-equal-clocks", ["LS-VERSION-1",
-                                                   "LS-POLICY-1"],
-           server_lww_equal_clocks, S,
-           "lww: versions with equal clocks are ordered by site"),
-        _t("wire/server/need/short-uuid", ["LS-NEED-2", R],
-           server_need_short_uuid, S,
-           "a Need entry of 15 bytes: PROTOCOL_ERROR"),
-        _t("wire/server/verify/table-count", ["LS-VERIFY-3", R],
-           server_verify_table_count, S,
-           "a Verify with 2 tables in a 1-table session: PROTOCOL_ERROR"),
-        _t("wire/server/verify/short-fingerprint", ["LS-VERIFY-3", R],
-           server_verify_short_fingerprint, S,
-           "a Verify with a 15-byte fingerprint: PROTOCOL_ERROR"),
-        _t("wire/server/sync/fingerprint-range",
-           ["LS-RECON-7", "LS-RECON-3", "LS-RECON-1", "LS-TURN-4",
-            "LS-FP-1", "LS-FP-3", "LS-DIGEST-1", "LS-DIGEST-2",
-            "LS-EXT-4", "LS-VERSION-6", "LS-ITEM-1", "LS-VERSION-5"],
-           server_fingerprint_range, S,
-           "a full-range Fingerprint: answered by option (a) or (b)"),
-        _t("wire/server/transport/split-coalesce",
-           ["LS-TRANS-1", "LS-TRANS-2", "LS-TRANS-3", "LS-TURN-2",
-            "LS-STATE-5"], server_transport, S,
-           "byte-wise and coalesced writes; silence during our turn"),
-        _t("wire/server/frame/max-size-unknown-fields",
-           ["LS-FRAME-2", "LS-FRAME-6"], server_max_frame, S,
-           "reordered/repeated/unknown fields; a frame of MAX_FRAME bytes"),
-        _t("wire/server/sync/edge-values",
-           ["LS-UUID-1", "LS-UUID-2", "LS-VALUE-2"], server_edge_values, S,
-           "UUIDs without version bits, edge values, null: false"),
-        _t("wire/client/version/short-server-nonce", ["LS-VER-5"],
-           client_short_server_nonce, K,
-           "ServerHello with a 16-byte nonce: PROTOCOL_ERROR"),
-        _t("wire/client/version/feature-not-offered", ["LS-VER-5"],
-           client_feature_not_offered, K,
-           "ServerHello naming a feature not offered: PROTOCOL_ERROR"),
-        pg,
-    ] + sq

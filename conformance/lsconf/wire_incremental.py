@@ -381,6 +381,45 @@ def server_unchanged(ctx):
     return ss.case.ok("an empty incremental session committed")
 
 
+def server_empty_changes(ctx):
+    """LS-INC-22: nothing changed, but the client's first turn holds a
+    Changes frame with no items for the incremental table. The server
+    accepts it and, the turn not being quiet, answers with a turn of its
+    own, then commits."""
+    ss = Sessions(ctx)
+    bad = ss.first()
+    if bad:
+        return bad
+    turns = []
+    out = ss.incremental_session(
+        first_turn=_add(("changes", {"table": 0, "items": []})),
+        on_turn=lambda f: turns.append(_bodies(f)))
+    bad = ss.committed(out, "the session with an empty Changes frame",
+                       True)
+    if bad:
+        return bad
+    if not turns:
+        return ss.case.fail("the server took a turn holding an empty "
+                            "Changes frame as quiet: it answered with "
+                            "Verify", "a turn in answer (LS-INC-22: an "
+                            "empty Changes frame makes its turn not "
+                            "quiet)", "Verify")
+    return ss.case.ok("empty Changes accepted, answered with a turn")
+
+
+def server_changes_without_feature(ctx):
+    """LS-INC-23: a Changes frame when the feature is not in effect (the
+    client did not offer it): UNEXPECTED_MESSAGE, not PROTOCOL_ERROR."""
+    ss = Sessions(ctx)
+    ss.before = ss.db.snapshot()
+    out = ss.sync(keep_open=True, feature=False,
+                  first_turn=_add(("changes", {"table": 0, "items": []})))
+    return ss.refused(out, [C["UNEXPECTED_MESSAGE"]], "Error "
+                      "UNEXPECTED_MESSAGE (a Changes frame without the "
+                      "feature in effect, LS-INC-23), then close; database "
+                      "unchanged") or ss.case.ok(out.result.what)
+
+
 def server_token(ctx):
     """LS-INC-5 (SHOULD): a session that changes the server's table gets a
     new token; one that changes nothing keeps it."""
@@ -970,13 +1009,16 @@ def _next_connection(run):
     return None
 
 
-def _malformed_checkpoint(ctx, change):
-    """The first session's Committed carries a malformed checkpoint: the
-    client still commits (LS-INC-3: it is no checkpoint) and presents none
+def _malformed_checkpoint(ctx, change, mutate_list=None):
+    """The first session's Committed carries a malformed checkpoint (each
+    changed by |change|, or the list by |mutate_list|): the client still
+    commits (LS-INC-3: it is no checkpoint; LS-INC-19) and presents none
     in its next session."""
     runs = Runs(ctx)
 
     def mutate(cps):
+        if mutate_list is not None:
+            return mutate_list(cps)
         return [change(dict(cp)) for cp in cps]
     bad = runs.ok_session("the session whose Committed carries a malformed "
                           "checkpoint",
@@ -988,6 +1030,37 @@ def _malformed_checkpoint(ctx, change):
     return runs.ok_session("the next session",
                            check_open=_open_checks(runs, None)) or \
         runs.case.ok("malformed checkpoint ignored")
+
+
+def client_checkpoint_count(ctx):
+    """LS-INC-19: the first session's Committed carries two checkpoints
+    for a one-table session: the client still commits, keeps neither, and
+    presents none in its next session."""
+    return _malformed_checkpoint(ctx, None, lambda cps: cps + [dict(cps[0])])
+
+
+def client_no_checkpoint_removes(ctx):
+    """LS-INC-20: the first session gives a checkpoint; the second one's
+    Committed gives none for the table (an empty token, LS-INC-3): the
+    client must remove the checkpoint it held, and present none in the
+    third session."""
+    runs = Runs(ctx)
+    bad = runs.ok_session("the first session")
+    if bad:
+        return bad
+    runs.again()
+
+    def drop(cps):
+        return [dict(cp, token=b"") for cp in cps]
+    bad = runs.ok_session("the session whose Committed gives no checkpoint",
+                          check_open=lambda sr: setattr(
+                              sr, "mutate_checkpoints", drop))
+    if bad:
+        return bad
+    runs.again()
+    return runs.ok_session("the next session",
+                           check_open=_open_checks(runs, None)) or \
+        runs.case.ok("the checkpoint held was removed")
 
 
 def client_malformed_token(ctx):
@@ -1096,12 +1169,18 @@ def tests():
         _t(P + "client-site-missing", ["LS-INC-7", "LS-STATE-4"],
            server_client_site_missing, S,
            "OpenTables without client_site: PROTOCOL_ERROR"),
-        _t(P + "changes-not-incremental", R,
+        _t(P + "changes-not-incremental", R + ["LS-INC-23"],
            server_changes_not_incremental, S,
            "Changes for a table that is not incremental: PROTOCOL_ERROR"),
-        _t(P + "changes-late", R, server_changes_late, S,
+        _t(P + "changes-late", R + ["LS-INC-23"], server_changes_late, S,
            "Changes in the client's second turn: PROTOCOL_ERROR"),
-        _t(P + "ranges-for-incremental", R + ["LS-INC-11"],
+        _t(P + "changes-without-feature", ["LS-INC-23", "LS-STATE-3"],
+           server_changes_without_feature, S,
+           "a Changes frame without the feature: UNEXPECTED_MESSAGE"),
+        _t(P + "empty-changes", ["LS-INC-22", "LS-TURN-6"],
+           server_empty_changes, S,
+           "an empty Changes frame: accepted, and its turn is not quiet"),
+        _t(P + "ranges-for-incremental", R + ["LS-INC-11", "LS-INC-24"],
            server_ranges_for_incremental, S,
            "Ranges for an incremental table, then its Changes: "
            "PROTOCOL_ERROR"),
@@ -1161,6 +1240,12 @@ def tests():
            client_verify_failed, K,
            "VERIFY_FAILED in an incremental session: no checkpoint next "
            "time, ranges converge"),
+        _t(Q + "checkpoint-count", ["LS-INC-19", "LS-INC-6"],
+           client_checkpoint_count, K,
+           "two checkpoints for one table: committed, neither kept"),
+        _t(Q + "no-checkpoint-removes", ["LS-INC-20", "LS-INC-6"],
+           client_no_checkpoint_removes, K,
+           "a Committed with no checkpoint removes the one held"),
         _t(Q + "malformed-token", ["LS-INC-3", "LS-INC-6"],
            client_malformed_token, K,
            "a checkpoint whose token is 3 bytes: committed, not presented"),

@@ -7,7 +7,6 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
-#include <math.h>
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -222,97 +221,6 @@ void cli_secret_wipe(cli_secret *secret) {
   secret->len = 0;
 }
 
-/* ---- options ---------------------------------------------------------- */
-
-static int parse_port(const char *text, int allow_zero, cli_hostport *out,
-                      char *err, size_t errlen) {
-  long port;
-  if (cli_parse_count(text, allow_zero ? 0 : 1, 65535, &port) < 0) {
-    snprintf(err, errlen, "invalid port \"%s\" (%s..65535)", text,
-             allow_zero ? "0" : "1");
-    return -1;
-  }
-  snprintf(out->port, sizeof out->port, "%ld", port);
-  return 0;
-}
-
-static int set_host(cli_hostport *out, const char *host, size_t len, char *err,
-                    size_t errlen) {
-  if (len == 0 || len >= sizeof out->host) {
-    snprintf(err, errlen, "invalid host in address");
-    return -1;
-  }
-  memcpy(out->host, host, len);
-  out->host[len] = '\0';
-  return 0;
-}
-
-int cli_parse_hostport(const char *text, int allow_port_zero, cli_hostport *out,
-                       char *err, size_t errlen) {
-  const char *colon;
-  const char *host = text;
-  size_t hostlen;
-  if (text[0] == '[') {
-    const char *close = strchr(text, ']');
-    if (close == NULL || close[1] != ':') {
-      snprintf(err, errlen, "invalid address \"%s\" (expected [IPv6]:PORT)",
-               text);
-      return -1;
-    }
-    host = text + 1;
-    hostlen = (size_t)(close - host);
-    colon = close + 1;
-  } else {
-    colon = strrchr(text, ':');
-    /* An unbracketed IPv6 address has several colons: which one starts the
-     * port is ambiguous, so refuse it rather than guess. */
-    if (colon == NULL || memchr(text, ':', (size_t)(colon - text)) != NULL) {
-      snprintf(err, errlen,
-               "invalid address \"%s\" (expected HOST:PORT or [IPv6]:PORT)",
-               text);
-      return -1;
-    }
-    hostlen = (size_t)(colon - text);
-  }
-  if (set_host(out, host, hostlen, err, errlen) < 0)
-    return -1;
-  return parse_port(colon + 1, allow_port_zero, out, err, errlen);
-}
-
-int cli_parse_timeout(const char *text, int *timeout_ms) {
-  char *end;
-  errno = 0;
-  double seconds = strtod(text, &end);
-  if (errno != 0 || end == text || *end != '\0' || !isfinite(seconds) ||
-      seconds < 0 || seconds * 1000.0 > (double)INT_MAX)
-    return -1;
-  *timeout_ms = (int)(seconds * 1000.0);
-  /* A positive timeout below a millisecond still means "a timeout". */
-  if (*timeout_ms == 0 && seconds > 0)
-    *timeout_ms = 1;
-  return 0;
-}
-
-int cli_parse_count(const char *text, long min, long max, long *out) {
-  char *end;
-  errno = 0;
-  if (text[0] < '0' || text[0] > '9')
-    return -1;
-  long value = strtol(text, &end, 10);
-  if (errno != 0 || *end != '\0' || value < min || value > max)
-    return -1;
-  *out = value;
-  return 0;
-}
-
-int cli_parse_memory(const char *text, size_t *bytes) {
-  long mib;
-  if (cli_parse_count(text, 0, CLI_MEMORY_MAX_MIB, &mib) < 0)
-    return -1;
-  *bytes = (size_t)mib * 1024 * 1024;
-  return 0;
-}
-
 /* ---- sockets and time ------------------------------------------------- */
 
 void cli_format_address(const struct sockaddr *addr, socklen_t addrlen,
@@ -457,29 +365,6 @@ int cli_open_store(const char *prog, const char *db, lipsync_store **out) {
     return -1;
   }
   return 0;
-}
-
-int cli_parse_duration_ms(const char *text, uint64_t *ms) {
-  static const struct {
-    const char *suffix;
-    uint64_t ms;
-  } units[] = {{"", 1000},   {"ms", 1},      {"s", 1000},
-               {"m", 60000}, {"h", 3600000}, {"d", 86400000}};
-  char *end;
-  if (text[0] < '0' || text[0] > '9')
-    return -1;
-  errno = 0;
-  unsigned long long n = strtoull(text, &end, 10);
-  if (errno != 0)
-    return -1;
-  for (size_t i = 0; i < sizeof units / sizeof units[0]; i++)
-    if (strcmp(end, units[i].suffix) == 0) {
-      if (n > UINT64_MAX / units[i].ms)
-        return -1;
-      *ms = n * units[i].ms;
-      return 0;
-    }
-  return -1;
 }
 
 int cli_init_tables(const char *prog, const char *db, const char *const *tables,

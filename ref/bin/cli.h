@@ -2,8 +2,9 @@
  * cli.h: what lipsync-server and lipsync-client share.
  *
  * The exit status of both programs, the shared secret (read from a file or
- * the environment, never from argv, and wiped after use), HOST:PORT parsing,
- * socket helpers, and the progress line the client draws on a terminal.
+ * the environment, never from argv, and wiped after use), databases, socket
+ * helpers, and the progress line the client draws on a terminal. The
+ * command line is options.h's.
  * Helpers that can fail return 0 or -1 and describe the failure in a
  * caller-supplied buffer, so each program words its own messages.
  */
@@ -103,50 +104,15 @@ void cli_secret_wipe(cli_secret *secret);
  * prints a PostgreSQL conninfo, which may hold a password. */
 int cli_open_store(const char *prog, const char *db, lipsync_store **out);
 
-/* ---- options ---------------------------------------------------------- */
-
-#define CLI_HOST_MAX 256
-
-/* One HOST:PORT: HOST is an IPv4 address, a bracketed IPv6 address
- * ("[::1]", brackets removed here) or a host name. */
-typedef struct cli_hostport {
-  char host[CLI_HOST_MAX];
-  char port[6];
-} cli_hostport;
-
-/* Parses |text| into |out|. Port 0 is accepted only if |allow_port_zero|.
- * Returns 0, or -1 with the reason in |err|. */
-int cli_parse_hostport(const char *text, int allow_port_zero, cli_hostport *out,
-                       char *err, size_t errlen);
-
-/* Parses a timeout in seconds (fractions allowed, 0 = none) into
- * milliseconds. Returns 0 or -1. */
-int cli_parse_timeout(const char *text, int *timeout_ms);
-
-/* Parses a decimal integer in [min, max]. Returns 0 or -1. */
-/* Parses a duration: N (seconds), Nms, Ns, Nm, Nh or Nd, into
- * milliseconds. Returns 0, or -1 if |text| is not one. */
-int cli_parse_duration_ms(const char *text, uint64_t *ms);
-
 /* Opens |db| and installs change capture on |tables| (--init). Prints
  * what it did unless |quiet|, or the error. Returns the exit status. */
 int cli_init_tables(const char *prog, const char *db, const char *const *tables,
                     size_t ntables, int quiet);
 
-int cli_parse_count(const char *text, long min, long max, long *out);
-
-/* The option --max-session-memory MIB, shared by both programs. */
-#define CLI_SERVER_MEMORY_HELP                                                 \
-  "  --max-session-memory MIB\n"                                               \
-  "                      fail a session that would buffer more than MIB\n"     \
-  "                      MiB for its peer (default 256; 0 = no bound):\n"      \
-  "                      rows held for the end, UUIDs received, asked\n"       \
-  "                      for or to send, and the frame being read\n"
-#define CLI_MEMORY_MAX_MIB (1024L * 1024L)
-/* Parses --max-session-memory's MIB into bytes. Returns 0 or -1. */
-int cli_parse_memory(const char *text, size_t *bytes);
-
 /* ---- sockets and time ------------------------------------------------- */
+
+/* Longest host name or address accepted (options.h: cli_hostport). */
+#define CLI_HOST_MAX 256
 
 /* Longest text cli_format_address() writes: "[" host "]:" port. */
 #define CLI_ADDRESS_MAX (CLI_HOST_MAX + 16)

@@ -9,8 +9,8 @@
  * neither changes.
  */
 #include <errno.h>
-#include <getopt.h>
 #include <limits.h>
+#include <stdarg.h>
 #include <inttypes.h>
 #include <netdb.h>
 #include <poll.h>
@@ -26,6 +26,8 @@
 #include "command.h"
 #include "conn.h"
 #include "lipsync.h"
+#include "options.h"
+#include "report.h"
 
 #define PROG "lipsync-client"
 #define DEFAULT_TIMEOUT_MS 60000
@@ -42,8 +44,11 @@ typedef struct client_config {
   const char *db_path;
   const char *secret_file;
   cli_hostport server;
-  const char **tables;
-  size_t ntables;
+  cli_list tables;      /* --table, as given: NAME or LOCAL=REMOTE */
+  char **locals;        /* the local names of |tables| */
+  const char **remotes; /* the server's names of |tables| */
+  int dry_run;
+  int json;
   int timeout_ms;
   int quiet;
   int init;
@@ -59,18 +64,32 @@ typedef struct client_config {
   conn_tls *tls; /* NULL: plaintext */
 } client_config;
 
+/* The last error message printed, for --json. */
+static char last_error[1024];
+
+/* Prints "lipsync-client: MESSAGE" on stderr and remembers MESSAGE. */
+static void complain(const char *fmt, ...)
+    __attribute__((format(printf, 1, 2)));
+static void complain(const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(last_error, sizeof last_error, fmt, ap);
+  va_end(ap);
+  fprintf(stderr, PROG ": %s\n", last_error);
+}
+
 /* ---- options ---------------------------------------------------------- */
 
 static void usage(FILE *out, int full) {
   fprintf(out,
           "Usage: " PROG
           " --db DB (--connect HOST:PORT | --connect-command CMD)\n"
-          "         --secret-file FILE --table NAME [--table NAME]...\n"
+          "         --secret-file FILE --table NAME[=REMOTE]...\n"
           "         [--tls-verify] [--tls-ca FILE] [--tls-server-name NAME]\n"
           "         [--plaintext] [--tls] [--policy POLICY] [--full]\n"
           "         [--no-incremental] [--retries N] [--timeout SECONDS]\n"
           "         [--max-session-memory MIB]\n"
-          "         [--quiet]\n"
+          "         [--dry-run] [--json] [--quiet]\n"
           "       " PROG " --db DB --init --table NAME [--table NAME]...\n"
           "       " PROG " --help | --version\n");
   if (!full) {
@@ -102,6 +121,8 @@ static void usage(FILE *out, int full) {
       "  --table NAME         a table to sync (repeat for several; all\n"
       "                       are synced in one transaction; on\n"
       "                       PostgreSQL SCHEMA.NAME, else public)\n"
+      "  --table LOCAL=REMOTE sync the local table LOCAL with the server's\n"
+      "                       table REMOTE (e.g. cities=geo.cities)\n"
       "  --tls-verify         verify the server's certificate (TLS 1.3)\n"
       "                       against the system's trusted authorities,\n"
       "                       and its name: the HOST of --connect. By\n"
@@ -141,6 +162,12 @@ static void usage(FILE *out, int full) {
       "                       stays silent, this long (default 60; 0 =\n"
       "                       wait forever), or when this database stays\n"
       "                       locked half as long\n"
+      "  --dry-run            run the whole reconciliation, apply nothing\n"
+      "                       on either side (both roll back), and print\n"
+      "                       what the sync would do, per table\n"
+      "  --json               print one JSON object for the run on stdout\n"
+      "                       (counts per table, or the error), instead\n"
+      "                       of the lines below\n"
       "  --quiet              print nothing but errors\n"
       "\n"
       "On success prints one line per table:\n"
@@ -152,165 +179,100 @@ static void usage(FILE *out, int full) {
       "\n" CLI_EXIT_STATUS_HELP);
 }
 
-enum {
-  OPT_DB = 256,
-  OPT_CONNECT,
-  OPT_SECRET_FILE,
-  OPT_TABLE,
-  OPT_TIMEOUT,
-  OPT_QUIET,
-  OPT_POLICY,
-  OPT_INIT,
-  OPT_FULL,
-  OPT_NO_INCREMENTAL,
-  OPT_RETRIES,
-  OPT_MAX_SESSION_MEMORY,
-  OPT_CONNECT_COMMAND,
-  OPT_PLAINTEXT,
-  OPT_TLS,
-  OPT_TLS_VERIFY,
-  OPT_TLS_CA,
-  OPT_TLS_SERVER_NAME,
-  OPT_HELP,
-  OPT_VERSION
-};
-
-static const struct option long_options[] = {
-    {"db", required_argument, NULL, OPT_DB},
-    {"connect", required_argument, NULL, OPT_CONNECT},
-    {"secret-file", required_argument, NULL, OPT_SECRET_FILE},
-    {"table", required_argument, NULL, OPT_TABLE},
-    {"timeout", required_argument, NULL, OPT_TIMEOUT},
-    {"quiet", no_argument, NULL, OPT_QUIET},
-    {"policy", required_argument, NULL, OPT_POLICY},
-    {"init", no_argument, NULL, OPT_INIT},
-    {"full", no_argument, NULL, OPT_FULL},
-    {"no-incremental", no_argument, NULL, OPT_NO_INCREMENTAL},
-    {"retries", required_argument, NULL, OPT_RETRIES},
-    {"max-session-memory", required_argument, NULL, OPT_MAX_SESSION_MEMORY},
-    {"connect-command", required_argument, NULL, OPT_CONNECT_COMMAND},
-    {"plaintext", no_argument, NULL, OPT_PLAINTEXT},
-    {"tls", no_argument, NULL, OPT_TLS},
-    {"tls-verify", no_argument, NULL, OPT_TLS_VERIFY},
-    {"tls-ca", required_argument, NULL, OPT_TLS_CA},
-    {"tls-server-name", required_argument, NULL, OPT_TLS_SERVER_NAME},
-    {"help", no_argument, NULL, OPT_HELP},
-    {"version", no_argument, NULL, OPT_VERSION},
-    {NULL, 0, NULL, 0}};
-
-static int usage_error(const char *message) {
-  if (message != NULL)
-    fprintf(stderr, PROG ": %s\n", message);
-  usage(stderr, 0);
-  return CLI_EXIT_USAGE;
+/* --tls-ca and --tls-server-name each imply --tls-verify. */
+static int set_tls_ca(void *config, const char *arg, char *err, size_t errlen) {
+  client_config *c = config;
+  c->tls_options.verify_cert = 1;
+  c->tls_options.ca_file = arg;
+  return 0;
 }
 
-static int add_table(client_config *config, const char *name) {
-  for (size_t i = 0; i < config->ntables; i++) {
-    if (strcmp(config->tables[i], name) == 0)
-      return usage_error("a table is named twice");
+static int set_tls_server_name(void *config, const char *arg, char *err,
+                               size_t errlen) {
+  client_config *c = config;
+  c->tls_options.verify_cert = 1;
+  c->tls_options.server_name = arg;
+  return 0;
+}
+
+/* Keep the order: getopt_long lists an ambiguous abbreviation's
+ * candidates in it. */
+static const cli_option options[] = {
+    {"db", CLI_STRING(client_config, db_path)},
+    {"connect", CLI_HOSTPORT(client_config, server, 1)},
+    {"secret-file", CLI_STRING(client_config, secret_file)},
+    {"table", CLI_LIST(client_config, tables), .nonempty = 1,
+     .message = "--table takes a table name",
+     .repeated = "a table is named twice"},
+    {"timeout", CLI_TIMEOUT(client_config, timeout_ms, 0),
+     .message = "--timeout takes a number of seconds"},
+    {"quiet", CLI_FLAG(client_config, quiet)},
+    {"dry-run", CLI_FLAG(client_config, dry_run)},
+    {"json", CLI_FLAG(client_config, json)},
+    {"policy", CLI_POLICY(client_config, policy),
+     .message = "--policy takes lww, server-wins or client-wins"},
+    {"init", CLI_FLAG(client_config, init)},
+    {"full", CLI_FLAG(client_config, full)},
+    {"no-incremental", CLI_FLAG(client_config, no_incremental)},
+    {"retries", CLI_COUNT(client_config, retries, 0, 100),
+     .message = "--retries takes a number from 0 to 100"},
+    {"max-session-memory", CLI_MEMORY(client_config, max_session_memory),
+     .message = CLI_MEMORY_USAGE},
+    {"connect-command", CLI_STRING(client_config, command), .nonempty = 1,
+     .message = "--connect-command takes a command"},
+    {"plaintext", CLI_FLAG(client_config, plaintext)},
+    {"tls", CLI_FLAG(client_config, tls_command)},
+    {"tls-verify", CLI_FLAG(client_config, tls_options.verify_cert)},
+    {"tls-ca", CLI_CUSTOM(set_tls_ca)},
+    {"tls-server-name", CLI_CUSTOM(set_tls_server_name)},
+    {"help", CLI_HELP},
+    {"version", CLI_VERSION}};
+
+static const cli_program program = {PROG, usage, options,
+                                    sizeof options / sizeof options[0]};
+
+static int usage_error(const char *message) {
+  return cli_usage_error(&program, message);
+}
+
+/* Splits each --table into its local and remote name (LOCAL=REMOTE, or
+ * NAME for both). Returns -1 to go on, else the exit status. */
+static int split_tables(client_config *config) {
+  size_t n = config->tables.count;
+  config->locals = calloc(n + 1, sizeof *config->locals);
+  config->remotes = calloc(n + 1, sizeof *config->remotes);
+  if (!config->locals || !config->remotes)
+    return CLI_EXIT_INTERNAL;
+  for (size_t i = 0; i < n; i++) {
+    const char *arg = config->tables.items[i];
+    const char *eq = strchr(arg, '=');
+    size_t len = eq ? (size_t)(eq - arg) : strlen(arg);
+    config->locals[i] = strndup(arg, len);
+    config->remotes[i] = eq ? eq + 1 : arg;
+    if (!config->locals[i])
+      return CLI_EXIT_INTERNAL;
+    if (len == 0 || config->remotes[i][0] == '\0')
+      return usage_error("--table takes NAME or LOCAL=REMOTE");
+    for (size_t j = 0; j < i; j++) {
+      if (strcmp(config->locals[j], config->locals[i]) == 0)
+        return usage_error("a table is named twice");
+      if (strcmp(config->remotes[j], config->remotes[i]) == 0)
+        return usage_error("two tables are mapped to one of the server's");
+    }
   }
-  if (name[0] == '\0')
-    return usage_error("--table takes a table name");
-  config->tables[config->ntables++] = name;
   return -1;
 }
 
-/* Handles one option. Returns -1 to go on, else the exit status. */
-static int apply_option(client_config *config, int opt, const char *arg) {
-  char err[256];
-  switch (opt) {
-  case OPT_DB:
-    config->db_path = arg;
-    return -1;
-  case OPT_CONNECT:
-    if (cli_parse_hostport(arg, 0, &config->server, err, sizeof err) < 0)
-      return usage_error(err);
-    return -1;
-  case OPT_SECRET_FILE:
-    config->secret_file = arg;
-    return -1;
-  case OPT_TABLE:
-    return add_table(config, arg);
-  case OPT_TIMEOUT:
-    if (cli_parse_timeout(arg, &config->timeout_ms) < 0)
-      return usage_error("--timeout takes a number of seconds");
-    return -1;
-  case OPT_QUIET:
-    config->quiet = 1;
-    return -1;
-  case OPT_POLICY:
-    if (lipsync_policy_parse(arg, &config->policy) < 0)
-      return usage_error("--policy takes lww, server-wins or client-wins");
-    return -1;
-  case OPT_INIT:
-    config->init = 1;
-    return -1;
-  case OPT_FULL:
-    config->full = 1;
-    return -1;
-  case OPT_NO_INCREMENTAL:
-    config->no_incremental = 1;
-    return -1;
-  case OPT_RETRIES:
-    if (cli_parse_count(arg, 0, 100, &config->retries) < 0)
-      return usage_error("--retries takes a number from 0 to 100");
-    return -1;
-  case OPT_MAX_SESSION_MEMORY:
-    if (cli_parse_memory(arg, &config->max_session_memory) < 0)
-      return usage_error("--max-session-memory takes a number of MiB from 0 "
-                         "to 1048576");
-    return -1;
-  case OPT_CONNECT_COMMAND:
-    if (arg[0] == '\0')
-      return usage_error("--connect-command takes a command");
-    config->command = arg;
-    return -1;
-  case OPT_PLAINTEXT:
-    config->plaintext = 1;
-    return -1;
-  case OPT_TLS:
-    config->tls_command = 1;
-    return -1;
-  case OPT_TLS_VERIFY:
-    config->tls_options.verify_cert = 1;
-    return -1;
-  case OPT_TLS_CA:
-    config->tls_options.verify_cert = 1;
-    config->tls_options.ca_file = arg;
-    return -1;
-  case OPT_TLS_SERVER_NAME:
-    config->tls_options.verify_cert = 1;
-    config->tls_options.server_name = arg;
-    return -1;
-  case OPT_HELP:
-    usage(stdout, 1);
-    return CLI_EXIT_OK;
-  case OPT_VERSION:
-    cli_print_version(PROG);
-    return CLI_EXIT_OK;
-  default:
-    return usage_error(NULL);
-  }
+static void free_tables(client_config *config) {
+  for (size_t i = 0; config->locals && i < config->tables.count; i++)
+    free(config->locals[i]);
+  free(config->locals);
+  free(config->remotes);
 }
 
-/* Fills |config| from the command line. Returns -1 to go on, else the
- * exit status. */
-static int parse_options(client_config *config, int argc, char **argv) {
-  config->timeout_ms = DEFAULT_TIMEOUT_MS;
-  config->retries = DEFAULT_RETRIES;
-  config->max_session_memory = LIPSYNC_DEFAULT_MEMORY_LIMIT;
-  config->tables = calloc((size_t)argc, sizeof *config->tables);
-  if (config->tables == NULL)
-    return CLI_EXIT_INTERNAL;
-  int opt;
-  while ((opt = getopt_long(argc, argv, "", long_options, NULL)) != -1) {
-    int rc = apply_option(config, opt, optarg);
-    if (rc >= 0)
-      return rc;
-  }
-  if (optind < argc)
-    return usage_error("unexpected argument");
+/* The checks that span several options, once all are read. Returns -1 to
+ * go on, else the exit status. */
+static int check_options(client_config *config) {
   if (config->db_path == NULL)
     return usage_error("missing --db");
   if (config->server.host[0] == '\0' && !config->command && !config->init)
@@ -333,9 +295,19 @@ static int parse_options(client_config *config, int argc, char **argv) {
                              config->tls_options.verify_cert);
   if (!config->tls_options.server_name)
     config->tls_options.server_name = config->server.host;
-  if (config->ntables == 0)
+  if (config->tables.count == 0)
     return usage_error("missing --table");
-  return -1;
+  return split_tables(config);
+}
+
+/* Fills |config| from the command line. Returns -1 to go on, else the
+ * exit status. */
+static int parse_options(client_config *config, int argc, char **argv) {
+  config->timeout_ms = DEFAULT_TIMEOUT_MS;
+  config->retries = DEFAULT_RETRIES;
+  config->max_session_memory = LIPSYNC_DEFAULT_MEMORY_LIMIT;
+  int rc = cli_options_parse(&program, config, argc, argv);
+  return rc >= 0 ? rc : check_options(config);
 }
 
 /* ---- connecting --------------------------------------------------------- */
@@ -436,6 +408,105 @@ static void print_summary(lipsync_session *session, double seconds) {
   fflush(stdout);
 }
 
+/* --dry-run, in text: per table, what the sync would do. */
+static void print_dry_run(const client_config *config,
+                          lipsync_session *session) {
+  size_t count = lipsync_session_table_count(session);
+  for (size_t i = 0; i < count; i++) {
+    lipsync_table_stats st;
+    if (lipsync_session_table_stats(session, i, &st) < 0)
+      continue;
+    printf("%s: would send %" PRIu64 " rows (%" PRIu64
+           " deletes), receive %" PRIu64 " rows (%" PRIu64
+           " deletes); changed on both sides: %" PRIu64
+           " taken from the server, %" PRIu64 " kept (policy %s); %" PRIu64
+           " conflicts\n",
+           st.name, st.rows_sent, st.deletes_sent, st.rows_received,
+           st.deletes_received, st.changed_both_taken, st.changed_both_kept,
+           lipsync_policy_name(config->policy), st.conflicts);
+  }
+  int outcome = lipsync_session_dry_run_outcome(session);
+  if (outcome == 0)
+    printf("dry run: nothing was changed; the sync would succeed\n");
+  else
+    printf("dry run: nothing was changed; the sync would fail (%s): %s\n",
+           lipsync_error_name(outcome), lipsync_session_errmsg(session));
+  fflush(stdout);
+}
+
+/* The name --json gives the error that ended a run: the session's, or
+ * the failure below it (|failed|, an exit status, or -1). */
+static const char *error_code(int result, int failed) {
+  switch (failed) {
+  case CLI_EXIT_AUTH: /* the TLS key derived from the secret was refused */
+    return lipsync_error_name(LIPSYNC_ERR_AUTH_FAILED);
+  case CLI_EXIT_TLS:
+    return "TLS";
+  case CLI_EXIT_TRANSPORT:
+    return "TRANSPORT_MISMATCH";
+  default:
+    return lipsync_error_name(result);
+  }
+}
+
+/* --json: the run as one object on stdout (README, "JSON output").
+ * |session| is NULL when the run failed before one started. */
+static void print_json(const client_config *config, lipsync_session *session,
+                       const char *started, int attempts, double seconds,
+                       int status, const char *code) {
+  json_out j = {0};
+  json_begin(&j);
+  json_key(&j, "program");
+  json_string(&j, PROG);
+  json_key(&j, "version");
+  json_string(&j, LIPSYNC_VERSION_STRING);
+  json_key(&j, "started");
+  json_string(&j, started);
+  json_key(&j, "server");
+  json_string(&j, config->command ? NULL : config->server.host);
+  json_key(&j, "dry_run");
+  json_bool(&j, config->dry_run != 0);
+  json_key(&j, "policy");
+  json_string(&j, lipsync_policy_name(config->policy));
+  json_key(&j, "outcome");
+  json_string(&j, status != CLI_EXIT_OK ? "failed"
+                  : config->dry_run     ? "dry-run"
+                                        : "ok");
+  json_key(&j, "exit_status");
+  json_int(&j, status);
+  if (status != CLI_EXIT_OK)
+    report_error(&j, code, last_error,
+                 session && lipsync_session_error_is_remote(session));
+  else
+    json_key(&j, "error"), json_null(&j);
+  if (config->dry_run && status == CLI_EXIT_OK) {
+    int outcome = lipsync_session_dry_run_outcome(session);
+    json_key(&j, "would");
+    json_begin(&j);
+    json_key(&j, "outcome");
+    json_string(&j, outcome ? "failed" : "ok");
+    json_key(&j, "code");
+    json_string(&j, outcome ? lipsync_error_name(outcome) : NULL);
+    json_key(&j, "message");
+    json_string(&j, outcome ? lipsync_session_errmsg(session) : NULL);
+    json_end(&j);
+  }
+  json_key(&j, "attempts");
+  json_int(&j, attempts);
+  json_key(&j, "seconds");
+  json_seconds(&j, seconds);
+  if (session) {
+    report_tables(&j, session);
+  } else {
+    json_key(&j, "tables");
+    json_array(&j);
+    json_array_end(&j);
+  }
+  json_end(&j);
+  if (json_write(&j, stdout) < 0)
+    fprintf(stderr, PROG ": cannot write the JSON report\n");
+}
+
 static int report_failure(lipsync_session *session, int result) {
   char message[1024];
   const char *text = lipsync_session_errmsg(session);
@@ -449,7 +520,7 @@ static int report_failure(lipsync_session *session, int result) {
                    "sides: the proofs cover the TLS connection)"
                  : "");
   cli_sanitize(message);
-  fprintf(stderr, PROG ": %s\n", message);
+  complain("%s", message);
   return cli_exit_code(result);
 }
 
@@ -459,14 +530,14 @@ static int report_failure(lipsync_session *session, int result) {
 static int run_over(const client_config *config, cli_conn *link,
                     lipsync_session *session, int *failed) {
   if (conn_handshake(link, config->timeout_ms, -1) < 0) {
-    fprintf(stderr, PROG ": %s\n", conn_errmsg(link));
+    complain("%s", conn_errmsg(link));
     *failed = cli_conn_exit(conn_failure_of(link));
     return LIPSYNC_ERR_IO;
   }
   int result = conn_run(link, session, config->timeout_ms, -1);
   conn_close_notify(link);
   if (result < 0 && conn_failure_of(link) == CONN_FAIL_MISMATCH) {
-    fprintf(stderr, PROG ": %s\n", conn_errmsg(link));
+    complain("%s", conn_errmsg(link));
     *failed = CLI_EXIT_TRANSPORT;
   }
   return result;
@@ -493,7 +564,7 @@ static int sync_over_network(const client_config *config,
                  : cmd.fd)
           : connect_to(&config->server, config->timeout_ms, err, sizeof err);
   if (fd < 0) {
-    fprintf(stderr, PROG ": %s\n", err);
+    complain("%s", err);
     *failed = CLI_EXIT_PEER;
     return LIPSYNC_ERR_IO;
   }
@@ -511,7 +582,7 @@ static int sync_over_network(const client_config *config,
   cli_command_finish(&cmd, COMMAND_WAIT_MS);
   char report[800];
   if (result < 0 && cli_command_report(&cmd, report, sizeof report))
-    fprintf(stderr, PROG ": %s\n", report);
+    complain("%s", report);
   return result;
 }
 
@@ -556,12 +627,17 @@ static enum next_step next_after(const client_config *config, int result,
  * the exit status, or -1 with *next set when it must run again. */
 static int one_sync(const client_config *config, lipsync_store *store,
                     const cli_secret *secret, int full, int attempt,
-                    enum next_step *next) {
+                    const char *started, enum next_step *next) {
   lipsync_session *session = NULL;
   double seconds = 0;
-  int rc =
-      lipsync_session_client_new(&session, store, secret->data, secret->len,
-                                 config->tables, config->ntables);
+  int rc = lipsync_session_client_new(
+      &session, store, secret->data, secret->len,
+      (const char *const *)config->locals, config->tables.count);
+  for (size_t i = 0; rc == 0 && i < config->tables.count; i++)
+    rc = lipsync_session_map_table(session, config->locals[i],
+                                   config->remotes[i]);
+  if (rc == 0 && config->dry_run)
+    rc = lipsync_session_set_dry_run(session, 1);
   if (rc == 0)
     rc = lipsync_session_set_policy(session, config->policy);
   if (rc == 0)
@@ -571,7 +647,10 @@ static int one_sync(const client_config *config, lipsync_store *store,
   if (rc == 0)
     rc = lipsync_session_set_memory_limit(session, config->max_session_memory);
   if (rc < 0) {
-    fprintf(stderr, PROG ": cannot start session: %s\n", lipsync_strerror(rc));
+    complain("cannot start session: %s", lipsync_strerror(rc));
+    if (config->json)
+      print_json(config, NULL, started, attempt + 1, 0, cli_exit_code(rc),
+                 lipsync_error_name(rc));
     lipsync_session_free(session);
     return cli_exit_code(rc);
   }
@@ -587,8 +666,13 @@ static int one_sync(const client_config *config, lipsync_store *store,
     status = report_failure(session, rc);
   else if (rc != 0 && !config->quiet)
     report_failure(session, rc); /* a warning: the sync runs again */
-  else if (rc == 0 && !config->quiet)
+  else if (rc == 0 && config->dry_run && !config->json)
+    print_dry_run(config, session);
+  else if (rc == 0 && !config->quiet && !config->json)
     print_summary(session, seconds);
+  if (config->json && *next == STOP)
+    print_json(config, session, started, attempt + 1, seconds, status,
+               error_code(rc, failed));
   lipsync_session_free(session);
   return *next == STOP ? status : -1;
 }
@@ -598,13 +682,19 @@ static int one_sync(const client_config *config, lipsync_store *store,
  * (spec LS-INC-16: the next one reconciles whole tables). */
 static int run(const client_config *config, cli_secret *secret) {
   lipsync_store *store = NULL;
-  if (cli_open_store(PROG, config->db_path, &store) < 0)
+  char started[REPORT_TIME_LEN];
+  report_time(started);
+  if (cli_open_store(PROG, config->db_path, &store) < 0) {
+    if (config->json)
+      print_json(config, NULL, started, 0, 0, CLI_EXIT_DATABASE,
+                 lipsync_error_name(LIPSYNC_ERR_STORAGE));
     return CLI_EXIT_DATABASE;
+  }
   lipsync_store_set_lock_timeout(store, cli_lock_timeout(config->timeout_ms));
   int full = config->full, status;
   enum next_step next = STOP;
   for (int attempt = 0;; attempt++) {
-    status = one_sync(config, store, secret, full, attempt, &next);
+    status = one_sync(config, store, secret, full, attempt, started, &next);
     if (status >= 0)
       break;
     if (next == AGAIN_FULL) {
@@ -627,27 +717,34 @@ int main(int argc, char **argv) {
   memset(&config, 0, sizeof config);
   int rc = parse_options(&config, argc, argv);
   if (rc < 0 && config.init) {
-    rc = cli_init_tables(PROG, config.db_path, config.tables, config.ntables,
-                         config.quiet);
+    rc = cli_init_tables(PROG, config.db_path,
+                         (const char *const *)config.locals,
+                         config.tables.count, config.quiet);
   } else if (rc < 0) {
     cli_secret secret = {NULL, 0};
     char err[256];
     cli_ignore_sigpipe();
     if (cli_secret_load(&secret, config.secret_file, PROG, err, sizeof err) <
         0) {
-      fprintf(stderr, PROG ": %s\n", err);
+      complain("%s", err);
       rc = CLI_EXIT_USAGE;
     } else if (config.tls_options.enabled &&
                conn_tls_new(&config.tls, 0, &config.tls_options, secret.data,
                             secret.len, err, sizeof err) < 0) {
-      fprintf(stderr, PROG ": TLS: %s\n", err);
+      complain("TLS: %s", err);
       rc = CLI_EXIT_USAGE;
     } else {
       rc = run(&config, &secret);
     }
+    if (rc == CLI_EXIT_USAGE && config.json) {
+      char started[REPORT_TIME_LEN];
+      report_time(started);
+      print_json(&config, NULL, started, 0, 0, rc, "USAGE");
+    }
     conn_tls_free(config.tls);
     cli_secret_wipe(&secret);
   }
-  free(config.tables);
+  free_tables(&config);
+  cli_options_free(&program, &config);
   return rc;
 }

@@ -14,7 +14,6 @@
  */
 #include <errno.h>
 #include <fcntl.h>
-#include <getopt.h>
 #include <inttypes.h>
 #include <limits.h>
 #include <netdb.h>
@@ -34,6 +33,8 @@
 #include "cli.h"
 #include "conn.h"
 #include "lipsync.h"
+#include "options.h"
+#include "serverlog.h"
 
 #define PROG "lipsync-server"
 #define DEFAULT_TIMEOUT_MS 60000
@@ -57,8 +58,7 @@ typedef struct server_config {
   const char *db_path;
   const char *secret_file;
   cli_hostport listen;
-  const char **tables;
-  size_t ntables;
+  cli_list tables; /* --table */
   int all_tables;
   int once;
   int quiet;
@@ -70,9 +70,12 @@ typedef struct server_config {
   uint64_t retention_ms;
   int init;
   int no_incremental;
-  int plaintext; /* --plaintext */
-  int stdio;     /* --stdio */
-  int tls_stdio; /* --tls: TLS over --stdio too */
+  int plaintext;               /* --plaintext */
+  int stdio;                   /* --stdio */
+  int tls_stdio;               /* --tls: TLS over --stdio too */
+  serverlog_format log_format; /* --log-format */
+  const char *log_file;        /* --log-file */
+  int json;                    /* --json */
   conn_tls_options tls_options;
   conn_tls *tls; /* NULL: plaintext */
   cli_secret secret;
@@ -121,6 +124,7 @@ typedef struct server {
 } server;
 
 static volatile sig_atomic_t stop_requested;
+static volatile sig_atomic_t reopen_requested; /* SIGHUP */
 /* When a session last ran lipsync_store_maintain (cli_now() in ms). */
 static atomic_llong last_maintain_ms;
 static int signal_wake_fd = -1;
@@ -136,7 +140,8 @@ static void usage(FILE *out, int full) {
       "         [--once] [--timeout SECONDS] [--max-clients N]\n"
       "         [--auth-timeout SECONDS] [--max-unauthenticated N]\n"
       "         [--max-session-memory MIB]\n"
-      "         [--tombstone-retention DURATION] [--no-incremental] [--quiet]\n"
+      "         [--tombstone-retention DURATION] [--no-incremental]\n"
+      "         [--log-format text|json] [--log-file FILE] [--json] [--quiet]\n"
       "       " PROG " --db DB --init (--table NAME... | --all-tables)\n"
       "       " PROG " --help | --version\n");
   if (!full) {
@@ -205,180 +210,85 @@ static void usage(FILE *out, int full) {
       "                      client reconciles whole tables\n"
       "  --init              install change capture on the tables (as the\n"
       "                      first sync would) and exit, without listening\n"
-      "  --quiet             do not log one line per session on stderr\n"
+      "  --log-format FORMAT the log's format: text (default), one line per\n"
+      "                      session, \"TIME " PROG ": PEER [TABLES] OUTCOME;\n"
+      "                      ROWS and BYTES each way, SECONDS\", or json, one\n"
+      "                      object per session (README, \"JSON output\")\n"
+      "  --log-file FILE     append the log to FILE instead of stderr (\"-\":\n"
+      "                      stdout); SIGHUP reopens it, for log rotation\n"
+      "  --json              --log-format json on stdout; the \"listening "
+      "on\"\n"
+      "                      line is then a JSON object too\n"
+      "  --quiet             log nothing (no line per session)\n"
       "\n"
       "SIGINT or SIGTERM stops the server: it stops accepting, ends every\n"
       "session in progress (its client receives SHUTTING_DOWN and neither\n"
-      "database changes), waits for them and exits 0.\n"
+      "database changes), waits for them and exits 0. SIGHUP reopens\n"
+      "--log-file.\n"
       "\n" CLI_EXIT_STATUS_HELP);
 }
 
-enum {
-  OPT_DB = 256,
-  OPT_LISTEN,
-  OPT_SECRET_FILE,
-  OPT_TABLE,
-  OPT_ALL_TABLES,
-  OPT_ONCE,
-  OPT_TIMEOUT,
-  OPT_MAX_CLIENTS,
-  OPT_AUTH_TIMEOUT,
-  OPT_MAX_UNAUTHENTICATED,
-  OPT_MAX_SESSION_MEMORY,
-  OPT_QUIET,
-  OPT_RETENTION,
-  OPT_INIT,
-  OPT_NO_INCREMENTAL,
-  OPT_STDIO,
-  OPT_PLAINTEXT,
-  OPT_TLS,
-  OPT_TLS_CERT,
-  OPT_TLS_KEY,
-  OPT_HELP,
-  OPT_VERSION
-};
+static int set_log_format(void *config, const char *arg, char *err,
+                          size_t errlen) {
+  server_config *c = config;
+  if (strcmp(arg, "text") == 0)
+    c->log_format = SERVERLOG_TEXT;
+  else if (strcmp(arg, "json") == 0)
+    c->log_format = SERVERLOG_JSON;
+  else
+    return -1;
+  return 0;
+}
 
-static const struct option long_options[] = {
-    {"db", required_argument, NULL, OPT_DB},
-    {"listen", required_argument, NULL, OPT_LISTEN},
-    {"secret-file", required_argument, NULL, OPT_SECRET_FILE},
-    {"table", required_argument, NULL, OPT_TABLE},
-    {"all-tables", no_argument, NULL, OPT_ALL_TABLES},
-    {"once", no_argument, NULL, OPT_ONCE},
-    {"timeout", required_argument, NULL, OPT_TIMEOUT},
-    {"max-clients", required_argument, NULL, OPT_MAX_CLIENTS},
-    {"auth-timeout", required_argument, NULL, OPT_AUTH_TIMEOUT},
-    {"max-unauthenticated", required_argument, NULL, OPT_MAX_UNAUTHENTICATED},
-    {"max-session-memory", required_argument, NULL, OPT_MAX_SESSION_MEMORY},
-    {"quiet", no_argument, NULL, OPT_QUIET},
-    {"tombstone-retention", required_argument, NULL, OPT_RETENTION},
-    {"init", no_argument, NULL, OPT_INIT},
-    {"no-incremental", no_argument, NULL, OPT_NO_INCREMENTAL},
-    {"stdio", no_argument, NULL, OPT_STDIO},
-    {"plaintext", no_argument, NULL, OPT_PLAINTEXT},
-    {"tls", no_argument, NULL, OPT_TLS},
-    {"tls-cert", required_argument, NULL, OPT_TLS_CERT},
-    {"tls-key", required_argument, NULL, OPT_TLS_KEY},
-    {"help", no_argument, NULL, OPT_HELP},
-    {"version", no_argument, NULL, OPT_VERSION},
-    {NULL, 0, NULL, 0}};
+/* Keep the order: getopt_long lists an ambiguous abbreviation's
+ * candidates in it. */
+static const cli_option options[] = {
+    {"db", CLI_STRING(server_config, db_path)},
+    {"listen", CLI_HOSTPORT(server_config, listen, 0)},
+    {"secret-file", CLI_STRING(server_config, secret_file)},
+    {"table", CLI_LIST(server_config, tables)},
+    {"all-tables", CLI_FLAG(server_config, all_tables)},
+    {"once", CLI_FLAG(server_config, once)},
+    {"timeout", CLI_TIMEOUT(server_config, timeout_ms, 0),
+     .message = "--timeout takes a number of seconds"},
+    {"max-clients", CLI_SIZE(server_config, max_clients, 1, MAX_MAX_CLIENTS),
+     .message = "--max-clients takes a number from 1 to 4096"},
+    {"auth-timeout", CLI_TIMEOUT(server_config, auth_timeout_ms, 1),
+     .message = "--auth-timeout takes a number of seconds above 0"},
+    {"max-unauthenticated",
+     CLI_SIZE(server_config, max_unauthenticated, 1, MAX_MAX_CLIENTS),
+     .message = "--max-unauthenticated takes a number from 1 to 4096"},
+    {"max-session-memory", CLI_MEMORY(server_config, max_session_memory),
+     .message = CLI_MEMORY_USAGE},
+    {"quiet", CLI_FLAG(server_config, quiet)},
+    {"tombstone-retention", CLI_DURATION(server_config, retention_ms),
+     .message = "--tombstone-retention takes a duration such as 30d, 12h or "
+                "500ms"},
+    {"init", CLI_FLAG(server_config, init)},
+    {"no-incremental", CLI_FLAG(server_config, no_incremental)},
+    {"stdio", CLI_FLAG(server_config, stdio)},
+    {"plaintext", CLI_FLAG(server_config, plaintext)},
+    {"tls", CLI_FLAG(server_config, tls_stdio)},
+    {"tls-cert", CLI_STRING(server_config, tls_options.cert_file)},
+    {"tls-key", CLI_STRING(server_config, tls_options.key_file)},
+    {"log-format", CLI_CUSTOM(set_log_format),
+     .message = "--log-format takes text or json"},
+    {"log-file", CLI_STRING(server_config, log_file), .nonempty = 1,
+     .message = "--log-file takes a file name"},
+    {"json", CLI_FLAG(server_config, json)},
+    {"help", CLI_HELP},
+    {"version", CLI_VERSION}};
+
+static const cli_program program = {PROG, usage, options,
+                                    sizeof options / sizeof options[0]};
 
 static int usage_error(const char *message) {
-  if (message != NULL)
-    fprintf(stderr, PROG ": %s\n", message);
-  usage(stderr, 0);
-  return CLI_EXIT_USAGE;
+  return cli_usage_error(&program, message);
 }
 
-/* Handles one option. Returns -1 to go on, else the exit status. */
-static int apply_option(server_config *config, int opt, const char *arg) {
-  char err[256];
-  long count;
-  switch (opt) {
-  case OPT_DB:
-    config->db_path = arg;
-    return -1;
-  case OPT_LISTEN:
-    if (cli_parse_hostport(arg, 1, &config->listen, err, sizeof err) < 0)
-      return usage_error(err);
-    return -1;
-  case OPT_SECRET_FILE:
-    config->secret_file = arg;
-    return -1;
-  case OPT_TABLE:
-    config->tables[config->ntables++] = arg;
-    return -1;
-  case OPT_ALL_TABLES:
-    config->all_tables = 1;
-    return -1;
-  case OPT_ONCE:
-    config->once = 1;
-    return -1;
-  case OPT_TIMEOUT:
-    if (cli_parse_timeout(arg, &config->timeout_ms) < 0)
-      return usage_error("--timeout takes a number of seconds");
-    return -1;
-  case OPT_MAX_CLIENTS:
-    if (cli_parse_count(arg, 1, MAX_MAX_CLIENTS, &count) < 0)
-      return usage_error("--max-clients takes a number from 1 to 4096");
-    config->max_clients = (size_t)count;
-    return -1;
-  case OPT_AUTH_TIMEOUT:
-    if (cli_parse_timeout(arg, &config->auth_timeout_ms) < 0 ||
-        config->auth_timeout_ms <= 0)
-      return usage_error("--auth-timeout takes a number of seconds above 0");
-    return -1;
-  case OPT_MAX_UNAUTHENTICATED:
-    if (cli_parse_count(arg, 1, MAX_MAX_CLIENTS, &count) < 0)
-      return usage_error("--max-unauthenticated takes a number from 1 to "
-                         "4096");
-    config->max_unauthenticated = (size_t)count;
-    return -1;
-  case OPT_MAX_SESSION_MEMORY:
-    if (cli_parse_memory(arg, &config->max_session_memory) < 0)
-      return usage_error("--max-session-memory takes a number of MiB from 0 "
-                         "to 1048576");
-    return -1;
-  case OPT_QUIET:
-    config->quiet = 1;
-    return -1;
-  case OPT_RETENTION:
-    if (cli_parse_duration_ms(arg, &config->retention_ms) < 0)
-      return usage_error("--tombstone-retention takes a duration such as "
-                         "30d, 12h or 500ms");
-    return -1;
-  case OPT_INIT:
-    config->init = 1;
-    return -1;
-  case OPT_NO_INCREMENTAL:
-    config->no_incremental = 1;
-    return -1;
-  case OPT_STDIO:
-    config->stdio = 1;
-    return -1;
-  case OPT_PLAINTEXT:
-    config->plaintext = 1;
-    return -1;
-  case OPT_TLS:
-    config->tls_stdio = 1;
-    return -1;
-  case OPT_TLS_CERT:
-    config->tls_options.cert_file = arg;
-    return -1;
-  case OPT_TLS_KEY:
-    config->tls_options.key_file = arg;
-    return -1;
-  case OPT_HELP:
-    usage(stdout, 1);
-    return CLI_EXIT_OK;
-  case OPT_VERSION:
-    cli_print_version(PROG);
-    return CLI_EXIT_OK;
-  default:
-    return usage_error(NULL);
-  }
-}
-
-/* Fills |config| from the command line. Returns -1 to go on, else the
- * exit status. */
-static int parse_options(server_config *config, int argc, char **argv) {
-  config->timeout_ms = DEFAULT_TIMEOUT_MS;
-  config->max_clients = DEFAULT_MAX_CLIENTS;
-  config->max_session_memory = LIPSYNC_DEFAULT_MEMORY_LIMIT;
-  config->max_unauthenticated = DEFAULT_MAX_UNAUTHENTICATED;
-  config->auth_timeout_ms = DEFAULT_AUTH_TIMEOUT_MS;
-  config->retention_ms = LIPSYNC_DEFAULT_RETENTION_MS;
-  config->tables = calloc((size_t)argc, sizeof *config->tables);
-  if (config->tables == NULL)
-    return CLI_EXIT_INTERNAL;
-  int opt;
-  while ((opt = getopt_long(argc, argv, "", long_options, NULL)) != -1) {
-    int rc = apply_option(config, opt, optarg);
-    if (rc >= 0)
-      return rc;
-  }
-  if (optind < argc)
-    return usage_error("unexpected argument");
+/* The checks that span several options, once all are read. Returns -1 to
+ * go on, else the exit status. */
+static int check_options(server_config *config) {
   if (config->db_path == NULL)
     return usage_error("missing --db");
   if (config->listen.host[0] == '\0' && !config->init && !config->stdio)
@@ -395,12 +305,34 @@ static int parse_options(server_config *config, int argc, char **argv) {
                        "with --listen)");
   config->tls_options.enabled =
       !config->plaintext && (!config->stdio || config->tls_stdio);
-  if (config->ntables == 0 && !config->all_tables)
+  if (config->tables.count == 0 && !config->all_tables)
     return usage_error("name the tables to offer with --table or give "
                        "--all-tables");
-  if (config->ntables > 0 && config->all_tables)
+  if (config->tables.count > 0 && config->all_tables)
     return usage_error("--table and --all-tables exclude each other");
+  if (config->json && config->log_file)
+    return usage_error("--json logs to stdout: it excludes --log-file");
+  if (config->json && config->stdio)
+    return usage_error("--json excludes --stdio (stdout carries the "
+                       "session)");
+  if (config->json) {
+    config->log_format = SERVERLOG_JSON;
+    config->log_file = "-";
+  }
   return -1;
+}
+
+/* Fills |config| from the command line. Returns -1 to go on, else the
+ * exit status. */
+static int parse_options(server_config *config, int argc, char **argv) {
+  config->timeout_ms = DEFAULT_TIMEOUT_MS;
+  config->max_clients = DEFAULT_MAX_CLIENTS;
+  config->max_session_memory = LIPSYNC_DEFAULT_MEMORY_LIMIT;
+  config->max_unauthenticated = DEFAULT_MAX_UNAUTHENTICATED;
+  config->auth_timeout_ms = DEFAULT_AUTH_TIMEOUT_MS;
+  config->retention_ms = LIPSYNC_DEFAULT_RETENTION_MS;
+  int rc = cli_options_parse(&program, config, argc, argv);
+  return rc >= 0 ? rc : check_options(config);
 }
 
 /* ---- signals ---------------------------------------------------------- */
@@ -421,6 +353,15 @@ static void on_stop_signal(int signo) {
   errno = saved_errno;
 }
 
+static void on_hup_signal(int signo) {
+  (void)signo;
+  int saved_errno = errno;
+  reopen_requested = 1;
+  if (signal_wake_fd >= 0)
+    wake(signal_wake_fd);
+  errno = saved_errno;
+}
+
 static void install_signal_handlers(int wake_fd) {
   signal_wake_fd = wake_fd;
   struct sigaction sa;
@@ -429,6 +370,8 @@ static void install_signal_handlers(int wake_fd) {
   sigemptyset(&sa.sa_mask);
   sigaction(SIGINT, &sa, NULL);
   sigaction(SIGTERM, &sa, NULL);
+  sa.sa_handler = on_hup_signal;
+  sigaction(SIGHUP, &sa, NULL);
   cli_ignore_sigpipe();
 }
 
@@ -452,72 +395,6 @@ static void drain(int fd) {
 /* ---- one session per thread --------------------------------------------- */
 
 /* Joins the table names of |session| with commas into |out|. */
-static void format_tables(lipsync_session *session, char *out, size_t outlen) {
-  size_t used = 0;
-  size_t count = lipsync_session_table_count(session);
-  out[0] = '\0';
-  for (size_t i = 0; i < count && used < outlen; i++) {
-    lipsync_table_stats stats;
-    if (lipsync_session_table_stats(session, i, &stats) < 0)
-      break;
-    int n = snprintf(out + used, outlen - used, "%s%s", i > 0 ? "," : "",
-                     stats.name != NULL ? stats.name : "?");
-    if (n < 0)
-      break;
-    used += (size_t)n;
-  }
-  if (out[0] == '\0')
-    snprintf(out, outlen, "-");
-}
-
-static void sum_rows(lipsync_session *session, uint64_t *rows_in,
-                     uint64_t *rows_out) {
-  *rows_in = *rows_out = 0;
-  size_t count = lipsync_session_table_count(session);
-  for (size_t i = 0; i < count; i++) {
-    lipsync_table_stats stats;
-    if (lipsync_session_table_stats(session, i, &stats) == 0) {
-      *rows_in += stats.rows_received;
-      *rows_out += stats.rows_sent;
-    }
-  }
-}
-
-/* Logs one line on stderr, unless --quiet. */
-static void log_line(const connection *conn, const char *fmt, ...)
-    __attribute__((format(printf, 2, 3)));
-
-static void log_line(const connection *conn, const char *fmt, ...) {
-  if (conn->config->quiet)
-    return;
-  char line[1024];
-  va_list ap;
-  va_start(ap, fmt);
-  vsnprintf(line, sizeof line, fmt, ap);
-  va_end(ap);
-  /* Table names and error messages may come from the client. */
-  cli_sanitize(line);
-  /* One call per line: stdio locks the stream, so lines never interleave. */
-  fprintf(stderr, PROG ": %s\n", line);
-}
-
-static void log_session(const connection *conn, lipsync_session *session,
-                        int result, double seconds) {
-  char tables[256];
-  uint64_t rows_in, rows_out, bytes_out, bytes_in;
-  format_tables(session, tables, sizeof tables);
-  sum_rows(session, &rows_in, &rows_out);
-  lipsync_session_bytes(session, &bytes_out, &bytes_in);
-  log_line(conn,
-           "%s [%s] %s%s%s%s; %" PRIu64 " rows in, %" PRIu64
-           " rows out, %" PRIu64 " bytes in, %" PRIu64 " bytes out, %.2fs",
-           conn->peer, tables, result == 0 ? "ok" : "failed (",
-           result == 0 ? "" : lipsync_strerror(result),
-           result == 0 ? "" : "): ",
-           result == 0 ? "" : lipsync_session_errmsg(session), rows_in,
-           rows_out, bytes_in, bytes_out, seconds);
-}
-
 /* Lets one finished session in MAINTAIN_INTERVAL_MS keep the store's
  * summaries folded and its old tombstones purged. */
 static void maybe_maintain(const connection *conn, lipsync_store *store) {
@@ -527,7 +404,8 @@ static void maybe_maintain(const connection *conn, lipsync_store *store) {
       !atomic_compare_exchange_strong(&last_maintain_ms, &last, now))
     return;
   if (lipsync_store_maintain(store, conn->config->retention_ms) < 0)
-    log_line(conn, "maintenance failed: %s", lipsync_store_errmsg(store));
+    serverlog_message(NULL, "maintenance failed: %s",
+                      lipsync_store_errmsg(store));
 }
 
 /* Runs one session over |conn|, after the TLS handshake. Returns its exit
@@ -537,7 +415,7 @@ static int serve_session(connection *conn, cli_conn *link);
 static int serve_connection(connection *conn) {
   cli_conn *link = conn_new(conn->config->tls, 1, conn->fd, conn->wfd);
   if (!link) {
-    log_line(conn, "%s failed: out of memory", conn->peer);
+    serverlog_message(conn->peer, "failed: out of memory");
     return CLI_EXIT_INTERNAL;
   }
   int rc;
@@ -545,7 +423,7 @@ static int serve_connection(connection *conn) {
    * the secret: with TLS, the handshake comes first. */
   if (conn_handshake(link, conn->config->timeout_ms, conn->cancel_pipe[0]) <
       0) {
-    log_line(conn, "%s failed: %s", conn->peer, conn_errmsg(link));
+    serverlog_message(conn->peer, "failed: %s", conn_errmsg(link));
     rc = cli_conn_exit(conn_failure_of(link));
   } else {
     rc = serve_session(conn, link);
@@ -619,9 +497,10 @@ static int serve_session(connection *conn, cli_conn *link) {
   const server_config *config = conn->config;
   double started = cli_now();
   lipsync_session *session = NULL;
-  int rc = lipsync_session_server_new(
-      &session, NULL, config->secret.data, config->secret.len,
-      (const char *const *)config->tables, config->ntables, config->all_tables);
+  int rc = lipsync_session_server_new(&session, NULL, config->secret.data,
+                                      config->secret.len,
+                                      (const char *const *)config->tables.items,
+                                      config->tables.count, config->all_tables);
   if (rc == 0)
     rc = lipsync_session_set_store_opener(session, open_store, conn);
   if (rc == 0)
@@ -631,8 +510,8 @@ static int serve_session(connection *conn, cli_conn *link) {
   if (rc == 0)
     rc = lipsync_session_set_memory_limit(session, config->max_session_memory);
   if (rc < 0) {
-    log_line(conn, "%s failed: cannot start session: %s", conn->peer,
-             lipsync_strerror(rc));
+    serverlog_message(conn->peer, "failed: cannot start session: %s",
+                      lipsync_strerror(rc));
     lipsync_session_free(session);
     return cli_exit_code(rc);
   }
@@ -641,7 +520,7 @@ static int serve_session(connection *conn, cli_conn *link) {
   /* Nothing more to send: the client need not wait for what follows (the
    * log, maintenance, the store's checkpoint). */
   shutdown(conn->wfd, SHUT_WR);
-  log_session(conn, session, rc, cli_now() - started);
+  serverlog_session(conn->peer, session, rc, cli_now() - started);
   lipsync_session_free(session);
   pthread_mutex_lock(&conn->lock);
   lipsync_store *store = conn->store;
@@ -790,6 +669,7 @@ static int start_thread(connection *conn) {
   sigemptyset(&stop_signals);
   sigaddset(&stop_signals, SIGINT);
   sigaddset(&stop_signals, SIGTERM);
+  sigaddset(&stop_signals, SIGHUP);
   pthread_sigmask(SIG_BLOCK, &stop_signals, &saved);
   int rc = pthread_create(&conn->thread, NULL, connection_thread, conn);
   pthread_sigmask(SIG_SETMASK, &saved, NULL);
@@ -860,6 +740,10 @@ static int wait_for_event(server *srv) {
 static void serve_until_stopped(server *srv) {
   while (!stop_requested) {
     int can_accept = wait_for_event(srv);
+    if (reopen_requested) {
+      reopen_requested = 0;
+      serverlog_reopen();
+    }
     reap_finished(srv);
     if (srv->config.once && srv->accepted > 0 && srv->active == 0)
       return;
@@ -952,8 +836,7 @@ static int start_listening(server *srv) {
   getsockname(srv->listen_fd, (struct sockaddr *)&addr, &addrlen);
   char text[CLI_ADDRESS_MAX];
   cli_format_address((struct sockaddr *)&addr, addrlen, text, sizeof text);
-  printf("listening on %s\n", text);
-  fflush(stdout);
+  serverlog_listening(text);
   return 0;
 }
 
@@ -1023,10 +906,11 @@ int main(int argc, char **argv) {
   srv.wake_pipe[0] = srv.wake_pipe[1] = -1;
   int rc = parse_options(&srv.config, argc, argv);
   if (rc < 0 && srv.config.init) {
-    rc = cli_init_tables(
-        PROG, srv.config.db_path,
-        srv.config.all_tables ? NULL : (const char *const *)srv.config.tables,
-        srv.config.ntables, srv.config.quiet);
+    rc = cli_init_tables(PROG, srv.config.db_path,
+                         srv.config.all_tables
+                             ? NULL
+                             : (const char *const *)srv.config.tables.items,
+                         srv.config.tables.count, srv.config.quiet);
   } else if (rc < 0) {
     char err[256];
     if (cli_secret_load(&srv.config.secret, srv.config.secret_file, PROG, err,
@@ -1039,13 +923,18 @@ int main(int argc, char **argv) {
                             sizeof err) < 0) {
       fprintf(stderr, PROG ": TLS: %s\n", err);
       rc = CLI_EXIT_USAGE;
+    } else if (serverlog_open(PROG, srv.config.log_file, srv.config.log_format,
+                              srv.config.quiet, err, sizeof err) < 0) {
+      fprintf(stderr, PROG ": %s\n", err);
+      rc = CLI_EXIT_USAGE;
     } else {
       rc = run(&srv);
+      serverlog_close();
     }
   }
   conn_tls_free(srv.config.tls);
   cli_secret_wipe(&srv.config.secret);
   free(srv.slots);
-  free(srv.config.tables);
+  cli_options_free(&program, &srv.config);
   return rc;
 }

@@ -29,6 +29,14 @@
 extern "C" {
 #endif
 
+/* Marks the library's API: the only symbols a shared liblipsync exports
+ * (it is built with -fvisibility=hidden and LIPSYNC_BUILDING defined). */
+#if defined(LIPSYNC_BUILDING) && defined(__GNUC__)
+#define LIPSYNC_API __attribute__((visibility("default")))
+#else
+#define LIPSYNC_API
+#endif
+
 #define LIPSYNC_VERSION_STRING "0.1.0"
 /* The protocol versions this library speaks. */
 #define LIPSYNC_PROTOCOL_MIN 1
@@ -44,7 +52,7 @@ extern "C" {
 #define LIPSYNC_UUID_COLUMN "_lipsync_uuid"
 
 /*
- * Error codes. Codes -1 .. -16 are the negated wire codes of the Error
+ * Error codes. Codes -1 .. -18 are the negated wire codes of the Error
  * frame (spec section 11); the others never cross the wire.
  */
 typedef enum lipsync_error {
@@ -71,6 +79,10 @@ typedef enum lipsync_error {
   /* the session would buffer more than its memory limit allows
    * (lipsync_session_set_memory_limit; spec LS-SEC-4) */
   LIPSYNC_ERR_RESOURCE_LIMIT = -17,
+  /* the peer ended the session on purpose before it committed, for
+   * example a client's dry run (lipsync_session_set_dry_run; spec
+   * LS-DRY-1): nothing was committed */
+  LIPSYNC_ERR_CANCELLED = -18,
   /* Local only. */
   LIPSYNC_ERR_NOMEM = -100,
   LIPSYNC_ERR_INVALID_ARGUMENT = -101,
@@ -80,7 +92,12 @@ typedef enum lipsync_error {
 } lipsync_error;
 
 /* Returns a static English name for |code| ("auth failed", ...). */
-const char *lipsync_strerror(int code);
+LIPSYNC_API const char *lipsync_strerror(int code);
+/* Returns the stable name of |code|: the spec's for codes with a wire
+ * form ("AUTH_FAILED", "CONFLICT", ...; spec 11.1), else "NOMEM",
+ * "INVALID_ARGUMENT", "IO", "CLOSED", "NOT_FOUND", "OK" for 0 and
+ * "UNKNOWN" for any other value. For logs and machine-readable reports. */
+LIPSYNC_API const char *lipsync_error_name(int code);
 
 /* ------------------------------------------------------------------ */
 /* Canonical values (spec section 7)                                    */
@@ -121,7 +138,8 @@ typedef struct lipsync_version {
 } lipsync_version;
 
 /* <0, 0, >0 as |a| orders before, equal to, or after |b|. */
-int lipsync_version_cmp(const lipsync_version *a, const lipsync_version *b);
+LIPSYNC_API int lipsync_version_cmp(const lipsync_version *a,
+                                    const lipsync_version *b);
 
 /* One row: its UUID and its values in canonical column order. Rows a
  * backend reads (scan, scan_uuids, fetch) carry their item's |version|
@@ -165,25 +183,26 @@ typedef struct lipsync_column {
 } lipsync_column;
 
 /* Computes the 16-byte row digest of |row| (spec 8.1) into |out|. */
-void lipsync_row_digest(const lipsync_row *row,
-                        uint8_t out[LIPSYNC_DIGEST_LEN]);
+LIPSYNC_API void lipsync_row_digest(const lipsync_row *row,
+                                    uint8_t out[LIPSYNC_DIGEST_LEN]);
 
 /* Computes the 16-byte item digest of |item| (spec 8.1) from its UUID,
  * version and deleted flag; the base plays no part. */
-void lipsync_item_digest(const lipsync_item *item,
-                         uint8_t out[LIPSYNC_DIGEST_LEN]);
+LIPSYNC_API void lipsync_item_digest(const lipsync_item *item,
+                                     uint8_t out[LIPSYNC_DIGEST_LEN]);
 
 /* Formats |uuid| as 36 lowercase characters plus NUL into |out|. */
-void lipsync_uuid_format(const uint8_t uuid[LIPSYNC_UUID_LEN], char out[37]);
+LIPSYNC_API void lipsync_uuid_format(const uint8_t uuid[LIPSYNC_UUID_LEN],
+                                     char out[37]);
 
 /* Parses the 36-character lowercase form. Returns 0, or
  * LIPSYNC_ERR_INVALID_VALUE if |text| (of |len| bytes) is not one. */
-int lipsync_uuid_parse(const char *text, size_t len,
-                       uint8_t out[LIPSYNC_UUID_LEN]);
+LIPSYNC_API int lipsync_uuid_parse(const char *text, size_t len,
+                                   uint8_t out[LIPSYNC_UUID_LEN]);
 
 /* Fills |out| with a fresh random version 4 UUID (RFC 9562). Returns 0 or
  * LIPSYNC_ERR_INTERNAL if the system RNG fails. */
-int lipsync_uuid_generate(uint8_t out[LIPSYNC_UUID_LEN]);
+LIPSYNC_API int lipsync_uuid_generate(uint8_t out[LIPSYNC_UUID_LEN]);
 
 /* ------------------------------------------------------------------ */
 /* Storage backends                                                     */
@@ -451,59 +470,60 @@ struct lipsync_store_methods {
 };
 
 /* Frees |store| through its destroy method; NULL is a no-op. */
-void lipsync_store_free(lipsync_store *store);
+LIPSYNC_API void lipsync_store_free(lipsync_store *store);
 /* The detail of |store|'s last failure. */
-const char *lipsync_store_errmsg(lipsync_store *store);
+LIPSYNC_API const char *lipsync_store_errmsg(lipsync_store *store);
 /* Interrupts |store| from any thread (see the interrupt method), for an
  * application that is stopping. The caller keeps |store| alive meanwhile. */
-void lipsync_store_interrupt(lipsync_store *store);
+LIPSYNC_API void lipsync_store_interrupt(lipsync_store *store);
 /* Bounds every later wait of |store| for a lock of its database to |ms|
  * milliseconds (<= 0: the backend's default, 60 s); a sync whose wait
  * expires fails with LIPSYNC_ERR_TRY_AGAIN. A connection the caller wraps
  * keeps its own busy handler (SQLite) or lock_timeout (PostgreSQL) for
  * the caller's transactions. */
-void lipsync_store_set_lock_timeout(lipsync_store *store, int ms);
+LIPSYNC_API void lipsync_store_set_lock_timeout(lipsync_store *store, int ms);
 /* Outside any sync: folds the changes the store's capture logged into the
  * summaries it keeps, and purges tombstones older than |retention_ms| (0:
  * none), in short transactions of its own; a busy database is left for
  * next time. Never needed for correctness: it keeps the next syncs cheap.
  * A server calls it now and then (lipsync-server: every 10 s at most). */
-int lipsync_store_maintain(lipsync_store *store, uint64_t retention_ms);
+LIPSYNC_API int lipsync_store_maintain(lipsync_store *store,
+                                       uint64_t retention_ms);
 
 /* SQLite backend over an open connection |db| (a sqlite3 *). Does not take
  * ownership of |db|: the caller closes it after lipsync_store_free(). The
  * connection's settings (busy timeout, journal mode) stay the caller's. */
-int lipsync_store_sqlite_wrap(lipsync_store **out, void *db);
+LIPSYNC_API int lipsync_store_sqlite_wrap(lipsync_store **out, void *db);
 /* SQLite backend that opens (creating if needed) the database at |path| and
  * closes it when freed. It sets WAL mode (readers and the one writer do not
  * block each other), waits for another writer's lock up to the lock
  * timeout (lipsync_store_set_lock_timeout), and uses a 32 MiB page cache
  * while it inserts. On failure *out
  * is NULL and, when |errbuf| is not NULL, the reason is copied into it. */
-int lipsync_store_sqlite_open(lipsync_store **out, const char *path,
-                              char *errbuf, size_t errlen);
+LIPSYNC_API int lipsync_store_sqlite_open(lipsync_store **out, const char *path,
+                                          char *errbuf, size_t errlen);
 
 /* PostgreSQL backend over an open connection |conn| (a PGconn *). Does not
  * take ownership of |conn|: the caller finishes it after
  * lipsync_store_free(). Session settings a sync needs (time zone, lock
  * timeout, ...) are set for its transaction only. */
-int lipsync_store_pg_wrap(lipsync_store **out, void *conn);
+LIPSYNC_API int lipsync_store_pg_wrap(lipsync_store **out, void *conn);
 /* PostgreSQL backend that connects with |conninfo| (a postgresql:// URI or
  * a libpq keyword/value string) and disconnects when freed. On failure
  * *out is NULL and, when |errbuf| is not NULL, the reason is copied into
  * it. */
-int lipsync_store_pg_open(lipsync_store **out, const char *conninfo,
-                          char *errbuf, size_t errlen);
+LIPSYNC_API int lipsync_store_pg_open(lipsync_store **out, const char *conninfo,
+                                      char *errbuf, size_t errlen);
 
 /* Nonzero if |db| names a PostgreSQL database: a postgresql:// or
  * postgres:// URI, or a libpq keyword/value string ("host=... dbname=...").
  * Anything else is a SQLite path. */
-int lipsync_db_is_postgres(const char *db);
+LIPSYNC_API int lipsync_db_is_postgres(const char *db);
 /* Opens |db| with the PostgreSQL backend or the SQLite one, as
  * lipsync_db_is_postgres() tells; same contract as the two open
  * functions. */
-int lipsync_store_open(lipsync_store **out, const char *db, char *errbuf,
-                       size_t errlen);
+LIPSYNC_API int lipsync_store_open(lipsync_store **out, const char *db,
+                                   char *errbuf, size_t errlen);
 
 /* ------------------------------------------------------------------ */
 /* Sessions (sans-I/O)                                                  */
@@ -514,81 +534,101 @@ typedef struct lipsync_session lipsync_session;
 /* Creates a client session that syncs |tables| (|ntables| >= 1, names
  * copied) of |store| using the shared |secret| (copied). Does not take
  * ownership of |store|, which must outlive the session. */
-int lipsync_session_client_new(lipsync_session **out, lipsync_store *store,
-                               const void *secret, size_t secret_len,
-                               const char *const *tables, size_t ntables);
+LIPSYNC_API int
+lipsync_session_client_new(lipsync_session **out, lipsync_store *store,
+                           const void *secret, size_t secret_len,
+                           const char *const *tables, size_t ntables);
 
 /* Creates a server session over |store|. It offers the |noffered| tables
  * named in |offered|, or every table of the store when |offer_all| is
  * nonzero. Does not take ownership of |store|. |store| may be NULL when
  * lipsync_session_set_store_opener() follows. */
-int lipsync_session_server_new(lipsync_session **out, lipsync_store *store,
-                               const void *secret, size_t secret_len,
-                               const char *const *offered, size_t noffered,
-                               int offer_all);
+LIPSYNC_API int lipsync_session_server_new(lipsync_session **out,
+                                           lipsync_store *store,
+                                           const void *secret,
+                                           size_t secret_len,
+                                           const char *const *offered,
+                                           size_t noffered, int offer_all);
 
 /* Frees |session|, rolling back a transaction still open. NULL is a no-op. */
-void lipsync_session_free(lipsync_session *session);
+LIPSYNC_API void lipsync_session_free(lipsync_session *session);
 
 /* Feeds |len| received bytes. Consumes all of them and returns |len|, or
  * returns a negative error once the session has failed (the session has
  * then queued an Error frame to send, and rolled back). */
-ssize_t lipsync_session_recv(lipsync_session *session, const uint8_t *data,
-                             size_t len);
+LIPSYNC_API ssize_t lipsync_session_recv(lipsync_session *session,
+                                         const uint8_t *data, size_t len);
 
 /* Tells the session the peer closed the stream (read returned 0). */
-void lipsync_session_recv_eof(lipsync_session *session);
+LIPSYNC_API void lipsync_session_recv_eof(lipsync_session *session);
 
 /* Returns the next bytes to send and their length; 0 when there is
  * nothing to send now. The caller must send all of them before calling
  * again; the pointer is valid until the next call. A negative return is an
  * error (the session has failed). */
-ssize_t lipsync_session_send(lipsync_session *session, const uint8_t **data);
+LIPSYNC_API ssize_t lipsync_session_send(lipsync_session *session,
+                                         const uint8_t **data);
 
 /* Nonzero while the session expects more input. */
-int lipsync_session_want_read(lipsync_session *session);
+LIPSYNC_API int lipsync_session_want_read(lipsync_session *session);
 /* Nonzero while the session has or may produce output now. */
-int lipsync_session_want_write(lipsync_session *session);
+LIPSYNC_API int lipsync_session_want_write(lipsync_session *session);
 /* Nonzero once the session has finished, successfully or not, and has
  * nothing more to send: the transport may be closed. */
-int lipsync_session_is_done(lipsync_session *session);
+LIPSYNC_API int lipsync_session_is_done(lipsync_session *session);
 
 /* Fails the session with |code| (for example LIPSYNC_ERR_TIMEOUT or
  * LIPSYNC_ERR_SHUTTING_DOWN): rolls back and queues an Error frame. */
-void lipsync_session_abort(lipsync_session *session, int code,
-                           const char *message);
+LIPSYNC_API void lipsync_session_abort(lipsync_session *session, int code,
+                                       const char *message);
 
 /* 0 after a successful sync, else the error that ended the session. */
-int lipsync_session_result(lipsync_session *session);
+LIPSYNC_API int lipsync_session_result(lipsync_session *session);
 /* Nonzero if the error came from the peer's Error frame. */
-int lipsync_session_error_is_remote(lipsync_session *session);
+LIPSYNC_API int lipsync_session_error_is_remote(lipsync_session *session);
 /* A human-readable description of the result, never NULL. */
-const char *lipsync_session_errmsg(lipsync_session *session);
+LIPSYNC_API const char *lipsync_session_errmsg(lipsync_session *session);
 
 /* Per-table counters, for reports. */
 typedef struct lipsync_table_stats {
-  const char *name;
+  const char *name;   /* this side's name of the table */
+  const char *remote; /* the name the session gives the peer: |name|
+                         unless mapped (lipsync_session_map_table) */
   uint64_t rows_sent;
   uint64_t rows_received;
+  uint64_t deletes_sent;     /* of rows_sent: tombstones (deleted rows) */
+  uint64_t deletes_received; /* of rows_received: tombstones */
+  /* Rows changed on both sides since they last agreed (spec 8.6), that
+   * the conflict policy resolved for the peer's change (taken: every such
+   * row received) or for this side's (kept: those whose decision this
+   * side made, from the peer's item; the peer counts the others among
+   * its taken rows). */
+  uint64_t changed_both_kept;
+  uint64_t changed_both_taken;
+  /* Rows this side found the policy cannot resolve (spec LS-POLICY-3):
+   * any makes the sync fail with LIPSYNC_ERR_CONFLICT. */
+  uint64_t conflicts;
   uint64_t bytes_sent;     /* frames that name this table */
   uint64_t bytes_received; /* frames that name this table */
 } lipsync_table_stats;
 
 /* Number of tables in the session (known to a server once they are open). */
-size_t lipsync_session_table_count(lipsync_session *session);
+LIPSYNC_API size_t lipsync_session_table_count(lipsync_session *session);
 /* Fills |out| for table |index|. Returns LIPSYNC_ERR_INVALID_ARGUMENT when
  * |index| is out of range. */
-int lipsync_session_table_stats(lipsync_session *session, size_t index,
-                                lipsync_table_stats *out);
+LIPSYNC_API int lipsync_session_table_stats(lipsync_session *session,
+                                            size_t index,
+                                            lipsync_table_stats *out);
 /* Total bytes sent and received by the session, framing included. */
-void lipsync_session_bytes(lipsync_session *session, uint64_t *sent,
-                           uint64_t *received);
+LIPSYNC_API void lipsync_session_bytes(lipsync_session *session, uint64_t *sent,
+                                       uint64_t *received);
 
 /* Called as rows are sent and received. */
 typedef void (*lipsync_progress_cb)(void *user, const char *table,
                                     uint64_t rows_sent, uint64_t rows_received);
-void lipsync_session_set_progress(lipsync_session *session,
-                                  lipsync_progress_cb cb, void *user);
+LIPSYNC_API void lipsync_session_set_progress(lipsync_session *session,
+                                              lipsync_progress_cb cb,
+                                              void *user);
 
 /* How a row changed on both sides since they last agreed is resolved
  * (spec 8.6). The client chooses; the server follows the client's choice. */
@@ -600,22 +640,27 @@ typedef enum lipsync_policy {
 
 /* Client only; call before the first recv/send. Returns
  * LIPSYNC_ERR_INVALID_ARGUMENT for a server session or an unknown policy. */
-int lipsync_session_set_policy(lipsync_session *session, lipsync_policy policy);
+LIPSYNC_API int lipsync_session_set_policy(lipsync_session *session,
+                                           lipsync_policy policy);
 /* Parses "lww", "server-wins" or "client-wins". */
-int lipsync_policy_parse(const char *text, lipsync_policy *out);
+LIPSYNC_API int lipsync_policy_parse(const char *text, lipsync_policy *out);
+/* The name lipsync_policy_parse() reads ("lww", ...), or "unknown". */
+LIPSYNC_API const char *lipsync_policy_name(lipsync_policy policy);
 
 /* Server only: tombstones older than |ms| milliseconds are left out of
  * syncs and purged (spec 8.7); default 30 days. */
-int lipsync_session_set_tombstone_retention(lipsync_session *session,
-                                            uint64_t ms);
+LIPSYNC_API int
+lipsync_session_set_tombstone_retention(lipsync_session *session, uint64_t ms);
 #define LIPSYNC_DEFAULT_RETENTION_MS (30ull * 24 * 3600 * 1000)
 
 /* Installs change capture on the |ntables| tables named by |tables| (NULL:
  * every table of the store) in one transaction (what the first sync would do):
  * UUIDs, items with initial versions, triggers. On failure nothing changes and,
  * when |errbuf| is not NULL, the reason is copied into it. */
-int lipsync_store_init_tables(lipsync_store *store, const char *const *tables,
-                              size_t ntables, char *errbuf, size_t errlen);
+LIPSYNC_API int lipsync_store_init_tables(lipsync_store *store,
+                                          const char *const *tables,
+                                          size_t ntables, char *errbuf,
+                                          size_t errlen);
 
 /* Server: opens the database only once the client has proved it holds
  * the secret (spec LS-SEC-3), so that connections that never authenticate
@@ -627,8 +672,9 @@ int lipsync_store_init_tables(lipsync_store *store, const char *const *tables,
  * |err|; the session fails with that code and tells the client. */
 typedef int (*lipsync_store_opener)(void *user, lipsync_store **store,
                                     char *err, size_t errlen);
-int lipsync_session_set_store_opener(lipsync_session *session,
-                                     lipsync_store_opener open, void *user);
+LIPSYNC_API int lipsync_session_set_store_opener(lipsync_session *session,
+                                                 lipsync_store_opener open,
+                                                 void *user);
 
 /* Bounds the memory the session buffers for its peer to |bytes| (0: no
  * bound; default LIPSYNC_DEFAULT_MEMORY_LIMIT): the frame being read and
@@ -643,30 +689,60 @@ int lipsync_session_set_store_opener(lipsync_session *session,
  * into some ten times its size, so a bound below 256 MiB can refuse
  * legitimate maximum-size frames; the reference's own frames are far
  * smaller. */
-int lipsync_session_set_memory_limit(lipsync_session *session, size_t bytes);
+LIPSYNC_API int lipsync_session_set_memory_limit(lipsync_session *session,
+                                                 size_t bytes);
 #define LIPSYNC_DEFAULT_MEMORY_LIMIT ((size_t)256 * 1024 * 1024)
 /* The memory the session buffers now, as the limit counts it. */
-size_t lipsync_session_memory(const lipsync_session *session);
+LIPSYNC_API size_t lipsync_session_memory(const lipsync_session *session);
 
 /* Testing and tuning knobs; call before the first recv/send. */
-int lipsync_session_set_versions(lipsync_session *session, uint32_t min,
-                                 uint32_t max);
+LIPSYNC_API int lipsync_session_set_versions(lipsync_session *session,
+                                             uint32_t min, uint32_t max);
 /* Ranges holding at most |n| items are answered with item lists rather
  * than split (default 32; 0 disables splitting: the simple strategy). */
-void lipsync_session_set_split_threshold(lipsync_session *session, size_t n);
+LIPSYNC_API void lipsync_session_set_split_threshold(lipsync_session *session,
+                                                     size_t n);
 
 /* Whether the session offers (client) or accepts (server) the feature
  * "incremental" (spec 8.8): a table synced before with the same peer
  * exchanges only what changed since (default: on). Call before the first
  * recv/send. */
-int lipsync_session_set_incremental(lipsync_session *session, int on);
+LIPSYNC_API int lipsync_session_set_incremental(lipsync_session *session,
+                                                int on);
+/* Client only: the server knows local table |local| (one of the tables
+ * the session was created with) as |remote| (copied), for example
+ * "cities" as "geo.cities". The names in OpenTables are the server's;
+ * everything local (the store, reports, messages) uses |local|. Returns
+ * LIPSYNC_ERR_INVALID_ARGUMENT for a server session or an unknown local
+ * table; a session in which two tables end up with one remote name fails
+ * with it before it opens them. Call before the first recv/send. */
+LIPSYNC_API int lipsync_session_map_table(lipsync_session *session,
+                                          const char *local,
+                                          const char *remote);
+
+/* Client only: a dry run (spec LS-DRY-1). The session runs the whole
+ * reconciliation, applies what it receives inside its transaction (so a
+ * row this database would refuse is found), then, where it would send
+ * its Verify, sends Error CANCELLED instead and rolls back; the server
+ * rolls back too. Neither database changes. lipsync_session_result() is
+ * then 0 and the table stats say what the sync would do;
+ * lipsync_session_dry_run_outcome() tells how it would end. Call before
+ * the first recv/send. */
+LIPSYNC_API int lipsync_session_set_dry_run(lipsync_session *session, int on);
+/* After a dry run: 0 if the sync would succeed as far as this side can
+ * tell, LIPSYNC_ERR_CONFLICT if a row cannot be resolved, or
+ * LIPSYNC_ERR_VERIFY_FAILED if the server sent its Verify first and the
+ * final states differ. A message is in lipsync_session_errmsg(). */
+LIPSYNC_API int lipsync_session_dry_run_outcome(lipsync_session *session);
+
 /* Client only: presents no checkpoint, so that every table is reconciled
  * by ranges, and first recomputes what the store keeps of each table from
  * its items, repairing items that disagree with their rows (a change made
  * with capture off). Call before the first recv/send. */
-int lipsync_session_set_full(lipsync_session *session);
+LIPSYNC_API int lipsync_session_set_full(lipsync_session *session);
 /* Nonzero once table |index| is known to be synced by its changes. */
-int lipsync_session_table_incremental(lipsync_session *session, size_t index);
+LIPSYNC_API int lipsync_session_table_incremental(lipsync_session *session,
+                                                  size_t index);
 
 /* ------------------------------------------------------------------ */
 /* TLS (spec 2.1, 5.5)                                                  */
@@ -688,8 +764,8 @@ int lipsync_session_table_incremental(lipsync_session *session, size_t index);
 /* Derives the TLS 1.3 external pre-shared key from the shared secret:
  * HKDF-SHA256 with the label of spec LS-TLS-5 (never the secret itself).
  * Returns 0 or LIPSYNC_ERR_INVALID_ARGUMENT (an empty secret). */
-int lipsync_tls_psk(const void *secret, size_t secret_len,
-                    uint8_t psk[LIPSYNC_TLS_PSK_LEN]);
+LIPSYNC_API int lipsync_tls_psk(const void *secret, size_t secret_len,
+                                uint8_t psk[LIPSYNC_TLS_PSK_LEN]);
 
 /* Binds the session's authentication to the TLS connection it runs over
  * (feature "tls-exporter", spec 5.5): |binding| is the connection's
@@ -698,11 +774,12 @@ int lipsync_tls_psk(const void *secret, size_t secret_len,
  * the server accepts it when offered; both MACs cover the value, so a man
  * in the middle who terminates TLS on each side fails authentication.
  * Call before the first recv/send. */
-int lipsync_session_set_channel_binding(lipsync_session *session,
-                                        const uint8_t *binding, size_t len);
+LIPSYNC_API int lipsync_session_set_channel_binding(lipsync_session *session,
+                                                    const uint8_t *binding,
+                                                    size_t len);
 /* Nonzero once the authentication is known to cover the TLS connection
  * (the feature "tls-exporter" is in effect). */
-int lipsync_session_channel_bound(lipsync_session *session);
+LIPSYNC_API int lipsync_session_channel_bound(lipsync_session *session);
 
 /* ------------------------------------------------------------------ */
 /* Socket loop                                                          */
@@ -717,8 +794,8 @@ int lipsync_session_channel_bound(lipsync_session *session);
  * no timeout), and with LIPSYNC_ERR_SHUTTING_DOWN when |cancel_fd| (or -1)
  * becomes readable. Returns lipsync_session_result().
  */
-int lipsync_session_run_fd(lipsync_session *session, int fd, int timeout_ms,
-                           int cancel_fd);
+LIPSYNC_API int lipsync_session_run_fd(lipsync_session *session, int fd,
+                                       int timeout_ms, int cancel_fd);
 
 #ifdef __cplusplus
 }

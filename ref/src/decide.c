@@ -49,3 +49,8 @@ decision decide(const decide_ctx *ctx, const side_item *c, const side_item *s) {
                                                      : DECIDE_CLIENT;
   return client_changed ? DECIDE_CLIENT : DECIDE_SERVER;
 }
+
+bool decide_both_changed(const side_item *c, const side_item *s) {
+  return c && s && !same(&c->version, &s->version) &&
+         !same(&c->version, &c->base) && !same(&s->version, &c->base);
+}

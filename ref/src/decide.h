@@ -36,6 +36,11 @@ typedef struct decide_ctx {
  * has none. */
 decision decide(const decide_ctx *ctx, const side_item *c, const side_item *s);
 
+/* Whether the client's item |c| and the server's |s| both changed since
+ * the client's base: a row changed on both sides since they last agreed,
+ * which the policy resolves (or, as DECIDE_CONFLICT, cannot). */
+bool decide_both_changed(const side_item *c, const side_item *s);
+
 /* The implicit tombstone T0 of a stale session (spec 8.7). */
 void decide_implicit_tombstone(const decide_ctx *ctx, side_item *out);
 

@@ -16,6 +16,20 @@
  *                        INTERNAL_ERROR (session.c queue_error)
  *   no-frame-limit       the frame reader accepts length prefixes above
  *                        LIPSYNC_MAX_FRAME, up to FAULT_FRAME_CAP (frame.c)
+ *   digest-no-deleted    item digests leave out the deleted byte (canon.c)
+ *   text-tag-as-blob     TEXT values are encoded with BLOB's tag (canon.c)
+ *   lww-no-site          lww orders equal clocks without the site
+ *                        (decide.c)
+ *   no-implicit-tombstone  a stale client's items never meet T0
+ *                        (decide.c)
+ *   accept-row-twice     a row received twice in a session is accepted
+ *                        (reconcile.c)
+ *   range-exclusive-lower  an item on a range's lower bound is left out
+ *                        of the range (items.c)
+ *   commit-early         the client commits once both Verify agree,
+ *                        before Committed (session.c)
+ *   offer-unlisted       the server opens a table it does not offer
+ *                        (session.c)
  *
  * fault_point(NAME) marks a moment of a sync, for the crash-fault tests
  * (ref/tests/e2e/test_crash.py). The environment variable

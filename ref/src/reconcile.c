@@ -41,6 +41,7 @@ static size_t held_max(const lipsync_session *s) {
 void recon_table_free(lipsync_session *s, sync_table *t) {
   (void)s;
   free(t->name);
+  free(t->remote);
   free(t->ranges);
   free(t->needs);
   free(t->pushes);
@@ -262,6 +263,12 @@ decision session_decide(const lipsync_session *s, const sync_table *t,
                       : decide(&t->ctx, mine, peer);
 }
 
+bool session_both_changed(const lipsync_session *s, const side_item *mine,
+                          const side_item *peer) {
+  return s->is_server ? decide_both_changed(peer, mine)
+                      : decide_both_changed(mine, peer);
+}
+
 static decision my_win(const lipsync_session *s) {
   return s->is_server ? DECIDE_SERVER : DECIDE_CLIENT;
 }
@@ -373,6 +380,8 @@ static int act_on(lipsync_session *s, sync_table *t, const uint8_t *uuid,
     t->conflicts++;
     return 0;
   }
+  if (d == my_win(s) && mine && session_both_changed(s, &me, peer))
+    t->changed_both_kept++;
   if (d == my_win(s))
     return mine ? add_push_one(s, t, mine) : add_implicit(s, t, uuid);
   return d == DECIDE_NONE ? 0 : add_need(s, t, uuid);
@@ -853,6 +862,8 @@ static int apply_row(lipsync_session *s, sync_table *t, const Lipsync__Row *in,
                         "table %s: received row %s, whose version does not "
                         "win over this side's",
                         t->name, text);
+  if (mine && session_both_changed(s, &me, &peer))
+    t->changed_both_taken++;
   (void)ncol;
   if (decode_values(s, t, in, values)) /* refused now, not later */
     return s->result;
@@ -870,6 +881,7 @@ static int apply_row(lipsync_session *s, sync_table *t, const Lipsync__Row *in,
   if (in_final(s, peer.version.clock, in->deleted))
     canon_fp_add(&t->final_add, head.digest);
   t->rows_received++;
+  t->deletes_received += in->deleted != 0;
   if (t->empty || s->held_bytes >= held_max(s)) {
     /* Nothing to delete first, or too much to hold: write it now, after
      * the tombstones held so far. */
@@ -1510,6 +1522,8 @@ static int emit_rows(lipsync_session *s, sync_table *t, size_t index,
   if (session_emit(s, &f, t))
     return s->result;
   t->rows_sent += n;
+  for (size_t i = 0; i < n; i++)
+    t->deletes_sent += rows[i]->deleted != 0;
   if (s->progress)
     s->progress(s->progress_user, t->name, t->rows_sent, t->rows_received);
   return 0;

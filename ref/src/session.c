@@ -238,11 +238,13 @@ static void distrust_after(lipsync_session *s, int code) {
     store_distrust(s->store, s->tables[i].name);
 }
 
+/* The last code with a wire form (spec 11.1): Error.code is its negation. */
+#define WIRE_CODE_LAST LIPSYNC_ERR_CANCELLED
+
 static void queue_error(lipsync_session *s, int code, const char *message) {
   Lipsync__Frame f = LIPSYNC__FRAME__INIT;
   Lipsync__Error m = LIPSYNC__ERROR__INIT;
-  m.code = (uint32_t)(code <= LIPSYNC_ERR_PROTOCOL &&
-                              code >= LIPSYNC_ERR_RESOURCE_LIMIT
+  m.code = (uint32_t)(code <= LIPSYNC_ERR_PROTOCOL && code >= WIRE_CODE_LAST
                           ? -code
                           : -LIPSYNC_ERR_INTERNAL);
   m.message = (char *)message;
@@ -457,10 +459,24 @@ static int load_checkpoints(lipsync_session *s) {
   return 0;
 }
 
+/* The server's name of table |i|. */
+static const char *remote_name(const lipsync_session *s, size_t i) {
+  return s->tables[i].remote ? s->tables[i].remote : s->tables[i].name;
+}
+
 static int send_open_tables(lipsync_session *s) {
   Lipsync__Frame f = LIPSYNC__FRAME__INIT;
   Lipsync__OpenTables m = LIPSYNC__OPEN_TABLES__INIT;
   arena *a = &s->send_arena;
+  /* Two local tables mapped to one of the server's (spec LS-TABLE-7). */
+  for (size_t i = 0; i < s->ntables; i++)
+    for (size_t j = 0; j < i; j++)
+      if (strcmp(remote_name(s, i), remote_name(s, j)) == 0)
+        return session_fail(s, LIPSYNC_ERR_INVALID_ARGUMENT,
+                            "tables %s and %s are both mapped to the "
+                            "server's table %s",
+                            s->tables[j].name, s->tables[i].name,
+                            remote_name(s, i));
   m.n_tables = s->ntables;
   m.policy = (Lipsync__Policy)s->policy;
   if (s->incremental) {
@@ -478,7 +494,7 @@ static int send_open_tables(lipsync_session *s) {
     if (!ts || !fp || !cols || !ck)
       break;
     lipsync__table_schema__init(ts);
-    ts->name = st->name;
+    ts->name = (char *)remote_name(s, i);
     ts->n_columns = t->ncolumns;
     ts->columns = cols;
     for (size_t c = 0; c < t->ncolumns; c++) {
@@ -905,26 +921,31 @@ static int finish_tables(lipsync_session *s,
   return 0;
 }
 
-/* Both Verify frames are known: decide, identically on both sides. */
-static int decide_outcome(lipsync_session *s, const Lipsync__Verify *peer) {
-  char msg[400];
+/* The outcome of spec LS-COMMIT-1 from my Verify and the peer's |peer|
+ * (NULL: not known, so from my conflicts alone): 0, or the code with its
+ * message in |msg|. */
+static int judge(const lipsync_session *s, const Lipsync__Verify *peer,
+                 char *msg, size_t len) {
   size_t off = 0;
-  if (peer->n_tables != s->ntables)
-    return session_fail(s, LIPSYNC_ERR_PROTOCOL,
-                        "Verify describes %zu tables, the session has %zu",
-                        peer->n_tables, s->ntables);
-  for (size_t i = 0; i < s->ntables; i++)
-    if (peer->tables[i]->fingerprint.len != LIPSYNC_DIGEST_LEN)
-      return session_fail(s, LIPSYNC_ERR_PROTOCOL,
-                          "Verify: the fingerprint of table %s is %zu bytes, "
-                          "not %d",
-                          s->tables[i].name, peer->tables[i]->fingerprint.len,
-                          LIPSYNC_DIGEST_LEN);
+  if (peer && peer->n_tables != s->ntables) {
+    snprintf(msg, len, "Verify describes %zu tables, the session has %zu",
+             peer->n_tables, s->ntables);
+    return LIPSYNC_ERR_PROTOCOL;
+  }
+  for (size_t i = 0; peer && i < s->ntables; i++)
+    if (peer->tables[i]->fingerprint.len != LIPSYNC_DIGEST_LEN) {
+      snprintf(msg, len,
+               "Verify: the fingerprint of table %s is %zu bytes, not %d",
+               s->tables[i].name, peer->tables[i]->fingerprint.len,
+               LIPSYNC_DIGEST_LEN);
+      return LIPSYNC_ERR_PROTOCOL;
+    }
   msg[0] = '\0';
   for (size_t i = 0; i < s->ntables; i++) {
-    uint64_t n = s->tables[i].conflicts + peer->tables[i]->conflicts;
-    if (n && off < sizeof msg)
-      off += (size_t)snprintf(msg + off, sizeof msg - off,
+    uint64_t n =
+        s->tables[i].conflicts + (peer ? peer->tables[i]->conflicts : 0);
+    if (n && off < len)
+      off += (size_t)snprintf(msg + off, len - off,
                               "%stable %s: %llu rows differ between client "
                               "and server (same _lipsync_uuid, different "
                               "contents)",
@@ -932,20 +953,48 @@ static int decide_outcome(lipsync_session *s, const Lipsync__Verify *peer) {
                               (unsigned long long)n);
   }
   if (off)
-    return session_fail(s, LIPSYNC_ERR_CONFLICT, "%s", msg);
-  if (fault_on("ignore-verify")) /* fault injection: conformance self-test */
+    return LIPSYNC_ERR_CONFLICT;
+  if (!peer || fault_on("ignore-verify")) /* fault: conformance self-test */
     return 0;
   for (size_t i = 0; i < s->ntables; i++) {
     const Lipsync__TableState *p = peer->tables[i];
     const sync_table *t = &s->tables[i];
     if (p->count != t->final_count ||
-        memcmp(p->fingerprint.data, t->final_fp, LIPSYNC_DIGEST_LEN) != 0)
-      return session_fail(s, LIPSYNC_ERR_VERIFY_FAILED,
-                          "table %s: final states differ (%llu rows here, "
-                          "%llu on the peer)",
-                          t->name, (unsigned long long)t->final_count,
-                          (unsigned long long)p->count);
+        memcmp(p->fingerprint.data, t->final_fp, LIPSYNC_DIGEST_LEN) != 0) {
+      snprintf(msg, len,
+               "table %s: final states differ (%llu rows here, %llu on the "
+               "peer)",
+               t->name, (unsigned long long)t->final_count,
+               (unsigned long long)p->count);
+      return LIPSYNC_ERR_VERIFY_FAILED;
+    }
   }
+  return 0;
+}
+
+/* Both Verify frames are known: decide, identically on both sides. */
+static int decide_outcome(lipsync_session *s, const Lipsync__Verify *peer) {
+  char msg[400];
+  int code = judge(s, peer, msg, sizeof msg);
+  return code ? session_fail(s, code, "%s", msg) : 0;
+}
+
+/* A client's dry run (spec LS-DRY-1) ends where it would send its Verify,
+ * the peer's |peer| known or not (NULL): everything received applied,
+ * so that the store has checked it, then Error CANCELLED instead, and a
+ * rollback. The session has succeeded as a preview. */
+static int end_dry_run(lipsync_session *s, const Lipsync__Verify *peer) {
+  int rc = recon_apply_deferred(s);
+  if (!rc && (rc = store_flush(s->store)) != 0)
+    rc = session_fail(s, rc, "%s", store_errmsg(s->store));
+  if (rc)
+    return s->result;
+  for (size_t i = 0; i < s->ntables; i++)
+    final_state(&s->tables[i]);
+  s->dry_run_outcome = judge(s, peer, s->errmsg, sizeof s->errmsg);
+  end_transaction(s, false, &rc);
+  queue_error(s, LIPSYNC_ERR_CANCELLED, "dry run: nothing is committed");
+  s->state = ST_DONE;
   return 0;
 }
 
@@ -1023,6 +1072,8 @@ out:
 }
 
 static int on_verify(lipsync_session *s, const Lipsync__Verify *m) {
+  if (s->dry_run && !s->is_server)
+    return end_dry_run(s, m);
   if (!s->verify_sent && session_send_verify(s))
     return s->result;
   if (decide_outcome(s, m))
@@ -1073,9 +1124,8 @@ static int on_committed(lipsync_session *s, const Lipsync__Committed *m) {
 /* ------------------------------------------------------------------ */
 
 static int on_peer_error(lipsync_session *s, const Lipsync__Error *m) {
-  int code = m->code >= 1 && m->code <= -LIPSYNC_ERR_RESOURCE_LIMIT
-                 ? -(int)m->code
-                 : LIPSYNC_ERR_INTERNAL;
+  int code = m->code >= 1 && m->code <= -WIRE_CODE_LAST ? -(int)m->code
+                                                        : LIPSYNC_ERR_INTERNAL;
   const char *text = m->message ? m->message : "";
   int rc = 0;
   end_transaction(s, false, &rc);
@@ -1140,6 +1190,8 @@ static int dispatch(lipsync_session *s, const Lipsync__Frame *f) {
       bool quiet =
           !s->peer_turn_requests && !(s->is_server && s->turns_received == 0);
       s->turns_received++;
+      if (quiet && s->dry_run && !s->is_server)
+        return end_dry_run(s, NULL);
       if (quiet)
         return session_send_verify(s); /* a quiet turn ends the talk */
       s->state = ST_MY_TURN;
@@ -1337,8 +1389,14 @@ int lipsync_session_table_stats(lipsync_session *s, size_t index,
     return LIPSYNC_ERR_INVALID_ARGUMENT;
   const sync_table *t = &s->tables[index];
   out->name = t->name;
+  out->remote = t->remote ? t->remote : t->name;
   out->rows_sent = t->rows_sent;
   out->rows_received = t->rows_received;
+  out->deletes_sent = t->deletes_sent;
+  out->deletes_received = t->deletes_received;
+  out->changed_both_kept = t->changed_both_kept;
+  out->changed_both_taken = t->changed_both_taken;
+  out->conflicts = t->conflicts;
   out->bytes_sent = t->bytes_sent;
   out->bytes_received = t->bytes_received;
   return 0;
@@ -1374,10 +1432,16 @@ int lipsync_session_set_policy(lipsync_session *s, lipsync_policy policy) {
   return 0;
 }
 
+static const char *const policy_names[] = {"lww", "server-wins", "client-wins"};
+
+const char *lipsync_policy_name(lipsync_policy policy) {
+  return (unsigned)policy <= LIPSYNC_POLICY_CLIENT_WINS ? policy_names[policy]
+                                                        : "unknown";
+}
+
 int lipsync_policy_parse(const char *text, lipsync_policy *out) {
-  static const char *const names[] = {"lww", "server-wins", "client-wins"};
   for (int i = 0; i < 3; i++)
-    if (strcmp(text, names[i]) == 0) {
+    if (strcmp(text, policy_names[i]) == 0) {
       *out = (lipsync_policy)i;
       return 0;
     }
@@ -1405,6 +1469,36 @@ int lipsync_session_set_full(lipsync_session *s) {
     return LIPSYNC_ERR_INVALID_ARGUMENT;
   s->force_full = true;
   return 0;
+}
+
+int lipsync_session_map_table(lipsync_session *s, const char *local,
+                              const char *remote) {
+  sync_table *t = NULL;
+  if (!s || s->is_server || !local || !remote || !remote[0] ||
+      s->client_hello.len)
+    return LIPSYNC_ERR_INVALID_ARGUMENT;
+  for (size_t i = 0; i < s->ntables; i++)
+    if (strcmp(s->tables[i].name, local) == 0)
+      t = &s->tables[i];
+  if (!t)
+    return LIPSYNC_ERR_INVALID_ARGUMENT;
+  char *copy = strdup(remote);
+  if (!copy)
+    return LIPSYNC_ERR_NOMEM;
+  free(t->remote);
+  t->remote = copy;
+  return 0;
+}
+
+int lipsync_session_set_dry_run(lipsync_session *s, int on) {
+  if (!s || s->is_server || s->client_hello.len)
+    return LIPSYNC_ERR_INVALID_ARGUMENT;
+  s->dry_run = on != 0;
+  return 0;
+}
+
+int lipsync_session_dry_run_outcome(lipsync_session *s) {
+  return s->dry_run_outcome;
 }
 
 int lipsync_session_set_channel_binding(lipsync_session *s,

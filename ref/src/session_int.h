@@ -58,6 +58,7 @@ typedef struct push {
 
 typedef struct sync_table {
   char *name;
+  char *remote; /* client: the server's name for it (NULL: |name|) */
   lipsync_table *handle;
   item_view view; /* my items, through the store */
 
@@ -105,6 +106,8 @@ typedef struct sync_table {
   canon_fp final_add, final_sub; /* the final item set's changes */
   uint64_t conflicts;            /* found by me, in item lists the peer sent */
   uint64_t rows_sent, rows_received, bytes_sent, bytes_received;
+  uint64_t deletes_sent, deletes_received; /* tombstones among the rows */
+  uint64_t changed_both_kept, changed_both_taken; /* see lipsync.h */
   uint64_t final_count;
   uint8_t final_fp[LIPSYNC_DIGEST_LEN];
 } sync_table;
@@ -194,6 +197,10 @@ struct lipsync_session {
   uint64_t bytes_sent, bytes_received;
   size_t frame_size; /* of the frame being handled */
 
+  /* dry run (client, spec LS-DRY-1) */
+  bool dry_run;
+  int dry_run_outcome;
+
   /* outcome */
   int result;
   bool remote_error;
@@ -223,6 +230,10 @@ size_t session_memory(const lipsync_session *s, bool with_arena);
  * be NULL), from the client's and the server's points of view. */
 decision session_decide(const lipsync_session *s, const sync_table *t,
                         const side_item *mine, const side_item *peer);
+/* Whether both items changed since the client's base (decide_both_changed),
+ * from either point of view. */
+bool session_both_changed(const lipsync_session *s, const side_item *mine,
+                          const side_item *peer);
 
 /* reconcile.c */
 /* After TablesOpened: hides old tombstones and sets each table's decision

@@ -54,6 +54,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #define DEFAULT_SCHEMA "public"
 /* A cursor's first batch is small, for tables of large rows; later ones
@@ -1039,6 +1040,14 @@ static int pg_store_open_table(lipsync_store *store, const char *name,
   }
   if ((rc = split_name(s, t, &schema)) != 0)
     goto fail;
+  /* The tables of change capture, and every other reserved name (spec
+   * LS-OPEN-4), are no tables of a sync, whatever their case. */
+  if (strncasecmp(schema, "_lipsync", 8) == 0 ||
+      strncasecmp(t->relname, "_lipsync", 8) == 0) {
+    rc = pgs_fail(s, LIPSYNC_ERR_UNKNOWN_TABLE,
+                  "no table %s (LipSync's own tables cannot be synced)", name);
+    goto fail;
+  }
   rc = pgs_put_ident(s, &q, schema);
   if (!rc)
     rc = pgs_put(&q, ".");

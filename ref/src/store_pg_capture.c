@@ -374,6 +374,51 @@ static int settle_home(pg_store *s) {
                          " take");
 }
 
+/* The first object under the reserved prefix "_lipsync" (spec LS-OPEN-4,
+ * any case) that this code does not make: a relation outside schema
+ * _lipsync but for the items tables, a trigger other than capture's, a
+ * schema other than _lipsync; or a state table without the site id every
+ * layout of this code has. One row: the object, or NULL. */
+static const char foreign_sql[] =
+    "SELECT (SELECT o FROM ("
+    " SELECT 'table ' || n.nspname || '.' || c.relname AS o"
+    " FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n"
+    " ON n.oid = c.relnamespace"
+    " WHERE c.relkind IN ('r', 'p', 'v', 'm', 'f')"
+    " AND n.nspname <> '_lipsync' AND n.nspname NOT LIKE 'pg\\_%'"
+    " AND c.relname ILIKE '\\_lipsync%'"
+    " AND c.relname NOT LIKE '\\_lipsync\\_meta\\_%'"
+    " UNION ALL SELECT 'trigger ' || t.tgname FROM pg_catalog.pg_trigger t"
+    " WHERE NOT t.tgisinternal AND t.tgname ILIKE '\\_lipsync%'"
+    " AND t.tgname NOT IN ('_lipsync_capture_insert',"
+    " '_lipsync_capture_update', '_lipsync_capture_delete',"
+    " '_lipsync_capture_truncate', '_lipsync_keep_uuid')"
+    " UNION ALL SELECT 'schema ' || nspname FROM pg_catalog.pg_namespace"
+    " WHERE nspname ILIKE '\\_lipsync%' AND nspname <> '_lipsync'"
+    " UNION ALL SELECT 'table _lipsync.state without column site'"
+    " WHERE pg_catalog.to_regclass('_lipsync.state') IS NOT NULL"
+    " AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_attribute"
+    " WHERE attrelid = pg_catalog.to_regclass('_lipsync.state')"
+    " AND attname = 'site' AND NOT attisdropped)) f ORDER BY o LIMIT 1)";
+
+static int check_owner(pg_store *s) {
+  bytebuf sql = {0};
+  PGresult *r;
+  int rc = pgs_put(&sql, foreign_sql);
+  if ((rc = pgs_query_row(s, NULL, &sql, rc, "looking for foreign capture",
+                          false, &r)) != 0)
+    return rc;
+  if (!PQgetisnull(r, 0, 0))
+    rc = pgs_fail(s, LIPSYNC_ERR_STORAGE,
+                  "the database holds %s: change-capture metadata that this "
+                  "implementation does not own or understand (another "
+                  "implementation's, or a newer version's); nothing was "
+                  "changed",
+                  PQgetvalue(r, 0, 0));
+  PQclear(r);
+  return rc;
+}
+
 /* Whether the global objects of this layout exist, and the database is
  * where it made its site id, read without writing, once per snapshot. */
 static int global_ready(pg_store *s, bool *ready, bool *home) {
@@ -385,6 +430,8 @@ static int global_ready(pg_store *s, bool *ready, bool *home) {
     return 0;
   }
   *home = true;
+  if ((rc = check_owner(s)) != 0) /* spec LS-CAPTURE-8 */
+    return rc;
   rc = pgs_put(&sql, check_global_sql);
   if ((rc = pgs_query_bool(s, NULL, &sql, rc, "looking for _lipsync", ready)) !=
           0 ||

@@ -842,6 +842,199 @@ static void test_store_opened_after_authentication(void) {
   CU_ASSERT_EQUAL(failing.calls, 1);
 }
 
+/* ------------------------------------------------------------------ */
+/* dry runs, counters and table mapping                                 */
+/* ------------------------------------------------------------------ */
+
+/* Two databases that synced 10 cities, then changed apart: the client
+ * inserted 2, deleted city 1, updated city 2; the server inserted 3,
+ * deleted city 3, updated city 2 too (a row changed on both sides) and
+ * city 4. */
+static void diverged_pair(peer *c, peer *s) {
+  const char *t[] = {"cities"};
+  open_city_pair(c, s);
+  add_cities(c->db, 0, 10);
+  sync_pair(c, s, t, 1);
+  CU_ASSERT_EQUAL(lipsync_session_result(c->session), 0);
+  lipsync_session_free(c->session);
+  lipsync_session_free(s->session);
+  c->session = s->session = NULL;
+  add_cities(c->db, 100, 102);
+  exec(c->db, "DELETE FROM cities WHERE city_id = 1;"
+              "UPDATE cities SET name = 'client' WHERE city_id = 2");
+  add_cities(s->db, 200, 203);
+  exec(s->db, "DELETE FROM cities WHERE city_id = 3;"
+              "UPDATE cities SET name = 'server' WHERE city_id = 2;"
+              "UPDATE cities SET population = 1 WHERE city_id = 4");
+}
+
+static void check_counts(lipsync_session *session, uint64_t sent,
+                         uint64_t deletes_sent, uint64_t received,
+                         uint64_t deletes_received, uint64_t kept,
+                         uint64_t taken) {
+  lipsync_table_stats st;
+  CU_ASSERT_EQUAL_FATAL(lipsync_session_table_stats(session, 0, &st), 0);
+  CU_ASSERT_STRING_EQUAL(st.name, "cities");
+  CU_ASSERT_EQUAL(st.rows_sent, sent);
+  CU_ASSERT_EQUAL(st.deletes_sent, deletes_sent);
+  CU_ASSERT_EQUAL(st.rows_received, received);
+  CU_ASSERT_EQUAL(st.deletes_received, deletes_received);
+  CU_ASSERT_EQUAL(st.changed_both_kept, kept);
+  CU_ASSERT_EQUAL(st.changed_both_taken, taken);
+  CU_ASSERT_EQUAL(st.conflicts, 0);
+}
+
+/* A dry run changes neither database, byte for byte, and counts what the
+ * real sync that follows then does; the server sees CANCELLED. */
+static void test_dry_run(void) {
+  for (int p = LIPSYNC_POLICY_SERVER_WINS; p <= LIPSYNC_POLICY_CLIENT_WINS;
+       p++) {
+    peer c, s;
+    const char *t[] = {"cities"};
+    diverged_pair(&c, &s);
+    bytebuf cb = db_state(c.db), sb = db_state(s.db);
+    start_client(&c, t, 1, SECRET);
+    CU_ASSERT_EQUAL(lipsync_session_set_policy(c.session, p), 0);
+    CU_ASSERT_EQUAL(lipsync_session_set_dry_run(c.session, 1), 0);
+    start_server(&s, NULL, 0);
+    pump(c.session, s.session);
+    CU_ASSERT_EQUAL(lipsync_session_result(c.session), 0);
+    CU_ASSERT_EQUAL(lipsync_session_dry_run_outcome(c.session), 0);
+    CU_ASSERT_EQUAL(lipsync_session_result(s.session), LIPSYNC_ERR_CANCELLED);
+    CU_ASSERT_TRUE(lipsync_session_error_is_remote(s.session));
+    bool server_wins = p == LIPSYNC_POLICY_SERVER_WINS;
+    /* 2 inserts and a delete out, 3 inserts, a delete and city 4 in; city
+     * 2 goes the policy's way. A row changed on both sides is counted by
+     * the side that decides it, and by the side that receives it: here
+     * the server, which decides on the changes the client lists. */
+    check_counts(c.session, 3 + !server_wins, 1, 5 + server_wins, 1, 0,
+                 server_wins);
+    bytebuf ca = db_state(c.db), sa = db_state(s.db);
+    CU_ASSERT_TRUE(same_state(cb, ca));
+    CU_ASSERT_TRUE(same_state(sb, sa));
+    bytebuf_free(&ca);
+    bytebuf_free(&sa);
+    bytebuf_free(&cb);
+    bytebuf_free(&sb);
+
+    /* The real sync does what the dry run said. */
+    lipsync_session_free(c.session);
+    lipsync_session_free(s.session);
+    start_client(&c, t, 1, SECRET);
+    CU_ASSERT_EQUAL(lipsync_session_set_policy(c.session, p), 0);
+    start_server(&s, NULL, 0);
+    pump(c.session, s.session);
+    CU_ASSERT_EQUAL(lipsync_session_result(c.session), 0);
+    check_counts(c.session, 3 + !server_wins, 1, 5 + server_wins, 1, 0,
+                 server_wins);
+    check_counts(s.session, 5 + server_wins, 1, 3 + !server_wins, 1,
+                 server_wins, !server_wins);
+    assert_tables_equal(c.db, s.db, "cities");
+    CU_ASSERT_EQUAL(query_int(c.db, "SELECT count(*) FROM cities"), 13);
+    CU_ASSERT_EQUAL(query_int(c.db, "SELECT count(*) FROM cities WHERE name ="
+                                    " 'server' AND city_id = 2"),
+                    server_wins);
+    peer_close(&c);
+    peer_close(&s);
+  }
+}
+
+/* A dry run of a sync that would fail tells so, and changes nothing. */
+static void test_dry_run_conflict(void) {
+  peer c, s;
+  const char *t[] = {"t"};
+  peer_open(&c, mem_db());
+  peer_open(&s, mem_db());
+  exec(c.db,
+       "CREATE TABLE t(a INTEGER, _lipsync_uuid TEXT);"
+       "INSERT INTO t VALUES (1, '00000000-0000-4000-8000-000000000001')");
+  exec(s.db,
+       "CREATE TABLE t(a INTEGER, _lipsync_uuid TEXT);"
+       "INSERT INTO t VALUES (2, '00000000-0000-4000-8000-000000000001')");
+  bytebuf cb = db_state(c.db), sb = db_state(s.db);
+  start_client(&c, t, 1, SECRET);
+  CU_ASSERT_EQUAL(lipsync_session_set_dry_run(c.session, 1), 0);
+  start_server(&s, NULL, 0);
+  pump(c.session, s.session);
+  CU_ASSERT_EQUAL(lipsync_session_result(c.session), 0);
+  CU_ASSERT_EQUAL(lipsync_session_dry_run_outcome(c.session),
+                  LIPSYNC_ERR_CONFLICT);
+  CU_ASSERT_PTR_NOT_NULL(
+      strstr(lipsync_session_errmsg(c.session), "table t: 1 rows differ"));
+  lipsync_table_stats st;
+  CU_ASSERT_EQUAL(lipsync_session_table_stats(c.session, 0, &st), 0);
+  CU_ASSERT_EQUAL(st.conflicts, 1);
+  bytebuf ca = db_state(c.db), sa = db_state(s.db);
+  CU_ASSERT_TRUE(same_state(cb, ca));
+  CU_ASSERT_TRUE(same_state(sb, sa));
+  bytebuf_free(&ca);
+  bytebuf_free(&sa);
+  bytebuf_free(&cb);
+  bytebuf_free(&sb);
+  /* Only a client runs dry, and only before it starts. */
+  CU_ASSERT_EQUAL(lipsync_session_set_dry_run(s.session, 1),
+                  LIPSYNC_ERR_INVALID_ARGUMENT);
+  CU_ASSERT_EQUAL(lipsync_session_set_dry_run(c.session, 0),
+                  LIPSYNC_ERR_INVALID_ARGUMENT);
+  peer_close(&c);
+  peer_close(&s);
+}
+
+/* A local table synced under the server's name for it. */
+static void test_map_table(void) {
+  peer c, s;
+  const char *t[] = {"cities", "other"};
+  peer_open(&c, mem_db());
+  peer_open(&s, mem_db());
+  exec(c.db, CITY_SCHEMA);
+  exec(c.db, "CREATE TABLE other(x INTEGER); INSERT INTO other VALUES (1)");
+  exec(s.db, "CREATE TABLE places(city_id INTEGER, name TEXT, country TEXT, "
+             "admin_code TEXT, population INTEGER, lon REAL, lat REAL);"
+             "CREATE TABLE other(x INTEGER)");
+  add_cities(c.db, 0, 5);
+  start_client(&c, t, 2, SECRET);
+  CU_ASSERT_EQUAL(lipsync_session_map_table(c.session, "nope", "places"),
+                  LIPSYNC_ERR_INVALID_ARGUMENT);
+  CU_ASSERT_EQUAL(lipsync_session_map_table(c.session, "cities", ""),
+                  LIPSYNC_ERR_INVALID_ARGUMENT);
+  CU_ASSERT_EQUAL(lipsync_session_map_table(c.session, "cities", "places"), 0);
+  start_server(&s, NULL, 0);
+  CU_ASSERT_EQUAL(lipsync_session_map_table(s.session, "cities", "places"),
+                  LIPSYNC_ERR_INVALID_ARGUMENT);
+  pump(c.session, s.session);
+  CU_ASSERT_EQUAL(lipsync_session_result(c.session), 0);
+  CU_ASSERT_EQUAL(lipsync_session_result(s.session), 0);
+  lipsync_table_stats st;
+  CU_ASSERT_EQUAL(lipsync_session_table_stats(c.session, 0, &st), 0);
+  CU_ASSERT_STRING_EQUAL(st.name, "cities");
+  CU_ASSERT_STRING_EQUAL(st.remote, "places");
+  CU_ASSERT_EQUAL(st.rows_sent, 5);
+  CU_ASSERT_EQUAL(lipsync_session_table_stats(s.session, 0, &st), 0);
+  CU_ASSERT_STRING_EQUAL(st.name, "places");
+  CU_ASSERT_EQUAL(query_int(s.db, "SELECT count(*) FROM places"), 5);
+  CU_ASSERT_EQUAL(query_int(s.db, "SELECT count(*) FROM other"), 1);
+  CU_ASSERT_EQUAL(query_int(s.db,
+                            "SELECT count(*) FROM sqlite_schema WHERE name = "
+                            "'cities'"),
+                  0);
+  lipsync_session_free(c.session);
+  lipsync_session_free(s.session);
+
+  /* Two local tables mapped to one of the server's: refused before
+   * anything is opened on either side. */
+  start_client(&c, t, 2, SECRET);
+  CU_ASSERT_EQUAL(lipsync_session_map_table(c.session, "cities", "other"), 0);
+  start_server(&s, NULL, 0);
+  pump(c.session, s.session);
+  CU_ASSERT_EQUAL(lipsync_session_result(c.session),
+                  LIPSYNC_ERR_INVALID_ARGUMENT);
+  CU_ASSERT_PTR_NOT_NULL(strstr(lipsync_session_errmsg(c.session),
+                                "tables cities and other are both mapped"));
+  CU_ASSERT_NOT_EQUAL(lipsync_session_result(s.session), 0);
+  peer_close(&c);
+  peer_close(&s);
+}
+
 int register_session_tests(void) {
   static const tu_test tests[] = {
       {"disjoint rows, table without _lipsync_uuid, re-sync",
@@ -866,6 +1059,9 @@ int register_session_tests(void) {
       {"memory limit of a session", test_memory_limit},
       {"store opened only after authentication",
        test_store_opened_after_authentication},
+      {"dry run: nothing changes, counts match the sync", test_dry_run},
+      {"dry run of a conflicting sync", test_dry_run_conflict},
+      {"a table mapped to the server's name", test_map_table},
       {NULL, NULL}};
   return tu_add_suite("session", tests);
 }

@@ -13,7 +13,12 @@ static void record_failure(const char *msg, const char *file, int line) {
 }
 
 int tu_add_suite(const char *name, const tu_test *tests) {
-  CU_pSuite suite = CU_add_suite(name, NULL, NULL);
+  return tu_add_suite_init(name, NULL, tests);
+}
+
+int tu_add_suite_init(const char *name, int (*init)(void),
+                      const tu_test *tests) {
+  CU_pSuite suite = CU_add_suite(name, init, NULL);
   if (!suite)
     return CU_get_error();
   for (; tests->name; tests++)

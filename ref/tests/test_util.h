@@ -35,6 +35,10 @@ typedef struct tu_test {
 
 /* Adds the suite |name| with |tests|. Returns a CUnit error code. */
 int tu_add_suite(const char *name, const tu_test *tests);
+/* The same, with |init| (NULL: none) run before the suite's tests, also
+ * when one test of it runs alone. */
+int tu_add_suite_init(const char *name, int (*init)(void),
+                      const tu_test *tests);
 
 /* ---- SQLite ---------------------------------------------------------- */
 

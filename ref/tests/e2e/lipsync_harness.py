@@ -1003,3 +1003,16 @@ class SyncTestCase(unittest.TestCase):
         if expected:
             self.assertEqual(types,
                              [("integer", "text", "text", "integer", "real")])
+
+
+class PairTestBase(SyncTestCase):
+    """Gives each test a client database on |client_backend| and a server
+    database on |server_backend|, both empty, and the cities data."""
+
+    client_backend = server_backend = None
+
+    def setUp(self):
+        super().setUp()
+        self.cities = cities()
+        self.client_db = self.new_database(self.client_backend, "client")
+        self.server_db = self.new_database(self.server_backend, "server")

@@ -33,6 +33,7 @@ from lipsync_harness import (  # noqa: E402
     CITY_NAMES, CITY_SCHEMA, CLIENT, EXIT_AUTH, EXIT_BUSY, EXIT_DATABASE,
     EXIT_CONFLICT,
     EXIT_INTERNAL, EXIT_PEER, EXIT_SCHEMA, EXIT_USAGE, SANITIZER_RE, SERVER,
+    PairTestBase,
     UUID_COLUMN, SyncTestCase, add_cities, cities, clean_env, client_args,
     connect, create_cities_table, dump, parse_summary, quote_literal,
     row_keys, stop_process, write_secret)
@@ -545,17 +546,9 @@ class ServerLifecycleTest(SyncTestCase):
 # Each PostgreSQL database is created for its test and dropped after it.
 
 
-class PairTestCase(SyncTestCase):
-    """Gives each test a client database on |client_backend| and a server
-    database on |server_backend|, both empty."""
-
-    client_backend = server_backend = None
-
-    def setUp(self):
-        super().setUp()
-        self.cities = cities()
-        self.client_db = self.new_database(self.client_backend, "client")
-        self.server_db = self.new_database(self.server_backend, "server")
+class PairTestCase(PairTestBase):
+    """A client and a server database (PairTestBase), compared through
+    each database's own client."""
 
     def backends(self):
         return {self.client_backend, self.server_backend}

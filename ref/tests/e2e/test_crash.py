@@ -938,8 +938,10 @@ class CrashMatrix:
         else:
             self.assertEqual(states[survivor], BEFORE, context)
             self.assertEqual(status[survivor], EXIT_PEER, context)
+            # The server's session lines start with a timestamp.
             self.assertRegex(messages[survivor],
-                             rf"(?m)^lipsync-{survivor}: .*\S", context)
+                             rf"(?m)^(\S+ )?lipsync-{survivor}: .*\S",
+                             context)
         if survivor == "client":
             self.assertEqual(messages["client stdout"] != "",
                              status["client"] == EXIT_OK, context)

@@ -90,7 +90,7 @@ def wait_for_log(test, server, pattern, timeout=10):
 def wait_for_sessions(test, server, count, timeout=10):
     """Waits until the server has logged the end of |count| sessions."""
     deadline = time.monotonic() + timeout
-    while len(re.findall(r"(?m)^lipsync-server: 127\.0\.0\.1:\d+ \[",
+    while len(re.findall(r"(?m)^\S+Z lipsync-server: 127\.0\.0\.1:\d+ \[",
                          server.stderr())) < count:
         if time.monotonic() > deadline:
             test.fail(f"the server did not log {count} sessions:\n"

@@ -92,6 +92,30 @@ class ForeignCaptureTest(SyncTestCase):
         self.assertIn("nothing was changed", r.stderr)
         self.assertEqual(db.snapshot(), before)
 
+    def test_postgresql_foreign_objects(self):
+        db = PgDatabase(new_pg_name("foreign"))
+        self.addCleanup(db.drop)
+        db.create_table("cities", rows=self.cities[:20])
+        for setup, found in (
+                ("CREATE TABLE public._lipsync_items (uuid uuid)",
+                 "table public._lipsync_items"),
+                ("CREATE FUNCTION f() RETURNS trigger LANGUAGE plpgsql AS"
+                 " 'BEGIN RETURN NEW; END'; CREATE TRIGGER"
+                 " \"_LipSync_capture\" AFTER INSERT ON cities FOR EACH ROW"
+                 " EXECUTE FUNCTION f()", "trigger _LipSync_capture"),
+                ("CREATE SCHEMA _lipsync_x", "schema _lipsync_x")):
+            with self.subTest(found=found):
+                db.sql(setup)
+                before = db.snapshot()
+                r = self.sync(db.dsn, self.server, expect=EXIT_DATABASE)
+                self.assertIn(found, r.stderr)
+                self.assertIn("nothing was changed", r.stderr)
+                self.assertEqual(db.snapshot(), before)
+                db.sql("DROP TABLE IF EXISTS public._lipsync_items;"
+                       " DROP TRIGGER IF EXISTS \"_LipSync_capture\" ON"
+                       " cities; DROP SCHEMA IF EXISTS _lipsync_x")
+        self.sync(db.dsn, self.server)
+
 
 if __name__ == "__main__":
     unittest.main()
