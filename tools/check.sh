@@ -33,12 +33,22 @@ trap 'rm -rf "$log"' EXIT
 
 # Each stage's line gives the seconds it took (since the previous line).
 stage_start=$(date +%s)
-count() { # name status passed failed
+# A stage that fails leaves its failure lines (from its log, when given) for
+# the closing summary, so that the last lines of a run say what failed.
+count() { # name status passed failed [log]
   now=$(date +%s)
   echo "check: $1: $3 passed, $4 failed ($((now - stage_start)) s)"
   stage_start=$now
   passed=$((passed + $3))
   failed=$((failed + $4))
+  if [ "$4" -gt 0 ]; then
+    echo "  $1:" >>"$log/failures"
+    if [ -n "${5:-}" ] && [ -f "$5" ]; then
+      grep -E '^(FAIL|ERROR|XPASS)[: ]|FAILED|had failures|^load: .*(FAIL|fail)' \
+        "$5" | grep -v ' 0 failed' | head -n 20 | sed 's/^/    /' \
+        >>"$log/failures"
+    fi
+  fi
 }
 
 if [ -z "${LIPSYNC_PG_CONNINFO:-}" ]; then
@@ -52,7 +62,7 @@ if python3 spec/vectors.py --check spec/lipsync.md >"$log/vectors" 2>&1; then
   count "spec vectors" 0 1 0
 else
   cat "$log/vectors"
-  count "spec vectors" 1 0 1
+  count "spec vectors" 1 0 1 "$log/vectors"
 fi
 
 # 2. Unit tests.
@@ -63,9 +73,9 @@ line=$(grep -E '^ +tests +[0-9]+' "$log/unit" | tail -n 1)
 if [ -n "$line" ]; then
   # shellcheck disable=SC2086 # split into words on purpose
   set -- $line
-  count "unit tests" $rc "$4" $(($5 + (rc != 0 && $5 == 0)))
+  count "unit tests" $rc "$4" $(($5 + (rc != 0 && $5 == 0))) "$log/unit"
 else
-  count "unit tests" 1 0 1
+  count "unit tests" 1 0 1 "$log/unit"
 fi
 
 # 3. End-to-end tests of the binaries over loopback TCP (test_cli.py), and
@@ -87,7 +97,7 @@ ran=${ran:-0}
 [ "$rc" -ne 0 ] && [ "$bad" -eq 0 ] && bad=1
 good=$((ran - bad - skipped))
 [ "$good" -lt 0 ] && good=0
-count "end-to-end tests" $rc "$good" "$bad"
+count "end-to-end tests" $rc "$good" "$bad" "$log/e2e"
 
 # 4. The conformance suite against the reference binaries (build/bin), on
 # SQLite and PostgreSQL: its own self-tests, then every test it has.
@@ -99,7 +109,7 @@ ran=${ran:-0}
 [ "$rc" -ne 0 ] && cat "$log/confself" && [ "$bad" -eq 0 ] && bad=1
 good=$((ran - bad))
 [ "$good" -lt 0 ] && good=0
-count "conformance self-tests" $rc "$good" "$bad"
+count "conformance self-tests" $rc "$good" "$bad" "$log/confself"
 # conformance NAME ARGS...: one run of the suite, counted from its JSON.
 conformance() {
   name=$1
@@ -117,7 +127,7 @@ print(c["pass"] + c["xfail"] + c["warn"], c["fail"] + c["xpass"] + c["error"])' 
   bad=${2:-0}
   [ "$rc" -ne 0 ] && [ "$bad" -eq 0 ] && bad=1
   rm -f "$log/conf.json"
-  count "$name" $rc "$good" "$bad"
+  count "$name" $rc "$good" "$bad" "$log/conf"
 }
 conformance "conformance suite" --impl conformance/impls/ref.impl \
   --backends sqlite,postgres
@@ -135,7 +145,8 @@ cat "$log/selftest"
 # shellcheck disable=SC2046 # two numbers
 set -- $(sed -n 's/^\([0-9]*\) passed, \([0-9]*\) failed$/\1 \2/p' \
   "$log/selftest") 0 1
-count "conformance self-test on broken variants" $rc "$1" $(($2 + (rc != 0 && $2 == 0)))
+count "conformance self-test on broken variants" $rc "$1" \
+  $(($2 + (rc != 0 && $2 == 0))) "$log/selftest"
 
 # 6. Load: one server serves many clients syncing at once, on SQLite and
 # PostgreSQL, and two servers on one PostgreSQL database (tools/load.py), at
@@ -146,7 +157,7 @@ cat "$log/load"
 # shellcheck disable=SC2046 # two numbers
 set -- $(sed -n 's/^load: \([0-9]*\) passed, \([0-9]*\) failed.*$/\1 \2/p' \
   "$log/load") 0 1
-count "load test" $rc "$1" $(($2 + (rc != 0 && $2 == 0)))
+count "load test" $rc "$1" $(($2 + (rc != 0 && $2 == 0))) "$log/load"
 
 # 7. ThreadSanitizer: the multi-threaded server built with it (build/tsan)
 # under the load test and the hostile-connection tests, with release
@@ -163,7 +174,8 @@ cat "$log/tsan-load"
 # shellcheck disable=SC2046 # two numbers
 set -- $(sed -n 's/^load: \([0-9]*\) passed, \([0-9]*\) failed.*$/\1 \2/p' \
   "$log/tsan-load") 0 1
-count "ThreadSanitizer, load test" $rc "$1" $(($2 + (rc != 0 && $2 == 0)))
+count "ThreadSanitizer, load test" $rc "$1" $(($2 + (rc != 0 && $2 == 0))) \
+  "$log/tsan-load"
 LIPSYNC_BIN=$tsan PYTHONPATH=ref/tests/e2e python3 -m unittest \
   test_cli.ServerLifecycleTest.test_connections_that_never_authenticate \
   test_cli.ServerLifecycleTest.test_max_clients_bounds_authenticated_sessions \
@@ -177,7 +189,8 @@ ran=${ran:-0}
 [ "$rc" -ne 0 ] && [ "$bad" -eq 0 ] && bad=1
 good=$((ran - bad))
 [ "$good" -lt 0 ] && good=0
-count "ThreadSanitizer, hostile connections and shutdown" $rc "$good" "$bad"
+count "ThreadSanitizer, hostile connections and shutdown" $rc "$good" "$bad" \
+  "$log/tsan-e2e"
 
 # 8. Fuzzing, a regression run: every libFuzzer harness (fuzz/) over its
 # checked-in corpus, the inputs that once crashed included; `make fuzz`
@@ -188,7 +201,11 @@ cat "$log/fuzz"
 # shellcheck disable=SC2046 # two numbers
 set -- $(sed -n 's/^\([0-9]*\) passed, \([0-9]*\) failed$/\1 \2/p' \
   "$log/fuzz") 0 1
-count "fuzz regression" $rc "$1" $(($2 + (rc != 0 && $2 == 0)))
+count "fuzz regression" $rc "$1" $(($2 + (rc != 0 && $2 == 0))) "$log/fuzz"
 
+if [ -s "$log/failures" ]; then
+  echo "check: what failed:"
+  cat "$log/failures"
+fi
 echo "$passed passed, $failed failed"
 [ "$failed" -eq 0 ] && [ "$passed" -gt 0 ]

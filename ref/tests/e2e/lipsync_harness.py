@@ -27,6 +27,7 @@ import signal
 import sqlite3
 import struct
 import subprocess
+import sys
 import tempfile
 import time
 import unittest
@@ -34,6 +35,8 @@ import urllib.parse
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
+sys.path.insert(0, str(REPO_ROOT / "conformance"))
+from lsconf import pq  # noqa: E402
 
 
 def _from_env(name, default):
@@ -402,8 +405,31 @@ def pg_env():
 
 def psql(conninfo, sql, stdin=None, extra=(), timeout=120):
     """Runs |sql| (one or more statements, or a COPY ... FROM STDIN fed
-    |stdin| bytes) with psql; returns its output as text. Fails on any
-    error."""
+    |stdin| bytes) as psql -At would, after the commands of any "-c" in
+    |extra| (each on its own, as psql runs them); returns the output as
+    text. Fails on any error. Through libpq in this process (the
+    conformance harness's lsconf.pq, a connection a call) unless |extra|
+    asks for more of psql's own output than "-F" (display() does: it
+    shows the rows through psql itself)."""
+    words, sep, pre = list(extra), "|", []
+    while len(words) >= 2 and words[0] in ("-F", "-c") and pq.available():
+        if words[0] == "-F":
+            sep = words[1]
+        else:
+            pre.append(words[1])
+        words = words[2:]
+    if not words and pq.available():
+        out = []
+        for i, statement in enumerate(pre + [sql]):
+            try:
+                rows = pq.execute(conninfo, statement, PG_OPTIONS,
+                                  stdin if i == len(pre) else None,
+                                  keep=False)
+            except pq.PqError as e:
+                raise AssertionError(
+                    f"PostgreSQL failed on {statement[:300]!r}:\n{e}")
+            out.append("".join(sep.join(r) + "\n" for r in rows))
+        return "".join(out)
     if shutil.which("psql") is None:
         raise AssertionError("psql not found: install postgresql-client "
                              "(sh tools/deps.sh)")
