@@ -78,38 +78,51 @@ else
   count "unit tests" 1 0 1 "$log/unit"
 fi
 
-# 3. End-to-end tests of the binaries over loopback TCP (test_cli.py), and
-# of their transports: TLS, plaintext, --stdio, ssh (test_transport.py).
-LIPSYNC_BIN=build/san/bin python3 -m unittest discover -v -s ref/tests/e2e \
-  -p 'test_*.py' >"$log/e2e" 2>&1
-rc=$?
-cat "$log/e2e"
-ran=$(sed -n 's/^Ran \([0-9]*\) tests\{0,1\}.*/\1/p' "$log/e2e" | tail -n 1)
-# Tests that failed: one "FAIL:" or "ERROR:" heading each (or several, for
-# subtests and cleanups of one test); skips from the closing line, e.g.
-# "OK (skipped=1)" or "FAILED (failures=2, skipped=1)".
-bad=$(sed -n 's/^\(FAIL\|ERROR\): \([^ ]* ([^)]*)\).*/\2/p' "$log/e2e" |
-  sort -u | wc -l)
-skipped=$(sed -n 's/^\(OK\|FAILED\) (\(.*\))$/\2/p' "$log/e2e" | tr ',' '\n' |
-  sed -n 's/^ *\(skipped\|expected failures\)=\([0-9]*\)$/\2/p' |
-  awk '{s+=$1} END {print s+0}')
-ran=${ran:-0}
-[ "$rc" -ne 0 ] && [ "$bad" -eq 0 ] && bad=1
-good=$((ran - bad - skipped))
-[ "$good" -lt 0 ] && good=0
-count "end-to-end tests" $rc "$good" "$bad" "$log/e2e"
+# unittest_count NAME STATUS LOG...: a stage of Python unittest runs, from
+# their -v logs: tests that failed (one "FAIL:" or "ERROR:" heading each,
+# or several, for subtests and cleanups of one test), skips from the
+# closing lines, e.g. "OK (skipped=1)" or "FAILED (failures=2, skipped=1)".
+unittest_count() {
+  name=$1 rc=$2
+  shift 2
+  ran=$(cat "$@" | sed -n 's/^Ran \([0-9]*\) tests\{0,1\}.*/\1/p' |
+    awk '{s+=$1} END {print s+0}')
+  bad=$(cat "$@" | sed -n 's/^\(FAIL\|ERROR\): \([^ ]* ([^)]*)\).*/\2/p' |
+    sort -u | wc -l)
+  skipped=$(cat "$@" | sed -n 's/^\(OK\|FAILED\) (\(.*\))$/\2/p' |
+    tr ',' '\n' |
+    sed -n 's/^ *\(skipped\|expected failures\)=\([0-9]*\)$/\2/p' |
+    awk '{s+=$1} END {print s+0}')
+  [ "$rc" -ne 0 ] && [ "$bad" -eq 0 ] && bad=1
+  good=$((ran - bad - skipped))
+  [ "$good" -lt 0 ] && good=0
+  cat "$@" >"$log/unittest"
+  count "$name" "$rc" "$good" "$bad" "$log/unittest"
+}
+
+# 3. End-to-end tests of the binaries over loopback TCP (test_cli.py), of
+# their transports (test_transport.py), crashes, faults, hostile peers,
+# reports and the installation: two processes at once, each taking the next
+# test from a shared queue (tools/unittest_shard.py), as they mostly wait.
+for i in 0 1; do
+  (
+    LIPSYNC_BIN=build/san/bin python3 tools/unittest_shard.py ref/tests/e2e \
+      'test_*.py' "$log/e2e.queue" >"$log/e2e$i" 2>&1
+    echo $? >"$log/e2e$i.rc"
+  ) &
+done
+wait
+cat "$log/e2e0" "$log/e2e1"
+rc=$(($(cat "$log/e2e0.rc" 2>/dev/null || echo 1) + \
+  $(cat "$log/e2e1.rc" 2>/dev/null || echo 1)))
+unittest_count "end-to-end tests" $rc "$log/e2e0" "$log/e2e1"
 
 # 4. The conformance suite against the reference binaries (build/bin), on
-# SQLite and PostgreSQL: its own self-tests, then every test it has.
-python3 -m unittest discover -s conformance/tests >"$log/confself" 2>&1
+# SQLite and PostgreSQL: its own self-tests, then its tests.
+python3 -m unittest discover -v -s conformance/tests >"$log/confself" 2>&1
 rc=$?
-ran=$(sed -n 's/^Ran \([0-9]*\) tests\{0,1\}.*/\1/p' "$log/confself" | tail -n 1)
-bad=$(grep -c '^\(FAIL\|ERROR\): ' "$log/confself")
-ran=${ran:-0}
-[ "$rc" -ne 0 ] && cat "$log/confself" && [ "$bad" -eq 0 ] && bad=1
-good=$((ran - bad))
-[ "$good" -lt 0 ] && good=0
-count "conformance self-tests" $rc "$good" "$bad" "$log/confself"
+[ "$rc" -ne 0 ] && cat "$log/confself"
+unittest_count "conformance self-tests" $rc "$log/confself"
 # conformance NAME ARGS...: one run of the suite, counted from its JSON.
 conformance() {
   name=$1
@@ -129,8 +142,11 @@ print(c["pass"] + c["xfail"] + c["warn"], c["fail"] + c["xpass"] + c["error"])' 
   rm -f "$log/conf.json"
   count "$name" $rc "$good" "$bad" "$log/conf"
 }
+# The scale check (two syncs of 100,000 rows a pair) on the two pairs of
+# one backend only; make conformance runs it on all four.
 conformance "conformance suite" --impl conformance/impls/ref.impl \
-  --backends sqlite,postgres
+  --backends sqlite,postgres --filter 'data/*' --filter 'wire/*' \
+  --filter 'scale/sqlite-sqlite/*' --filter 'scale/postgres-postgres/*'
 # The reference with the feature incremental against the reference
 # without it, each one's client against the other's server (spec 8.8.5).
 conformance "conformance cross matrix, with and without incremental" \
@@ -176,20 +192,14 @@ set -- $(sed -n 's/^load: \([0-9]*\) passed, \([0-9]*\) failed.*$/\1 \2/p' \
   "$log/tsan-load") 0 1
 count "ThreadSanitizer, load test" $rc "$1" $(($2 + (rc != 0 && $2 == 0))) \
   "$log/tsan-load"
-LIPSYNC_BIN=$tsan PYTHONPATH=ref/tests/e2e python3 -m unittest \
+LIPSYNC_BIN=$tsan PYTHONPATH=ref/tests/e2e python3 -m unittest -v \
   test_cli.ServerLifecycleTest.test_connections_that_never_authenticate \
   test_cli.ServerLifecycleTest.test_max_clients_bounds_authenticated_sessions \
   test_cli.ServerLifecycleTest.test_sigterm_during_transfer \
   test_hostile >"$log/tsan-e2e" 2>&1
 rc=$?
 cat "$log/tsan-e2e"
-ran=$(sed -n 's/^Ran \([0-9]*\) tests\{0,1\}.*/\1/p' "$log/tsan-e2e" | tail -n 1)
-bad=$(grep -c '^\(FAIL\|ERROR\): ' "$log/tsan-e2e")
-ran=${ran:-0}
-[ "$rc" -ne 0 ] && [ "$bad" -eq 0 ] && bad=1
-good=$((ran - bad))
-[ "$good" -lt 0 ] && good=0
-count "ThreadSanitizer, hostile connections and shutdown" $rc "$good" "$bad" \
+unittest_count "ThreadSanitizer, hostile connections and shutdown" $rc \
   "$log/tsan-e2e"
 
 # 8. Fuzzing, a regression run: every libFuzzer harness (fuzz/) over its
