@@ -211,12 +211,6 @@ int main(int argc, char **argv) {
   int fds[2] = {-1, -1}, status = 1;
   int ok = open_side(&sides[0], "client", argv[2]) == 0;
   ok = open_side(&sides[1], "server", argv[3]) == 0 && ok;
-  if (ok && socketpair(AF_UNIX, SOCK_STREAM, 0, fds) != 0) {
-    perror("socketpair");
-    ok = 0;
-  }
-  sides[0].fd = fds[0];
-  sides[1].fd = fds[1];
   if (ok &&
       (lipsync_session_client_new(&sides[0].session, sides[0].store, secret,
                                   strlen(secret), tables, 1) != 0 ||
@@ -225,6 +219,18 @@ int main(int argc, char **argv) {
     fprintf(stderr, "cannot create the sessions\n");
     ok = 0;
   }
+  /* The client prepares its table before it connects: a real server would
+   * otherwise wait for it. */
+  if (ok && lipsync_session_prepare(sides[0].session) != 0) {
+    fprintf(stderr, "client: %s\n", lipsync_session_errmsg(sides[0].session));
+    ok = 0;
+  }
+  if (ok && socketpair(AF_UNIX, SOCK_STREAM, 0, fds) != 0) {
+    perror("socketpair");
+    ok = 0;
+  }
+  sides[0].fd = fds[0];
+  sides[1].fd = fds[1];
   if (ok) {
     if (strcmp(argv[1], "poll") == 0)
       run_poll(sides);

@@ -655,7 +655,11 @@ static int one_sync(const client_config *config, lipsync_store *store,
     return cli_exit_code(rc);
   }
   int failed = -1;
-  rc = sync_over_network(config, session, &seconds, &failed);
+  /* Before connecting: the server does not wait while this side gives a
+   * large table its UUIDs and capture. */
+  rc = lipsync_session_prepare(session);
+  if (rc == 0)
+    rc = sync_over_network(config, session, &seconds, &failed);
   int status = CLI_EXIT_OK;
   *next = rc == 0 || failed >= 0
               ? STOP

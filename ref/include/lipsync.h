@@ -740,6 +740,20 @@ LIPSYNC_API int lipsync_session_dry_run_outcome(lipsync_session *session);
  * its items, repairing items that disagree with their rows (a change made
  * with capture off). Call before the first recv/send. */
 LIPSYNC_API int lipsync_session_set_full(lipsync_session *session);
+/* Client only, optional: prepares this side's tables now, before any byte
+ * is exchanged: starts the session's transaction, gives rows their UUIDs,
+ * installs or checks change capture (the first sync of a large table
+ * spends most of its local time here), and with lipsync_session_set_full()
+ * recounts. Without this call the session does it once the server has
+ * authenticated, while the server waits with a session slot held and its
+ * timeout running; a program that connects should call it first, then
+ * connect (lipsync-client does). Nothing is committed before the sync
+ * is: a session that fails later, or is freed unconnected, leaves the
+ * database as it was. Returns 0, or the session's error (it has then
+ * failed, with nothing to send: see lipsync_session_errmsg()); a second
+ * call returns the same. Call after the other setters:
+ * lipsync_session_set_full() refuses after it. */
+LIPSYNC_API int lipsync_session_prepare(lipsync_session *session);
 /* Nonzero once table |index| is known to be synced by its changes. */
 LIPSYNC_API int lipsync_session_table_incremental(lipsync_session *session,
                                                   size_t index);

@@ -15,8 +15,8 @@
 #include <time.h>
 
 /* The points, in the order LIPSYNC_FAULT_COUNT lists them. */
-static const char *const point_names[] = {"recv",   "send",        "write",
-                                          "commit", "commit-sent", "fswrite"};
+static const char *const point_names[] = {
+    "recv", "send", "write", "commit", "commit-sent", "fswrite", "prepare"};
 #define NPOINTS (sizeof point_names / sizeof point_names[0])
 #define FAULT_MAX_SPECS 8
 

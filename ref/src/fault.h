@@ -49,6 +49,8 @@
  *              answer has not been read (store_pg.c)
  *   fswrite    SQLite: a write to a database, journal or WAL file, through
  *              a VFS that wraps the default one (fault.c)
+ *   prepare    a client begins to prepare its tables: before connecting
+ *              in lipsync-client (lipsync_session_prepare, session.c)
  */
 #ifndef LIPSYNC_FAULT_H
 #define LIPSYNC_FAULT_H

@@ -447,6 +447,22 @@ static int prepare_tables(lipsync_session *s) {
   return 0;
 }
 
+int lipsync_session_prepare(lipsync_session *s) {
+  if (!s || s->is_server)
+    return LIPSYNC_ERR_INVALID_ARGUMENT;
+  if (s->prepared || is_terminal(s))
+    return s->result;
+  s->prepared = true;
+  fault_point("prepare");
+  if (open_local_tables(s) || prepare_tables(s)) {
+    /* Before the first byte, the server is owed no Error frame. */
+    if (!s->client_hello.len)
+      s->out.len = 0;
+    return s->result;
+  }
+  return 0;
+}
+
 /* The client's checkpoints, to present (spec LS-INC-7). */
 static int load_checkpoints(lipsync_session *s) {
   for (size_t i = 0; i < s->ntables; i++) {
@@ -537,8 +553,7 @@ static int on_server_auth(lipsync_session *s, const Lipsync__AuthProof *m) {
                   m->mac.data, m->mac.len))
     return session_fail(s, LIPSYNC_ERR_AUTH_FAILED,
                         "the server could not prove it holds the secret");
-  if (open_local_tables(s) || prepare_tables(s) || load_checkpoints(s) ||
-      send_open_tables(s))
+  if (lipsync_session_prepare(s) || load_checkpoints(s) || send_open_tables(s))
     return s->result;
   s->state = ST_WAIT_TABLES_OPENED;
   return 0;
@@ -1465,7 +1480,7 @@ int lipsync_session_set_incremental(lipsync_session *s, int on) {
 }
 
 int lipsync_session_set_full(lipsync_session *s) {
-  if (s->is_server)
+  if (s->is_server || s->prepared) /* too late to recount */
     return LIPSYNC_ERR_INVALID_ARGUMENT;
   s->force_full = true;
   return 0;

@@ -171,6 +171,7 @@ struct lipsync_session {
   bool incremental_enabled;       /* this side offers or accepts it */
   bool incremental;               /* in effect in this session */
   bool force_full;                /* client: present no checkpoint, recount */
+  bool prepared;                  /* client: its tables are prepared */
   uint8_t site[LIPSYNC_SITE_LEN]; /* my database's */
   uint8_t peer_site[LIPSYNC_SITE_LEN]; /* the peer database's */
   bool first_turn;                     /* the client's first turn */

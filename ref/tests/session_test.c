@@ -1035,6 +1035,72 @@ static void test_map_table(void) {
   peer_close(&s);
 }
 
+/* lipsync_session_prepare(): the client's local work before the first
+ * byte, in the session's transaction, undone when the session is freed
+ * unconnected; a failure leaves nothing to send. */
+static void test_prepare_before_connecting(void) {
+  peer c, s;
+  const char *t[] = {"cities"}, *missing[] = {"cities", "nope"};
+  const uint8_t *d;
+  open_city_pair(&c, &s);
+  add_cities(c.db, 0, 20);
+  add_cities(s.db, 50, 55);
+  bytebuf before = db_state(c.db);
+
+  start_server(&s, NULL, 0);
+  CU_ASSERT_EQUAL(lipsync_session_prepare(s.session),
+                  LIPSYNC_ERR_INVALID_ARGUMENT);
+  CU_ASSERT_EQUAL(lipsync_session_prepare(NULL), LIPSYNC_ERR_INVALID_ARGUMENT);
+  lipsync_session_free(s.session);
+
+  start_client(&c, t, 1, SECRET);
+  CU_ASSERT_EQUAL(lipsync_session_prepare(c.session), 0);
+  /* Its rows have their UUIDs, inside the open transaction. */
+  CU_ASSERT_EQUAL(query_int(c.db, "SELECT count(_lipsync_uuid) FROM cities"),
+                  20);
+  CU_ASSERT_EQUAL(lipsync_session_prepare(c.session), 0);
+  CU_ASSERT_EQUAL(lipsync_session_set_full(c.session),
+                  LIPSYNC_ERR_INVALID_ARGUMENT);
+  lipsync_session_free(c.session);
+  bytebuf after = db_state(c.db);
+  CU_ASSERT_TRUE(same_state(before, after));
+  bytebuf_free(&after);
+
+  /* Prepared, then connected: the sync goes through. */
+  start_client(&c, t, 1, SECRET);
+  CU_ASSERT_EQUAL(lipsync_session_prepare(c.session), 0);
+  start_server(&s, NULL, 0);
+  pump(c.session, s.session);
+  CU_ASSERT_EQUAL(lipsync_session_result(c.session), 0);
+  CU_ASSERT_EQUAL(lipsync_session_result(s.session), 0);
+  CU_ASSERT_EQUAL(query_int(c.db, "SELECT count(*) FROM cities"), 25);
+  assert_tables_equal(c.db, s.db, "cities");
+  lipsync_session_free(c.session);
+  lipsync_session_free(s.session);
+  s.session = NULL;
+
+  /* A table this database lacks: the session fails with nothing to send,
+   * not even its ClientHello. */
+  bytebuf synced = db_state(c.db);
+  start_client(&c, missing, 2, SECRET);
+  int rc = lipsync_session_prepare(c.session);
+  CU_ASSERT_TRUE(rc < 0);
+  CU_ASSERT_EQUAL(lipsync_session_result(c.session), rc);
+  CU_ASSERT_EQUAL(lipsync_session_prepare(c.session), rc);
+  CU_ASSERT_PTR_NOT_NULL(strstr(lipsync_session_errmsg(c.session), "nope"));
+  CU_ASSERT_EQUAL(lipsync_session_send(c.session, &d), 0);
+  CU_ASSERT_TRUE(lipsync_session_is_done(c.session));
+  lipsync_session_free(c.session);
+  c.session = NULL;
+  after = db_state(c.db);
+  CU_ASSERT_TRUE(same_state(synced, after));
+  bytebuf_free(&after);
+  bytebuf_free(&synced);
+  bytebuf_free(&before);
+  peer_close(&c);
+  peer_close(&s);
+}
+
 int register_session_tests(void) {
   static const tu_test tests[] = {
       {"disjoint rows, table without _lipsync_uuid, re-sync",
@@ -1062,6 +1128,7 @@ int register_session_tests(void) {
       {"dry run: nothing changes, counts match the sync", test_dry_run},
       {"dry run of a conflicting sync", test_dry_run_conflict},
       {"a table mapped to the server's name", test_map_table},
+      {"a client prepares before connecting", test_prepare_before_connecting},
       {NULL, NULL}};
   return tu_add_suite("session", tests);
 }
