@@ -1,6 +1,8 @@
 #!/bin/sh
-# make bench: the benchmark, then the load test at full size (tools/load.py:
-# 100 clients syncing at once, on every place of cities.csv), then the load
+# make bench: the benchmark, what change capture costs an application's
+# writes on PostgreSQL (tools/bench_capture.py), then the load test at full
+# size (tools/load.py: 100 clients syncing at once, on every place of
+# cities.csv), then the load
 # test with 100 clients against the ThreadSanitizer server, with a
 # throwaway PostgreSQL server for their PostgreSQL parts (tools/pgtest.sh).
 # Arguments go to the benchmark. Exits non-zero if either fails.
@@ -11,6 +13,8 @@ fi
 shift
 status=0
 python3 "$here/bench.py" "$@" || status=1
+echo
+python3 "$here/bench_capture.py" || status=1
 echo
 python3 "$here/load.py" || status=1
 # The load test again, 100 clients at once, against the server built with

@@ -709,6 +709,8 @@ static void table_free(pg_table *t) {
   free(t->schema);
   free(t->reg_lit);
   free(t->meta_qname);
+  free(t->cap_qname);
+  PQfreemem(t->cap_lit);
   free(t->items_sql);
   free(t->stage_qname);
   free(t->stage_copy_sql);

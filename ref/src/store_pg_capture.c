@@ -28,10 +28,22 @@
  * by xid and its tombstones by clock; a default gen_random_uuid() on
  * _lipsync_uuid; AFTER INSERT / UPDATE / DELETE triggers
  * _lipsync_capture_{insert,update,delete} and a statement trigger
- * _lipsync_capture_truncate that record a new version and one delta row
+ * _lipsync_capture_truncate that record a new version per changed row
  * unless the transaction set lipsync.applying = 'on' (every sync does),
  * and a BEFORE UPDATE trigger _lipsync_keep_uuid that refuses a change of
  * a row's _lipsync_uuid, even in a sync.
+ *
+ * On an ordinary table the three capture triggers are statement triggers
+ * with transition tables, calling the table's own function
+ * "s"."_lipsync_cap_t"() (store_pg_stmt.c), whose statements name the
+ * item table and so keep their plans: a bulk write costs a few set-based
+ * statements, not a PL/pgSQL call per row. A partitioned table, a
+ * partition or a table in an inheritance tree keeps row triggers
+ * (capture()): a statement trigger fires only on the table the statement
+ * names, and a row written through a parent or straight into a partition
+ * would escape it. A table whose triggers are of the other form gets the
+ * right one at its next prepare; a recount follows only the change to
+ * row triggers (a write through a parent may have escaped).
  *
  * Sessions run concurrently and at REPEATABLE READ, where updating a row
  * that another transaction updated since the snapshot fails: so nothing
@@ -55,6 +67,9 @@
 #include <string.h>
 
 #define META_PREFIX "_lipsync_meta_"
+/* The table's capture function: shorter than META_PREFIX, so that a name
+ * that fits one fits the other. */
+#define CAP_PREFIX "_lipsync_cap_"
 #define CAPTURE_TRIGGERS 5
 /* The layout of schema _lipsync this code writes (state.layout): 3 adds
  * the item digests' sums, positions, checkpoints and tokens. */
@@ -521,9 +536,22 @@ char *pgs_registry_name(const char *name) {
 /* A table's objects                                                    */
 /* ------------------------------------------------------------------ */
 
-/* The item table's quoted name, and the SELECT of its items. */
+/* "schema"."<prefix><table>" for |t|, quoted (malloc'd), or NULL. */
+static char *beside(pg_store *s, const pg_table *t, const char *prefix) {
+  char name[MAX_IDENTIFIER + 1];
+  bytebuf q = {0};
+  snprintf(name, sizeof name, "%s%s", prefix, t->relname);
+  int rc = pgs_put_ident(s, &q, t->schema);
+  if (!rc)
+    rc = pgs_put(&q, ".");
+  if (!rc)
+    rc = pgs_put_ident(s, &q, name);
+  return pgs_take_cstr(&q, rc);
+}
+
+/* The item table's quoted name, the SELECT of its items, and the quoted
+ * name of the table's capture function (and its signature, a literal). */
 static int name_items(pg_store *s, pg_table *t) {
-  char meta[MAX_IDENTIFIER + 1];
   bytebuf q = {0};
   int rc;
 
@@ -536,13 +564,8 @@ static int name_items(pg_store *s, pg_table *t) {
                     "most %d)",
                     t->name, META_PREFIX, MAX_IDENTIFIER,
                     (int)(MAX_IDENTIFIER - strlen(META_PREFIX)));
-  snprintf(meta, sizeof meta, "%s%s", META_PREFIX, t->relname);
-  rc = pgs_put_ident(s, &q, t->schema);
-  if (!rc)
-    rc = pgs_put(&q, ".");
-  if (!rc)
-    rc = pgs_put_ident(s, &q, meta);
-  if (!(t->meta_qname = pgs_take_cstr(&q, rc)))
+  if (!(t->meta_qname = beside(s, t, META_PREFIX)) ||
+      !(t->cap_qname = beside(s, t, CAP_PREFIX)))
     return pgs_fail_nomem(s);
   rc = pgs_putf(&q,
                 "SELECT uuid, clock, site, deleted, base_clock, base_site"
@@ -550,7 +573,11 @@ static int name_items(pg_store *s, pg_table *t) {
                 t->meta_qname);
   if (!(t->items_sql = pgs_take_cstr(&q, rc)))
     return pgs_fail_nomem(s);
-  return 0;
+  rc = pgs_putf(&q, "%s()", t->cap_qname);
+  char *sig = pgs_take_cstr(&q, rc);
+  t->cap_lit = sig ? PQescapeLiteral(s->conn, sig, strlen(sig)) : NULL;
+  free(sig);
+  return t->cap_lit ? 0 : pgs_fail_nomem(s);
 }
 
 /* What prepare finds of a table's capture, in one round trip, once per
@@ -569,6 +596,11 @@ static int check_table(pg_store *s, pg_table *t, pg_facts *f) {
   }
   lit = PQescapeLiteral(s->conn, t->meta_qname, strlen(t->meta_qname));
   rc = lit ? 0 : LIPSYNC_ERR_NOMEM;
+  /* A capture trigger of this layout: the TRUNCATE one with three
+   * arguments; the others, row triggers (tgtype's bit 0) with three, or
+   * statement triggers calling the table's own function. Of the right
+   * form: statement triggers exactly on an ordinary table outside any
+   * partitioning or inheritance (p.plain). */
   if (!rc)
     rc = pgs_putf(
         &sql,
@@ -578,12 +610,24 @@ static int check_table(pg_store *s, pg_table *t, pg_facts *f) {
         " EXISTS (SELECT 1 FROM pg_catalog.pg_attribute WHERE attrelid ="
         " pg_catalog.to_regclass(%s) AND attname = 'xid' AND NOT"
         " attisdropped),"
-        " (SELECT pg_catalog.count(*) FROM pg_catalog.pg_trigger WHERE"
-        " tgrelid = %s AND (tgname = '_lipsync_keep_uuid' OR (tgname IN %s"
-        " AND tgnargs = 3))),"
+        " pg_catalog.count(*) FILTER (WHERE g.tgname IN"
+        " ('_lipsync_keep_uuid', '_lipsync_capture_truncate') OR g.stmt ="
+        " p.plain),"
         " COALESCE((SELECT sum IS NOT NULL AND NOT recount FROM"
-        " _lipsync.tables WHERE name = %s), false)",
-        lit, lit, lit, t->oid, names, t->reg_lit);
+        " _lipsync.tables WHERE name = %s), false),"
+        " p.plain, pg_catalog.count(g.tgname)"
+        " FROM (SELECT c.relkind = 'r' AND NOT c.relispartition AND NOT"
+        " EXISTS (SELECT 1 FROM pg_catalog.pg_inherits i WHERE"
+        " i.inhrelid = c.oid OR i.inhparent = c.oid) AS plain"
+        " FROM pg_catalog.pg_class c WHERE c.oid = %s) AS p"
+        " LEFT JOIN (SELECT tgname, (tgtype::pg_catalog.int4 & 1) = 0 AS stmt"
+        " FROM pg_catalog.pg_trigger WHERE tgrelid = %s AND"
+        " (tgname = '_lipsync_keep_uuid' OR (tgname IN %s AND"
+        " CASE WHEN (tgtype::pg_catalog.int4 & 1) = 0 AND tgname <>"
+        " '_lipsync_capture_truncate' THEN tgfoid ="
+        " pg_catalog.to_regprocedure(%s) ELSE tgnargs = 3 END))) AS g"
+        " ON true GROUP BY p.plain",
+        lit, lit, lit, t->reg_lit, t->oid, t->oid, names, t->cap_lit);
   PQfreemem(lit);
   if ((rc = pgs_query_row(s, t, &sql, rc, "looking for its items", false,
                           &r)) != 0)
@@ -593,15 +637,19 @@ static int check_table(pg_store *s, pg_table *t, pg_facts *f) {
   f->layout = PQgetvalue(r, 0, 2)[0] == 't';
   f->current = atoi(PQgetvalue(r, 0, 3));
   f->summary = PQgetvalue(r, 0, 4)[0] == 't';
+  f->plain = PQgetvalue(r, 0, 5)[0] == 't';
+  f->present = atoi(PQgetvalue(r, 0, 6));
   PQclear(r);
   t->facts = *f;
   t->facts_known = true;
   return 0;
 }
 
-/* The triggers (again, if some were dropped or are of an older layout),
- * the UUID default, and the registry row. */
-static int install_triggers(pg_store *s, pg_table *t) {
+/* The triggers (again, if some were dropped, are of an older layout or of
+ * the other form), the UUID default, and the registry row. |plain|: an
+ * ordinary table outside any partitioning or inheritance, whose capture
+ * triggers are statement triggers. */
+static int install_triggers(pg_store *s, pg_table *t, bool plain) {
   static const char *const names[] = {
       "_lipsync_capture_insert", "_lipsync_capture_update",
       "_lipsync_capture_delete", "_lipsync_keep_uuid",
@@ -622,20 +670,42 @@ static int install_triggers(pg_store *s, pg_table *t) {
   for (size_t i = 0; i < CAPTURE_TRIGGERS && !rc; i++)
     rc = pgs_putf(&sql, "DROP TRIGGER IF EXISTS %s ON %s;", names[i], t->qname);
   if (!rc)
+    rc = pgs_putf(&sql,
+                  "ALTER TABLE %s ALTER COLUMN \"" LIPSYNC_UUID_COLUMN
+                  "\" SET DEFAULT pg_catalog.gen_random_uuid();",
+                  t->qname);
+  if (!rc && plain)
+    rc = pgs_put_capture_function(s, t, &sql);
+  if (!rc && plain)
     rc = pgs_putf(
         &sql,
-        "ALTER TABLE %s ALTER COLUMN \"" LIPSYNC_UUID_COLUMN
-        "\" SET DEFAULT pg_catalog.gen_random_uuid();"
         "CREATE TRIGGER _lipsync_capture_insert AFTER INSERT ON %s"
-        " FOR EACH ROW WHEN (" APPLYING_OFF ")"
-        " EXECUTE FUNCTION _lipsync.capture(%s);"
+        " REFERENCING NEW TABLE AS _lipsync_new FOR EACH STATEMENT"
+        " WHEN (" APPLYING_OFF ") EXECUTE FUNCTION %s();"
         "CREATE TRIGGER _lipsync_capture_update AFTER UPDATE ON %s"
-        " FOR EACH ROW WHEN (" APPLYING_OFF " AND OLD::pg_catalog.text"
-        " IS DISTINCT FROM NEW::pg_catalog.text)"
-        " EXECUTE FUNCTION _lipsync.capture(%s);"
+        " REFERENCING OLD TABLE AS _lipsync_old NEW TABLE AS _lipsync_new"
+        " FOR EACH STATEMENT WHEN (" APPLYING_OFF ") EXECUTE FUNCTION %s();"
         "CREATE TRIGGER _lipsync_capture_delete AFTER DELETE ON %s"
-        " FOR EACH ROW WHEN (" APPLYING_OFF ")"
-        " EXECUTE FUNCTION _lipsync.capture(%s);"
+        " REFERENCING OLD TABLE AS _lipsync_old FOR EACH STATEMENT"
+        " WHEN (" APPLYING_OFF ") EXECUTE FUNCTION %s();",
+        t->qname, t->cap_qname, t->qname, t->cap_qname, t->qname, t->cap_qname);
+  else if (!rc)
+    rc =
+        pgs_putf(&sql,
+                 "CREATE TRIGGER _lipsync_capture_insert AFTER INSERT ON %s"
+                 " FOR EACH ROW WHEN (" APPLYING_OFF ")"
+                 " EXECUTE FUNCTION _lipsync.capture(%s);"
+                 "CREATE TRIGGER _lipsync_capture_update AFTER UPDATE ON %s"
+                 " FOR EACH ROW WHEN (" APPLYING_OFF " AND OLD::pg_catalog.text"
+                 " IS DISTINCT FROM NEW::pg_catalog.text)"
+                 " EXECUTE FUNCTION _lipsync.capture(%s);"
+                 "CREATE TRIGGER _lipsync_capture_delete AFTER DELETE ON %s"
+                 " FOR EACH ROW WHEN (" APPLYING_OFF ")"
+                 " EXECUTE FUNCTION _lipsync.capture(%s);",
+                 t->qname, args, t->qname, args, t->qname, args);
+  if (!rc)
+    rc = pgs_putf(
+        &sql,
         "CREATE TRIGGER _lipsync_capture_truncate AFTER TRUNCATE ON %s"
         " FOR EACH STATEMENT WHEN (" APPLYING_OFF ")"
         " EXECUTE FUNCTION _lipsync.capture_truncate(%s);"
@@ -646,8 +716,7 @@ static int install_triggers(pg_store *s, pg_table *t) {
         " EXECUTE FUNCTION _lipsync.keep_uuid();"
         "INSERT INTO _lipsync.tables (name) VALUES (%s)"
         " ON CONFLICT (name) DO NOTHING",
-        t->qname, t->qname, args, t->qname, args, t->qname, args, t->qname,
-        args, t->qname, t->reg_lit);
+        t->qname, args, t->qname, t->reg_lit);
   return pgs_exec_buf(s, &sql, rc, t->name, "installing change capture");
 }
 
@@ -745,7 +814,7 @@ static int initial_items(pg_store *s, pg_table *t) {
 
 /* The item table of a table that has none, its triggers, and the items of
  * its rows. */
-static int install_items(pg_store *s, pg_table *t) {
+static int install_items(pg_store *s, pg_table *t, bool plain) {
   bytebuf sql = {0};
   bool empty;
   int rc;
@@ -786,7 +855,8 @@ static int install_items(pg_store *s, pg_table *t) {
     return rc;
   /* The triggers first: the scan leaves its cursor open on the table
    * until the next statement, and CREATE TRIGGER would wait for it. */
-  if ((rc = install_triggers(s, t)) != 0 || (rc = initial_items(s, t)) != 0)
+  if ((rc = install_triggers(s, t, plain)) != 0 ||
+      (rc = initial_items(s, t)) != 0)
     return rc;
   /* Unless the table was locked before the snapshot (restart_locked) or
    * rewritten by adding _lipsync_uuid, a write committed after the
@@ -800,7 +870,7 @@ static int install_items(pg_store *s, pg_table *t) {
  * that log deltas, a kept summary. Unless the table was locked before the
  * snapshot, a change committed after it by the old triggers logged no
  * delta: a recount at the next sync counts it. */
-static int migrate_items(pg_store *s, pg_table *t) {
+static int migrate_items(pg_store *s, pg_table *t, bool plain) {
   bytebuf sql = {0};
   int rc = pgs_putf(&sql,
                     "ALTER TABLE %s ADD COLUMN IF NOT EXISTS xid xid8 NOT NULL"
@@ -811,7 +881,7 @@ static int migrate_items(pg_store *s, pg_table *t) {
                     t->meta_qname, t->meta_qname, t->meta_qname);
   if ((rc = pgs_exec_buf(s, &sql, rc, t->name, "updating its item table")) !=
           0 ||
-      (rc = install_triggers(s, t)) != 0 ||
+      (rc = install_triggers(s, t, plain)) != 0 ||
       (rc = set_base(s, t, NULL, false)) != 0)
     return rc;
   return t->locked_early ? 0 : recount_later(s, t);
@@ -856,7 +926,7 @@ int pgs_capture_prepare(pg_store *s, pg_table *t) {
   /* Rows given a UUID now have no item (an install gives them theirs). */
   bool recount = f.meta && t->uuids_given;
   if (!f.meta) {
-    rc = install_items(s, t);
+    rc = install_items(s, t, f.plain);
   } else if (!f.meta_visible) {
     return pgs_fail(s, LIPSYNC_ERR_TRY_AGAIN,
                     "table %s: another sync installed change capture on the"
@@ -864,12 +934,16 @@ int pgs_capture_prepare(pg_store *s, pg_table *t) {
                     " again",
                     t->name);
   } else if (!f.layout) {
-    rc = migrate_items(s, t);
+    rc = migrate_items(s, t, f.plain);
   } else {
-    /* Triggers dropped: changes made meanwhile went unrecorded. No kept
-     * summary, or a recount due (after a failed verification). */
-    if (f.current != CAPTURE_TRIGGERS && (rc = install_triggers(s, t)) == 0)
-      recount = true;
+    /* Triggers dropped: changes made meanwhile went unrecorded. Row
+     * triggers where statement triggers belong (an older layout, or a
+     * table that left a hierarchy) recorded everything: no recount; the
+     * other way round, a write through a parent may have escaped. No
+     * kept summary, or a recount due (after a failed verification). */
+    if (f.current != CAPTURE_TRIGGERS &&
+        (rc = install_triggers(s, t, f.plain)) == 0)
+      recount |= f.present != CAPTURE_TRIGGERS || !f.plain;
     recount |= !f.summary;
   }
   if (!rc && recount)

@@ -40,6 +40,8 @@ typedef struct pg_facts {
   bool layout;       /* with this layout's columns */
   int current;       /* how many of the triggers are this layout's */
   bool summary;      /* a kept summary, and no recount due */
+  bool plain;        /* ordinary, outside partitioning and inheritance */
+  int present;       /* how many are this layout's, of either form */
 } pg_facts;
 
 typedef struct pg_store pg_store;
@@ -154,6 +156,9 @@ struct pg_table {
   pg_facts facts;
   bool empty;           /* no row and no item when prepared (see bulk) */
   char *meta_qname;     /* "schema"."_lipsync_meta_<table>", quoted */
+  char *cap_qname;      /* "schema"."_lipsync_cap_<table>", its capture
+                         * function (store_pg_stmt.c) */
+  char *cap_lit;        /* its signature "...()", a literal */
   char *items_sql;      /* SELECT of every item */
   char *stage_qname;    /* this transaction's staging table for update */
   char *stage_copy_sql; /* COPY into it */
@@ -244,6 +249,9 @@ int pgs_copy_lines(pg_store *s, pg_table *t, const char *copy_sql,
                    const bytebuf *lines, const char *what);
 
 /* SQL text. */
+/* Appends the CREATE OR REPLACE FUNCTION of |t|'s capture function, for
+ * its statement triggers (store_pg_stmt.c). */
+int pgs_put_capture_function(pg_store *s, pg_table *t, bytebuf *sql);
 int pgs_put(bytebuf *b, const char *text);
 int pgs_putf(bytebuf *b, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));

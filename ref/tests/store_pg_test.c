@@ -1540,6 +1540,170 @@ out:
   sfx_close(&fx);
 }
 
+/* How many of the capture triggers of {S}.|table| are row triggers, and
+ * how many statement triggers (TRUNCATE's aside). */
+static void trigger_forms(sfx *fx, const char *table, long long *rows,
+                          long long *statements) {
+  long long *out[2] = {statements, rows};
+  for (int row = 0; row < 2; row++) {
+    char sql[400];
+    snprintf(sql, sizeof sql,
+             "SELECT count(*) FROM pg_trigger WHERE tgrelid ="
+             " '{S}.%s'::regclass AND tgtype & 1 = %d AND tgname IN"
+             " ('_lipsync_capture_insert', '_lipsync_capture_update',"
+             " '_lipsync_capture_delete')",
+             table, row);
+    *out[row] = FX_INT(fx, sql, -1);
+  }
+}
+
+/* Every row of {S}.|table| has a live item, every item without a row is
+ * a tombstone, and no two items of a clock above |since| share it. */
+static void check_items(sfx *fx, const char *table, long long since) {
+  char sql[3][300];
+  snprintf(sql[0], sizeof sql[0],
+           "SELECT count(*) FROM {S}.%s r LEFT JOIN {S}._lipsync_meta_%s m"
+           " ON m.uuid = r._lipsync_uuid WHERE m.deleted IS DISTINCT FROM"
+           " false",
+           table, table);
+  snprintf(sql[1], sizeof sql[1],
+           "SELECT (SELECT count(*) FROM {S}._lipsync_meta_%s WHERE NOT"
+           " deleted) - (SELECT count(*) FROM {S}.%s)",
+           table, table);
+  snprintf(sql[2], sizeof sql[2],
+           "SELECT count(*) - count(DISTINCT clock) FROM"
+           " {S}._lipsync_meta_%s WHERE clock > %lld",
+           table, since);
+  for (int i = 0; i < 3; i++)
+    CU_ASSERT_EQUAL(FX_INT(fx, sql[i], -1), 0);
+  CHECK_SUMMARY(fx, table);
+}
+
+/* Capture by statement triggers on an ordinary table, by row triggers on
+ * a partitioned table and in an inheritance tree: every kind of
+ * application write is recorded, one version per changed row; a table
+ * whose triggers are of the other form gets the right one at its next
+ * prepare, recounted only when it goes to row triggers. */
+static void test_capture_forms(void) {
+  sfx fx;
+  long long rows, statements;
+  if (!SFX_OPEN(&fx, "CREATE TABLE {S}.t(k int PRIMARY KEY, v text);"
+                     " INSERT INTO {S}.t SELECT i, 'v' || i FROM"
+                     " generate_series(1, 300) i;"
+                     "CREATE TABLE {S}.p(k int, v text) PARTITION BY RANGE"
+                     " (k); CREATE TABLE {S}.p_lo PARTITION OF {S}.p FOR"
+                     " VALUES FROM (0) TO (100); CREATE TABLE {S}.p_hi"
+                     " PARTITION OF {S}.p FOR VALUES FROM (100) TO (1000);"
+                     " INSERT INTO {S}.p SELECT i, 'p' FROM"
+                     " generate_series(1, 200) i;"
+                     "CREATE TABLE {S}.base(k int, v text);"
+                     " CREATE TABLE {S}.kid(w int) INHERITS ({S}.base);"
+                     " INSERT INTO {S}.kid VALUES (1, 'a', 1), (2, 'b', 2);"
+                     "CREATE TABLE {S}.w(n int, o int, x int, u int, r int,"
+                     " s text, d int, c int, us int, k int);"
+                     " INSERT INTO {S}.w(n, o, s) SELECT i, i, 's' FROM"
+                     " generate_series(1, 20) i"))
+    goto out;
+  if (!prepare_commit(&fx, "t") || !prepare_commit(&fx, "p") ||
+      !prepare_commit(&fx, "kid") || !prepare_commit(&fx, "w"))
+    goto out;
+  /* Columns named like the function's aliases and variables: a change
+   * of s alone is a change of the row. */
+  long long wclock =
+      FX_INT(&fx, "SELECT max(clock) FROM {S}._lipsync_meta_w", -1);
+  APP_EXEC(&fx, "UPDATE {S}.w SET s = 'changed' WHERE n <= 3;"
+                " UPDATE {S}.w SET s = 'changed too' WHERE n > 10");
+  char wsql[200];
+  snprintf(wsql, sizeof wsql,
+           "SELECT count(*) FROM {S}._lipsync_meta_w WHERE clock > %lld",
+           wclock);
+  CU_ASSERT_EQUAL(FX_INT(&fx, wsql, -1), 13);
+  check_items(&fx, "w", wclock);
+  trigger_forms(&fx, "t", &rows, &statements);
+  CU_ASSERT(rows == 0 && statements == 3);
+  trigger_forms(&fx, "p", &rows, &statements);
+  CU_ASSERT(rows == 3 && statements == 0);
+  trigger_forms(&fx, "kid", &rows, &statements);
+  CU_ASSERT(rows == 3 && statements == 0);
+
+  /* A statement of up to 8 changed rows records them one by one, one
+   * delta row each; a larger one, set-based, with one delta row. */
+  char deltas[300];
+  snprintf(deltas, sizeof deltas,
+           "SELECT count(*) FROM _lipsync.deltas WHERE tbl = '%s.t'",
+           fx.schema);
+  long long before = FX_INT(&fx, deltas, -1);
+  APP_EXEC(&fx, "UPDATE {S}.t SET v = v || '.' WHERE k BETWEEN 201 AND 208");
+  CU_ASSERT_EQUAL(FX_INT(&fx, deltas, -1), before + 8);
+  APP_EXEC(&fx, "UPDATE {S}.t SET v = v || '.' WHERE k BETWEEN 201 AND 209");
+  CU_ASSERT_EQUAL(FX_INT(&fx, deltas, -1), before + 9);
+  CHECK_SUMMARY(&fx, "t");
+
+  /* Writes of every shape, several rows a statement. */
+  long long clock =
+                FX_INT(&fx, "SELECT max(clock) FROM {S}._lipsync_meta_t", -1),
+            pclock =
+                FX_INT(&fx, "SELECT max(clock) FROM {S}._lipsync_meta_p", -1),
+            kclock =
+                FX_INT(&fx, "SELECT max(clock) FROM {S}._lipsync_meta_kid", -1);
+  APP_EXEC(&fx,
+           "INSERT INTO {S}.t SELECT i, 'n' FROM generate_series(301,"
+           " 400) i;"
+           " UPDATE {S}.t SET v = v || '!' WHERE k % 3 = 0;"
+           " UPDATE {S}.t SET v = v WHERE k < 50;"
+           " DELETE FROM {S}.t WHERE k % 7 = 0;"
+           " INSERT INTO {S}.t VALUES (1, 'up'), (7, 'again'), (500, 'new')"
+           " ON CONFLICT (k) DO UPDATE SET v = EXCLUDED.v;"
+           " WITH d AS (DELETE FROM {S}.t WHERE k BETWEEN 10 AND 12"
+           " RETURNING k) INSERT INTO {S}.t SELECT k + 1000, 'moved'"
+           " FROM d");
+  check_items(&fx, "t", clock);
+  /* Rows 1..49 not multiples of 3 or 7 were not changed: their items
+   * kept their clocks. */
+  char sql[600];
+  snprintf(sql, sizeof sql,
+           "SELECT count(*) FROM {S}.t r JOIN {S}._lipsync_meta_t m ON"
+           " m.uuid = r._lipsync_uuid WHERE r.k BETWEEN 2 AND 9 AND"
+           " r.k %% 3 <> 0 AND r.k <> 7 AND m.clock <= %lld",
+           clock);
+  CU_ASSERT_EQUAL(FX_INT(&fx, sql, -1), 4); /* 2, 4, 5 and 8 */
+  /* A write straight into a partition, one through the parent, and one
+   * into an inheritance child. */
+  APP_EXEC(&fx, "INSERT INTO {S}.p_lo VALUES (5, 'direct');"
+                " UPDATE {S}.p_hi SET v = 'hi' WHERE k < 120;"
+                " DELETE FROM {S}.p WHERE k BETWEEN 50 AND 60;"
+                " UPDATE {S}.kid SET v = 'c' WHERE k = 1;"
+                " INSERT INTO {S}.kid VALUES (3, 'c', 3)");
+  check_items(&fx, "p", pclock);
+  check_items(&fx, "kid", kclock);
+
+  /* Row triggers on the ordinary table, as the previous layout had: they
+   * go on recording, and the next prepare puts statement triggers back
+   * with no recount. */
+  snprintf(sql, sizeof sql,
+           "DROP TRIGGER _lipsync_capture_insert ON {S}.t;"
+           " CREATE TRIGGER _lipsync_capture_insert AFTER INSERT ON {S}.t"
+           " FOR EACH ROW EXECUTE FUNCTION _lipsync.capture('%s',"
+           " '_lipsync_meta_t', '%s.t')",
+           fx.schema, fx.schema);
+  APP_EXEC(&fx, sql);
+  APP_EXEC(&fx, "INSERT INTO {S}.t VALUES (600, 'row-level')");
+  check_items(&fx, "t", clock);
+  if (!prepare_commit(&fx, "t"))
+    goto out;
+  trigger_forms(&fx, "t", &rows, &statements);
+  CU_ASSERT(rows == 0 && statements == 3);
+  CU_ASSERT_EQUAL(FX_INT(&fx,
+                         "SELECT count(*) FROM _lipsync.tables WHERE"
+                         " recount",
+                         -1),
+                  0);
+  APP_EXEC(&fx, "INSERT INTO {S}.t VALUES (601, 'statement')");
+  check_items(&fx, "t", clock);
+out:
+  sfx_close(&fx);
+}
+
 static void test_constraint_violation(void) {
   sfx fx;
   lipsync_table *t;
@@ -2169,6 +2333,9 @@ static void test_kept_summary(void) {
     goto out;
   CHECK_SUMMARY(&fx, "t");
   CU_ASSERT_EQUAL(FX_INT(&fx, deltas_sql, -1), 0);
+  /* One delta row per changed row of a small statement (a large one
+   * writes one for all: test_capture_forms); none for an UPDATE that
+   * changed no value. */
   APP_EXEC(&fx, "INSERT INTO {S}.t VALUES (21), (22);"
                 " UPDATE {S}.t SET a = a + 100 WHERE a <= 5;"
                 " UPDATE {S}.t SET a = a WHERE a = 6;"
@@ -2647,11 +2814,19 @@ static void test_migrate_previous_layout(void) {
   }
   CU_ASSERT_EQUAL(store_commit(store), 0);
   CU_ASSERT_EQUAL(PG_INT(conn, "SELECT layout FROM _lipsync.state", -1), 3);
+  /* Statement triggers calling the table's function, on this ordinary
+   * table; TRUNCATE's with its three arguments. */
+  CU_ASSERT_EQUAL(PG_INT(conn,
+                         "SELECT count(*) FROM pg_trigger WHERE tgrelid ="
+                         " 't'::regclass AND tgtype & 1 = 0 AND tgfoid ="
+                         " '_lipsync_cap_t()'::regprocedure",
+                         -1),
+                  3);
   CU_ASSERT_EQUAL(PG_INT(conn,
                          "SELECT count(*) FROM pg_trigger WHERE tgrelid ="
                          " 't'::regclass AND tgnargs = 3",
                          -1),
-                  4);
+                  1);
   /* The table was locked before the session's snapshot: no change can
    * have escaped, no recount is due. */
   CU_ASSERT_EQUAL(PG_INT(conn,
@@ -2699,6 +2874,7 @@ int register_store_pg_tests(void) {
       {"citext and name", test_other_text_types},
       {"index of an empty table", test_index_of_empty_table},
       {"generated and partitioned", test_generated_and_partitioned},
+      {"capture: statement and row triggers", test_capture_forms},
       {"constraint violation", test_constraint_violation},
       {"open errors", test_open_errors},
       {"canonical forms match the server", test_forms_match_server},
