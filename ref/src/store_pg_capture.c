@@ -650,6 +650,16 @@ static int check_table(pg_store *s, pg_table *t, pg_facts *f) {
  * ordinary table outside any partitioning or inheritance, whose capture
  * triggers are statement triggers. */
 static int install_triggers(pg_store *s, pg_table *t, bool plain) {
+  /* The triggers that record rows: the transition tables of the statement
+   * form, the condition the row form adds to APPLYING_OFF. */
+  static const struct {
+    const char *name, *event, *transition, *changed;
+  } recorders[] = {
+      {"_lipsync_capture_insert", "INSERT", "NEW TABLE AS _lipsync_new", ""},
+      {"_lipsync_capture_update", "UPDATE",
+       "OLD TABLE AS _lipsync_old NEW TABLE AS _lipsync_new",
+       " AND OLD::pg_catalog.text IS DISTINCT FROM NEW::pg_catalog.text"},
+      {"_lipsync_capture_delete", "DELETE", "OLD TABLE AS _lipsync_old", ""}};
   static const char *const names[] = {
       "_lipsync_capture_insert", "_lipsync_capture_update",
       "_lipsync_capture_delete", "_lipsync_keep_uuid",
@@ -676,33 +686,19 @@ static int install_triggers(pg_store *s, pg_table *t, bool plain) {
                   t->qname);
   if (!rc && plain)
     rc = pgs_put_capture_function(s, t, &sql);
-  if (!rc && plain)
-    rc = pgs_putf(
-        &sql,
-        "CREATE TRIGGER _lipsync_capture_insert AFTER INSERT ON %s"
-        " REFERENCING NEW TABLE AS _lipsync_new FOR EACH STATEMENT"
-        " WHEN (" APPLYING_OFF ") EXECUTE FUNCTION %s();"
-        "CREATE TRIGGER _lipsync_capture_update AFTER UPDATE ON %s"
-        " REFERENCING OLD TABLE AS _lipsync_old NEW TABLE AS _lipsync_new"
-        " FOR EACH STATEMENT WHEN (" APPLYING_OFF ") EXECUTE FUNCTION %s();"
-        "CREATE TRIGGER _lipsync_capture_delete AFTER DELETE ON %s"
-        " REFERENCING OLD TABLE AS _lipsync_old FOR EACH STATEMENT"
-        " WHEN (" APPLYING_OFF ") EXECUTE FUNCTION %s();",
-        t->qname, t->cap_qname, t->qname, t->cap_qname, t->qname, t->cap_qname);
-  else if (!rc)
-    rc =
-        pgs_putf(&sql,
-                 "CREATE TRIGGER _lipsync_capture_insert AFTER INSERT ON %s"
-                 " FOR EACH ROW WHEN (" APPLYING_OFF ")"
-                 " EXECUTE FUNCTION _lipsync.capture(%s);"
-                 "CREATE TRIGGER _lipsync_capture_update AFTER UPDATE ON %s"
-                 " FOR EACH ROW WHEN (" APPLYING_OFF " AND OLD::pg_catalog.text"
-                 " IS DISTINCT FROM NEW::pg_catalog.text)"
-                 " EXECUTE FUNCTION _lipsync.capture(%s);"
-                 "CREATE TRIGGER _lipsync_capture_delete AFTER DELETE ON %s"
-                 " FOR EACH ROW WHEN (" APPLYING_OFF ")"
-                 " EXECUTE FUNCTION _lipsync.capture(%s);",
-                 t->qname, args, t->qname, args, t->qname, args);
+  for (size_t i = 0; i < 3 && !rc; i++)
+    rc = plain ? pgs_putf(&sql,
+                          "CREATE TRIGGER %s AFTER %s ON %s REFERENCING %s"
+                          " FOR EACH STATEMENT WHEN (" APPLYING_OFF ")"
+                          " EXECUTE FUNCTION %s();",
+                          recorders[i].name, recorders[i].event, t->qname,
+                          recorders[i].transition, t->cap_qname)
+               : pgs_putf(&sql,
+                          "CREATE TRIGGER %s AFTER %s ON %s FOR EACH ROW"
+                          " WHEN (" APPLYING_OFF "%s)"
+                          " EXECUTE FUNCTION _lipsync.capture(%s);",
+                          recorders[i].name, recorders[i].event, t->qname,
+                          recorders[i].changed, args);
   if (!rc)
     rc = pgs_putf(
         &sql,

@@ -48,6 +48,12 @@ BIN_DIR = _from_env("LIPSYNC_BIN", "build/bin")
 CITIES_CSV = _from_env("LIPSYNC_CITIES", "../shared/data/cities.csv")
 SERVER = BIN_DIR / "lipsync-server"
 CLIENT = BIN_DIR / "lipsync-client"
+# The fault-injection build (make build/fault/bin/lipsync-server
+# build/fault/bin/lipsync-client), for the tests that kill or stall a
+# program at a chosen point.
+FAULT_BIN = _from_env("LIPSYNC_FAULT_BIN", "build/fault/bin")
+FAULT_SERVER = FAULT_BIN / "lipsync-server"
+FAULT_CLIENT = FAULT_BIN / "lipsync-client"
 
 # Exit status of both programs (see --help).
 EXIT_OK = 0
@@ -924,8 +930,9 @@ class Server:
         return was_alive, status, log
 
 
-def client_args(db, address, tables, secret_file, extra=()):
-    args = [str(CLIENT), "--db", str(db), "--connect", address]
+def client_args(db, address, tables, secret_file, extra=(), binary=None):
+    """|binary|: another lipsync-client than CLIENT (a fault build)."""
+    args = [str(binary or CLIENT), "--db", str(db), "--connect", address]
     if secret_file is not None:
         args += ["--secret-file", str(secret_file)]
     for t in tables:
@@ -934,9 +941,9 @@ def client_args(db, address, tables, secret_file, extra=()):
 
 
 def run_client(db, address, tables, secret_file, extra=(), env=None,
-               timeout=60):
+               timeout=60, binary=None):
     return subprocess.run(
-        client_args(db, address, tables, secret_file, extra),
+        client_args(db, address, tables, secret_file, extra, binary),
         stdin=subprocess.DEVNULL, capture_output=True, text=True,
         env=env if env is not None else clean_env(), timeout=timeout)
 

@@ -78,7 +78,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from lipsync_harness import (  # noqa: E402
-    CITY_SCHEMA, EXIT_OK, EXIT_PEER, REPO_ROOT, SANITIZER_RE, UNIT_SEP,
+    CITY_SCHEMA, EXIT_OK, EXIT_PEER, FAULT_CLIENT, FAULT_SERVER,
+    SANITIZER_RE, UNIT_SEP,
     UUID_COLUMN, PgDatabase, SqliteDatabase, cities, clean_env, client_args,
     connect, integrity_check, new_pg_name, parse_summary, pg_admin_conninfo,
     psql, quote_ident, quote_literal, read_line, row_keys, stop_process,
@@ -86,14 +87,6 @@ from lipsync_harness import (  # noqa: E402
 from test_transport import Relay  # noqa: E402
 
 
-def _from_env(name, default):
-    path = Path(os.environ.get(name, default))
-    return path if path.is_absolute() else REPO_ROOT / path
-
-
-FAULT_BIN = _from_env("LIPSYNC_FAULT_BIN", "build/fault/bin")
-FAULT_SERVER = FAULT_BIN / "lipsync-server"
-FAULT_CLIENT = FAULT_BIN / "lipsync-client"
 ROWS = int(os.environ.get("LIPSYNC_CRASH_ROWS", "2000"))
 MOMENTS = int(os.environ.get("LIPSYNC_CRASH_MOMENTS", "22"))
 TABLE = "cities"
@@ -800,10 +793,8 @@ class CrashMatrix:
 
     @classmethod
     def client_command(cls, address, extra=()):
-        args = client_args(cls.client.dsn, address, [TABLE], cls.secret_file,
-                           ["--plaintext", *extra])
-        args[0] = str(FAULT_CLIENT)
-        return args
+        return client_args(cls.client.dsn, address, [TABLE], cls.secret_file,
+                           ["--plaintext", *extra], FAULT_CLIENT)
 
     @classmethod
     def run_client(cls, address, faults=None):

@@ -51,20 +51,12 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from lipsync_harness import (  # noqa: E402
-    CITY_SCHEMA, EXIT_DATABASE, EXIT_SCHEMA, REPO_ROOT, SANITIZER_RE,
-    PgDatabase, SqliteDatabase, SyncTestCase, cities, clean_env,
+    CITY_SCHEMA, EXIT_DATABASE, EXIT_SCHEMA, SANITIZER_RE,
+    FAULT_SERVER, PgDatabase, SqliteDatabase, SyncTestCase, cities, clean_env,
     client_args, integrity_check, new_pg_name,
     parse_summary, pg_env, psql, quote_ident, quote_literal,
     run_client, stop_process)
 
-
-def _from_env(name, default):
-    path = Path(os.environ.get(name, default))
-    return path if path.is_absolute() else REPO_ROOT / path
-
-
-FAULT_BIN = _from_env("LIPSYNC_FAULT_BIN", "build/fault/bin")
-FAULT_SERVER = FAULT_BIN / "lipsync-server"
 
 # How long the fault build's server sleeps at the chosen point
 # (LIPSYNC_FAULT_STALL): long enough to stop PostgreSQL in the meantime.

@@ -18,7 +18,6 @@ built. Run:  python3 ref/tests/e2e/test_install.py -v
 
 import os
 import re
-import shutil
 import sqlite3
 import subprocess
 import sys

@@ -17,7 +17,6 @@ it fails, never skips, when that build is missing. Standard library only.
 import json
 import os
 import socket
-import subprocess
 import sys
 import unittest
 from pathlib import Path
@@ -25,12 +24,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from lipsync_harness import (  # noqa: E402
-    EXIT_OK, EXIT_PEER, EXIT_SCHEMA, REPO_ROOT, SANITIZER_RE, SyncTestCase,
-    cities, city_rows, clean_env, client_args, connect, create_cities_table)
-
-_fault_bin = Path(os.environ.get("LIPSYNC_FAULT_BIN", "build/fault/bin"))
-FAULT_CLIENT = (_fault_bin if _fault_bin.is_absolute()
-                else REPO_ROOT / _fault_bin) / "lipsync-client"
+    EXIT_OK, EXIT_PEER, EXIT_SCHEMA, FAULT_CLIENT, SANITIZER_RE, SyncTestCase,
+    cities, city_rows, clean_env, connect, create_cities_table, run_client)
 
 # The client sleeps this long where it begins to prepare; the server's
 # --timeout is far shorter.
@@ -65,12 +60,8 @@ class ClientPrepareTest(SyncTestCase):
         create_cities_table(self.server_db, rows=self.cities[2000:2100])
 
     def run_client(self, address, binary=None, env=None, tables=("cities",)):
-        args = client_args(self.client, address, tables, self.secret_file)
-        if binary is not None:
-            args[0] = str(binary)
-        r = subprocess.run(args, stdin=subprocess.DEVNULL,
-                           capture_output=True, text=True, timeout=60,
-                           env=env if env is not None else clean_env())
+        r = run_client(self.client, address, tables, self.secret_file,
+                       env=env, binary=binary)
         self.assertNotRegex(r.stderr, SANITIZER_RE)
         return r
 
