@@ -367,23 +367,53 @@ int cli_open_store(const char *prog, const char *db, lipsync_store **out) {
   return 0;
 }
 
-int cli_init_tables(const char *prog, const char *db, const char *const *tables,
-                    size_t ntables, int quiet) {
-  /* tables NULL: every table of the database */
+/* Opens |db| and runs |op| (lipsync_store_init_tables or
+ * lipsync_store_drop_capture) on |tables|: its result, or -1 after printing
+ * the error, with the exit status in |*status|. */
+typedef int (*capture_op)(lipsync_store *, const char *const *, size_t, char *,
+                          size_t);
+static int on_capture(const char *prog, const char *db, capture_op op,
+                      const char *const *tables, size_t ntables, int *status) {
   lipsync_store *store = NULL;
   char err[512];
-  if (cli_open_store(prog, db, &store) < 0)
-    return CLI_EXIT_DATABASE;
-  int rc = lipsync_store_init_tables(store, tables, ntables, err, sizeof err);
+  if (cli_open_store(prog, db, &store) < 0) {
+    *status = CLI_EXIT_DATABASE;
+    return -1;
+  }
+  int rc = op(store, tables, ntables, err, sizeof err);
   lipsync_store_free(store);
   if (rc < 0) {
     cli_sanitize(err);
     fprintf(stderr, "%s: %s\n", prog, err);
-    return cli_exit_code(rc);
+    *status = cli_exit_code(rc);
+    return -1;
   }
-  for (size_t i = 0; tables && i < ntables && !quiet; i++)
+  *status = CLI_EXIT_OK;
+  return rc;
+}
+
+int cli_init_tables(const char *prog, const char *db, const char *const *tables,
+                    size_t ntables, int quiet) {
+  /* tables NULL: every table of the database */
+  int status;
+  if (on_capture(prog, db, lipsync_store_init_tables, tables, ntables,
+                 &status) < 0 ||
+      quiet)
+    return status;
+  for (size_t i = 0; tables && i < ntables; i++)
     printf("%s: change capture installed\n", tables[i]);
-  if (!tables && !quiet)
+  if (!tables)
     printf("change capture installed on every table\n");
-  return CLI_EXIT_OK;
+  return status;
+}
+
+int cli_drop_capture(const char *prog, const char *db,
+                     const char *const *tables, size_t ntables, int quiet) {
+  int status;
+  int n = on_capture(prog, db, lipsync_store_drop_capture, tables, ntables,
+                     &status);
+  if (n >= 0 && !quiet)
+    printf("change capture removed from %d table%s%s\n", n, n == 1 ? "" : "s",
+           tables ? "" : ", and the database's own metadata");
+  return status;
 }

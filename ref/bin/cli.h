@@ -108,6 +108,11 @@ int cli_open_store(const char *prog, const char *db, lipsync_store **out);
  * what it did unless |quiet|, or the error. Returns the exit status. */
 int cli_init_tables(const char *prog, const char *db, const char *const *tables,
                     size_t ntables, int quiet);
+/* Opens |db| and removes change capture from |tables| (NULL: all of it,
+ * --drop-capture). Prints what it did unless |quiet|, or the error.
+ * Returns the exit status. */
+int cli_drop_capture(const char *prog, const char *db,
+                     const char *const *tables, size_t ntables, int quiet);
 
 /* ---- sockets and time ------------------------------------------------- */
 

@@ -52,6 +52,8 @@ typedef struct client_config {
   int timeout_ms;
   int quiet;
   int init;
+  int drop_capture;
+  int all_tables; /* with --init or --drop-capture */
   int full;
   int no_incremental;
   long retries;
@@ -90,7 +92,8 @@ static void usage(FILE *out, int full) {
           "         [--no-incremental] [--retries N] [--timeout SECONDS]\n"
           "         [--max-session-memory MIB]\n"
           "         [--dry-run] [--json] [--quiet]\n"
-          "       " PROG " --db DB --init --table NAME [--table NAME]...\n"
+          "       " PROG " --db DB (--init | --drop-capture)\n"
+          "         (--table NAME [--table NAME]... | --all-tables)\n"
           "       " PROG " --help | --version\n");
   if (!full) {
     fprintf(out, "Run '" PROG " --help' for details.\n");
@@ -141,6 +144,13 @@ static void usage(FILE *out, int full) {
       "  --init               install change capture on the tables (as\n"
       "                       the first sync would) and exit, without\n"
       "                       connecting\n"
+      "  --drop-capture       remove change capture from the tables and\n"
+      "                       exit, without connecting: triggers and\n"
+      "                       metadata go, rows and their _lipsync_uuid\n"
+      "                       stay (the next sync installs it again)\n"
+      "  --all-tables         with --init or --drop-capture: every table\n"
+      "                       (--drop-capture: also the metadata of tables\n"
+      "                       since dropped, and the database's own)\n"
       "  --full               reconcile every table whole (by ranges),\n"
       "                       not by what changed since the last sync,\n"
       "                       after recounting what this database keeps\n"
@@ -212,6 +222,8 @@ static const cli_option options[] = {
     {"policy", CLI_POLICY(client_config, policy),
      .message = "--policy takes lww, server-wins or client-wins"},
     {"init", CLI_FLAG(client_config, init)},
+    {"drop-capture", CLI_FLAG(client_config, drop_capture)},
+    {"all-tables", CLI_FLAG(client_config, all_tables)},
     {"full", CLI_FLAG(client_config, full)},
     {"no-incremental", CLI_FLAG(client_config, no_incremental)},
     {"retries", CLI_COUNT(client_config, retries, 0, 100),
@@ -275,7 +287,13 @@ static void free_tables(client_config *config) {
 static int check_options(client_config *config) {
   if (config->db_path == NULL)
     return usage_error("missing --db");
-  if (config->server.host[0] == '\0' && !config->command && !config->init)
+  if (config->init && config->drop_capture)
+    return usage_error("--init and --drop-capture exclude each other");
+  if (config->all_tables && !config->init && !config->drop_capture)
+    return usage_error("--all-tables goes with --init or --drop-capture (a "
+                       "sync names its tables with --table)");
+  if (config->server.host[0] == '\0' && !config->command && !config->init &&
+      !config->drop_capture)
     return usage_error("missing --connect (or --connect-command)");
   if (config->server.host[0] != '\0' && config->command)
     return usage_error("--connect and --connect-command exclude each other");
@@ -295,8 +313,10 @@ static int check_options(client_config *config) {
                              config->tls_options.verify_cert);
   if (!config->tls_options.server_name)
     config->tls_options.server_name = config->server.host;
-  if (config->tables.count == 0)
+  if (config->tables.count == 0 && !config->all_tables)
     return usage_error("missing --table");
+  if (config->tables.count > 0 && config->all_tables)
+    return usage_error("--table and --all-tables exclude each other");
   return split_tables(config);
 }
 
@@ -720,10 +740,14 @@ int main(int argc, char **argv) {
   client_config config;
   memset(&config, 0, sizeof config);
   int rc = parse_options(&config, argc, argv);
+  const char *const *locals =
+      config.all_tables ? NULL : (const char *const *)config.locals;
   if (rc < 0 && config.init) {
-    rc = cli_init_tables(PROG, config.db_path,
-                         (const char *const *)config.locals,
-                         config.tables.count, config.quiet);
+    rc = cli_init_tables(PROG, config.db_path, locals, config.tables.count,
+                         config.quiet);
+  } else if (rc < 0 && config.drop_capture) {
+    rc = cli_drop_capture(PROG, config.db_path, locals, config.tables.count,
+                          config.quiet);
   } else if (rc < 0) {
     cli_secret secret = {NULL, 0};
     char err[256];

@@ -69,6 +69,7 @@ typedef struct server_config {
   int auth_timeout_ms;
   uint64_t retention_ms;
   int init;
+  int drop_capture;
   int no_incremental;
   int plaintext;               /* --plaintext */
   int stdio;                   /* --stdio */
@@ -142,7 +143,8 @@ static void usage(FILE *out, int full) {
       "         [--max-session-memory MIB]\n"
       "         [--tombstone-retention DURATION] [--no-incremental]\n"
       "         [--log-format text|json] [--log-file FILE] [--json] [--quiet]\n"
-      "       " PROG " --db DB --init (--table NAME... | --all-tables)\n"
+      "       " PROG " --db DB (--init | --drop-capture)\n"
+      "         (--table NAME... | --all-tables)\n"
       "       " PROG " --help | --version\n");
   if (!full) {
     fprintf(out, "Run '" PROG " --help' for details.\n");
@@ -210,6 +212,12 @@ static void usage(FILE *out, int full) {
       "                      client reconciles whole tables\n"
       "  --init              install change capture on the tables (as the\n"
       "                      first sync would) and exit, without listening\n"
+      "  --drop-capture      remove change capture from the tables and\n"
+      "                      exit, without listening: triggers and metadata\n"
+      "                      go, rows and their _lipsync_uuid stay (the next\n"
+      "                      sync installs it again); with --all-tables,\n"
+      "                      also the metadata of tables since dropped and\n"
+      "                      the database's own (site id, clients' tokens)\n"
       "  --log-format FORMAT the log's format: text (default), one line per\n"
       "                      session, \"TIME " PROG ": PEER [TABLES] OUTCOME;\n"
       "                      ROWS and BYTES each way, SECONDS\", or json, one\n"
@@ -265,6 +273,7 @@ static const cli_option options[] = {
      .message = "--tombstone-retention takes a duration such as 30d, 12h or "
                 "500ms"},
     {"init", CLI_FLAG(server_config, init)},
+    {"drop-capture", CLI_FLAG(server_config, drop_capture)},
     {"no-incremental", CLI_FLAG(server_config, no_incremental)},
     {"stdio", CLI_FLAG(server_config, stdio)},
     {"plaintext", CLI_FLAG(server_config, plaintext)},
@@ -291,7 +300,10 @@ static int usage_error(const char *message) {
 static int check_options(server_config *config) {
   if (config->db_path == NULL)
     return usage_error("missing --db");
-  if (config->listen.host[0] == '\0' && !config->init && !config->stdio)
+  if (config->init && config->drop_capture)
+    return usage_error("--init and --drop-capture exclude each other");
+  if (config->listen.host[0] == '\0' && !config->init &&
+      !config->drop_capture && !config->stdio)
     return usage_error("missing --listen (or --stdio)");
   if (config->listen.host[0] != '\0' && config->stdio)
     return usage_error("--listen and --stdio exclude each other");
@@ -905,12 +917,15 @@ int main(int argc, char **argv) {
   pthread_cond_init(&srv.permit_freed, NULL);
   srv.wake_pipe[0] = srv.wake_pipe[1] = -1;
   int rc = parse_options(&srv.config, argc, argv);
+  const char *const *tables =
+      srv.config.all_tables ? NULL
+                            : (const char *const *)srv.config.tables.items;
   if (rc < 0 && srv.config.init) {
-    rc = cli_init_tables(PROG, srv.config.db_path,
-                         srv.config.all_tables
-                             ? NULL
-                             : (const char *const *)srv.config.tables.items,
+    rc = cli_init_tables(PROG, srv.config.db_path, tables,
                          srv.config.tables.count, srv.config.quiet);
+  } else if (rc < 0 && srv.config.drop_capture) {
+    rc = cli_drop_capture(PROG, srv.config.db_path, tables,
+                          srv.config.tables.count, srv.config.quiet);
   } else if (rc < 0) {
     char err[256];
     if (cli_secret_load(&srv.config.secret, srv.config.secret_file, PROG, err,

@@ -279,7 +279,7 @@ struct lipsync_cursor {
   lipsync_table *table;
 };
 
-#define LIPSYNC_STORE_METHODS_VERSION 3
+#define LIPSYNC_STORE_METHODS_VERSION 4
 
 /*
  * A storage backend. Methods are only ever appended; |version| says how many
@@ -467,6 +467,18 @@ struct lipsync_store_methods {
    * transactions of its own; a backend whose sessions do this themselves
    * may do nothing. Never needed for correctness. */
   int (*maintain)(lipsync_store *store, uint64_t horizon);
+
+  /* Version 4. */
+  /* Outside any transaction, in one transaction of its own: removes the
+   * change capture of the |n| tables |names| (NULL: of every table, those
+   * since dropped included, and the database's own metadata: site id,
+   * clock, tokens), every object it made under the reserved prefix, and
+   * keeps each table's rows and _lipsync_uuid column. Capture metadata it
+   * does not own or understand is refused as prepare_table refuses it, and
+   * nothing changes. Returns the number of tables whose capture it removed,
+   * or a negative lipsync_error; a name that is neither a table nor a
+   * captured one is LIPSYNC_ERR_UNKNOWN_TABLE. */
+  int (*drop_capture)(lipsync_store *store, const char *const *names, size_t n);
 };
 
 /* Frees |store| through its destroy method; NULL is a no-op. */
@@ -661,6 +673,24 @@ LIPSYNC_API int lipsync_store_init_tables(lipsync_store *store,
                                           const char *const *tables,
                                           size_t ntables, char *errbuf,
                                           size_t errlen);
+
+/* Removes LipSync's change capture from the |ntables| tables named by
+ * |tables| (NULL: from every table, including the metadata of tables since
+ * dropped, and the database's own: its site id, clock and the tokens a
+ * server keeps) in one transaction: triggers, item tables, the registry's
+ * rows. The rows and their _lipsync_uuid column stay: capture installed
+ * again (lipsync_store_init_tables() or a sync) gives each row the initial
+ * version of its contents, and the rows both sides hold alike still match
+ * (spec LS-CAPTURE-8). Metadata of
+ * another implementation or a newer layout is refused (spec LS-CAPTURE-8)
+ * and nothing changes. Returns the number of tables whose capture was
+ * removed, or a negative lipsync_error (LIPSYNC_ERR_UNKNOWN_TABLE for a
+ * name that is neither a table nor a captured one) with the reason copied
+ * into |errbuf|. */
+LIPSYNC_API int lipsync_store_drop_capture(lipsync_store *store,
+                                           const char *const *tables,
+                                           size_t ntables, char *errbuf,
+                                           size_t errlen);
 
 /* Server: opens the database only once the client has proved it holds
  * the secret (spec LS-SEC-3), so that connections that never authenticate

@@ -412,8 +412,7 @@ static int open_local_tables(lipsync_session *s) {
     return session_fail(s, LIPSYNC_ERR_INTERNAL,
                         "the storage backend is too old (store methods "
                         "version %d; this library needs %d)",
-                        s->store->methods->version,
-                        LIPSYNC_STORE_METHODS_VERSION);
+                        s->store->methods->version, STORE_SESSION_VERSION);
   int rc = store_begin_read(s->store);
   if (rc)
     return session_fail(s, rc, "cannot start a transaction: %s",

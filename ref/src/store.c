@@ -96,3 +96,30 @@ int lipsync_store_init_tables(lipsync_store *store, const char *const *tables,
     store_rollback(store);
   return rc;
 }
+
+int lipsync_store_drop_capture(lipsync_store *store, const char *const *tables,
+                               size_t ntables, char *errbuf, size_t errlen) {
+  int rc;
+  if (!store) {
+    if (errbuf && errlen)
+      snprintf(errbuf, errlen, "no store");
+    return LIPSYNC_ERR_INVALID_ARGUMENT;
+  }
+  for (size_t i = 0; tables && i < ntables; i++)
+    if (!tables[i]) {
+      if (errbuf && errlen)
+        snprintf(errbuf, errlen, "a table name is NULL");
+      return LIPSYNC_ERR_INVALID_ARGUMENT;
+    }
+  if (store->methods->version < 4 || !store->methods->drop_capture) {
+    if (errbuf && errlen)
+      snprintf(errbuf, errlen,
+               "the storage backend %s cannot remove change capture",
+               store->methods->name ? store->methods->name : "(unnamed)");
+    return LIPSYNC_ERR_INVALID_ARGUMENT;
+  }
+  rc = store->methods->drop_capture(store, tables, tables ? ntables : 0);
+  if (rc < 0 && errbuf && errlen)
+    snprintf(errbuf, errlen, "%s", store_errmsg(store));
+  return rc;
+}

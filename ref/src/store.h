@@ -161,8 +161,10 @@ static inline int store_recount(lipsync_store *s, lipsync_table *t) {
   return s->methods->recount(s, t);
 }
 /* Whether |s| is a backend the session can use. */
+/* The methods version a session needs. */
+#define STORE_SESSION_VERSION 3
 static inline bool store_usable(const lipsync_store *s) {
-  return s->methods->version >= 3;
+  return s->methods->version >= STORE_SESSION_VERSION;
 }
 static inline const char *store_errmsg(lipsync_store *s) {
   const char *m = s->methods->errmsg(s);

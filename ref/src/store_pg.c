@@ -2338,6 +2338,7 @@ static const lipsync_store_methods pg_store_methods = {
     .distrust = pgs_distrust,
     .recount = pg_store_recount,
     .maintain = pgs_maintain,
+    .drop_capture = pgs_drop_capture,
 };
 
 static int store_new(PGconn *conn, bool owns_conn, pg_store **out) {

@@ -66,10 +66,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define META_PREFIX "_lipsync_meta_"
-/* The table's capture function: shorter than META_PREFIX, so that a name
- * that fits one fits the other. */
-#define CAP_PREFIX "_lipsync_cap_"
 #define CAPTURE_TRIGGERS 5
 /* The layout of schema _lipsync this code writes (state.layout): 3 adds
  * the item digests' sums, positions, checkpoints and tokens. */
@@ -405,9 +401,7 @@ static const char foreign_sql[] =
     " AND c.relname NOT LIKE '\\_lipsync\\_meta\\_%'"
     " UNION ALL SELECT 'trigger ' || t.tgname FROM pg_catalog.pg_trigger t"
     " WHERE NOT t.tgisinternal AND t.tgname ILIKE '\\_lipsync%'"
-    " AND t.tgname NOT IN ('_lipsync_capture_insert',"
-    " '_lipsync_capture_update', '_lipsync_capture_delete',"
-    " '_lipsync_capture_truncate', '_lipsync_keep_uuid')"
+    " AND t.tgname NOT IN (" PG_TRIGGER_NAMES ")"
     " UNION ALL SELECT 'schema ' || nspname FROM pg_catalog.pg_namespace"
     " WHERE nspname ILIKE '\\_lipsync%' AND nspname <> '_lipsync'"
     " UNION ALL SELECT 'table _lipsync.state without column site'"
@@ -464,6 +458,11 @@ static int global_ready(pg_store *s, bool *ready, bool *home) {
   s->global_current = *ready;
   s->global_home = *home;
   return 0;
+}
+
+int pgs_capture_check_owner(pg_store *s) {
+  bool ready, home;
+  return global_ready(s, &ready, &home);
 }
 
 int pgs_capture_global(pg_store *s) {

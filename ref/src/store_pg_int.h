@@ -25,6 +25,16 @@
 #define ERRMSG_SIZE 1024
 /* NAMEDATALEN - 1. */
 #define MAX_IDENTIFIER 63
+/* A captured table "s"."t" has the item table "s"."_lipsync_meta_t" and,
+ * with statement triggers, the function "s"."_lipsync_cap_t"() (shorter
+ * than META_PREFIX, so that a name that fits one fits the other); its
+ * triggers are called PG_TRIGGER_NAMES (an SQL list). */
+#define META_PREFIX "_lipsync_meta_"
+#define CAP_PREFIX "_lipsync_cap_"
+#define PG_TRIGGER_NAMES                                                       \
+  "'_lipsync_capture_insert', '_lipsync_capture_update',"                      \
+  " '_lipsync_capture_delete', '_lipsync_capture_truncate',"                   \
+  " '_lipsync_keep_uuid'"
 /* uuid, clock, site, deleted, base_clock, base_site */
 #define ITEM_FIELDS 6
 /* A row read with its live item: the values, the UUID, then clock, site,
@@ -303,6 +313,9 @@ int pgs_need_prepared(pg_store *s, pg_table *t, const char *what);
 /* store_pg_capture.c */
 /* Creates schema _lipsync and its objects if missing, brings an older
  * layout up to date, and gives a copied database its own site id. */
+/* Fails with STORAGE, changing nothing, when the database holds capture
+ * metadata this code does not own or understand (spec LS-CAPTURE-8). */
+int pgs_capture_check_owner(pg_store *s);
 int pgs_capture_global(pg_store *s);
 /* The site id of this database, read once per transaction. */
 int pgs_capture_site(pg_store *s, uint8_t site[LIPSYNC_SITE_LEN]);
@@ -321,6 +334,8 @@ int pgs_finish_table(lipsync_store *store, lipsync_table *table,
                      const lipsync_finish *finish);
 int pgs_tick(lipsync_store *store, lipsync_version *out);
 int pgs_distrust(lipsync_store *store, const char *name);
+/* The drop_capture method (store_pg_drop.c). */
+int pgs_drop_capture(lipsync_store *store, const char *const *names, size_t n);
 /* The registry name ("schema.table") of the table a session calls
  * |name|, malloc'd, or NULL. */
 char *pgs_registry_name(const char *name);

@@ -1479,20 +1479,28 @@ static uint64_t state_seq(sqlite_store *s) {
   return seq;
 }
 
-/* Starts a transaction with |sql| and records its snapshot. A lock wait
- * that expires is TRY_AGAIN. */
+/* Runs |sql|, a BEGIN: a lock wait that expires is TRY_AGAIN. */
+static int exec_begin(sqlite_store *s, const char *sql) {
+  if (sqlite3_exec(s->db, sql, NULL, NULL, NULL) == SQLITE_OK)
+    return 0;
+  if ((sqlite3_extended_errcode(s->db) & 0xFF) == SQLITE_BUSY &&
+      !atomic_load(&s->interrupted))
+    return sq_fail(s, LIPSYNC_ERR_TRY_AGAIN,
+                   "another writer kept the database locked for %d.%d s;"
+                   " nothing was changed, sync again",
+                   s->lock_timeout_ms / 1000, s->lock_timeout_ms % 1000 / 100);
+  return sq_fail_db(s, NULL, "begin");
+}
+
+int sq_begin_immediate(sqlite_store *s) {
+  return exec_begin(s, "BEGIN IMMEDIATE");
+}
+
+/* Starts a transaction with |sql| and records its snapshot. */
 static int begin_txn(sqlite_store *s, const char *sql, bool writing) {
   int rc;
-  if (sqlite3_exec(s->db, sql, NULL, NULL, NULL) != SQLITE_OK) {
-    if ((sqlite3_extended_errcode(s->db) & 0xFF) == SQLITE_BUSY &&
-        !atomic_load(&s->interrupted))
-      return sq_fail(s, LIPSYNC_ERR_TRY_AGAIN,
-                     "another writer kept the database locked for %d.%d s;"
-                     " nothing was changed, sync again",
-                     s->lock_timeout_ms / 1000,
-                     s->lock_timeout_ms % 1000 / 100);
-    return sq_fail_db(s, NULL, "begin");
-  }
+  if ((rc = exec_begin(s, sql)) != 0)
+    return rc;
   s->in_txn = true;
   s->writing = writing;
   s->resnapshot = false;
@@ -1933,6 +1941,11 @@ static int sqlite_store_maintain(lipsync_store *store, uint64_t horizon) {
   return sq_maintain((sqlite_store *)store, horizon);
 }
 
+static int sqlite_store_drop_capture(lipsync_store *store,
+                                     const char *const *names, size_t n) {
+  return sq_drop_capture((sqlite_store *)store, names, n);
+}
+
 static const lipsync_store_methods sqlite_store_methods = {
     .version = LIPSYNC_STORE_METHODS_VERSION,
     .name = "sqlite",
@@ -1971,6 +1984,7 @@ static const lipsync_store_methods sqlite_store_methods = {
     .distrust = sqlite_store_distrust,
     .recount = sqlite_store_recount,
     .maintain = sqlite_store_maintain,
+    .drop_capture = sqlite_store_drop_capture,
 };
 
 /* lipsync_uuid4(): a fresh random version 4 UUID in canonical text form,

@@ -176,17 +176,19 @@ static int has_column(sqlite_store *s, const char *table, const char *column,
  * reserved prefix): whole, or as a prefix followed by a table's name. */
 static const char *const own_names[] = {"_lipsync_state", "_lipsync_tables",
                                         "_lipsync_peers"};
-static const char *const own_prefixes[] = {"_lipsync_meta_", "_lipsync_prev_",
-                                           "_lipsync_ins_",  "_lipsync_upd_",
-                                           "_lipsync_del_",  "_lipsync_uuid_"};
+const char *const sq_own_prefixes[] = {SQ_META_PREFIX,  "_lipsync_prev_",
+                                       "_lipsync_ins_", "_lipsync_upd_",
+                                       "_lipsync_del_", "_lipsync_uuid_"};
+const size_t sq_nown_prefixes =
+    sizeof sq_own_prefixes / sizeof *sq_own_prefixes;
 
 static bool own_name(const char *name) {
   for (size_t i = 0; i < sizeof own_names / sizeof *own_names; i++)
     if (strcmp(name, own_names[i]) == 0)
       return true;
-  for (size_t i = 0; i < sizeof own_prefixes / sizeof *own_prefixes; i++)
-    if (strncmp(name, own_prefixes[i], strlen(own_prefixes[i])) == 0 &&
-        name[strlen(own_prefixes[i])] != '\0')
+  for (size_t i = 0; i < sq_nown_prefixes; i++)
+    if (strncmp(name, sq_own_prefixes[i], strlen(sq_own_prefixes[i])) == 0 &&
+        name[strlen(sq_own_prefixes[i])] != '\0')
       return true;
   return false;
 }

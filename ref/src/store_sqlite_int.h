@@ -222,6 +222,9 @@ int sq_cursor_open(sqlite_store *s, sqlite_table *t, int shape,
 /* Whether another writer changed the item of |uuid| since the snapshot the
  * session read (see window); then fails the store with TRY_AGAIN. */
 int sq_check_window(sqlite_store *s, sqlite_table *t, const uint8_t *uuid);
+/* BEGIN IMMEDIATE outside the store's transactions (which it does not
+ * open): a lock wait that expires is TRY_AGAIN. */
+int sq_begin_immediate(sqlite_store *s);
 /* Makes the transaction a writer (begin_write). */
 int sq_begin_write(sqlite_store *s);
 /* Marks the snapshot as read: a later begin_write that needs a new one
@@ -241,6 +244,11 @@ int sq_query_int(sqlite_store *s, const char *table, const char *sql,
  * the reserved prefix "_lipsync" that it does not make, or a state of a
  * newer layout (spec LS-CAPTURE-8). Once per transaction. */
 int sq_capture_check_owner(sqlite_store *s);
+/* The prefixes of the objects this code makes for a table T (followed by
+ * T's name): its item table first. */
+#define SQ_META_PREFIX "_lipsync_meta_"
+extern const char *const sq_own_prefixes[];
+extern const size_t sq_nown_prefixes;
 int sq_capture_ready(sqlite_store *s, sqlite_table *t, bool *ready);
 /* Installs change capture on |t| if missing (state, registry, metadata
  * table with initial versions, triggers), migrates an older layout, checks
@@ -274,6 +282,11 @@ int sq_load_token(sqlite_store *s, sqlite_table *t, const uint8_t *site,
                   uint8_t *token, int *found);
 int sq_distrust(sqlite_store *s, const char *name);
 int sq_maintain(sqlite_store *s, uint64_t horizon);
+
+/* ---- store_sqlite_drop.c -------------------------------------------- */
+
+/* The drop_capture method. */
+int sq_drop_capture(sqlite_store *s, const char *const *names, size_t n);
 /* The site id of this database (16 bytes), read in this transaction. */
 int sq_capture_site(sqlite_store *s, uint8_t site[LIPSYNC_SITE_LEN]);
 

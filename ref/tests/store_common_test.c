@@ -1369,6 +1369,75 @@ out:
   sfx_close(&fx);
 }
 
+/* The sum and count of the items of |table|, in a session of its own. */
+static bool summary_of(sfx *fx, const char *table, lipsync_summary *out) {
+  lipsync_table *t = begin_prepared(fx, table);
+  bool ok = t && sum_items(fx->store, t, out) == 0;
+  CU_ASSERT(ok);
+  CU_ASSERT_EQUAL(store_rollback(fx->store), 0);
+  return ok;
+}
+
+/* drop_capture of one table: its capture goes, the other table's stays,
+ * the rows keep their UUIDs, and capture installed again gives each row
+ * of unchanged contents the item it had. A name that is no table (or a
+ * table of LipSync's) fails and changes nothing; the metadata of a table
+ * since dropped can still be removed. */
+static void test_drop_capture(void) {
+  sfx fx;
+  lipsync_summary before, after;
+  const char *names[2];
+  uint8_t u1[LIPSYNC_UUID_LEN], again[LIPSYNC_UUID_LEN];
+  long long c;
+  if (!SFX_OPEN(&fx, "CREATE TABLE t(a integer, b text);"
+                     " INSERT INTO t VALUES (1, 'x'), (2, 'y');"
+                     " CREATE TABLE u(a integer); INSERT INTO u VALUES (7)") ||
+      !prepare_commit(&fx, "t") || !prepare_commit(&fx, "u") ||
+      !summary_of(&fx, "t", &before) || !uuid_of(&fx, 1, u1))
+    goto out;
+  names[0] = sfx_name(&fx, "t");
+  names[1] = sfx_name(&fx, "nosuch");
+  CU_ASSERT_EQUAL(lipsync_store_drop_capture(fx.store, names, 2, NULL, 0),
+                  LIPSYNC_ERR_UNKNOWN_TABLE);
+  CU_ASSERT(contains(lipsync_store_errmsg(fx.store), "no table"));
+  names[1] = sfx_name(&fx, "_lipsync_meta_t");
+  CU_ASSERT_EQUAL(lipsync_store_drop_capture(fx.store, names, 2, NULL, 0),
+                  LIPSYNC_ERR_UNKNOWN_TABLE);
+  CU_ASSERT_EQUAL(FX_INT(&fx, "SELECT count(*) FROM _lipsync_meta_t", -1), 2);
+  CU_ASSERT_EQUAL(fx.be->registry(&fx, "t", "1 = 1"), 1);
+
+  CU_ASSERT_EQUAL(lipsync_store_drop_capture(fx.store, names, 1, NULL, 0), 1);
+  free(EXEC_FAILS(&fx, false, "SELECT count(*) FROM _lipsync_meta_t"));
+  CU_ASSERT_EQUAL(fx.be->registry(&fx, "t", "1 = 1"), 0);
+  CU_ASSERT_EQUAL(fx.be->registry(&fx, "u", "1 = 1"), 1);
+  c = FX_INT(&fx, "SELECT max(clock) FROM _lipsync_meta_u", -1);
+  APP_EXEC(&fx, "UPDATE t SET b = 'z' WHERE a = 2");
+  APP_EXEC(&fx, "UPDATE u SET a = 8");
+  CU_ASSERT(FX_INT(&fx, "SELECT max(clock) FROM _lipsync_meta_u", -1) > c);
+  CU_ASSERT(uuid_of(&fx, 1, again) && memcmp(u1, again, sizeof u1) == 0);
+  /* Nothing left to remove: no error, none removed. */
+  CU_ASSERT_EQUAL(lipsync_store_drop_capture(fx.store, names, 1, NULL, 0), 0);
+
+  /* Row 2 back to what it was: every item as before. */
+  APP_EXEC(&fx, "UPDATE t SET b = 'y' WHERE a = 2");
+  if (!prepare_commit(&fx, "t") || !summary_of(&fx, "t", &after))
+    goto out;
+  CU_ASSERT_EQUAL(after.count, 2);
+  CU_ASSERT(after.count == before.count &&
+            memcmp(after.sum, before.sum, sizeof after.sum) == 0);
+
+  FX_EXEC(&fx, "DROP TABLE u");
+  names[0] = sfx_name(&fx, "u");
+  CU_ASSERT_EQUAL(lipsync_store_drop_capture(fx.store, names, 1, NULL, 0), 1);
+  free(EXEC_FAILS(&fx, false, "SELECT count(*) FROM _lipsync_meta_u"));
+  CU_ASSERT_EQUAL(fx.be->registry(&fx, "u", "1 = 1"), 0);
+  CU_ASSERT_EQUAL(lipsync_store_drop_capture(fx.store, names, 1, NULL, 0),
+                  LIPSYNC_ERR_UNKNOWN_TABLE);
+  CU_ASSERT(FX_INT(&fx, "SELECT count(*) FROM _lipsync_meta_t", -1) == 2);
+out:
+  sfx_close(&fx);
+}
+
 /* ------------------------------------------------------------------ */
 /* Incremental reconciliation (spec 8.8)                                */
 /* ------------------------------------------------------------------ */
@@ -1773,6 +1842,7 @@ const tu_test store_common_tests[] = {
     {"tick", test_tick},
     {"capture schema", test_capture_schema},
     {"distrust repairs", test_distrust_repairs},
+    {"drop capture", test_drop_capture},
     {"rows carry versions, in UUID order", test_rows_carry_versions},
     {"positions and changes", test_positions_and_changes},
     {"position and a concurrent commit", test_position_and_concurrent_commit},

@@ -2752,6 +2752,83 @@ out:
   PQfinish(admin);
 }
 
+#define RESERVED_OBJECTS                                                       \
+  "SELECT (SELECT count(*) FROM pg_namespace WHERE nspname LIKE"               \
+  " '\\_lipsync%') + (SELECT count(*) FROM pg_class WHERE relname LIKE"        \
+  " '\\_lipsync%') + (SELECT count(*) FROM pg_proc WHERE proname LIKE"         \
+  " '\\_lipsync%') + (SELECT count(*) FROM pg_trigger WHERE tgname LIKE"       \
+  " '\\_lipsync%')"
+
+#define UUIDS_OF_T                                                             \
+  "SELECT string_agg(_lipsync_uuid::text, ',' ORDER BY a) FROM t"
+
+/* drop_capture of every table, in a database of its own: nothing under the
+ * reserved prefix is left (a partitioned table's, a table's in another
+ * schema and a table's since dropped included), the rows keep their UUIDs,
+ * every table takes writes, and capture installed again has a new site id.
+ * Another implementation's table is refused, and nothing changes. */
+static void test_drop_all_capture(void) {
+  char db[64], err[256];
+  PGconn *admin = PG_CONNECT(), *conn = NULL;
+  lipsync_store *store = NULL;
+  char *uuids = NULL, *again = NULL;
+  uint8_t site[LIPSYNC_SITE_LEN], site2[LIPSYNC_SITE_LEN];
+  snprintf(db, sizeof db, "lipsync_drop_%ld", (long)getpid());
+  if (!admin || !(conn = scratch_db(admin, db, NULL)))
+    goto out;
+  PG_EXEC(conn, "CREATE TABLE t(a int); INSERT INTO t VALUES (1), (2);"
+                " CREATE TABLE p(a int) PARTITION BY RANGE (a);"
+                " CREATE TABLE p1 PARTITION OF p FOR VALUES FROM (0) TO (9);"
+                " INSERT INTO p VALUES (1); CREATE SCHEMA geo;"
+                " CREATE TABLE geo.g(a int); CREATE TABLE gone(a int)");
+  if (lipsync_store_pg_wrap(&store, conn) != 0 || !site_of(store, site))
+    goto out;
+  static const char *const names[] = {"p", "geo.g", "gone"};
+  CU_ASSERT_EQUAL(lipsync_store_init_tables(store, names, 3, err, sizeof err),
+                  0);
+  PG_EXEC(conn, "DROP TABLE gone");
+  uuids = PG_TEXT(conn, UUIDS_OF_T);
+
+  PG_EXEC(conn, "CREATE TABLE _lipsync_items(x int)");
+  long long objects = PG_INT(conn, RESERVED_OBJECTS, -1);
+  CU_ASSERT(objects > 10);
+  CU_ASSERT_EQUAL(lipsync_store_drop_capture(store, NULL, 0, err, sizeof err),
+                  LIPSYNC_ERR_STORAGE);
+  CU_ASSERT(contains(err, "_lipsync_items"));
+  CU_ASSERT_EQUAL(PG_INT(conn, RESERVED_OBJECTS, -1), objects);
+  PG_EXEC(conn, "DROP TABLE _lipsync_items");
+
+  CU_ASSERT_EQUAL(lipsync_store_drop_capture(store, NULL, 0, err, sizeof err),
+                  4);
+  CU_ASSERT_EQUAL(PG_INT(conn, RESERVED_OBJECTS, -1), 0);
+  again = PG_TEXT(conn, UUIDS_OF_T);
+  CU_ASSERT(uuids && again && strcmp(uuids, again) == 0);
+  free(again);
+  again = NULL;
+  PG_EXEC(conn, "INSERT INTO t VALUES (3); UPDATE p SET a = 2;"
+                " DELETE FROM geo.g; TRUNCATE t");
+  PG_EXEC(conn, "INSERT INTO t VALUES (1), (2)");
+  CU_ASSERT_EQUAL(PG_INT(conn,
+                         "SELECT count(*) FROM t WHERE _lipsync_uuid"
+                         " IS NULL",
+                         -1),
+                  0);
+  CU_ASSERT_EQUAL(lipsync_store_drop_capture(store, NULL, 0, err, sizeof err),
+                  0);
+  if (!site_of(store, site2))
+    goto out;
+  CU_ASSERT(memcmp(site, site2, LIPSYNC_SITE_LEN) != 0);
+  again = PG_TEXT(conn, "SELECT count(*) FROM _lipsync_meta_t");
+  CU_ASSERT(again && strcmp(again, "2") == 0);
+out:
+  free(uuids);
+  free(again);
+  lipsync_store_free(store);
+  PQfinish(conn);
+  drop_db(admin, db);
+  PQfinish(admin);
+}
+
 /* A database of the previous layout (no sums, positions, checkpoints or
  * tokens; triggers with two arguments) is brought up to date in place by
  * its next session, its kept summary computed from its items, and
@@ -2892,6 +2969,7 @@ int register_store_pg_tests(void) {
       {"a load into an empty table locks writers",
        test_bulk_load_locks_writers},
       {"copied database", test_copied_database},
+      {"drop all capture", test_drop_all_capture},
       {"previous layout migrated", test_migrate_previous_layout},
       {NULL, NULL},
   };

@@ -1422,6 +1422,57 @@ out:
   sfx_close(&fx);
 }
 
+#define RESERVED_OBJECTS                                                       \
+  "SELECT count(*) FROM sqlite_schema WHERE name LIKE '\\_lipsync%'"           \
+  " ESCAPE '\\'"
+
+/* drop_capture of every table: nothing under the reserved prefix is left
+ * (the metadata of a table since dropped included), the rows, UUIDs and
+ * UUID index stay, and capture installed again has a new site id. Another
+ * implementation's metadata is refused, and nothing changes. */
+static void test_drop_all_capture(void) {
+  sfx fx;
+  uint8_t u[LIPSYNC_UUID_LEN], again[LIPSYNC_UUID_LEN];
+  char *site = NULL, *site2 = NULL;
+  if (!SFX_OPEN(&fx, "CREATE TABLE t(a integer); INSERT INTO t VALUES (1);"
+                     " CREATE TABLE gone(a integer)") ||
+      !prepare_commit(&fx, "t") || !prepare_commit(&fx, "gone") ||
+      !uuid_of(&fx, 1, u))
+    goto out;
+  FX_EXEC(&fx, "DROP TABLE gone");
+  site = TU_QUERY_TEXT(fx.db, "SELECT hex(site) FROM _lipsync_state");
+  CU_ASSERT(TU_QUERY_INT(fx.db, RESERVED_OBJECTS, -1) > 0);
+
+  /* Refused while another implementation's table is there. */
+  FX_EXEC(&fx, "CREATE TABLE _lipsync_items(x)");
+  long long objects = TU_QUERY_INT(fx.db, RESERVED_OBJECTS, -1);
+  CU_ASSERT_EQUAL(lipsync_store_drop_capture(fx.store, NULL, 0, NULL, 0),
+                  LIPSYNC_ERR_STORAGE);
+  CU_ASSERT(contains(lipsync_store_errmsg(fx.store), "_lipsync_items"));
+  CU_ASSERT_EQUAL(TU_QUERY_INT(fx.db, RESERVED_OBJECTS, -1), objects);
+  FX_EXEC(&fx, "DROP TABLE _lipsync_items");
+
+  CU_ASSERT_EQUAL(lipsync_store_drop_capture(fx.store, NULL, 0, NULL, 0), 2);
+  CU_ASSERT_EQUAL(TU_QUERY_INT(fx.db, RESERVED_OBJECTS, -1), 0);
+  CU_ASSERT(uuid_of(&fx, 1, again) && memcmp(u, again, sizeof u) == 0);
+  CU_ASSERT(sq_unique_index(&fx, "t", "t__lipsync_uuid"));
+  CU_ASSERT_EQUAL(lipsync_store_drop_capture(fx.store, NULL, 0, NULL, 0), 0);
+  if (!prepare_commit(&fx, "t"))
+    goto out;
+  site2 = TU_QUERY_TEXT(fx.db, "SELECT hex(site) FROM _lipsync_state");
+  CU_ASSERT(site && site2 && strcmp(site, site2) != 0);
+  CU_ASSERT(uuid_of(&fx, 1, again) && memcmp(u, again, sizeof u) == 0);
+  /* A store with a transaction open is refused. */
+  CU_ASSERT_EQUAL(store_begin(fx.store), 0);
+  CU_ASSERT_EQUAL(lipsync_store_drop_capture(fx.store, NULL, 0, NULL, 0),
+                  LIPSYNC_ERR_INTERNAL);
+  CU_ASSERT_EQUAL(store_rollback(fx.store), 0);
+out:
+  free(site);
+  free(site2);
+  sfx_close(&fx);
+}
+
 /* A row's UUID never changes, even while the store applies rows; setting
  * one from NULL is allowed. */
 static void test_uuid_change_refused(void) {
@@ -1787,6 +1838,7 @@ int register_store_sqlite_tests(void) {
       {"tick reads the state", test_tick_reads_state},
       {"update compares values", test_update_compares_values},
       {"capture triggers", test_capture_triggers},
+      {"drop all capture", test_drop_all_capture},
       {"UUID change refused", test_uuid_change_refused},
       {"repair items", test_repair_items},
       {"capture WITHOUT ROWID", test_capture_without_rowid},

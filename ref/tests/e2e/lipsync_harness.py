@@ -593,6 +593,14 @@ class SqliteDatabase:
     def snapshot(self):
         return dump(self.path)
 
+    def capture_objects(self):
+        """The tables and triggers under the reserved prefix _lipsync, as
+        "table NAME", "trigger NAME", sorted."""
+        return [r[0] for r in self.execute(
+            "SELECT type || ' ' || name FROM sqlite_schema WHERE name LIKE"
+            " '\\_lipsync%' ESCAPE '\\' AND type IN ('table', 'trigger')"
+            " ORDER BY 1")]
+
     def check_readable(self, test):
         test.assertEqual(integrity_check(self.path), [("ok",)])
 
@@ -777,6 +785,22 @@ class PgDatabase:
             return None, False
         pgtype, unique = out.split(UNIT_SEP)
         return pgtype, unique == "t"
+
+    def capture_objects(self):
+        """The objects under the reserved prefix _lipsync: "schema NAME",
+        "table NAME" (any schema), "function NAME", "trigger NAME on
+        TABLE" (a partition's clones left out), sorted."""
+        return self.sql(
+            "SELECT o FROM (SELECT 'schema ' || nspname AS o"
+            " FROM pg_namespace WHERE nspname LIKE '\\_lipsync%'"
+            " UNION ALL SELECT 'table ' || c.relname FROM pg_class c"
+            " WHERE c.relkind IN ('r', 'p') AND c.relname LIKE"
+            " '\\_lipsync%'"
+            " UNION ALL SELECT 'function ' || proname FROM pg_proc"
+            " WHERE proname LIKE '\\_lipsync%'"
+            " UNION ALL SELECT 'trigger ' || tgname || ' on ' ||"
+            " tgrelid::regclass::text FROM pg_trigger WHERE tgname LIKE"
+            " '\\_lipsync%' AND tgparentid = 0) x ORDER BY 1").splitlines()
 
     def snapshot(self):
         """A digest of pg_dump's output: schema and rows of every table."""

@@ -105,6 +105,16 @@ class CommandLineTest(SyncTestCase):
             (SERVER, ["--db", db, "--listen", "127.0.0.1:0", "--secret-file",
                       secret, "--all-tables", "--tombstone-retention", "-1"]),
             (SERVER, ["--db", db, "--init"]),
+            (SERVER, ["--db", db, "--drop-capture"]),
+            (SERVER, ["--db", db, "--init", "--drop-capture",
+                      "--all-tables"]),
+            (CLIENT, ["--db", db, "--drop-capture"]),
+            (CLIENT, ["--db", db, "--init", "--drop-capture", "--table",
+                      "t"]),
+            (CLIENT, ["--db", db, "--drop-capture", "--table", "t",
+                      "--all-tables"]),
+            (CLIENT, ["--db", db, "--connect", "127.0.0.1:9", "--secret-file",
+                      secret, "--all-tables"]),
         ]
         for binary, args in cases:
             with self.subTest(binary=binary.name, args=args):
@@ -546,6 +556,13 @@ class ServerLifecycleTest(SyncTestCase):
 # Each PostgreSQL database is created for its test and dropped after it.
 
 
+def capture_tool(program, db, *args):
+    """Runs |program| --db |db| with |args| (--init, --drop-capture)."""
+    return subprocess.run([str(program), "--db", str(db), *args],
+                          capture_output=True, text=True, env=clean_env(),
+                          timeout=60)
+
+
 class PairTestCase(PairTestBase):
     """A client and a server database (PairTestBase), compared through
     each database's own client."""
@@ -766,6 +783,63 @@ class SyncPairTests:
         r = self.sync(self.client_db, server)
         self.assertEqual(parse_summary(r.stdout), {"cities": (20, 0)})
         self.assertCities(self.server_db, self.cities[1:20])
+        self.assertSynced(self.client_db, self.server_db)
+
+    def test_drop_capture_keeps_rows_and_identity(self):
+        mine, theirs = self.cities[:150], self.cities[150:300]
+        self.client_db.create_table("cities", rows=mine)
+        self.server_db.create_table("cities", rows=theirs)
+        self.client_db.create_table("other", rows=self.cities[300:310])
+        server = self.start_server(self.server_db)
+        self.sync(self.client_db, server)
+        self.assertEqual(capture_tool(CLIENT, self.client_db, "--init",
+                                      "--table", "other").returncode, 0)
+        rows = self.client_db.rows("cities")
+        objects = self.client_db.capture_objects()
+
+        # One table: its triggers and metadata go, the other's stay, and
+        # the rows keep their UUIDs.
+        r = capture_tool(CLIENT, self.client_db, "--drop-capture",
+                         "--table", "cities")
+        self.assertEqual((r.returncode, r.stdout, r.stderr),
+                         (0, "change capture removed from 1 table\n", ""))
+        left = self.client_db.capture_objects()
+        self.assertTrue(left and set(left) < set(objects), left)
+        self.assertEqual([o for o in left if "cities" in o], [])
+        self.assertTrue([o for o in left if "other" in o], left)
+        self.assertEqual(self.client_db.rows("cities"), rows)
+        r = capture_tool(CLIENT, self.client_db, "--drop-capture",
+                         "--table", "cities")  # nothing left to remove
+        self.assertEqual((r.returncode, r.stdout),
+                         (0, "change capture removed from 0 tables\n"))
+        r = capture_tool(CLIENT, self.client_db, "--drop-capture",
+                         "--table", "other", "--table", "nosuch")
+        self.assertEqual(r.returncode, EXIT_SCHEMA, r.stderr)
+        self.assertIn("no table nosuch, and no change capture of one",
+                      r.stderr)
+        self.assertEqual(self.client_db.capture_objects(), left)
+
+        # The next sync installs capture again: every row keeps its
+        # identity, nothing is duplicated, a row inserted meanwhile travels.
+        add = self.cities[310:311]
+        self.client_db.insert("cities", CITY_SCHEMA, add)
+        r = self.sync(self.client_db, server)
+        self.assertEqual(parse_summary(r.stdout), {"cities": (1, 0)})
+        self.assertEqual(set(self.client_db.capture_objects()), set(objects))
+        self.assertCities(self.server_db, mine + theirs + add)
+        self.assertSynced(self.client_db, self.server_db)
+
+        # Everything, on the server, while it runs: its next session
+        # installs capture again and finds both sides equal.
+        r = capture_tool(SERVER, self.server_db, "--drop-capture",
+                         "--all-tables")
+        self.assertEqual(
+            (r.returncode, r.stdout),
+            (0, "change capture removed from 1 table, and the database's"
+                " own metadata\n"), r.stderr)
+        self.assertEqual(self.server_db.capture_objects(), [])
+        r = self.sync(self.client_db, server)
+        self.assertEqual(parse_summary(r.stdout), {"cities": (0, 0)})
         self.assertSynced(self.client_db, self.server_db)
 
     def test_table_without_uuid_column_gets_one(self):

@@ -12,6 +12,7 @@ The PostgreSQL test uses the server of $LIPSYNC_PG_CONNINFO and fails
 without it, like the other end-to-end tests. Standard library only.
 """
 
+import subprocess
 import sys
 import unittest
 from pathlib import Path
@@ -19,8 +20,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from lipsync_harness import (  # noqa: E402
-    EXIT_DATABASE, PgDatabase, SyncTestCase, cities, connect,
-    create_cities_table, dump, new_pg_name)
+    CLIENT, EXIT_DATABASE, PgDatabase, SyncTestCase, cities, clean_env,
+    connect, create_cities_table, dump, new_pg_name)
 
 
 class ForeignCaptureTest(SyncTestCase):
@@ -42,7 +43,21 @@ class ForeignCaptureTest(SyncTestCase):
         self.assertIn("does not own or understand", r.stderr)
         self.assertIn("nothing was changed", r.stderr)
         self.assertEqual(dump(db), before, "the database changed")
+        self.drop_refused(db, found, lambda: dump(db))
         return r
+
+    def drop_refused(self, db, found, snapshot):
+        """--drop-capture refuses it too (LipSync removes only its own
+        metadata), and changes nothing."""
+        before = snapshot()
+        r = subprocess.run([str(CLIENT), "--db", str(db), "--drop-capture",
+                            "--all-tables"], capture_output=True, text=True,
+                           env=clean_env(), timeout=60)
+        self.assertEqual(r.returncode, EXIT_DATABASE, r.stderr)
+        self.assertIn(found, r.stderr)
+        self.assertRegex(r.stderr, "does not (own or )?understand")
+        self.assertEqual(r.stdout, "")
+        self.assertEqual(snapshot(), before, "the database changed")
 
     def sql(self, db, *statements):
         conn = connect(db)
@@ -91,6 +106,7 @@ class ForeignCaptureTest(SyncTestCase):
         self.assertIn("layout 99", r.stderr)
         self.assertIn("nothing was changed", r.stderr)
         self.assertEqual(db.snapshot(), before)
+        self.drop_refused(db.dsn, "layout 99", db.snapshot)
 
     def test_postgresql_foreign_objects(self):
         db = PgDatabase(new_pg_name("foreign"))
@@ -111,6 +127,7 @@ class ForeignCaptureTest(SyncTestCase):
                 self.assertIn(found, r.stderr)
                 self.assertIn("nothing was changed", r.stderr)
                 self.assertEqual(db.snapshot(), before)
+                self.drop_refused(db.dsn, found, db.snapshot)
                 db.sql("DROP TABLE IF EXISTS public._lipsync_items;"
                        " DROP TRIGGER IF EXISTS \"_LipSync_capture\" ON"
                        " cities; DROP SCHEMA IF EXISTS _lipsync_x")
