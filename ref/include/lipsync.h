@@ -681,12 +681,11 @@ LIPSYNC_API int lipsync_store_init_tables(lipsync_store *store,
  * rows. The rows and their _lipsync_uuid column stay: capture installed
  * again (lipsync_store_init_tables() or a sync) gives each row the initial
  * version of its contents, and the rows both sides hold alike still match
- * (spec LS-CAPTURE-8). Metadata of
- * another implementation or a newer layout is refused (spec LS-CAPTURE-8)
- * and nothing changes. Returns the number of tables whose capture was
- * removed, or a negative lipsync_error (LIPSYNC_ERR_UNKNOWN_TABLE for a
- * name that is neither a table nor a captured one) with the reason copied
- * into |errbuf|. */
+ * (spec LS-CAPTURE-9). Metadata of another implementation or a newer layout
+ * is refused (spec LS-CAPTURE-8) and nothing changes. Returns the number of
+ * tables whose capture was removed, or a negative lipsync_error
+ * (LIPSYNC_ERR_UNKNOWN_TABLE for a name that is neither a table nor a captured
+ * one) with the reason copied into |errbuf|. */
 LIPSYNC_API int lipsync_store_drop_capture(lipsync_store *store,
                                            const char *const *tables,
                                            size_t ntables, char *errbuf,

@@ -3,8 +3,8 @@
  * (lipsync_store_drop_capture): a table's triggers, capture function,
  * item table and registry rows, or all of them and schema _lipsync. The
  * rows, their _lipsync_uuid column, its index and its default stay: they
- * are the rows' identity, and capture installed again gives every
- * unchanged row the same initial version.
+ * are the rows' identity, and capture installed again gives each row the
+ * initial version of its contents (spec LS-CAPTURE-9).
  */
 #include "store_pg_int.h"
 
@@ -84,18 +84,25 @@ static int drop_objects(pg_store *s, const char *name, const char *schema,
   return pgs_exec_buf(s, &sql, rc, name, "removing change capture");
 }
 
+/* Whether the table $1.$2 exists, and the registry. */
+static const char facts_sql[] =
+    "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_class c"
+    " JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace"
+    " WHERE n.nspname = $1::text AND c.relname = $2::text),"
+    " pg_catalog.to_regclass('_lipsync.tables') IS NOT NULL";
+
 /* The capture of table |name| ("schema.table" or "table", in public),
  * which need not exist any more. */
 static int drop_table(pg_store *s, const char *name, int *removed) {
-  char *reg = pgs_registry_name(name);
-  if (!reg)
-    return pgs_fail_nomem(s);
-  char *dot = strchr(reg, '.');
-  const char *schema = reg, *relname = dot + 1;
-  bytebuf sql = {0};
-  bool table = false, found = false, registry = false;
+  char *reg = pgs_registry_name(name), *schema = NULL;
+  const char *relname = reg ? strchr(reg, '.') + 1 : NULL;
+  PGresult *r = NULL;
+  bool table, registry, found = false;
   int rc;
-  *dot = '\0';
+  if (!reg || !(schema = strndup(reg, (size_t)(relname - 1 - reg)))) {
+    rc = pgs_fail_nomem(s);
+    goto out;
+  }
   if (strncasecmp(schema, "_lipsync", 8) == 0 ||
       strncasecmp(relname, "_lipsync", 8) == 0) {
     rc = pgs_fail(s, LIPSYNC_ERR_UNKNOWN_TABLE,
@@ -103,40 +110,33 @@ static int drop_table(pg_store *s, const char *name, int *removed) {
                   name);
     goto out;
   }
-  rc = pgs_put(&sql, "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_class c JOIN"
-                     " pg_catalog.pg_namespace n ON n.oid = c.relnamespace"
-                     " WHERE n.nspname = ");
-  char *ls = PQescapeLiteral(s->conn, schema, strlen(schema));
-  char *lr = PQescapeLiteral(s->conn, relname, strlen(relname));
-  if (!rc)
-    rc = ls && lr ? pgs_putf(&sql, "%s AND c.relname = %s)", ls, lr)
-                  : LIPSYNC_ERR_NOMEM;
-  PQfreemem(ls);
-  PQfreemem(lr);
-  if ((rc = pgs_query_bool(s, NULL, &sql, rc, "looking up the table",
-                           &table)) != 0 ||
-      (rc = drop_objects(s, name, schema, relname, removed, &found)) != 0)
+  r = run2(s, facts_sql, 2, schema, relname);
+  if (!r || PQresultStatus(r) != PGRES_TUPLES_OK) {
+    rc = pgs_expect(s, r, PGRES_TUPLES_OK, name, "looking up the table");
+    r = NULL;
     goto out;
-  rc = pgs_put(&sql, "SELECT pg_catalog.to_regclass('_lipsync.tables') IS"
-                     " NOT NULL");
-  if ((rc = pgs_query_bool(s, NULL, &sql, rc, "looking for _lipsync",
-                           &registry)) != 0)
+  }
+  table = PQgetvalue(r, 0, 0)[0] == 't';
+  registry = PQgetvalue(r, 0, 1)[0] == 't';
+  PQclear(r);
+  r = NULL;
+  if ((rc = drop_objects(s, name, schema, relname, removed, &found)) != 0)
     goto out;
   if (registry) {
-    *dot = '.';
-    PGresult *r = run2(s, registry_sql, 1, reg, NULL);
-    *dot = '\0';
+    r = run2(s, registry_sql, 1, reg, NULL);
     if (!r || PQresultStatus(r) != PGRES_TUPLES_OK) {
       rc = pgs_expect(s, r, PGRES_TUPLES_OK, name, "removing change capture");
+      r = NULL;
       goto out;
     }
     found = found || atoll(PQgetvalue(r, 0, 0)) > 0;
-    PQclear(r);
   }
   if (!table && !found)
     rc = pgs_fail(s, LIPSYNC_ERR_UNKNOWN_TABLE,
                   "no table %s, and no change capture of one", name);
 out:
+  PQclear(r);
+  free(schema);
   free(reg);
   return rc;
 }

@@ -679,14 +679,19 @@ fail:
 }
 
 /* Runs |sql| (from sqlite3_mprintf, freed here) on behalf of |t|. */
-int sq_exec_for_table(sqlite_store *s, sqlite_table *t, char *sql,
-                      const char *what) {
+int sq_exec_free(sqlite_store *s, const char *table, char *sql,
+                 const char *what) {
   int rc;
   if (!sql)
     return sq_fail_nomem(s);
   rc = sqlite3_exec(s->db, sql, NULL, NULL, NULL);
   sqlite3_free(sql);
-  return rc == SQLITE_OK ? 0 : sq_fail_db(s, t->name, what);
+  return rc == SQLITE_OK ? 0 : sq_fail_db(s, table, what);
+}
+
+int sq_exec_for_table(sqlite_store *s, sqlite_table *t, char *sql,
+                      const char *what) {
+  return sq_exec_free(s, t->name, sql, what);
 }
 
 /* A name that reaches the rowid of |t|'s rows, unless columns shadow all

@@ -4,24 +4,13 @@
  * tables and registry rows, or everything this code made under the
  * reserved prefix. The rows and their _lipsync_uuid column (with its
  * index) stay: they are the rows' identity, and capture installed again
- * gives every unchanged row the same initial version.
+ * gives each row the initial version of its contents (spec LS-CAPTURE-9).
  */
 #include "store_sqlite_int.h"
 
 #include <stdio.h>
 #include <string.h>
 #include <strings.h>
-
-/* Runs |sql| (from sqlite3_mprintf, freed here). */
-static int exec_free(sqlite_store *s, const char *table, char *sql,
-                     const char *what) {
-  int rc;
-  if (!sql)
-    return sq_fail_nomem(s);
-  rc = sq_exec(s, table, sql, what);
-  sqlite3_free(sql);
-  return rc;
-}
 
 /* Looks up the object called |name| (any case) of one of |types| (an SQL
  * list): sets |*found| and copies its type and exact name. */
@@ -61,7 +50,7 @@ static int drop_named(sqlite_store *s, const char *table, const char *name,
       find_object(s, table, name, "'table', 'trigger'", type, exact, found);
   if (rc || !*found)
     return rc;
-  return exec_free(
+  return sq_exec_free(
       s, table,
       sqlite3_mprintf("DROP %s main.\"%w\"",
                       strcmp(type, "trigger") == 0 ? "TRIGGER" : "TABLE",
@@ -74,24 +63,19 @@ static int drop_named(sqlite_store *s, const char *table, const char *name,
 static int forget(sqlite_store *s, const char *name, const char *registry,
                   const char *column, bool *found) {
   sqlite3_int64 n = 0;
+  sqlite3_stmt *st;
   bool exists;
-  char *sql;
   int rc = sq_query_int(s, name,
                         "SELECT count(*) FROM main.sqlite_schema WHERE"
                         " type = 'table' AND name = ?1",
                         registry, &n, &exists);
   if (rc || n == 0)
     return rc;
-  sql = sqlite3_mprintf("DELETE FROM main.\"%w\" WHERE \"%w\" = ?1 COLLATE"
-                        " NOCASE",
-                        registry, column);
-  if (!sql)
-    return sq_fail_nomem(s);
-  sqlite3_stmt *st;
-  rc = sq_prepare(s, sql, &st);
-  sqlite3_free(sql);
-  if (rc != SQLITE_OK)
-    return sq_fail_db(s, name, "removing change capture");
+  if ((rc = sq_prepare_mprintf(s, NULL, &st, "removing change capture",
+                               "DELETE FROM main.\"%w\" WHERE \"%w\" = ?1"
+                               " COLLATE NOCASE",
+                               registry, column)) != 0)
+    return rc;
   sqlite3_bind_text(st, 1, name, -1, SQLITE_STATIC);
   rc = sqlite3_step(st);
   sqlite3_finalize(st);
@@ -165,7 +149,8 @@ static int drop_all(sqlite_store *s, int *removed) {
     sqlite3_free(sqlite3_str_finish(sql));
     return 0;
   }
-  return exec_free(s, NULL, sqlite3_str_finish(sql), "removing change capture");
+  return sq_exec_free(s, NULL, sqlite3_str_finish(sql),
+                      "removing change capture");
 }
 
 int sq_drop_capture(sqlite_store *s, const char *const *names, size_t n) {
@@ -177,7 +162,6 @@ int sq_drop_capture(sqlite_store *s, const char *const *names, size_t n) {
     return rc;
   s->owner_checked = false;
   rc = sq_capture_check_owner(s); /* spec LS-CAPTURE-8 */
-  s->owner_checked = false;
   if (!rc && !names)
     rc = drop_all(s, &removed);
   for (size_t i = 0; !rc && names && i < n; i++)

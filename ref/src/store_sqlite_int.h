@@ -182,7 +182,10 @@ int sq_prepare(sqlite_store *s, const char *sql, sqlite3_stmt **out);
 /* Prepares the statement sqlite3_mprintf() formats from |fmt|. */
 int sq_prepare_mprintf(sqlite_store *s, sqlite_table *t, sqlite3_stmt **out,
                        const char *what, const char *fmt, ...);
-/* Runs |sql| (from sqlite3_mprintf, freed here) on behalf of |t|. */
+/* Runs |sql| (from sqlite3_mprintf, freed here; NULL: out of memory) on
+ * behalf of the table called |table| (NULL: none), or of |t|. */
+int sq_exec_free(sqlite_store *s, const char *table, char *sql,
+                 const char *what);
 int sq_exec_for_table(sqlite_store *s, sqlite_table *t, char *sql,
                       const char *what);
 int sq_exec(sqlite_store *s, const char *table, const char *sql,
