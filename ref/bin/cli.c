@@ -368,18 +368,22 @@ int cli_open_store(const char *prog, const char *db, lipsync_store **out) {
 }
 
 /* Opens |db| and runs |op| (lipsync_store_init_tables or
- * lipsync_store_drop_capture) on |tables|: its result, or -1 after printing
- * the error, with the exit status in |*status|. */
+ * lipsync_store_drop_capture) on |tables|, waiting at most |timeout_ms| (0:
+ * without end) for another writer's lock: no peer waits on it, so the whole
+ * of --timeout rather than the half a sync gets. Returns |op|'s result, or
+ * -1 after printing the error, with the exit status in |*status|. */
 typedef int (*capture_op)(lipsync_store *, const char *const *, size_t, char *,
                           size_t);
 static int on_capture(const char *prog, const char *db, capture_op op,
-                      const char *const *tables, size_t ntables, int *status) {
+                      const char *const *tables, size_t ntables, int timeout_ms,
+                      int *status) {
   lipsync_store *store = NULL;
   char err[512];
   if (cli_open_store(prog, db, &store) < 0) {
     *status = CLI_EXIT_DATABASE;
     return -1;
   }
+  lipsync_store_set_lock_timeout(store, timeout_ms > 0 ? timeout_ms : INT_MAX);
   int rc = op(store, tables, ntables, err, sizeof err);
   lipsync_store_free(store);
   if (rc < 0) {
@@ -393,11 +397,11 @@ static int on_capture(const char *prog, const char *db, capture_op op,
 }
 
 int cli_init_tables(const char *prog, const char *db, const char *const *tables,
-                    size_t ntables, int quiet) {
+                    size_t ntables, int quiet, int timeout_ms) {
   /* tables NULL: every table of the database */
   int status;
   if (on_capture(prog, db, lipsync_store_init_tables, tables, ntables,
-                 &status) < 0 ||
+                 timeout_ms, &status) < 0 ||
       quiet)
     return status;
   for (size_t i = 0; tables && i < ntables; i++)
@@ -408,10 +412,11 @@ int cli_init_tables(const char *prog, const char *db, const char *const *tables,
 }
 
 int cli_drop_capture(const char *prog, const char *db,
-                     const char *const *tables, size_t ntables, int quiet) {
+                     const char *const *tables, size_t ntables, int quiet,
+                     int timeout_ms) {
   int status;
   int n = on_capture(prog, db, lipsync_store_drop_capture, tables, ntables,
-                     &status);
+                     timeout_ms, &status);
   if (n >= 0 && !quiet)
     printf("change capture removed from %d table%s%s\n", n, n == 1 ? "" : "s",
            tables ? "" : ", and the database's own metadata");

@@ -104,15 +104,17 @@ void cli_secret_wipe(cli_secret *secret);
  * prints a PostgreSQL conninfo, which may hold a password. */
 int cli_open_store(const char *prog, const char *db, lipsync_store **out);
 
-/* Opens |db| and installs change capture on |tables| (--init). Prints
+/* Opens |db| and installs change capture on |tables| (--init). Waits at
+ * most |timeout_ms| (0: without end) for another writer's lock. Prints
  * what it did unless |quiet|, or the error. Returns the exit status. */
 int cli_init_tables(const char *prog, const char *db, const char *const *tables,
-                    size_t ntables, int quiet);
+                    size_t ntables, int quiet, int timeout_ms);
 /* Opens |db| and removes change capture from |tables| (NULL: all of it,
- * --drop-capture). Prints what it did unless |quiet|, or the error.
- * Returns the exit status. */
+ * --drop-capture), waiting for a lock as cli_init_tables. Prints what it
+ * did unless |quiet|, or the error. Returns the exit status. */
 int cli_drop_capture(const char *prog, const char *db,
-                     const char *const *tables, size_t ntables, int quiet);
+                     const char *const *tables, size_t ntables, int quiet,
+                     int timeout_ms);
 
 /* ---- sockets and time ------------------------------------------------- */
 

@@ -744,10 +744,10 @@ int main(int argc, char **argv) {
       config.all_tables ? NULL : (const char *const *)config.locals;
   if (rc < 0 && config.init) {
     rc = cli_init_tables(PROG, config.db_path, locals, config.tables.count,
-                         config.quiet);
+                         config.quiet, config.timeout_ms);
   } else if (rc < 0 && config.drop_capture) {
     rc = cli_drop_capture(PROG, config.db_path, locals, config.tables.count,
-                          config.quiet);
+                          config.quiet, config.timeout_ms);
   } else if (rc < 0) {
     cli_secret secret = {NULL, 0};
     char err[256];

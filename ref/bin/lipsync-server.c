@@ -922,10 +922,12 @@ int main(int argc, char **argv) {
                             : (const char *const *)srv.config.tables.items;
   if (rc < 0 && srv.config.init) {
     rc = cli_init_tables(PROG, srv.config.db_path, tables,
-                         srv.config.tables.count, srv.config.quiet);
+                         srv.config.tables.count, srv.config.quiet,
+                         srv.config.timeout_ms);
   } else if (rc < 0 && srv.config.drop_capture) {
     rc = cli_drop_capture(PROG, srv.config.db_path, tables,
-                          srv.config.tables.count, srv.config.quiet);
+                          srv.config.tables.count, srv.config.quiet,
+                          srv.config.timeout_ms);
   } else if (rc < 0) {
     char err[256];
     if (cli_secret_load(&srv.config.secret, srv.config.secret_file, PROG, err,

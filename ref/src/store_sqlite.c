@@ -2078,7 +2078,11 @@ int lipsync_store_sqlite_wrap(lipsync_store **out, void *db) {
 
 /* WAL lets readers run during a sync and makes each commit cheaper;
  * synchronous=NORMAL is durable enough in WAL mode (a power loss may undo
- * the last commits, never corrupt). */
+ * the last commits, never corrupt). The switch needs every other
+ * connection gone; while another one writes, SQLite refuses it at once
+ * (waiting could deadlock), so the store keeps the rollback journal this
+ * time, waits for that writer like any other, and switches at a later
+ * open. */
 static int use_wal(sqlite3 *db) {
   sqlite3_stmt *st;
   int rc = sqlite3_prepare_v2(db, "PRAGMA journal_mode=WAL", -1, &st, NULL);
@@ -2089,6 +2093,8 @@ static int use_wal(sqlite3 *db) {
   if (rc == SQLITE_ROW) {
     const char *mode = (const char *)sqlite3_column_text(st, 0);
     wal = mode && sqlite3_stricmp(mode, "wal") == 0;
+    rc = SQLITE_OK;
+  } else if (rc == SQLITE_BUSY) {
     rc = SQLITE_OK;
   }
   sqlite3_finalize(st);

@@ -12,6 +12,7 @@ $LIPSYNC_BIN (default build/bin), the cities data from $LIPSYNC_CITIES
 (default ../shared/data/cities.csv).
 """
 
+import contextlib
 import os
 import random
 import re
@@ -429,6 +430,56 @@ class ServerLifecycleTest(SyncTestCase):
         self.assertEqual(proc.returncode, 0, err)
         self.assertIn("syncing again (attempt 2 of 6)", err)
         self.assertEqual(parse_summary(out), {"cities": (50, 50)})
+
+    def test_first_open_waits_for_a_writer_like_any_sync(self):
+        # A database LipSync never opened keeps its rollback journal, and
+        # SQLite refuses the switch to WAL at once while another program
+        # writes: the sync must not fail on opening but wait for the lock
+        # as any sync does (half of --timeout), give up with TRY_AGAIN
+        # having changed nothing, and succeed, in WAL, once the lock is free.
+        server = self.start_server(self.server_db)
+        holder = sqlite3.connect(self.client_db, isolation_level=None)
+        self.addCleanup(holder.close)
+        self.assertEqual(
+            holder.execute("PRAGMA journal_mode").fetchone()[0], "delete")
+        holder.execute("BEGIN IMMEDIATE")
+        before = dump(self.client_db)
+        r = self.sync(self.client_db, server, expect=EXIT_BUSY,
+                      extra=["--timeout", "1", "--retries", "0"])
+        self.assertRegex(r.stderr, r"locked for 0\.5 s; nothing was changed")
+        holder.execute("ROLLBACK")
+        self.assertEqual(dump(self.client_db), before)
+        r = self.sync(self.client_db, server)
+        self.assertEqual(parse_summary(r.stdout), {"cities": (50, 50)})
+        with contextlib.closing(sqlite3.connect(self.client_db)) as db:
+            self.assertEqual(
+                db.execute("PRAGMA journal_mode").fetchone()[0], "wal")
+
+    def test_capture_tools_wait_for_a_lock_at_most_timeout(self):
+        # --init and --drop-capture wait for another writer's lock for the
+        # whole of --timeout (no peer waits on them), not a fixed minute,
+        # then fail with TRY_AGAIN having changed nothing.
+        holder = sqlite3.connect(self.client_db, isolation_level=None)
+        self.addCleanup(holder.close)
+        for program in (CLIENT, SERVER):
+            self.assertEqual(capture_tool(program, self.client_db, "--init",
+                                          "--table", "cities").returncode, 0)
+            holder.execute("BEGIN IMMEDIATE")
+            before = dump(self.client_db)
+            for action in ("--init", "--drop-capture"):
+                start = time.monotonic()
+                r = capture_tool(program, self.client_db, action, "--table",
+                                 "cities", "--timeout", "1")
+                self.assertLess(time.monotonic() - start, 30)
+                self.assertEqual(r.returncode, EXIT_BUSY, r.stderr)
+                self.assertIn("locked for 1.0 s; nothing was changed",
+                              r.stderr)
+            holder.execute("ROLLBACK")
+            self.assertEqual(dump(self.client_db), before)
+            r = capture_tool(program, self.client_db, "--drop-capture",
+                             "--table", "cities", "--timeout", "1")
+            self.assertEqual((r.returncode, r.stdout),
+                             (0, "change capture removed from 1 table\n"))
 
     def test_once_exits_with_session_status(self):
         server = self.start_server(self.server_db, extra=["--once"])
