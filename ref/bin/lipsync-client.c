@@ -94,6 +94,7 @@ static void usage(FILE *out, int full) {
           "         [--dry-run] [--json] [--quiet]\n"
           "       " PROG " --db DB (--init | --drop-capture)\n"
           "         (--table NAME [--table NAME]... | --all-tables)\n"
+          "         [--timeout SECONDS] [--quiet]\n"
           "       " PROG " --help | --version\n");
   if (!full) {
     fprintf(out, "Run '" PROG " --help' for details.\n");

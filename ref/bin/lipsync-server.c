@@ -145,6 +145,7 @@ static void usage(FILE *out, int full) {
       "         [--log-format text|json] [--log-file FILE] [--json] [--quiet]\n"
       "       " PROG " --db DB (--init | --drop-capture)\n"
       "         (--table NAME... | --all-tables)\n"
+      "         [--timeout SECONDS] [--quiet]\n"
       "       " PROG " --help | --version\n");
   if (!full) {
     fprintf(out, "Run '" PROG " --help' for details.\n");

@@ -92,7 +92,11 @@ static const char begin_fmt[] =
     " SET LOCAL extra_float_digits = 3;"
     " SET LOCAL client_encoding = 'UTF8';"
     /* The capture triggers leave alone the rows the sync writes. */
-    " SET LOCAL lipsync.applying = 'on'";
+    " SET LOCAL lipsync.applying = 'on';"
+    /* Deferrable constraints (a foreign key between two synced tables, a
+     * UNIQUE two rows swap) hold for the state the sync leaves, whatever
+     * order its rows come in: pg_store_flush checks them. */
+    " SET CONSTRAINTS ALL DEFERRED";
 
 /* ------------------------------------------------------------------ */
 /* Errors                                                               */
@@ -172,7 +176,7 @@ static int interference(pg_store *s, const PGresult *res, const char *state,
   else if (strcmp(state, "55P03") == 0) /* lock_not_available */
     snprintf(msg + n, len - n,
              " (waited %d.%d s for a lock another transaction held;"
-             " nothing was changed, sync again)",
+             " nothing was changed, try again)",
              s->lock_timeout_ms / 1000, s->lock_timeout_ms % 1000 / 100);
   else
     return 0;
@@ -1097,10 +1101,12 @@ fail:
 
 /* What ensure_uuid_index() needs to know, in one round trip: whether an
  * index on _lipsync_uuid alone exists (unique, unless the table is
- * partitioned), whether the name we would give one is free, and whether
- * the table is empty. */
+ * partitioned), whether the name we would give one is free, whether the
+ * table is empty, and whether it has deferrable constraint triggers (a
+ * foreign key, a UNIQUE): PostgreSQL builds no index on a table whose
+ * rows wait for a deferred check. */
 typedef struct index_facts {
-  bool found, name_free, empty;
+  bool found, name_free, empty, deferrable;
 } index_facts;
 
 static int find_uuid_index(pg_store *s, pg_table *t, const char *index_name,
@@ -1117,9 +1123,11 @@ static int find_uuid_index(pg_store *s, pg_table *t, const char *index_name,
       " NOT EXISTS (SELECT 1 FROM pg_catalog.pg_class c"
       " WHERE c.relname = $1 AND c.relnamespace = (SELECT"
       " relnamespace FROM pg_catalog.pg_class WHERE oid = %s)),"
-      " NOT EXISTS (SELECT 1 FROM %s)",
+      " NOT EXISTS (SELECT 1 FROM %s),"
+      " EXISTS (SELECT 1 FROM pg_catalog.pg_trigger"
+      " WHERE tgrelid = %s AND tgdeferrable)",
       t->oid, LIPSYNC_UUID_COLUMN, t->partitioned ? "true" : "false", t->oid,
-      t->qname);
+      t->qname, t->oid);
   if (rc || !pgs_cstr(&sql)) {
     bytebuf_free(&sql);
     return pgs_fail_nomem(s);
@@ -1131,7 +1139,7 @@ static int find_uuid_index(pg_store *s, pg_table *t, const char *index_name,
   if (!r || PQresultStatus(r) != PGRES_TUPLES_OK)
     return pgs_expect(s, r, PGRES_TUPLES_OK, t->name,
                       "looking for the " LIPSYNC_UUID_COLUMN " index");
-  if (PQntuples(r) != 1 || PQnfields(r) != 3) {
+  if (PQntuples(r) != 1 || PQnfields(r) != 4) {
     PQclear(r);
     return pgs_fail(s, LIPSYNC_ERR_STORAGE,
                     "table %s: looking for the " LIPSYNC_UUID_COLUMN
@@ -1141,6 +1149,7 @@ static int find_uuid_index(pg_store *s, pg_table *t, const char *index_name,
   facts->found = PQgetvalue(r, 0, 0)[0] == 't';
   facts->name_free = PQgetvalue(r, 0, 1)[0] == 't';
   facts->empty = PQgetvalue(r, 0, 2)[0] == 't';
+  facts->deferrable = PQgetvalue(r, 0, 3)[0] == 't';
   PQclear(r);
   return 0;
 }
@@ -1155,11 +1164,12 @@ static int find_uuid_index(pg_store *s, pg_table *t, const char *index_name,
  * An empty table, when |may_defer|, gets it later (pgs_build_pending):
  * rows bulk-loaded into it arrive in random UUID order, and one index
  * build afterwards costs a third less than keeping the index up to date
- * through the COPY.
+ * through the COPY. Not one with deferrable constraints, whose checks
+ * wait for pg_store_flush.
  */
 static int ensure_uuid_index(pg_store *s, pg_table *t, bool may_defer) {
   char index_name[MAX_IDENTIFIER + 16];
-  index_facts facts = {false, false, false};
+  index_facts facts = {false, false, false, false};
   bytebuf sql = {0};
   PGresult *r;
   int rc;
@@ -1171,7 +1181,7 @@ static int ensure_uuid_index(pg_store *s, pg_table *t, bool may_defer) {
     return rc;
   if (facts.found)
     return 0;
-  if (may_defer && facts.empty && !t->partitioned) {
+  if (may_defer && facts.empty && !t->partitioned && !facts.deferrable) {
     t->index_pending = true;
     return 0;
   }
@@ -1969,6 +1979,7 @@ static int pg_store_insert(lipsync_store *store, lipsync_table *table,
       (t->empty && (rc = start_bulk(s, t)) != 0))
     return rc;
   note_applied(t, row);
+  s->wrote_rows = true;
   /* Into the staging table while it streams (its merge inserts the rows
    * it misses): rows updated and inserted, which come mixed in UUID
    * order, then share one COPY rather than end one another's. */
@@ -1994,6 +2005,7 @@ static int pg_store_update(lipsync_store *store, lipsync_table *table,
   if ((rc = pgs_need_prepared(s, t, "update")) != 0)
     return rc;
   note_applied(t, row);
+  s->wrote_rows = true;
   if (!row->deleted)
     return write_row(s, t, row, true, &t->items_set);
   if (s->copy_table == t && (rc = pgs_copy_end(s)) != 0)
@@ -2057,6 +2069,7 @@ int pgs_begin(pg_store *s, bool snapshot) {
   /* A failed SET leaves an open transaction for rollback to end. */
   s->in_txn = PQtransactionStatus(s->conn) != PQTRANS_IDLE;
   s->fresh = snapshot;
+  s->wrote_rows = false;
   restore_blocking(s);
   return rc;
 }
@@ -2095,9 +2108,16 @@ static int end_writes(pg_store *s) {
  * may already have committed. */
 static int pg_store_flush(lipsync_store *store) {
   pg_store *s = (pg_store *)store;
+  int rc;
   if (pgs_is_interrupted(s))
     return pgs_fail_interrupted(s);
-  return end_writes(s);
+  if ((rc = end_writes(s)) != 0 || !s->wrote_rows)
+    return rc;
+  /* The deferred constraints are checked here, not at COMMIT (spec
+   * LS-VALUE-9); any later write is checked at once. */
+  s->wrote_rows = false;
+  return pgs_exec_sql(s, "SET CONSTRAINTS ALL IMMEDIATE", NULL,
+                      "checking deferred constraints");
 }
 
 /* Runs COMMIT. Fault point "commit-sent" (fault.h) comes once the

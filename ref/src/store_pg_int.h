@@ -113,6 +113,7 @@ struct pg_store {
   bool digest_stage_ready;
   bool copy_stage; /* the COPY in progress fills |copy_table|'s stage */
   bool site_known;
+  bool wrote_rows; /* rows written since begin or the last flush */
   uint8_t site[LIPSYNC_SITE_LEN];
   /* The global objects, checked without writing in this snapshot: in the
    * current layout; the database where it made its site id. */

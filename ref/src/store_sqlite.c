@@ -1492,7 +1492,7 @@ static int exec_begin(sqlite_store *s, const char *sql) {
       !atomic_load(&s->interrupted))
     return sq_fail(s, LIPSYNC_ERR_TRY_AGAIN,
                    "another writer kept the database locked for %d.%d s;"
-                   " nothing was changed, sync again",
+                   " nothing was changed, try again",
                    s->lock_timeout_ms / 1000, s->lock_timeout_ms % 1000 / 100);
   return sq_fail_db(s, NULL, "begin");
 }

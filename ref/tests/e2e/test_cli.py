@@ -1149,6 +1149,71 @@ class PgSideTests:
         r = self.expect_failure(server, EXIT_DATABASE)
         self.assertIn("check", (r.stderr + server.stderr()).lower())
 
+    def test_deferrable_constraints_hold_for_the_result(self):
+        # A deferrable foreign key between two synced tables and a
+        # deferrable UNIQUE are checked once, for the state the sync
+        # leaves, whatever order the rows come in: a parent and its child
+        # inserted together, or deleted together, and two rows swapping a
+        # unique value sync with the child table named first.
+        pg = self.pg_side()
+        other = self.client_db if pg is self.server_db else self.server_db
+        parents = [("id", "integer"), ("code", "integer")]
+        children = [("id", "integer"), ("parent", "integer")]
+        for db in (pg, other):
+            db.create_table("parent", parents)
+            db.create_table("child", children)
+        pg.sql("ALTER TABLE parent ADD PRIMARY KEY (id), "
+               "ADD UNIQUE (code) DEFERRABLE; ALTER TABLE child ADD "
+               "FOREIGN KEY (parent) REFERENCES parent (id) DEFERRABLE")
+        other.insert("parent", parents, [(1, 10), (2, 20), (3, 30)])
+        other.insert("child", children, [(100, 1), (200, 2), (300, 3)])
+        tables = ("child", "parent")
+        server = self.start_server(self.server_db, tables=tables)
+        self.sync(self.client_db, server, tables=tables)
+        for statement in (
+                "UPDATE parent SET code = -1 WHERE id = 1",
+                "UPDATE parent SET code = 10 WHERE id = 2",
+                "UPDATE parent SET code = 20 WHERE id = 1",
+                "DELETE FROM child WHERE id = 300",
+                "DELETE FROM parent WHERE id = 3",
+                "INSERT INTO parent (id, code) VALUES (4, 40)",
+                "INSERT INTO child (id, parent) VALUES (400, 4)"):
+            other.run_sql(statement)
+        r = self.sync(self.client_db, server, tables=tables)
+        self.assertEqual(sorted(parse_summary(r.stdout)), ["child", "parent"])
+        for table in tables:
+            self.assertSynced(self.client_db, self.server_db, table)
+        self.assertEqual(pg.select("parent", ["id", "code"], "id"),
+                         other.select("parent", ["id", "code"], "id"))
+        self.assertEqual(
+            [tuple(r) for r in pg.select("parent", ["id", "code"], "id")],
+            [(1, 20), (2, 10), (4, 40)])
+
+    def test_deferred_constraint_fails_before_the_server_commits(self):
+        # A constraint PostgreSQL would check only at COMMIT (INITIALLY
+        # DEFERRED) is checked before Verify (spec LS-VALUE-9): a client
+        # that cannot take the server's rows fails with the server
+        # unchanged, not after the server has committed the client's.
+        if self.client_db.kind != "pg":
+            self.skipTest("the client's database is SQLite here")
+        parents = [("id", "integer")]
+        children = [("id", "integer"), ("parent", "integer")]
+        for db in (self.client_db, self.server_db):
+            db.create_table("parent", parents)
+            db.create_table("child", children)
+        self.client_db.sql(
+            "ALTER TABLE parent ADD PRIMARY KEY (id); ALTER TABLE child ADD "
+            "FOREIGN KEY (parent) REFERENCES parent (id) DEFERRABLE "
+            "INITIALLY DEFERRED")
+        self.client_db.insert("parent", parents, [(2,)])
+        self.server_db.insert("parent", parents, [(1,)])
+        self.server_db.insert("child", children, [(100, 1), (200, 99)])
+        tables = ("parent", "child")
+        server = self.start_server(self.server_db, tables=tables)
+        r = self.expect_failure(server, EXIT_DATABASE, tables=tables)
+        self.assertIn("foreign key", r.stderr)
+        self.assertIn("checking deferred constraints", r.stderr)
+
     def test_narrower_postgres_types(self):
         # smallint, integer, real, varchar(n) and char(n) share canonical
         # types with bigint, double precision and text: they sync with
