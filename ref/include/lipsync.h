@@ -504,7 +504,10 @@ LIPSYNC_API int lipsync_store_maintain(lipsync_store *store,
 
 /* SQLite backend over an open connection |db| (a sqlite3 *). Does not take
  * ownership of |db|: the caller closes it after lipsync_store_free(). The
- * connection's settings (busy timeout, journal mode) stay the caller's. */
+ * connection's settings (busy timeout, journal mode) and its update hook
+ * stay the caller's: what the caller's triggers write when a sync applies
+ * rows (spec LS-CAPTURE-10) goes unseen until a recount, where a store
+ * that opened its own connection watches for it. */
 LIPSYNC_API int lipsync_store_sqlite_wrap(lipsync_store **out, void *db);
 /* SQLite backend that opens (creating if needed) the database at |path| and
  * closes it when freed. It sets WAL mode (readers and the one writer do not

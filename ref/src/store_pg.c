@@ -2102,6 +2102,77 @@ static int end_writes(pg_store *s) {
   return rc ? rc : pgs_copy_end(s);
 }
 
+/*
+ * What the database did in response to the rows applied (a foreign key's
+ * ON DELETE CASCADE, a trigger) is captured as local changes (spec
+ * LS-CAPTURE-10), which append delta rows in this transaction; until the
+ * tables' items are written at finish, nothing else does. Such a change
+ * to a table of this session escapes the session's own accounting: the
+ * item it wrote may be replaced by a row applied later, or stand for a
+ * change the peer has not seen while this side's position covers it.
+ * Marks those tables |nested| (see forget_nested). A table finished
+ * already has delta rows of its own: rows applied after its finish are
+ * not a session's.
+ */
+static int find_nested_changes(pg_store *s) {
+  bytebuf sql = {0};
+  PGresult *r;
+  bool any = false;
+  int i = 0, rc = pgs_put(&sql, "SELECT v.i FROM (VALUES ");
+  for (pg_table *t = s->tables; t && !rc; t = t->next, i++)
+    if (t->reg_lit && !t->finished) {
+      rc = pgs_putf(&sql, "%s(%d, %s)", any ? ", " : "", i, t->reg_lit);
+      any = true;
+    }
+  if (!any) {
+    bytebuf_free(&sql);
+    return rc ? pgs_fail_nomem(s) : 0;
+  }
+  if (!rc)
+    rc = pgs_put(&sql, ") AS v(i, name) WHERE EXISTS (SELECT 1 FROM"
+                       " _lipsync.deltas AS d WHERE d.tbl = v.name AND"
+                       " d.xmin::pg_catalog.text::pg_catalog.int8 ="
+                       " pg_catalog.pg_current_xact_id()::pg_catalog.text::"
+                       "pg_catalog.int8 % 4294967296)");
+  if ((rc = pgs_query(s, NULL, &sql, rc, "looking for changes the rows caused",
+                      false, &r)) != 0)
+    return rc;
+  for (int k = 0; k < PQntuples(r); k++) {
+    int want = atoi(PQgetvalue(r, k, 0));
+    i = 0;
+    for (pg_table *t = s->tables; t; t = t->next, i++)
+      if (i == want)
+        t->nested = true;
+  }
+  PQclear(r);
+  return 0;
+}
+
+/* Before COMMIT, once finish has recorded positions and tokens: a table
+ * |nested| is recounted at its next sync, which settles its summary, and
+ * loses its checkpoint and the tokens of its clients, so that its next
+ * sync compares ranges and carries those changes (spec LS-INC-17). */
+static int forget_nested(pg_store *s) {
+  bytebuf names = {0}, sql = {0};
+  int rc = 0;
+  for (pg_table *t = s->tables; t && !rc; t = t->next)
+    if (t->nested)
+      rc = pgs_putf(&names, "%s%s", names.len ? ", " : "", t->reg_lit);
+  if (rc || !names.len) {
+    bytebuf_free(&names);
+    return rc ? pgs_fail_nomem(s) : 0;
+  }
+  rc = pgs_cstr(&names) ? 0 : LIPSYNC_ERR_NOMEM;
+  if (!rc)
+    rc = pgs_putf(&sql,
+                  "UPDATE _lipsync.tables SET recount = true, ck_token = NULL"
+                  " WHERE name IN (%s); DELETE FROM _lipsync.peers WHERE tbl"
+                  " IN (%s)",
+                  (const char *)names.data, (const char *)names.data);
+  bytebuf_free(&names);
+  return pgs_exec_buf(s, &sql, rc, NULL, "noting changes the rows caused");
+}
+
 /* Ends the COPY in progress (with its checks) and builds every index set
  * aside: whatever these find wrong is reported now, before the session
  * vouches for its tables in Verify, rather than at commit, when the peer
@@ -2116,8 +2187,10 @@ static int pg_store_flush(lipsync_store *store) {
   /* The deferred constraints are checked here, not at COMMIT (spec
    * LS-VALUE-9); any later write is checked at once. */
   s->wrote_rows = false;
-  return pgs_exec_sql(s, "SET CONSTRAINTS ALL IMMEDIATE", NULL,
-                      "checking deferred constraints");
+  if ((rc = pgs_exec_sql(s, "SET CONSTRAINTS ALL IMMEDIATE", NULL,
+                         "checking deferred constraints")) != 0)
+    return rc;
+  return find_nested_changes(s);
 }
 
 /* Runs COMMIT. Fault point "commit-sent" (fault.h) comes once the
@@ -2148,6 +2221,8 @@ static int pg_store_commit(lipsync_store *store) {
     for (pg_cursor *c = t->cursors; c; c = c->next)
       queue_close(s, c);
   rc = end_writes(s);
+  if (!rc)
+    rc = forget_nested(s);
   free_tables(s);
   if (rc)
     return rc;

@@ -29,7 +29,8 @@
  * _lipsync_uuid; AFTER INSERT / UPDATE / DELETE triggers
  * _lipsync_capture_{insert,update,delete} and a statement trigger
  * _lipsync_capture_truncate that record a new version per changed row
- * unless the transaction set lipsync.applying = 'on' (every sync does),
+ * but for the statements of a transaction that set lipsync.applying =
+ * 'on' (every sync does; what runs in response to them is recorded),
  * and a BEFORE UPDATE trigger _lipsync_keep_uuid that refuses a change of
  * a row's _lipsync_uuid, even in a sync.
  *
@@ -104,6 +105,13 @@
 #define APPLYING_OFF                                                           \
   "pg_catalog.current_setting('lipsync.applying', true)"                       \
   " IS DISTINCT FROM 'on'"
+/* When the capture triggers record a write: always, but for the sync's
+ * own statements. What the database does in response to them (a foreign
+ * key's ON DELETE CASCADE, SET NULL, a trigger) runs at a trigger depth
+ * above 0 and is a local change like any other (spec LS-CAPTURE-10). */
+#define CAPTURING "(" APPLYING_OFF " OR pg_catalog.pg_trigger_depth() > 0)"
+/* The mark of a trigger that CAPTURING guards, in its definition. */
+#define CAPTURING_MARK "pg_trigger_depth"
 
 static const char check_global_sql[] =
     "SELECT COALESCE((SELECT true FROM pg_catalog.pg_attribute"
@@ -597,9 +605,10 @@ static int check_table(pg_store *s, pg_table *t, pg_facts *f) {
   rc = lit ? 0 : LIPSYNC_ERR_NOMEM;
   /* A capture trigger of this layout: the TRUNCATE one with three
    * arguments; the others, row triggers (tgtype's bit 0) with three, or
-   * statement triggers calling the table's own function. Of the right
-   * form: statement triggers exactly on an ordinary table outside any
-   * partitioning or inheritance (p.plain). */
+   * statement triggers calling the table's own function. Current: of the
+   * right form (statement triggers exactly on an ordinary table outside
+   * any partitioning or inheritance, p.plain) and guarded by CAPTURING
+   * (older ones skipped every write of a sync, nested ones included). */
   if (!rc)
     rc = pgs_putf(
         &sql,
@@ -609,9 +618,9 @@ static int check_table(pg_store *s, pg_table *t, pg_facts *f) {
         " EXISTS (SELECT 1 FROM pg_catalog.pg_attribute WHERE attrelid ="
         " pg_catalog.to_regclass(%s) AND attname = 'xid' AND NOT"
         " attisdropped),"
-        " pg_catalog.count(*) FILTER (WHERE g.tgname IN"
+        " pg_catalog.count(*) FILTER (WHERE (g.tgname IN"
         " ('_lipsync_keep_uuid', '_lipsync_capture_truncate') OR g.stmt ="
-        " p.plain),"
+        " p.plain) AND g.guarded),"
         " COALESCE((SELECT sum IS NOT NULL AND NOT recount FROM"
         " _lipsync.tables WHERE name = %s), false),"
         " p.plain, pg_catalog.count(g.tgname)"
@@ -619,8 +628,10 @@ static int check_table(pg_store *s, pg_table *t, pg_facts *f) {
         " EXISTS (SELECT 1 FROM pg_catalog.pg_inherits i WHERE"
         " i.inhrelid = c.oid OR i.inhparent = c.oid) AS plain"
         " FROM pg_catalog.pg_class c WHERE c.oid = %s) AS p"
-        " LEFT JOIN (SELECT tgname, (tgtype::pg_catalog.int4 & 1) = 0 AS stmt"
-        " FROM pg_catalog.pg_trigger WHERE tgrelid = %s AND"
+        " LEFT JOIN (SELECT tgname, (tgtype::pg_catalog.int4 & 1) = 0 AS stmt,"
+        " tgname = '_lipsync_keep_uuid' OR pg_catalog.strpos("
+        "pg_catalog.pg_get_triggerdef(oid), '" CAPTURING_MARK "') > 0"
+        " AS guarded FROM pg_catalog.pg_trigger WHERE tgrelid = %s AND"
         " (tgname = '_lipsync_keep_uuid' OR (tgname IN %s AND"
         " CASE WHEN (tgtype::pg_catalog.int4 & 1) = 0 AND tgname <>"
         " '_lipsync_capture_truncate' THEN tgfoid ="
@@ -650,7 +661,7 @@ static int check_table(pg_store *s, pg_table *t, pg_facts *f) {
  * triggers are statement triggers. */
 static int install_triggers(pg_store *s, pg_table *t, bool plain) {
   /* The triggers that record rows: the transition tables of the statement
-   * form, the condition the row form adds to APPLYING_OFF. */
+   * form, the condition the row form adds to CAPTURING. */
   static const struct {
     const char *name, *event, *transition, *changed;
   } recorders[] = {
@@ -688,13 +699,13 @@ static int install_triggers(pg_store *s, pg_table *t, bool plain) {
   for (size_t i = 0; i < 3 && !rc; i++)
     rc = plain ? pgs_putf(&sql,
                           "CREATE TRIGGER %s AFTER %s ON %s REFERENCING %s"
-                          " FOR EACH STATEMENT WHEN (" APPLYING_OFF ")"
+                          " FOR EACH STATEMENT WHEN " CAPTURING
                           " EXECUTE FUNCTION %s();",
                           recorders[i].name, recorders[i].event, t->qname,
                           recorders[i].transition, t->cap_qname)
                : pgs_putf(&sql,
                           "CREATE TRIGGER %s AFTER %s ON %s FOR EACH ROW"
-                          " WHEN (" APPLYING_OFF "%s)"
+                          " WHEN (" CAPTURING "%s)"
                           " EXECUTE FUNCTION _lipsync.capture(%s);",
                           recorders[i].name, recorders[i].event, t->qname,
                           recorders[i].changed, args);
@@ -702,7 +713,7 @@ static int install_triggers(pg_store *s, pg_table *t, bool plain) {
     rc = pgs_putf(
         &sql,
         "CREATE TRIGGER _lipsync_capture_truncate AFTER TRUNCATE ON %s"
-        " FOR EACH STATEMENT WHEN (" APPLYING_OFF ")"
+        " FOR EACH STATEMENT WHEN " CAPTURING
         " EXECUTE FUNCTION _lipsync.capture_truncate(%s);"
         "CREATE TRIGGER _lipsync_keep_uuid BEFORE UPDATE ON %s FOR EACH ROW"
         " WHEN (OLD.\"" LIPSYNC_UUID_COLUMN
@@ -1196,6 +1207,7 @@ int pgs_finish_table(lipsync_store *store, lipsync_table *table,
   if ((rc = pgs_exec_buf(s, &sql, rc, t->name, "finish")) != 0 ||
       (rc = pgs_upkeep_note(s, t, finish->horizon)) != 0)
     return rc;
+  t->finished = true;
   canon_fp_init(&t->applied_add);
   canon_fp_init(&t->applied_sub);
   if (finish->as_client)

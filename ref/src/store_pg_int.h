@@ -159,6 +159,8 @@ struct pg_table {
   /* Change capture (store_pg_capture.c, store_pg_items.c). */
   char *schema;      /* the schema part */
   char *reg_lit;     /* its registry name "schema.table", a literal */
+  bool nested;       /* changed by the database in response to applied rows */
+  bool finished;     /* its finish has written its own delta rows */
   bool prepared;     /* prepare_table found or made capture in order */
   bool uuids_given;  /* prepare gave rows without one a UUID */
   bool added_uuid;   /* prepare added _lipsync_uuid: it rewrote every row */

@@ -1436,7 +1436,9 @@ int sq_write_row(sqlite_store *s, sqlite_table *t, sqlite3_stmt *st,
   }
   sqlite3_bind_text(st, (int)n + 1, t->insert_key, UUID_TEXT_LEN,
                     SQLITE_STATIC);
+  sq_nested_begin(s, t);
   rc = sqlite3_step(st);
+  sq_nested_end(s);
   if (rc != SQLITE_DONE &&
       sqlite3_extended_errcode(s->db) == SQLITE_CONSTRAINT_UNIQUE &&
       strstr(sqlite3_errmsg(s->db), "." LIPSYNC_UUID_COLUMN))
@@ -1613,6 +1615,8 @@ static int back_to_reading(sqlite_store *s) {
   s->in_txn = false;
   s->writing = false;
   s->applying = false;
+  sq_nested_watch(s, false);
+  sq_nested_reset(s);
   for (sqlite_table *t = s->tables; t; t = t->next)
     t->nwindow = 0;
   return begin_txn(s, "BEGIN", false);
@@ -1633,6 +1637,7 @@ int sq_begin_write(sqlite_store *s) {
   if (rc == SQLITE_OK) {
     s->writing = true;
     s->applying = true;
+    sq_nested_watch(s, true);
     return sq_capture_begin_write(s);
   }
   if ((sqlite3_extended_errcode(s->db) & 0xFF) != SQLITE_BUSY &&
@@ -1685,6 +1690,8 @@ static void end_txn(sqlite_store *s) {
   s->in_txn = !sqlite3_get_autocommit(s->db);
   s->writing = false;
   s->applying = false;
+  sq_nested_watch(s, false);
+  sq_nested_reset(s);
   s->resnapshot = false;
   sq_set_big_cache(s, false);
 }
@@ -1701,7 +1708,8 @@ static int sqlite_store_commit(lipsync_store *store) {
   }
   if (!s->in_txn)
     return sq_fail(s, LIPSYNC_ERR_INTERNAL, "commit: no transaction is open");
-  if (s->writing && (rc = sq_capture_end(s)) != 0) {
+  if (s->writing &&
+      ((rc = sq_nested_forget(s)) != 0 || (rc = sq_capture_end(s)) != 0)) {
     sq_set_big_cache(s, false);
     return rc;
   }

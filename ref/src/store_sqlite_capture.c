@@ -32,7 +32,8 @@
  * subtracts its digest and adds the new one. They do nothing while
  * _lipsync_state.applying is 1: the sync connection sets it inside its
  * transaction and resets it before COMMIT, so no other connection ever
- * sees it set. Clocks are SQLite integers (signed 64-bit): wall
+ * sees it set (what the database does in response to the sync's writes:
+ * store_sqlite_nested.c). Clocks are SQLite integers (signed 64-bit): wall
  * milliseconds << 16 stays far below 2^63 for millennia.
  */
 #include "canon.h"

@@ -85,6 +85,14 @@ struct sqlite_store {
    * range this transaction's own writes took (own_lo > own_hi: none). */
   uint64_t read_seq;
   uint64_t own_lo, own_hi;
+  /* Changes the database made in response to the rows applied
+   * (store_sqlite_nested.c): the table the store writes now and the rows
+   * of it the hook saw change; the tables changed otherwise. */
+  sqlite_table *target;
+  sqlite3_int64 target_changes;
+  char **nested;
+  size_t nnested;
+  bool nested_nomem;
   canon_hasher hasher;
   char errmsg[ERRMSG_SIZE];
 };
@@ -268,6 +276,17 @@ int sq_capture_resume(sqlite_store *s, sqlite_table *t);
 /* Before COMMIT: resets the applying flag, records the sequence numbers
  * taken. */
 int sq_capture_end(sqlite_store *s);
+
+/* store_sqlite_nested.c: changes the rows applied caused (spec
+ * LS-CAPTURE-10). watch turns the connection's update hook on or off;
+ * begin and end bracket each statement that writes rows of |t|; forget
+ * marks, before COMMIT, the tables so changed for a recount; reset
+ * forgets them. */
+void sq_nested_watch(sqlite_store *s, bool on);
+void sq_nested_begin(sqlite_store *s, sqlite_table *t);
+void sq_nested_end(sqlite_store *s);
+int sq_nested_forget(sqlite_store *s);
+void sq_nested_reset(sqlite_store *s);
 /* Marks this transaction as applying (triggers quiet) and reads the
  * sequence number the next write takes. */
 int sq_capture_begin_write(sqlite_store *s);

@@ -288,7 +288,9 @@ static int delete_row(sqlite_store *s, sqlite_table *t) {
     return rc;
   sqlite3_bind_text(t->delete_stmt, 1, t->insert_key, UUID_TEXT_LEN,
                     SQLITE_STATIC);
+  sq_nested_begin(s, t);
   rc = sqlite3_step(t->delete_stmt);
+  sq_nested_end(s);
   rc = rc == SQLITE_DONE ? 0 : sq_fail_db(s, t->name, "delete");
   sqlite3_reset(t->delete_stmt);
   return rc;

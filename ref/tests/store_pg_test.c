@@ -1698,6 +1698,16 @@ static void test_capture_forms(void) {
                          " recount",
                          -1),
                   0);
+  /* Every recorder, reinstalled, also records what the database does in
+   * response to a sync's writes (spec LS-CAPTURE-10). */
+  CU_ASSERT_EQUAL(FX_INT(&fx,
+                         "SELECT count(*) FROM pg_trigger WHERE tgrelid ="
+                         " '{S}.t'::regclass AND tgname LIKE"
+                         " '\\_lipsync\\_capture\\_%' AND"
+                         " pg_get_triggerdef(oid) LIKE"
+                         " '%pg_trigger_depth() > 0%'",
+                         -1),
+                  4);
   APP_EXEC(&fx, "INSERT INTO {S}.t VALUES (601, 'statement')");
   check_items(&fx, "t", clock);
 out:

@@ -810,6 +810,77 @@ class SyncPairTests:
                                   population(db, second)), want, policy)
         self.assertSynced(self.client_db, self.server_db)
 
+    def test_changes_the_rows_cause_travel_at_the_next_sync(self):
+        # What a database does in response to the rows a sync applies (an
+        # ON DELETE CASCADE, or a trigger doing the same, that the peer
+        # lacks) is a local change of its own (spec LS-CAPTURE-10): the
+        # next sync carries it, without a failed verification; in a table
+        # the sync did not include, it is an ordinary change. Once with
+        # the cascade on the server, once on the client.
+        for role in ("server", "client"):
+            with self.subTest(cascade_on=role):
+                self.check_rows_cause_changes(role)
+
+    def check_rows_cause_changes(self, role):
+        here = self.server_db if role == "server" else self.client_db
+        other = self.client_db if role == "server" else self.server_db
+        parent, child = f"parent_{role}", f"child_{role}"
+        parents = [("id", "integer")]
+        children = [("id", "integer"), ("parent", "integer")]
+        for db in (here, other):
+            db.create_table(parent, parents)
+            db.create_table(child, children)
+        if here.kind == "pg":
+            here.sql(f"ALTER TABLE {parent} ADD PRIMARY KEY (id); ALTER"
+                     f" TABLE {child} ADD FOREIGN KEY (parent) REFERENCES"
+                     f" {parent} (id) ON DELETE CASCADE")
+        else:
+            here.run_sql(f"CREATE TRIGGER cascade_{role} AFTER DELETE ON"
+                         f" {parent} BEGIN DELETE FROM {child} WHERE"
+                         f" parent = old.id; END")
+        other.insert(parent, parents, [(1,), (2,), (3,), (4,)])
+        other.insert(child, children,
+                     [(10, 1), (20, 2), (21, 2), (30, 3), (40, 4)])
+        tables = (parent, child)
+        server = self.start_server(self.server_db, tables=tables)
+        self.sync(self.client_db, server, tables=tables)
+
+        def children_of(db):
+            return [r[0] for r in db.select(child, ["id"], "id")]
+
+        # The peer deletes a parent alone: its children go here only.
+        other.run_sql(f"DELETE FROM {parent} WHERE id = 2")
+        self.sync(self.client_db, server, tables=tables)
+        self.assertEqual(children_of(here), [10, 30, 40])
+        self.assertEqual(children_of(other), [10, 20, 21, 30, 40])
+        r = self.sync(self.client_db, server, tables=tables)
+        self.assertNotIn("again", r.stderr)
+        self.assertEqual(children_of(other), [10, 30, 40])
+        self.assertSynced(self.client_db, self.server_db, child)
+
+        # Both deleted on the peer: the cascade and the peer's own
+        # deletion meet here, and nothing is left to carry.
+        other.run_sql(f"DELETE FROM {parent} WHERE id = 1")
+        other.run_sql(f"DELETE FROM {child} WHERE id = 10")
+        self.sync(self.client_db, server, tables=tables)
+        r = self.sync(self.client_db, server, tables=tables)
+        self.assertNotIn("again", r.stderr)
+        self.assertEqual(children_of(here), [30, 40])
+        self.assertSynced(self.client_db, self.server_db, child)
+        r = self.sync(self.client_db, server, tables=tables)
+        self.assertEqual(parse_summary(r.stdout), {parent: (0, 0),
+                                                   child: (0, 0)})
+
+        # A sync of the parents alone: the children it deletes here are a
+        # change of their table, which its own sync carries.
+        other.run_sql(f"DELETE FROM {parent} WHERE id = 3")
+        self.sync(self.client_db, server, tables=(parent,))
+        self.assertEqual(children_of(here), [40])
+        self.sync(self.client_db, server, tables=(child,))
+        self.assertEqual(children_of(other), [40])
+        self.assertSynced(self.client_db, self.server_db, child)
+        server.stop()
+
     def test_init_installs_capture(self):
         self.client_db.create_table("cities", rows=self.cities[:20])
 
