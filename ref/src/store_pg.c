@@ -502,6 +502,20 @@ static void copy_reset(pg_store *s) {
   s->njsonb = 0;
 }
 
+int pgs_writing(pg_store *s, pg_table *t) {
+  bytebuf sql = {0};
+  if (s->writing == t || !t->reg_lit)
+    return 0;
+  s->writing = t;
+  int rc = pgs_putf(&sql,
+                    "SELECT pg_catalog.set_config('lipsync.writing', %s, true)",
+                    t->reg_lit);
+  PGresult *r = NULL;
+  if ((rc = pgs_query(s, t, &sql, rc, "write", false, &r)) == 0)
+    PQclear(r);
+  return rc;
+}
+
 /* Starts a COPY into |t|, or into its staging table when |stage|, once
  * the one in progress, if another, has ended. */
 static int copy_begin(pg_store *s, pg_table *t, bool stage) {
@@ -509,7 +523,8 @@ static int copy_begin(pg_store *s, pg_table *t, bool stage) {
   if (s->copy_table == t && s->copy_stage == stage)
     return 0;
   if ((rc = pgs_copy_end(s)) != 0 ||
-      (stage && (rc = pgs_stage_ensure(s, t)) != 0))
+      (stage && (rc = pgs_stage_ensure(s, t)) != 0) ||
+      (!stage && (rc = pgs_writing(s, t)) != 0))
     return rc;
   PGresult *r = pgs_run(s, stage ? t->stage_copy_sql : t->copy_sql);
   if (!r || PQresultStatus(r) != PGRES_COPY_IN)
@@ -733,6 +748,7 @@ static void free_tables(pg_store *s) {
     table_free(t);
   }
   s->closes.len = 0;
+  s->writing = NULL;
   PQclear(s->fetched);
   s->fetched = NULL;
   /* A new transaction checks again; the staging tables went with the
@@ -2070,6 +2086,7 @@ int pgs_begin(pg_store *s, bool snapshot) {
   s->in_txn = PQtransactionStatus(s->conn) != PQTRANS_IDLE;
   s->fresh = snapshot;
   s->wrote_rows = false;
+  s->writing = NULL;
   restore_blocking(s);
   return rc;
 }

@@ -105,13 +105,21 @@
 #define APPLYING_OFF                                                           \
   "pg_catalog.current_setting('lipsync.applying', true)"                       \
   " IS DISTINCT FROM 'on'"
-/* When the capture triggers record a write: always, but for the sync's
- * own statements. What the database does in response to them (a foreign
- * key's ON DELETE CASCADE, SET NULL, a trigger) runs at a trigger depth
- * above 0 and is a local change like any other (spec LS-CAPTURE-10). */
-#define CAPTURING "(" APPLYING_OFF " OR pg_catalog.pg_trigger_depth() > 0)"
-/* The mark of a trigger that CAPTURING guards, in its definition. */
-#define CAPTURING_MARK "pg_trigger_depth"
+/* When the capture triggers of table %s (its registry name, a literal)
+ * record a write: always, but for the sync's own statements. What the
+ * database does in response to them runs at a trigger depth above 0: in
+ * another table (a foreign key's ON DELETE CASCADE or SET NULL, a
+ * trigger) it is a local change like any other (spec LS-CAPTURE-10); in
+ * the table the sync writes (lipsync.writing, pgs_writing), typically a
+ * trigger that stamps the row it applies, it is part of applying the row,
+ * as a BEFORE trigger's change would be, and left alone: recorded, it
+ * would travel back and be stamped again there, without end. */
+#define CAPTURING_FMT                                                          \
+  "(" APPLYING_OFF " OR (pg_catalog.pg_trigger_depth() > 0 AND"                \
+  " pg_catalog.current_setting('lipsync.writing', true) IS DISTINCT FROM"      \
+  " %s))"
+/* The mark of a trigger that CAPTURING_FMT guards, in its definition. */
+#define CAPTURING_MARK "lipsync.writing"
 
 static const char check_global_sql[] =
     "SELECT COALESCE((SELECT true FROM pg_catalog.pg_attribute"
@@ -607,7 +615,7 @@ static int check_table(pg_store *s, pg_table *t, pg_facts *f) {
    * arguments; the others, row triggers (tgtype's bit 0) with three, or
    * statement triggers calling the table's own function. Current: of the
    * right form (statement triggers exactly on an ordinary table outside
-   * any partitioning or inheritance, p.plain) and guarded by CAPTURING
+   * any partitioning or inheritance, p.plain) and guarded by CAPTURING_FMT
    * (older ones skipped every write of a sync, nested ones included). */
   if (!rc)
     rc = pgs_putf(
@@ -661,7 +669,7 @@ static int check_table(pg_store *s, pg_table *t, pg_facts *f) {
  * triggers are statement triggers. */
 static int install_triggers(pg_store *s, pg_table *t, bool plain) {
   /* The triggers that record rows: the transition tables of the statement
-   * form, the condition the row form adds to CAPTURING. */
+   * form, the condition the row form adds to CAPTURING_FMT. */
   static const struct {
     const char *name, *event, *transition, *changed;
   } recorders[] = {
@@ -687,6 +695,11 @@ static int install_triggers(pg_store *s, pg_table *t, bool plain) {
     snprintf(args, sizeof args, "%s, %s, %s", schema_lit, meta_lit, t->reg_lit);
   PQfreemem(schema_lit);
   PQfreemem(meta_lit);
+  bytebuf g = {0};
+  char *guard =
+      rc ? NULL : pgs_take_cstr(&g, pgs_putf(&g, CAPTURING_FMT, t->reg_lit));
+  if (!guard)
+    rc = LIPSYNC_ERR_NOMEM;
   for (size_t i = 0; i < CAPTURE_TRIGGERS && !rc; i++)
     rc = pgs_putf(&sql, "DROP TRIGGER IF EXISTS %s ON %s;", names[i], t->qname);
   if (!rc)
@@ -699,21 +712,21 @@ static int install_triggers(pg_store *s, pg_table *t, bool plain) {
   for (size_t i = 0; i < 3 && !rc; i++)
     rc = plain ? pgs_putf(&sql,
                           "CREATE TRIGGER %s AFTER %s ON %s REFERENCING %s"
-                          " FOR EACH STATEMENT WHEN " CAPTURING
+                          " FOR EACH STATEMENT WHEN %s"
                           " EXECUTE FUNCTION %s();",
                           recorders[i].name, recorders[i].event, t->qname,
-                          recorders[i].transition, t->cap_qname)
+                          recorders[i].transition, guard, t->cap_qname)
                : pgs_putf(&sql,
                           "CREATE TRIGGER %s AFTER %s ON %s FOR EACH ROW"
-                          " WHEN (" CAPTURING "%s)"
+                          " WHEN (%s%s)"
                           " EXECUTE FUNCTION _lipsync.capture(%s);",
                           recorders[i].name, recorders[i].event, t->qname,
-                          recorders[i].changed, args);
+                          guard, recorders[i].changed, args);
   if (!rc)
     rc = pgs_putf(
         &sql,
         "CREATE TRIGGER _lipsync_capture_truncate AFTER TRUNCATE ON %s"
-        " FOR EACH STATEMENT WHEN " CAPTURING
+        " FOR EACH STATEMENT WHEN %s"
         " EXECUTE FUNCTION _lipsync.capture_truncate(%s);"
         "CREATE TRIGGER _lipsync_keep_uuid BEFORE UPDATE ON %s FOR EACH ROW"
         " WHEN (OLD.\"" LIPSYNC_UUID_COLUMN
@@ -722,7 +735,8 @@ static int install_triggers(pg_store *s, pg_table *t, bool plain) {
         " EXECUTE FUNCTION _lipsync.keep_uuid();"
         "INSERT INTO _lipsync.tables (name) VALUES (%s)"
         " ON CONFLICT (name) DO NOTHING",
-        t->qname, args, t->qname, t->reg_lit);
+        t->qname, guard, args, t->qname, t->reg_lit);
+  free(guard);
   return pgs_exec_buf(s, &sql, rc, t->name, "installing change capture");
 }
 

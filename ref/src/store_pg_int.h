@@ -113,7 +113,8 @@ struct pg_store {
   bool digest_stage_ready;
   bool copy_stage; /* the COPY in progress fills |copy_table|'s stage */
   bool site_known;
-  bool wrote_rows; /* rows written since begin or the last flush */
+  bool wrote_rows;   /* rows written since begin or the last flush */
+  pg_table *writing; /* the table lipsync.writing names (pgs_writing) */
   uint8_t site[LIPSYNC_SITE_LEN];
   /* The global objects, checked without writing in this snapshot: in the
    * current layout; the database where it made its site id. */
@@ -290,6 +291,10 @@ void pgs_uuid_bounds(char *out, size_t outlen, const char *column,
 /* Ends the COPY in progress and writes everything pending (items,
  * deletes, staged rows). */
 int pgs_copy_end(pg_store *s);
+/* Before a statement that writes rows of |t|: sets lipsync.writing to its
+ * registry name, so that its capture triggers leave alone what its own
+ * triggers do to it (spec LS-CAPTURE-10; store_pg_capture.c). */
+int pgs_writing(pg_store *s, pg_table *t);
 /* Declares a cursor of |kind| for |select| plus |where| and fetches its
  * first batch. */
 int pgs_open_scan(pg_store *s, pg_table *t, const char *select,

@@ -89,7 +89,12 @@ const char *pgs_item_columns(const pg_table *t) {
 /* Deletes the rows of the buffered UUIDs. */
 static int flush_deletes(pg_store *s, pg_table *t) {
   bytebuf sql = {0};
-  int rc =
+  int rc = pgs_writing(s, t);
+  if (rc) {
+    t->deletes.len = 0;
+    return rc;
+  }
+  rc =
       pgs_putf(&sql, "DELETE FROM %s WHERE \"" LIPSYNC_UUID_COLUMN "\" = ANY (",
                t->qname);
   if (!rc)
@@ -230,7 +235,9 @@ int pgs_stage_ensure(pg_store *s, pg_table *t) {
 
 int pgs_stage_merge(pg_store *s, pg_table *t) {
   bytebuf sql = {0};
-  int rc = 0;
+  int rc = pgs_writing(s, t);
+  if (rc)
+    return rc;
   /* Only rows whose text differs: no write, no trigger for an equal row
    * (and text, unlike =, tells 1.0 from 1.00 and 'A' from 'a'). */
   if (t->base.ncolumns) {

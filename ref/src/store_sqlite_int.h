@@ -86,10 +86,9 @@ struct sqlite_store {
   uint64_t read_seq;
   uint64_t own_lo, own_hi;
   /* Changes the database made in response to the rows applied
-   * (store_sqlite_nested.c): the table the store writes now and the rows
-   * of it the hook saw change; the tables changed otherwise. */
+   * (store_sqlite_nested.c): the table the store writes now; the other
+   * tables its writes changed. */
   sqlite_table *target;
-  sqlite3_int64 target_changes;
   char **nested;
   size_t nnested;
   bool nested_nomem;

@@ -7,13 +7,15 @@
  * rows it changes would keep items that no longer describe them, and the
  * tables would part silently. SQLite tells triggers nothing of their
  * depth, so the store watches its own connection instead: an update hook
- * counts the rows each of its writes changes, table by table. A row of
- * another table, or more rows of the written table than the statement
- * itself changed, is such a change; before COMMIT, each table that had one
- * is marked for a recount at its next sync (which gives the rows their
- * new versions, as for any change made with capture off) and loses its
- * checkpoint and its clients' tokens, so that its next sync compares
- * ranges and carries the change.
+ * reports the tables each of its writes changes. A row of another table
+ * than the one written is such a change; before COMMIT, each table that
+ * had one is marked for a recount at its next sync (which gives the rows
+ * their new versions, as for any change made with capture off) and loses
+ * its checkpoint and its clients' tokens, so that its next sync compares
+ * ranges and carries the change. What a trigger does to the table being
+ * written (typically, stamping the row applied) is part of applying the
+ * row and left alone, as on PostgreSQL: recorded, it would travel back
+ * and be stamped again there, without end.
  *
  * The hook belongs to the connection: only a connection the store opened
  * itself is watched (an application's own hook on a wrapped one stays).
@@ -47,9 +49,7 @@ static void on_change(void *arg, int op, const char *db, const char *table,
   if (!s->target || strcmp(db, "main") != 0 ||
       sqlite3_strnicmp(table, "_lipsync", 8) == 0)
     return;
-  if (sqlite3_stricmp(table, s->target->name) == 0)
-    s->target_changes++;
-  else
+  if (sqlite3_stricmp(table, s->target->name) != 0)
     note(s, table);
 }
 
@@ -60,12 +60,9 @@ void sq_nested_watch(sqlite_store *s, bool on) {
 
 void sq_nested_begin(sqlite_store *s, sqlite_table *t) {
   s->target = t;
-  s->target_changes = 0;
 }
 
 void sq_nested_end(sqlite_store *s) {
-  if (s->target && s->target_changes > sqlite3_changes64(s->db))
-    note(s, s->target->name);
   s->target = NULL;
 }
 

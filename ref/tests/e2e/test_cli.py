@@ -881,6 +881,37 @@ class SyncPairTests:
         self.assertSynced(self.client_db, self.server_db, child)
         server.stop()
 
+        # A trigger that stamps the very row applied is part of applying
+        # it: the stamp stays here, and nothing travels back and forth.
+        stamped = f"stamped_{role}"
+        for db in (here, other):
+            db.create_table(stamped, [("id", "integer"), ("note", "text")])
+        if here.kind == "pg":
+            here.sql(f"CREATE FUNCTION stamp_{role}() RETURNS trigger"
+                     f" LANGUAGE plpgsql AS $$ BEGIN UPDATE {stamped} SET"
+                     f" note = 'stamped' WHERE id = NEW.id; RETURN NULL;"
+                     f" END $$; CREATE TRIGGER stamp AFTER INSERT ON"
+                     f" {stamped} FOR EACH ROW WHEN (pg_trigger_depth() < 1)"
+                     f" EXECUTE FUNCTION stamp_{role}()")
+        else:
+            here.run_sql(f"CREATE TRIGGER stamp_{role} AFTER INSERT ON"
+                         f" {stamped} BEGIN UPDATE {stamped} SET note ="
+                         f" 'stamped' WHERE id = new.id; END")
+        other.insert(stamped, [("id", "integer"), ("note", "text")],
+                     [(1, "plain")])
+        server = self.start_server(self.server_db, tables=(stamped,))
+        self.sync(self.client_db, server, tables=(stamped,))
+        self.assertEqual([tuple(r) for r in here.select(stamped, ["note"],
+                                                        "id")],
+                         [("stamped",)])
+        for _ in range(2):
+            r = self.sync(self.client_db, server, tables=(stamped,))
+            self.assertEqual(parse_summary(r.stdout), {stamped: (0, 0)})
+        self.assertEqual([tuple(r) for r in other.select(stamped, ["note"],
+                                                         "id")],
+                         [("plain",)])
+        server.stop()
+
     def test_init_installs_capture(self):
         self.client_db.create_table("cities", rows=self.cities[:20])
 
