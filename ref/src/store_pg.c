@@ -504,16 +504,17 @@ static void copy_reset(pg_store *s) {
 
 int pgs_writing(pg_store *s, pg_table *t) {
   bytebuf sql = {0};
+  PGresult *r;
   if (s->writing == t || !t->reg_lit)
     return 0;
-  s->writing = t;
   int rc = pgs_putf(&sql,
                     "SELECT pg_catalog.set_config('lipsync.writing', %s, true)",
                     t->reg_lit);
-  PGresult *r = NULL;
-  if ((rc = pgs_query(s, t, &sql, rc, "write", false, &r)) == 0)
-    PQclear(r);
-  return rc;
+  if ((rc = pgs_query(s, t, &sql, rc, "write", false, &r)) != 0)
+    return rc;
+  PQclear(r);
+  s->writing = t;
+  return 0;
 }
 
 /* Starts a COPY into |t|, or into its staging table when |stage|, once
