@@ -194,9 +194,15 @@ void serverlog_session(const char *peer, lipsync_session *session, int result,
   table_names(session, tables, sizeof tables);
   report_sum(session, &sum);
   lipsync_session_bytes(session, &bytes_out, &bytes_in);
-  if (result != 0)
+  if (result != 0) {
+    /* The message is one clause of the line: no full stop of its own (a
+     * database's DETAIL has one). */
     snprintf(why, sizeof why, " (%s): %s", lipsync_strerror(result),
              lipsync_session_errmsg(session));
+    size_t len = strlen(why);
+    if (len > 0 && why[len - 1] == '.')
+      why[len - 1] = '\0';
+  }
   serverlog_message(peer,
                     "[%s] %s%s; %" PRIu64 " rows in, %" PRIu64
                     " rows out, %" PRIu64 " bytes in, %" PRIu64
