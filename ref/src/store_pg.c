@@ -1975,8 +1975,10 @@ static int start_bulk(pg_store *s, pg_table *t) {
 }
 
 /* What an applied row adds to the table's item digests and takes away,
- * for the delta row its finish writes (spec 8.8.6). */
+ * for the delta row its finish writes (spec 8.8.6); and that the store
+ * wrote rows, for pg_store_flush. */
 static void note_applied(pg_table *t, const lipsync_row *row) {
+  t->store->wrote_rows = true;
   canon_fp_add(&t->applied_add, row->digest);
   if (row->had_item)
     canon_fp_add(&t->applied_sub, row->old_digest);
@@ -1996,7 +1998,6 @@ static int pg_store_insert(lipsync_store *store, lipsync_table *table,
       (t->empty && (rc = start_bulk(s, t)) != 0))
     return rc;
   note_applied(t, row);
-  s->wrote_rows = true;
   /* Into the staging table while it streams (its merge inserts the rows
    * it misses): rows updated and inserted, which come mixed in UUID
    * order, then share one COPY rather than end one another's. */
@@ -2022,7 +2023,6 @@ static int pg_store_update(lipsync_store *store, lipsync_table *table,
   if ((rc = pgs_need_prepared(s, t, "update")) != 0)
     return rc;
   note_applied(t, row);
-  s->wrote_rows = true;
   if (!row->deleted)
     return write_row(s, t, row, true, &t->items_set);
   if (s->copy_table == t && (rc = pgs_copy_end(s)) != 0)
@@ -2121,47 +2121,35 @@ static int end_writes(pg_store *s) {
 }
 
 /*
- * What the database did in response to the rows applied (a foreign key's
- * ON DELETE CASCADE, a trigger) is captured as local changes (spec
- * LS-CAPTURE-10), which append delta rows in this transaction; until the
- * tables' items are written at finish, nothing else does. Such a change
- * to a table of this session escapes the session's own accounting: the
- * item it wrote may be replaced by a row applied later, or stand for a
- * change the peer has not seen while this side's position covers it.
- * Marks those tables |nested| (see forget_nested). A table finished
- * already has delta rows of its own: rows applied after its finish are
- * not a session's.
+ * Checks the deferred constraints (spec LS-VALUE-9) and, in the same round
+ * trip, finds the tables of this session that the database changed in
+ * response to the rows applied (a foreign key's ON DELETE CASCADE, a
+ * trigger). Those changes are captured as local ones (spec LS-CAPTURE-10)
+ * and append delta rows in this transaction, which nothing else does
+ * until finish writes a table's own. Such a change escapes the session's
+ * accounting: the item it wrote may be replaced by a row applied later, or
+ * stand for a change the peer has not seen while this side's position
+ * covers it. Marks those tables |nested| (see forget_nested).
  */
-static int find_nested_changes(pg_store *s) {
+static int check_applied(pg_store *s) {
   bytebuf sql = {0};
   PGresult *r;
-  bool any = false;
-  int i = 0, rc = pgs_put(&sql, "SELECT v.i FROM (VALUES ");
-  for (pg_table *t = s->tables; t && !rc; t = t->next, i++)
-    if (t->reg_lit && !t->finished) {
-      rc = pgs_putf(&sql, "%s(%d, %s)", any ? ", " : "", i, t->reg_lit);
-      any = true;
-    }
-  if (!any) {
-    bytebuf_free(&sql);
-    return rc ? pgs_fail_nomem(s) : 0;
-  }
-  if (!rc)
-    rc = pgs_put(&sql, ") AS v(i, name) WHERE EXISTS (SELECT 1 FROM"
-                       " _lipsync.deltas AS d WHERE d.tbl = v.name AND"
-                       " d.xmin::pg_catalog.text::pg_catalog.int8 ="
-                       " pg_catalog.pg_current_xact_id()::pg_catalog.text::"
-                       "pg_catalog.int8 % 4294967296)");
-  if ((rc = pgs_query(s, NULL, &sql, rc, "looking for changes the rows caused",
-                      false, &r)) != 0)
+  int rc = pgs_put(&sql, "SET CONSTRAINTS ALL IMMEDIATE; SELECT true");
+  for (pg_table *t = s->tables; t && !rc; t = t->next)
+    rc = t->reg_lit && !t->finished
+             ? pgs_putf(&sql,
+                        ", EXISTS (SELECT 1 FROM _lipsync.deltas AS d WHERE"
+                        " d.tbl = %s AND d.xmin::pg_catalog.text::"
+                        "pg_catalog.int8 = pg_catalog.pg_current_xact_id()::"
+                        "pg_catalog.text::pg_catalog.int8 %% 4294967296)",
+                        t->reg_lit)
+             : pgs_put(&sql, ", false");
+  if ((rc = pgs_query(s, NULL, &sql, rc, "checking deferred constraints", false,
+                      &r)) != 0)
     return rc;
-  for (int k = 0; k < PQntuples(r); k++) {
-    int want = atoi(PQgetvalue(r, k, 0));
-    i = 0;
-    for (pg_table *t = s->tables; t; t = t->next, i++)
-      if (i == want)
-        t->nested = true;
-  }
+  int col = 1;
+  for (pg_table *t = s->tables; t; t = t->next, col++)
+    t->nested |= PQgetvalue(r, 0, col)[0] == 't';
   PQclear(r);
   return 0;
 }
@@ -2202,13 +2190,10 @@ static int pg_store_flush(lipsync_store *store) {
     return pgs_fail_interrupted(s);
   if ((rc = end_writes(s)) != 0 || !s->wrote_rows)
     return rc;
-  /* The deferred constraints are checked here, not at COMMIT (spec
-   * LS-VALUE-9); any later write is checked at once. */
+  /* The deferred constraints are checked here, not at COMMIT; any later
+   * write is checked at once. */
   s->wrote_rows = false;
-  if ((rc = pgs_exec_sql(s, "SET CONSTRAINTS ALL IMMEDIATE", NULL,
-                         "checking deferred constraints")) != 0)
-    return rc;
-  return find_nested_changes(s);
+  return check_applied(s);
 }
 
 /* Runs COMMIT. Fault point "commit-sent" (fault.h) comes once the

@@ -1615,8 +1615,7 @@ static int back_to_reading(sqlite_store *s) {
   s->in_txn = false;
   s->writing = false;
   s->applying = false;
-  sq_nested_watch(s, false);
-  sq_nested_reset(s);
+  sq_nested_stop(s);
   for (sqlite_table *t = s->tables; t; t = t->next)
     t->nwindow = 0;
   return begin_txn(s, "BEGIN", false);
@@ -1637,7 +1636,7 @@ int sq_begin_write(sqlite_store *s) {
   if (rc == SQLITE_OK) {
     s->writing = true;
     s->applying = true;
-    sq_nested_watch(s, true);
+    sq_nested_watch(s);
     return sq_capture_begin_write(s);
   }
   if ((sqlite3_extended_errcode(s->db) & 0xFF) != SQLITE_BUSY &&
@@ -1690,8 +1689,7 @@ static void end_txn(sqlite_store *s) {
   s->in_txn = !sqlite3_get_autocommit(s->db);
   s->writing = false;
   s->applying = false;
-  sq_nested_watch(s, false);
-  sq_nested_reset(s);
+  sq_nested_stop(s);
   s->resnapshot = false;
   sq_set_big_cache(s, false);
 }

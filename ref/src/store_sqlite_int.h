@@ -277,15 +277,15 @@ int sq_capture_resume(sqlite_store *s, sqlite_table *t);
 int sq_capture_end(sqlite_store *s);
 
 /* store_sqlite_nested.c: changes the rows applied caused (spec
- * LS-CAPTURE-10). watch turns the connection's update hook on or off;
- * begin and end bracket each statement that writes rows of |t|; forget
- * marks, before COMMIT, the tables so changed for a recount; reset
- * forgets them. */
-void sq_nested_watch(sqlite_store *s, bool on);
+ * LS-CAPTURE-10). watch turns the connection's update hook on; begin and
+ * end bracket each statement that writes rows of |t|; forget marks,
+ * before COMMIT, the tables so changed for a recount; stop turns the hook
+ * off and forgets them. */
+void sq_nested_watch(sqlite_store *s);
 void sq_nested_begin(sqlite_store *s, sqlite_table *t);
 void sq_nested_end(sqlite_store *s);
 int sq_nested_forget(sqlite_store *s);
-void sq_nested_reset(sqlite_store *s);
+void sq_nested_stop(sqlite_store *s);
 /* Marks this transaction as applying (triggers quiet) and reads the
  * sequence number the next write takes. */
 int sq_capture_begin_write(sqlite_store *s);

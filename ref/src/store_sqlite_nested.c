@@ -53,9 +53,9 @@ static void on_change(void *arg, int op, const char *db, const char *table,
     note(s, table);
 }
 
-void sq_nested_watch(sqlite_store *s, bool on) {
+void sq_nested_watch(sqlite_store *s) {
   if (s->owns_db)
-    sqlite3_update_hook(s->db, on ? on_change : NULL, on ? s : NULL);
+    sqlite3_update_hook(s->db, on_change, s);
 }
 
 void sq_nested_begin(sqlite_store *s, sqlite_table *t) {
@@ -87,7 +87,9 @@ int sq_nested_forget(sqlite_store *s) {
   return 0;
 }
 
-void sq_nested_reset(sqlite_store *s) {
+void sq_nested_stop(sqlite_store *s) {
+  if (s->owns_db)
+    sqlite3_update_hook(s->db, NULL, NULL);
   for (size_t i = 0; i < s->nnested; i++)
     free(s->nested[i]);
   free(s->nested);
