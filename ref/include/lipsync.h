@@ -504,15 +504,19 @@ LIPSYNC_API int lipsync_store_maintain(lipsync_store *store,
 
 /* SQLite backend over an open connection |db| (a sqlite3 *). Does not take
  * ownership of |db|: the caller closes it after lipsync_store_free(). The
- * connection's settings (busy timeout, journal mode) and its update hook
- * stay the caller's: what the caller's triggers write when a sync applies
+ * connection's settings (busy timeout, journal mode, foreign keys: a sync
+ * defers those the connection enforces and checks them before Verify) and
+ * its update hook stay the caller's: what the caller's triggers write when
+ * a sync applies
  * rows (spec LS-CAPTURE-10) goes unseen until a recount, where a store
  * that opened its own connection watches for it. */
 LIPSYNC_API int lipsync_store_sqlite_wrap(lipsync_store **out, void *db);
 /* SQLite backend that opens (creating if needed) the database at |path| and
  * closes it when freed. It sets WAL mode (readers and the one writer do not
- * block each other), waits for another writer's lock up to the lock
- * timeout (lipsync_store_set_lock_timeout), and uses a 32 MiB page cache
+ * block each other), enforces the foreign keys the schema declares (a
+ * sync checks them for the state it leaves), waits for another writer's
+ * lock up to the lock timeout (lipsync_store_set_lock_timeout), and uses a
+ * 32 MiB page cache
  * while it inserts. On failure *out
  * is NULL and, when |errbuf| is not NULL, the reason is copied into it. */
 LIPSYNC_API int lipsync_store_sqlite_open(lipsync_store **out, const char *path,

@@ -825,18 +825,26 @@ static void free_deferred(sqlite_table *t) {
 }
 
 /* Drops the indexes of an empty table that can be dropped (not those of
- * its PRIMARY KEY and UNIQUE constraints), keeping their CREATE statements
- * for rebuild_indexes(). */
+ * its PRIMARY KEY and UNIQUE constraints, nor, while foreign keys are
+ * enforced, a unique index another table's foreign key may need), keeping
+ * their CREATE statements for rebuild_indexes(). */
 static int defer_indexes(sqlite_store *s, sqlite_table *t) {
-  static const char sql[] = "SELECT name, sql FROM main.sqlite_schema"
-                            " WHERE type = 'index' AND sql IS NOT NULL"
-                            " AND tbl_name = ?1 COLLATE NOCASE";
+  static const char sql[] =
+      "SELECT m.name, m.sql FROM main.sqlite_schema AS m"
+      " WHERE m.type = 'index' AND m.sql IS NOT NULL"
+      " AND m.tbl_name = ?1 COLLATE NOCASE AND NOT (?2 AND EXISTS"
+      " (SELECT 1 FROM pragma_index_list(?1, 'main') AS i"
+      "  WHERE i.name = m.name AND i.\"unique\") AND EXISTS"
+      " (SELECT 1 FROM main.sqlite_schema AS c,"
+      "  pragma_foreign_key_list(c.name, 'main') AS f"
+      "  WHERE c.type = 'table' AND f.\"table\" = ?1 COLLATE NOCASE))";
   sqlite3_stmt *st;
   char **drops = NULL;
   int rc;
   if (sq_prepare(s, sql, &st) != SQLITE_OK)
     return sq_fail_db(s, t->name, "reading the schema");
   sqlite3_bind_text(st, 1, t->name, -1, SQLITE_STATIC);
+  sqlite3_bind_int(st, 2, sq_fkeys_enforced(s));
   while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
     size_t n = t->ndeferred;
     char **grown = realloc(t->deferred, (n + 1) * sizeof *grown);
@@ -1517,6 +1525,7 @@ static int begin_txn(sqlite_store *s, const char *sql, bool writing) {
   s->read_seq = state_seq(s);
   s->own_lo = s->read_seq + 1;
   s->own_hi = s->read_seq;
+  sq_fkeys_defer(s);
   if (writing && (rc = sq_capture_begin_write(s)) != 0)
     return rc;
   return 0;
@@ -1674,14 +1683,15 @@ static void sqlite_store_set_lock_timeout(lipsync_store *store, int ms) {
       ms > 0 ? ms : DEFAULT_LOCK_TIMEOUT_MS;
 }
 
-/* Builds the indexes set aside, so that a duplicate is reported before the
- * session vouches for its tables in Verify, not at commit. */
+/* Builds the indexes set aside and checks the deferred foreign keys, so
+ * that a duplicate or a missing parent is reported before the session
+ * vouches for its tables in Verify, not at commit. */
 static int sqlite_store_flush(lipsync_store *store) {
   sqlite_store *s = (sqlite_store *)store;
   int rc = 0;
   for (sqlite_table *t = s->tables; t && !rc; t = t->next)
     rc = sq_need_index(s, t);
-  return rc;
+  return rc ? rc : sq_fkeys_check(s);
 }
 
 /* Forgets the state of the transaction that just ended. */
@@ -2161,6 +2171,10 @@ int lipsync_store_sqlite_open(lipsync_store **out, const char *path,
   /* Until the store's own busy handler takes over: another connection may
    * hold a lock while this one switches to WAL. */
   sqlite3_busy_timeout(db, DEFAULT_LOCK_TIMEOUT_MS);
+  /* The foreign keys the schema declares hold for what a sync writes, as
+   * they do for an application that turns them on
+   * (store_sqlite_fkeys.c). */
+  sqlite3_db_config(db, SQLITE_DBCONFIG_ENABLE_FKEY, 1, (int *)NULL);
   /* An in-memory database has no journal file to switch. */
   if (strcmp(path, ":memory:") != 0) {
     rc = use_wal(db);

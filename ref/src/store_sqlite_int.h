@@ -286,6 +286,17 @@ void sq_nested_begin(sqlite_store *s, sqlite_table *t);
 void sq_nested_end(sqlite_store *s);
 int sq_nested_forget(sqlite_store *s);
 void sq_nested_stop(sqlite_store *s);
+
+/* ---- store_sqlite_fkeys.c ------------------------------------------- */
+
+/* The connection enforces foreign keys. */
+bool sq_fkeys_enforced(sqlite_store *s);
+/* Defers the foreign keys the connection enforces to the end of the
+ * transaction just begun. */
+void sq_fkeys_defer(sqlite_store *s);
+/* Fails with STORAGE, naming a row, when the transaction leaves a
+ * foreign key broken. */
+int sq_fkeys_check(sqlite_store *s);
 /* Marks this transaction as applying (triggers quiet) and reads the
  * sequence number the next write takes. */
 int sq_capture_begin_write(sqlite_store *s);

@@ -205,6 +205,10 @@ lipsync_table *begin_on(lipsync_store *store, sfx *fx, const char *table) {
   return open_prepared(store, fx, table, store_begin_read(store));
 }
 
+lipsync_table *also_prepared(lipsync_store *store, sfx *fx, const char *table) {
+  return open_prepared(store, fx, table, 0);
+}
+
 bool prepare_commit(sfx *fx, const char *table) {
   if (!begin_prepared(fx, table)) {
     store_rollback(fx->store);

@@ -160,6 +160,8 @@ lipsync_table *begin_prepared(sfx *fx, const char *table);
 /* The same on |store| (another store on the fixture's database), with a
  * read transaction, as a session begins. */
 lipsync_table *begin_on(lipsync_store *store, sfx *fx, const char *table);
+/* Opens and prepares another |table| in the transaction |store| has open. */
+lipsync_table *also_prepared(lipsync_store *store, sfx *fx, const char *table);
 /* Begins, opens, prepares and commits |table|: capture installed. */
 bool prepare_commit(sfx *fx, const char *table);
 

@@ -946,6 +946,107 @@ out:
   sfx_close(&fx);
 }
 
+/* The foreign keys a connection enforces hold for the state the sync
+ * leaves, not at each write: a child may come before its parent, and a
+ * missing parent fails flush, before Verify, naming the row. A wrapped
+ * connection keeps the application's choice; a connection the store opens
+ * enforces them. */
+static void test_foreign_keys_deferred(void) {
+  sfx fx;
+  lipsync_table *p, *c;
+  lipsync_store *own = NULL;
+  char err[256] = "";
+  uint8_t uuid[LIPSYNC_UUID_LEN];
+  lipsync_value v[2];
+  if (!SFX_OPEN(&fx, "CREATE TABLE p(id INTEGER PRIMARY KEY);"
+                     "CREATE TABLE c(id INTEGER, pid INTEGER REFERENCES p(id));"
+                     "INSERT INTO p VALUES (1); INSERT INTO c VALUES (10, 1);"
+                     "PRAGMA foreign_keys = ON"))
+    goto out;
+  if (!(c = begin_prepared(&fx, "c")) ||
+      !(p = also_prepared(fx.store, &fx, "p")))
+    goto out;
+  v[0] = tu_int(20);
+  v[1] = tu_int(2);
+  uuid_fill(uuid, 20);
+  CU_ASSERT_EQUAL(insert_row(fx.store, c, uuid, v, 2), 0);
+  v[0] = tu_int(2);
+  uuid_fill(uuid, 2);
+  CU_ASSERT_EQUAL(insert_row(fx.store, p, uuid, v, 1), 0);
+  CU_ASSERT_EQUAL(store_flush(fx.store), 0);
+  v[0] = tu_int(30);
+  v[1] = tu_int(3);
+  uuid_fill(uuid, 30);
+  CU_ASSERT_EQUAL(insert_row(fx.store, c, uuid, v, 2), 0);
+  CU_ASSERT_EQUAL(store_flush(fx.store), LIPSYNC_ERR_STORAGE);
+  CU_ASSERT(
+      contains(store_errmsg(fx.store),
+               "table c: a row (rowid 3) refers by (pid) to no row of p"));
+  CU_ASSERT_EQUAL(store_rollback(fx.store), 0);
+  CU_ASSERT_EQUAL(TU_QUERY_INT(fx.db, "SELECT count(*) FROM c", -1), 1);
+  CU_ASSERT_EQUAL(TU_QUERY_INT(fx.db, "SELECT count(*) FROM p", -1), 1);
+
+  /* Off on the application's connection: its choice stands. */
+  TU_EXEC(fx.db, "PRAGMA foreign_keys = OFF");
+  if (!(c = begin_prepared(&fx, "c")))
+    goto out;
+  CU_ASSERT_EQUAL(insert_row(fx.store, c, uuid, v, 2), 0);
+  CU_ASSERT_EQUAL(store_flush(fx.store), 0);
+  CU_ASSERT_EQUAL(store_rollback(fx.store), 0);
+
+  /* On, on a connection the store opened. */
+  CU_ASSERT_EQUAL(lipsync_store_sqlite_open(&own, fx.path, err, sizeof err), 0);
+  if (!own || !(c = begin_on(own, &fx, "c")))
+    goto out;
+  CU_ASSERT_EQUAL(store_begin_write(own), 0);
+  CU_ASSERT_EQUAL(insert_row(own, c, uuid, v, 2), 0);
+  CU_ASSERT_EQUAL(store_flush(own), LIPSYNC_ERR_STORAGE);
+  CU_ASSERT(contains(store_errmsg(own), "FOREIGN KEY constraint failed"));
+  CU_ASSERT_EQUAL(store_rollback(own), 0);
+  CU_ASSERT_EQUAL(TU_QUERY_INT(fx.db, "SELECT count(*) FROM c", -1), 1);
+out:
+  lipsync_store_free(own);
+  sfx_close(&fx);
+}
+
+/* A bulk load sets an empty table's indexes aside, but not a unique index
+ * that a foreign key refers to while foreign keys are enforced: without
+ * it, SQLite refuses every write to both tables ("foreign key
+ * mismatch"). */
+static void test_foreign_key_parent_index_kept(void) {
+  sfx fx;
+  lipsync_table *q, *r;
+  uint8_t uuid[LIPSYNC_UUID_LEN];
+  lipsync_value v[1];
+  const char *count_index = "SELECT count(*) FROM sqlite_schema WHERE "
+                            "type = 'index' AND name = 'q_k'";
+  if (!SFX_OPEN(&fx, "CREATE TABLE q(k INTEGER);"
+                     "CREATE UNIQUE INDEX q_k ON q(k);"
+                     "CREATE INDEX q_k2 ON q(k * 2);"
+                     "CREATE TABLE r(x INTEGER REFERENCES q(k));"
+                     "PRAGMA foreign_keys = ON"))
+    goto out;
+  if (!(q = begin_prepared(&fx, "q")) ||
+      !(r = also_prepared(fx.store, &fx, "r")))
+    goto out;
+  v[0] = tu_int(5);
+  uuid_fill(uuid, 5);
+  CU_ASSERT_EQUAL(insert_row(fx.store, q, uuid, v, 1), 0);
+  CU_ASSERT_EQUAL(TU_QUERY_INT(fx.db, count_index, -1), 1);
+  CU_ASSERT_EQUAL(TU_QUERY_INT(fx.db,
+                               "SELECT count(*) FROM sqlite_schema WHERE "
+                               "name = 'q_k2'",
+                               -1),
+                  0); /* the others are set aside as ever */
+  uuid_fill(uuid, 6);
+  CU_ASSERT_EQUAL(insert_row(fx.store, r, uuid, v, 1), 0);
+  CU_ASSERT_EQUAL(store_flush(fx.store), 0);
+  CU_ASSERT_EQUAL(store_commit(fx.store), 0);
+  CU_ASSERT_EQUAL(TU_QUERY_INT(fx.db, "SELECT count(*) FROM r", -1), 1);
+out:
+  sfx_close(&fx);
+}
+
 /* An empty table's indexes are set aside at its first insert and built
  * once, when a lookup first needs them or at commit; their constraints
  * still hold, and a rollback brings them back. */
@@ -1827,6 +1928,9 @@ int register_store_sqlite_tests(void) {
       {"INTEGER PRIMARY KEY", test_rowid_alias},
       {"STRICT table", test_strict_table},
       {"constraint violation", test_constraint_violation},
+      {"foreign keys are checked before Verify", test_foreign_keys_deferred},
+      {"a foreign key's parent index is kept",
+       test_foreign_key_parent_index_kept},
       {"indexes of an empty table are built once", test_deferred_index},
       {"open sets WAL mode", test_open_sets_wal},
       {"open errors", test_open_errors},

@@ -834,7 +834,12 @@ class SyncPairTests:
             here.sql(f"ALTER TABLE {parent} ADD PRIMARY KEY (id); ALTER"
                      f" TABLE {child} ADD FOREIGN KEY (parent) REFERENCES"
                      f" {parent} (id) ON DELETE CASCADE")
-        else:
+        elif role == "server":  # SQLite's own foreign key, enforced
+            here.run_sql(f"CREATE UNIQUE INDEX {parent}_id ON {parent} (id)")
+            here.run_sql(f"DROP TABLE {child}")
+            here.run_sql(f"CREATE TABLE {child} (id INTEGER, parent INTEGER"
+                         f" REFERENCES {parent} (id) ON DELETE CASCADE)")
+        else:  # a trigger doing the same
             here.run_sql(f"CREATE TRIGGER cascade_{role} AFTER DELETE ON"
                          f" {parent} BEGIN DELETE FROM {child} WHERE"
                          f" parent = old.id; END")
@@ -910,6 +915,63 @@ class SyncPairTests:
         self.assertEqual([tuple(r) for r in other.select(stamped, ["note"],
                                                          "id")],
                          [("plain",)])
+        server.stop()
+
+    def test_foreign_keys_hold_for_the_result(self):
+        # A foreign key between two synced tables (SQLite's, enforced on
+        # the connection a sync opens; PostgreSQL's, made DEFERRABLE) is
+        # checked once, for the state the sync leaves (spec LS-VALUE-9):
+        # children and parents travel in any order, a parent deleted with
+        # its children goes through, and a state that leaves a child
+        # without its parent fails before either side commits, both
+        # databases unchanged, until the data is fixed.
+        parents = [("id", "integer")]
+        children = [("id", "integer"), ("parent", "integer")]
+        for db in (self.client_db, self.server_db):
+            if db.kind == "pg":
+                db.create_table("parent", parents)
+                db.create_table("child", children)
+                db.sql("ALTER TABLE parent ADD PRIMARY KEY (id); ALTER TABLE"
+                       " child ADD FOREIGN KEY (parent) REFERENCES parent"
+                       " (id) DEFERRABLE")
+            else:
+                db.run_sql("CREATE TABLE parent (id INTEGER PRIMARY KEY)")
+                db.run_sql("CREATE TABLE child (id INTEGER, parent INTEGER"
+                           " REFERENCES parent (id))")
+        self.server_db.insert("parent", parents, [(1,), (2,), (3,)])
+        self.server_db.insert("child", children, [(10, 1), (20, 2), (30, 3)])
+        tables = ("child", "parent")
+        server = self.start_server(self.server_db, tables=tables)
+
+        def children_of(db):
+            return [tuple(r) for r in db.select("child", ["id", "parent"],
+                                                "id")]
+
+        self.sync(self.client_db, server, tables=tables)
+        self.client_db.run_sql("DELETE FROM child WHERE id = 20")
+        self.client_db.run_sql("DELETE FROM parent WHERE id = 2")
+        self.client_db.run_sql("INSERT INTO parent (id) VALUES (4)")
+        self.client_db.run_sql("INSERT INTO child (id, parent)"
+                               " VALUES (40, 4)")
+        self.sync(self.client_db, server, tables=tables)
+        for table in tables:
+            self.assertSynced(self.client_db, self.server_db, table)
+        self.assertEqual(children_of(self.server_db),
+                         [(10, 1), (30, 3), (40, 4)])
+
+        # The server deletes a parent with its child while the client
+        # gives it a new child: whichever side finds it, nobody commits.
+        self.server_db.run_sql("DELETE FROM child WHERE id = 30")
+        self.server_db.run_sql("DELETE FROM parent WHERE id = 3")
+        self.client_db.run_sql("INSERT INTO child (id, parent)"
+                               " VALUES (31, 3)")
+        r = self.expect_failure(server, EXIT_DATABASE, tables=tables)
+        self.assertIn("foreign key", r.stderr.lower())
+        self.client_db.run_sql("DELETE FROM child WHERE id = 31")
+        self.sync(self.client_db, server, tables=tables)
+        for table in tables:
+            self.assertSynced(self.client_db, self.server_db, table)
+        self.assertEqual(children_of(self.client_db), [(10, 1), (40, 4)])
         server.stop()
 
     def test_init_installs_capture(self):
