@@ -34,7 +34,7 @@ SRC     := $(wildcard ref/src/*.c)
 TESTSRC := $(wildcard ref/tests/*.c)
 BINS    := lipsync-server lipsync-client
 # What both programs share (ref/bin): options, the secret, the connection.
-CLIMODS := cli conn conn_tls command options report serverlog
+CLIMODS := cli conn conn_tls command options report serverlog storepool
 BINHDR  := ref/include/lipsync.h $(wildcard ref/bin/*.h)
 
 CFLAGS_ALL = $(CSTD) $(WARN) -Iref/include -Iref/src -I$(GEN) -I$(PGINC)

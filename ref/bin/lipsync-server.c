@@ -7,10 +7,11 @@
  * The main thread owns the listening socket and every connection record; it
  * sleeps in poll() on the listener and on a wake pipe. Each connection runs
  * in its own thread with its own store (an SQLite connection must not be
- * shared between threads) and its own cancel pipe, which the main thread
- * writes to on shutdown so lipsync_session_run_fd() ends the session with
- * SHUTTING_DOWN. Signal handlers and finishing threads only write a byte to
- * the wake pipe; all real work happens in the main thread.
+ * shared between threads; a PostgreSQL one may pass from a session that
+ * ended to the next, storepool.h) and its own cancel pipe, which the main
+ * thread writes to on shutdown so lipsync_session_run_fd() ends the session
+ * with SHUTTING_DOWN. Signal handlers and finishing threads only write a byte
+ * to the wake pipe; all real work happens in the main thread.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -35,6 +36,7 @@
 #include "lipsync.h"
 #include "options.h"
 #include "serverlog.h"
+#include "storepool.h"
 
 #define PROG "lipsync-server"
 #define DEFAULT_TIMEOUT_MS 60000
@@ -44,6 +46,9 @@
  * closed for a new one), and how long each may take (spec LS-SEC-2). */
 #define DEFAULT_MAX_UNAUTHENTICATED 64
 #define DEFAULT_AUTH_TIMEOUT_MS 10000
+/* PostgreSQL connections kept between sessions, and for how long. */
+#define DEFAULT_IDLE_CONNECTIONS 8
+#define DEFAULT_IDLE_TIMEOUT_MS 60000
 /* How long a finished session waits for the client to close first, so the
  * client reads our last frame (say, SHUTTING_DOWN) instead of a reset. */
 #define LINGER_MS 500
@@ -65,6 +70,8 @@ typedef struct server_config {
   int timeout_ms;
   size_t max_clients;
   size_t max_unauthenticated;
+  size_t idle_connections; /* --idle-connections */
+  int idle_timeout_ms;     /* --idle-timeout */
   size_t max_session_memory;
   int auth_timeout_ms;
   uint64_t retention_ms;
@@ -122,6 +129,7 @@ typedef struct server {
   int accepted;  /* connections accepted so far, for --once */
   int once_exit; /* exit status of the --once session */
   double accept_paused_until;
+  store_pool *pool; /* the database connections between sessions */
 } server;
 
 static volatile sig_atomic_t stop_requested;
@@ -140,6 +148,7 @@ static void usage(FILE *out, int full) {
       "         [--tls-cert FILE --tls-key FILE | --plaintext] [--tls]\n"
       "         [--once] [--timeout SECONDS] [--max-clients N]\n"
       "         [--auth-timeout SECONDS] [--max-unauthenticated N]\n"
+      "         [--idle-connections N] [--idle-timeout SECONDS]\n"
       "         [--max-session-memory MIB]\n"
       "         [--tombstone-retention DURATION] [--no-incremental]\n"
       "         [--log-format text|json] [--log-file FILE] [--json] [--quiet]\n"
@@ -204,7 +213,16 @@ static void usage(FILE *out, int full) {
       "                      keep at most N connections that have not yet\n"
       "                      authenticated (default 64): a new one closes\n"
       "                      the oldest. None of them touches the "
-      "database.\n" CLI_SERVER_MEMORY_HELP "  --tombstone-retention DURATION\n"
+      "database.\n"
+      "  --idle-connections N\n"
+      "                      with PostgreSQL, keep up to N database\n"
+      "                      connections open between sessions for the next\n"
+      "                      ones (default 8; 0: a session opens its own and\n"
+      "                      closes it)\n"
+      "  --idle-timeout SECONDS\n"
+      "                      close a connection kept that long unused\n"
+      "                      (default 60)\n" CLI_SERVER_MEMORY_HELP
+      "  --tombstone-retention DURATION\n"
       "                      keep the mark a deleted row leaves this long\n"
       "                      (N seconds, or Nms, Ns, Nm, Nh, Nd; default\n"
       "                      30d); a client that stays away longer has its\n"
@@ -267,6 +285,11 @@ static const cli_option options[] = {
     {"max-unauthenticated",
      CLI_SIZE(server_config, max_unauthenticated, 1, MAX_MAX_CLIENTS),
      .message = "--max-unauthenticated takes a number from 1 to 4096"},
+    {"idle-connections",
+     CLI_SIZE(server_config, idle_connections, 0, MAX_MAX_CLIENTS),
+     .message = "--idle-connections takes a number from 0 to 4096"},
+    {"idle-timeout", CLI_TIMEOUT(server_config, idle_timeout_ms, 1),
+     .message = "--idle-timeout takes a number of seconds above 0"},
     {"max-session-memory", CLI_MEMORY(server_config, max_session_memory),
      .message = CLI_MEMORY_USAGE},
     {"quiet", CLI_FLAG(server_config, quiet)},
@@ -340,6 +363,8 @@ static int check_options(server_config *config) {
 static int parse_options(server_config *config, int argc, char **argv) {
   config->timeout_ms = DEFAULT_TIMEOUT_MS;
   config->max_clients = DEFAULT_MAX_CLIENTS;
+  config->idle_connections = DEFAULT_IDLE_CONNECTIONS;
+  config->idle_timeout_ms = DEFAULT_IDLE_TIMEOUT_MS;
   config->max_session_memory = LIPSYNC_DEFAULT_MEMORY_LIMIT;
   config->max_unauthenticated = DEFAULT_MAX_UNAUTHENTICATED;
   config->auth_timeout_ms = DEFAULT_AUTH_TIMEOUT_MS;
@@ -495,8 +520,8 @@ static int open_store(void *user, lipsync_store **out, char *err,
     return LIPSYNC_ERR_TRY_AGAIN;
   }
   conn->has_permit = 1;
-  lipsync_store *store = NULL;
-  if (lipsync_store_open(&store, config->db_path, err, errlen) < 0)
+  lipsync_store *store = store_pool_take(conn->srv->pool);
+  if (!store && lipsync_store_open(&store, config->db_path, err, errlen) < 0)
     return LIPSYNC_ERR_STORAGE;
   lipsync_store_set_lock_timeout(store, cli_lock_timeout(config->timeout_ms));
   pthread_mutex_lock(&conn->lock);
@@ -540,10 +565,14 @@ static int serve_session(connection *conn, cli_conn *link) {
   conn->store = NULL;
   pthread_mutex_unlock(&conn->lock);
   /* After a failed session the store may have lost its database (a
-   * PostgreSQL restart): the next session maintains instead. */
-  if (store && rc == 0)
+   * PostgreSQL restart): the next session maintains instead, on a
+   * connection of its own. */
+  if (store && rc == 0) {
     maybe_maintain(conn, store);
-  lipsync_store_free(store);
+    store_pool_give(conn->srv->pool, store);
+  } else {
+    lipsync_store_free(store);
+  }
   if (conn->has_permit)
     permit_give(conn->srv);
   conn->has_permit = 0;
@@ -738,6 +767,9 @@ static int wait_for_event(server *srv) {
                           {srv->listen_fd, POLLIN, 0}};
   nfds_t nfds = 1;
   int timeout = enforce_auth_deadlines(srv);
+  int expiry = store_pool_expire(srv->pool, cli_now());
+  if (expiry >= 0 && (timeout < 0 || expiry < timeout))
+    timeout = expiry;
   double paused = srv->accept_paused_until - cli_now();
   if (accepting(srv) && paused <= 0)
     nfds = 2;
@@ -854,12 +886,12 @@ static int start_listening(server *srv) {
 }
 
 /* Fails early on a database that cannot be served, rather than once per
- * client. */
-static int check_database(const char *db) {
+ * client; the connection serves the first session. */
+static int check_database(server *srv) {
   lipsync_store *store = NULL;
-  if (cli_open_store(PROG, db, &store) < 0)
+  if (cli_open_store(PROG, srv->config.db_path, &store) < 0)
     return -1;
-  lipsync_store_free(store);
+  store_pool_give(srv->pool, store);
   return 0;
 }
 
@@ -890,7 +922,17 @@ static int serve_stdio(server *srv) {
 }
 
 static int run(server *srv) {
-  if (check_database(srv->config.db_path) < 0)
+  /* A SQLite database costs little to open, and a connection kept would
+   * hold back its checkpoint: each session opens its own. */
+  srv->pool = store_pool_new(lipsync_db_is_postgres(srv->config.db_path)
+                                 ? srv->config.idle_connections
+                                 : 0,
+                             srv->config.idle_timeout_ms);
+  if (!srv->pool) {
+    fprintf(stderr, PROG ": out of memory\n");
+    return CLI_EXIT_INTERNAL;
+  }
+  if (check_database(srv) < 0)
     return CLI_EXIT_DATABASE;
   if (srv->config.stdio)
     return serve_stdio(srv);
@@ -950,6 +992,7 @@ int main(int argc, char **argv) {
       serverlog_close();
     }
   }
+  store_pool_free(srv.pool);
   conn_tls_free(srv.config.tls);
   cli_secret_wipe(&srv.config.secret);
   free(srv.slots);

@@ -528,7 +528,10 @@ LIPSYNC_API int lipsync_store_sqlite_open(lipsync_store **out, const char *path,
  * timeout, ...) are set for its transaction only. */
 LIPSYNC_API int lipsync_store_pg_wrap(lipsync_store **out, void *conn);
 /* PostgreSQL backend that connects with |conninfo| (a postgresql:// URI or
- * a libpq keyword/value string) and disconnects when freed. On failure
+ * a libpq keyword/value string) and disconnects when freed. The store may
+ * serve one sync after another; when PostgreSQL has closed the connection
+ * in between (a restart), the next sync's transaction connects again
+ * (PQreset) before it begins. On failure
  * *out is NULL and, when |errbuf| is not NULL, the reason is copied into
  * it. */
 LIPSYNC_API int lipsync_store_pg_open(lipsync_store **out, const char *conninfo,

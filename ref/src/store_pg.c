@@ -2066,6 +2066,24 @@ static void end_statements(pg_store *s) {
   s->deallocs.len = 0;
 }
 
+/* Makes the store's own connection again, with the same parameters, once
+ * its server closed it while no transaction was open (a restart, an
+ * administrator, an idle timeout): nothing is lost, and a store kept
+ * between syncs (lipsync-server's idle connections) outlives a
+ * PostgreSQL restart. Returns true if the connection is back. */
+static bool reconnect(pg_store *s) {
+  if (!s->owns_conn || PQstatus(s->conn) != CONNECTION_BAD)
+    return false;
+  PQreset(s->conn);
+  PGcancel *fresh = PQgetCancel(s->conn), *old;
+  pthread_mutex_lock(&s->cancel_lock);
+  old = s->cancel;
+  s->cancel = fresh;
+  pthread_mutex_unlock(&s->cancel_lock);
+  PQfreeCancel(old);
+  return PQstatus(s->conn) == CONNECTION_OK;
+}
+
 int pgs_begin(pg_store *s, bool snapshot) {
   char sql[sizeof begin_fmt + 32];
   int rc;
@@ -2073,6 +2091,7 @@ int pgs_begin(pg_store *s, bool snapshot) {
     return pgs_fail_interrupted(s);
   if (s->in_txn)
     return pgs_fail(s, LIPSYNC_ERR_INTERNAL, "a transaction is already open");
+  reconnect(s);
   if (PQstatus(s->conn) != CONNECTION_OK)
     return pgs_fail_pg(s, NULL, NULL, "begin");
   /* The caller's own transaction is not ours to commit. */
@@ -2083,6 +2102,10 @@ int pgs_begin(pg_store *s, bool snapshot) {
            snapshot ? "REPEATABLE READ" : "READ COMMITTED", s->lock_timeout_ms);
   use_blocking(s);
   rc = pgs_exec_sql(s, sql, NULL, "begin");
+  /* The server may have closed the connection since its last use, which
+   * only its first statement finds out. */
+  if (rc && reconnect(s))
+    rc = pgs_exec_sql(s, sql, NULL, "begin");
   /* A failed SET leaves an open transaction for rollback to end. */
   s->in_txn = PQtransactionStatus(s->conn) != PQTRANS_IDLE;
   s->fresh = snapshot;
@@ -2368,6 +2391,7 @@ static void pg_store_destroy(lipsync_store *store) {
   free(s->upkeep);
   canon_hasher_free(&s->hasher);
   PQfreeCancel(s->cancel);
+  pthread_mutex_destroy(&s->cancel_lock);
   if (s->owns_conn)
     PQfinish(s->conn);
   free(s);
@@ -2380,8 +2404,10 @@ static void pg_store_interrupt(lipsync_store *store) {
   pg_store *s = (pg_store *)store;
   char buf[256];
   atomic_store(&s->interrupted, 1);
+  pthread_mutex_lock(&s->cancel_lock);
   if (s->cancel)
     PQcancel(s->cancel, buf, sizeof buf);
+  pthread_mutex_unlock(&s->cancel_lock);
 }
 
 /* A recount rewrites what the store keeps of the table: prepared, it is
@@ -2455,6 +2481,7 @@ static int store_new(PGconn *conn, bool owns_conn, pg_store **out) {
   /* NULL for a connection that is not open: then nothing can be
    * cancelled. */
   s->cancel = PQgetCancel(conn);
+  pthread_mutex_init(&s->cancel_lock, NULL);
   snprintf(s->errmsg, sizeof s->errmsg, "no error");
   *out = s;
   return 0;

@@ -16,6 +16,7 @@
 #include "pg_types.h"
 
 #include <libpq-fe.h>
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
@@ -84,6 +85,9 @@ struct pg_store {
   bool no_cancel;       /* rolling back: never cancel that */
   bool was_nonblocking; /* the caller's mode, restored when the sync ends */
   PGcancel *cancel;
+  /* Guards |cancel| between interrupt(), from any thread, and a
+   * reconnection, which replaces it. */
+  pthread_mutex_t cancel_lock;
   atomic_int interrupted; /* set by interrupt(), from any thread */
   int lock_timeout_ms;
   pg_table *tables;       /* opened since the last commit or rollback */

@@ -519,6 +519,67 @@ class PostgresRestartTest(EnvFaultTestCase):
         self.stop_postgres_during("commit")
 
 
+    def test_idle_connections_are_kept_and_outlive_a_restart(self):
+        """The server keeps the PostgreSQL connection of a finished
+        session for the next one (--idle-connections): syncs in a row use
+        one PostgreSQL backend. PostgreSQL restarts while it is kept: the
+        next session makes it again and syncs. A connection kept unused
+        for --idle-timeout is closed; with --idle-connections 0 none is
+        kept."""
+        pg = self.new_cluster_database("idle")
+        client = SqliteDatabase(self.path("client.db"))
+        pg.create_table("cities", rows=self.cities[:200])
+        client.create_table("cities", rows=self.cities[200:400])
+
+        def backends():
+            return pg.sql("SELECT pid FROM pg_stat_activity WHERE"
+                          " application_name = 'lipsync' AND datname ="
+                          " current_database() ORDER BY pid").split()
+
+        def wait_for_backends(count, within):
+            deadline = time.monotonic() + within
+            while len(backends()) != count:
+                if time.monotonic() > deadline:
+                    self.fail(f"{len(backends())} connections of the"
+                              f" server, not {count}, after {within} s")
+                time.sleep(0.1)
+
+        server = self.start_server(pg, extra=("--idle-connections", "2",
+                                              "--idle-timeout", "4"))
+        self.sync(client, server)
+        wait_for_sessions(self, server, 1)
+        kept = backends()
+        self.assertEqual(len(kept), 1)
+        for n in (2, 3):
+            client.run_sql(f"UPDATE cities SET population = {n}"
+                           f" WHERE city_id = {self.cities[200][0]}")
+            self.sync(client, server)
+            wait_for_sessions(self, server, n)
+            self.assertEqual(backends(), kept, "the connection was not kept")
+        self.cluster.stop("fast")
+        self.cluster.start()
+        self.assertEqual(backends(), [])
+        client.run_sql(f"UPDATE cities SET population = 4"
+                       f" WHERE city_id = {self.cities[200][0]}")
+        r = self.sync(client, server)
+        self.assertEqual(parse_summary(r.stdout), {"cities": (1, 0)})
+        self.assertSynced(client, pg)
+        wait_for_sessions(self, server, 4)
+        self.assertEqual(len(backends()), 1)
+        self.assertNotEqual(backends(), kept)
+        started = time.monotonic()
+        wait_for_backends(0, 15)
+        self.assertGreater(time.monotonic() - started, 1.0,
+                           "the connection was closed at once")
+        self.assertEqual(server.stop(), 0)
+
+        server = self.start_server(pg, extra=("--idle-connections", "0"))
+        self.sync(client, server)
+        wait_for_sessions(self, server, 1)
+        wait_for_backends(0, 5)
+        self.assertTrue(server.alive())
+
+
 class DiskFullTest(EnvFaultTestCase):
     """A SQLite database on a small filesystem (a size-limited tmpfs) that
     fills up while the rows a side received are written: the sync fails
