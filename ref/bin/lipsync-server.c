@@ -886,12 +886,13 @@ static int start_listening(server *srv) {
 }
 
 /* Fails early on a database that cannot be served, rather than once per
- * client; the connection serves the first session. */
-static int check_database(server *srv) {
+ * client. (Not kept for the first session: a server that has served
+ * nobody holds no connection.) */
+static int check_database(const char *db) {
   lipsync_store *store = NULL;
-  if (cli_open_store(PROG, srv->config.db_path, &store) < 0)
+  if (cli_open_store(PROG, db, &store) < 0)
     return -1;
-  store_pool_give(srv->pool, store);
+  lipsync_store_free(store);
   return 0;
 }
 
@@ -932,7 +933,7 @@ static int run(server *srv) {
     fprintf(stderr, PROG ": out of memory\n");
     return CLI_EXIT_INTERNAL;
   }
-  if (check_database(srv) < 0)
+  if (check_database(srv->config.db_path) < 0)
     return CLI_EXIT_DATABASE;
   if (srv->config.stdio)
     return serve_stdio(srv);

@@ -810,21 +810,30 @@ static int apply_held(lipsync_session *s, sync_table *t, bytebuf *b,
   return 0;
 }
 
-static int apply_table_held(lipsync_session *s, sync_table *t) {
+static int apply_table_held(lipsync_session *s, sync_table *t, bytebuf *b) {
+  if (!b->len)
+    return 0;
   lipsync_value *values = calloc(t->handle->ncolumns + 1, sizeof *values);
-  int rc;
-  if (!values)
-    return session_fail(s, LIPSYNC_ERR_NOMEM, "out of memory");
-  rc = apply_held(s, t, &t->held_tombstones, values);
-  if (!rc)
-    rc = apply_held(s, t, &t->held_rows, values);
+  int rc = values ? apply_held(s, t, b, values)
+                  : session_fail(s, LIPSYNC_ERR_NOMEM, "out of memory");
   free(values);
   return rc;
 }
 
+/* Applies what the tables held back: every table's tombstones, the last
+ * table's first, then every table's other rows, the first table's first.
+ * Tables named parents before children (as a schema declares them) so
+ * lose children before their parents and gain parents before their
+ * children: a foreign key checked at each statement holds throughout, and
+ * a parent's ON DELETE CASCADE finds none of the children the sync
+ * deletes itself (which would count as a change of their own, spec
+ * LS-CAPTURE-10). */
 int recon_apply_deferred(lipsync_session *s) {
+  for (size_t i = s->ntables; i-- > 0;)
+    if (apply_table_held(s, &s->tables[i], &s->tables[i].held_tombstones))
+      return s->result;
   for (size_t i = 0; i < s->ntables; i++)
-    if (apply_table_held(s, &s->tables[i]))
+    if (apply_table_held(s, &s->tables[i], &s->tables[i].held_rows))
       return s->result;
   return 0;
 }

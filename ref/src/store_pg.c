@@ -2027,6 +2027,14 @@ static int pg_store_update(lipsync_store *store, lipsync_table *table,
     return write_row(s, t, row, true, &t->items_set);
   if (s->copy_table == t && (rc = pgs_copy_end(s)) != 0)
     return rc;
+  /* The rows of the tables deleted in the order of the calls (the
+   * session deletes children before parents). */
+  for (pg_table *o = s->tables; o; o = o->next)
+    if (o != t && o->deletes.len) {
+      if ((rc = pgs_copy_end(s)) != 0)
+        return rc;
+      break;
+    }
   if (bytebuf_append(&t->deletes, row->uuid, LIPSYNC_UUID_LEN) != 0 ||
       pgs_item_line(&t->items_set, row->uuid, &row->version, true, false) != 0)
     return pgs_fail_nomem(s);

@@ -867,13 +867,15 @@ class SyncPairTests:
         self.assertEqual(children_of(other), [10, 30, 40])
         self.assertSynced(self.client_db, self.server_db, child)
 
-        # Both deleted on the peer: the cascade and the peer's own
-        # deletion meet here, and nothing is left to carry.
+        # Both deleted on the peer: the child is deleted here first (the
+        # parents are named first), so the cascade finds nothing to do,
+        # and the next sync of the children goes by their changes.
         other.run_sql(f"DELETE FROM {parent} WHERE id = 1")
         other.run_sql(f"DELETE FROM {child} WHERE id = 10")
         self.sync(self.client_db, server, tables=tables)
         r = self.sync(self.client_db, server, tables=tables)
         self.assertNotIn("again", r.stderr)
+        self.assertRegex(r.stdout, rf"(?m)^{child}: .*\(incremental\)$")
         self.assertEqual(children_of(here), [30, 40])
         self.assertSynced(self.client_db, self.server_db, child)
         r = self.sync(self.client_db, server, tables=tables)
@@ -1356,6 +1358,39 @@ class PgSideTests:
         self.assertEqual(
             [tuple(r) for r in pg.select("parent", ["id", "code"], "id")],
             [(1, 20), (2, 10), (4, 40)])
+
+    def test_parents_named_first_keep_an_immediate_foreign_key(self):
+        # A foreign key checked at each statement (PostgreSQL's default)
+        # holds while a sync deletes a parent with its child and inserts
+        # another pair, when the parent table is named first: a side
+        # deletes the rows of the last table named first, and writes the
+        # others in the order named.
+        pg = self.pg_side()
+        other = self.client_db if pg is self.server_db else self.server_db
+        parents = [("id", "integer")]
+        children = [("id", "integer"), ("parent", "integer")]
+        ids = [str(uuid.uuid4()) for _ in range(4)]
+        for db in (pg, other):
+            db.create_table("parent", parents, [(1,), (2,)], ids[:2])
+            db.create_table("child", children, [(10, 1), (20, 2)], ids[2:])
+        pg.sql("ALTER TABLE parent ADD PRIMARY KEY (id); ALTER TABLE child"
+               " ADD FOREIGN KEY (parent) REFERENCES parent (id)")
+        tables = ("parent", "child")
+        server = self.start_server(self.server_db, tables=tables)
+        self.sync(self.client_db, server, tables=tables)
+        for statement in ("DELETE FROM child WHERE id = 20",
+                          "DELETE FROM parent WHERE id = 2",
+                          "INSERT INTO parent (id) VALUES (3)",
+                          "INSERT INTO child (id, parent) VALUES (30, 3)"):
+            other.run_sql(statement)
+        r = self.sync(self.client_db, server, tables=tables)
+        self.assertEqual(sorted(parse_summary(r.stdout)), ["child", "parent"])
+        for table in tables:
+            self.assertSynced(self.client_db, self.server_db, table)
+        self.assertEqual([tuple(r) for r in pg.select("child", ["id",
+                                                               "parent"],
+                                                      "id")],
+                         [(10, 1), (30, 3)])
 
     def test_deferred_constraint_fails_before_the_server_commits(self):
         # A constraint PostgreSQL would check only at COMMIT (INITIALLY

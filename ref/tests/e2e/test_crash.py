@@ -768,7 +768,10 @@ class CrashMatrix:
         |faults|; returns it and its address."""
         args = [str(FAULT_SERVER), "--db", cls.server.dsn, "--listen",
                 "127.0.0.1:0", "--secret-file", str(cls.secret_file),
-                "--table", TABLE, "--plaintext"] + (["--once"] if once else [])
+                "--table", TABLE, "--plaintext",
+                # A session's connection ends with it: settle() waits for
+                # a killed program's backend, save() copies the database.
+                "--idle-connections", "0"] + (["--once"] if once else [])
         with open(cls.dir / "server.log", "wb") as log:
             proc = subprocess.Popen(args, stdin=subprocess.DEVNULL,
                                     stdout=subprocess.PIPE, stderr=log,

@@ -741,6 +741,12 @@ class ReadOnlyTest(EnvFaultTestCase):
         before = {"client": self.state(client), "server": self.state(pg)}
         pg.sql(f"ALTER DATABASE {quote_ident(pg.name)} "
                "SET default_transaction_read_only = on")
+        # The setting reaches new connections only, as for any client
+        # that keeps one: the server's kept connection is ended, and made
+        # again for the next session.
+        psql(pg.admin, "SELECT pg_catalog.pg_terminate_backend(pid) FROM"
+             " pg_catalog.pg_stat_activity WHERE application_name ="
+             f" 'lipsync' AND datname = '{pg.name}'")
         r = self.try_sync(client, server)
         message = self.assertClientError(r, EXIT_DATABASE)
         self.assertTrue(server.alive(), server.stderr())
