@@ -434,16 +434,19 @@ static void drain(int fd) {
 
 /* Joins the table names of |session| with commas into |out|. */
 /* Lets one finished session in MAINTAIN_INTERVAL_MS keep the store's
- * summaries folded and its old tombstones purged. */
-static void maybe_maintain(const connection *conn, lipsync_store *store) {
+ * summaries folded and its old tombstones purged. Returns -1 if that
+ * failed. */
+static int maybe_maintain(const connection *conn, lipsync_store *store) {
   long long now = (long long)(cli_now() * 1000.0);
   long long last = atomic_load(&last_maintain_ms);
   if (stop_requested || now - last < MAINTAIN_INTERVAL_MS ||
       !atomic_compare_exchange_strong(&last_maintain_ms, &last, now))
-    return;
-  if (lipsync_store_maintain(store, conn->config->retention_ms) < 0)
-    serverlog_message(NULL, "maintenance failed: %s",
-                      lipsync_store_errmsg(store));
+    return 0;
+  if (lipsync_store_maintain(store, conn->config->retention_ms) == 0)
+    return 0;
+  serverlog_message(NULL, "maintenance failed: %s",
+                    lipsync_store_errmsg(store));
+  return -1;
 }
 
 /* Runs one session over |conn|, after the TLS handshake. Returns its exit
@@ -565,14 +568,12 @@ static int serve_session(connection *conn, cli_conn *link) {
   conn->store = NULL;
   pthread_mutex_unlock(&conn->lock);
   /* After a failed session the store may have lost its database (a
-   * PostgreSQL restart): the next session maintains instead, on a
-   * connection of its own. */
-  if (store && rc == 0) {
-    maybe_maintain(conn, store);
+   * PostgreSQL restart): the next session maintains instead. Only a store
+   * that ended well serves another session. */
+  if (store && rc == 0 && maybe_maintain(conn, store) == 0)
     store_pool_give(conn->srv->pool, store);
-  } else {
+  else
     lipsync_store_free(store);
-  }
   if (conn->has_permit)
     permit_give(conn->srv);
   conn->has_permit = 0;
