@@ -348,10 +348,11 @@ def sync(bench, label, server_db, extra=(), client_extra=()):
     return figures
 
 
-def noop_rate(bench, label, server_db, total, parallel):
+def noop_rate(bench, label, server_db, total, parallel, extra=()):
     """|total| syncs with nothing to do, |parallel| clients at a time, of
-    the same client database, against one server: syncs per second."""
-    with Server(bench, label, server_db) as server:
+    the same client database, against one server (with options |extra|):
+    syncs per second."""
+    with Server(bench, label, server_db, extra) as server:
         started = time.perf_counter()
         with concurrent.futures.ThreadPoolExecutor(parallel) as pool:
             runs = list(pool.map(
@@ -579,6 +580,11 @@ def report_scenario(name, r):
     line(f"syncs with nothing to do, {rate['parallel']} clients at a time",
          f"{rate['rate']:.0f} syncs/s ({rate['total']} syncs, longest"
          f" {rate['longest']:.2f} s)")
+    fresh = r.get("rate_fresh")
+    if fresh:
+        line("  each session its own connection (--idle-connections 0)",
+             f"{fresh['rate']:.0f} syncs/s: kept connections are"
+             f" {rate['rate'] / fresh['rate']:.2f} times as fast")
     restored = r["restored"]
     line("client restored in place from a copy",
          f"{restored['seconds']:.2f} s, by ranges (its checkpoint no longer"
@@ -734,6 +740,11 @@ def bench_pg(bench, init_db):
     pg_create(TABLE)
     r.update(scenario(bench, os.environ["LIPSYNC_PG_CONNINFO"], change_pg,
                       lambda: pg_rows_digest(TABLE)))
+    # What the server's kept PostgreSQL connections save (the rate above
+    # keeps them, the default).
+    r["rate_fresh"] = noop_rate(bench, "rate-fresh",
+                                os.environ["LIPSYNC_PG_CONNINFO"], 200, 8,
+                                ("--idle-connections", "0"))
     report_scenario("SQLite client -> PostgreSQL "
                     + psql("SHOW server_version").strip()
                     + " server (throwaway, fsync off, Unix socket)", r)
